@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs every test tier that exists, in order, then the benchmarks, and ends
+# with one line: "N passed, N failed" over all tiers (what CI reads).
+#
+# Each tier reports TAP; we count its "# pass" / "# fail" lines. A tier that
+# crashes without a TAP summary counts as one failure, so a broken harness can
+# never look green. Benchmarks print figures and never fail on a time.
+set -u
+cd "$(dirname "$0")/.."
+
+total_pass=0
+total_fail=0
+summary=()
+
+# count TIER LOGFILE EXIT_CODE
+count() {
+  local tier=$1 log=$2 rc=$3 pass fail
+  pass=$(awk '/^# pass /{p+=$3} END{print p+0}' "$log")
+  fail=$(awk '/^# fail /{f+=$3} END{print f+0}' "$log")
+  if ! grep -q '^# pass ' "$log" || { [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; }; then
+    echo "tier $tier: exited $rc without a passing TAP summary; counting one failure" >&2
+    fail=$((fail + 1))
+  fi
+  total_pass=$((total_pass + pass))
+  total_fail=$((total_fail + fail))
+  summary+=("$tier: $pass passed, $fail failed")
+}
+
+logdir=$(mktemp -d "${TMPDIR:-/tmp}/vfio-hookd-tests.XXXXXX")
+trap 'rm -rf "$logdir"' EXIT
+
+echo "== typecheck and build"
+if npx tsc -p tsconfig.json; then
+  printf '# pass 1\n# fail 0\n' >"$logdir/typecheck"; rc=0
+else
+  printf '# pass 0\n# fail 1\n' >"$logdir/typecheck"; rc=1
+fi
+count typecheck "$logdir/typecheck" "$rc"
+
+for tier in unit sim; do
+  if compgen -G "test/$tier/*.test.ts" >/dev/null; then
+    echo "== tier $tier"
+    npx ava --tap "test/$tier/**/*.test.ts" 2>&1 | tee "$logdir/$tier"
+    count "$tier" "$logdir/$tier" "${PIPESTATUS[0]}"
+  fi
+done
+
+if [ -x test/kernel/run.sh ]; then
+  echo "== tier kernel"
+  test/kernel/run.sh 2>&1 | tee "$logdir/kernel"
+  count kernel "$logdir/kernel" "${PIPESTATUS[0]}"
+fi
+
+if compgen -G "test/bench/*.bench.ts" >/dev/null; then
+  for bench in test/bench/*.bench.ts; do
+    echo "== bench $bench (figures only, never fails on time)"
+    node --import tsx "$bench" || echo "bench $bench exited non-zero (not counted)"
+  done
+fi
+
+echo "== totals"
+for line in "${summary[@]}"; do echo "  $line"; done
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
