@@ -1,0 +1,133 @@
+/**
+ * User and group names to numeric ids, for the owner and group of the
+ * shared-memory files (`user = "alex"`, `group = "qemu-libvirtd"`).
+ *
+ * Node has no getpwnam(3), so we ask `getent`, which goes through NSS and so
+ * also sees LDAP, sssd and systemd's dynamic users; only when getent is not
+ * installed do we read `<etcRoot>/passwd` and `<etcRoot>/group` ourselves.
+ * Numeric ids are taken as they are, like chown(1) does for an id that is no
+ * name: the file may legitimately belong to an id with no entry.
+ */
+
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { InvalidArgs, InvalidConfig, Timeout, q } from '../errors.js';
+
+export interface AccountLookupOptions {
+  /** Directory holding `passwd` and `group`, read only when getent is not installed. Default `'/etc'`. */
+  readonly etcRoot?: string;
+  /**
+   * The getent executable, found through `PATH` unless absolute; `null` reads
+   * the files under `etcRoot` only. Default `'getent'`.
+   */
+  readonly getent?: string | null;
+  /** How long getent may take (a hung LDAP server must not hang us), in ms. Default `5000`. */
+  readonly timeoutMs?: number;
+}
+
+type Database = 'passwd' | 'group';
+
+const MAX_ID = 0xfffffffe;
+const MAX_NAME_LENGTH = 256;
+const DEFAULT_TIMEOUT_MS = 5000;
+
+/**
+ * The uid of a user name, or a numeric uid as is.
+ *
+ * @throws InvalidArgs for something that cannot be a user name.
+ * @throws InvalidConfig for a name not in the passwd database.
+ * @throws Timeout when getent does not answer in time.
+ */
+export async function resolveUid(user: string, options: AccountLookupOptions = {}): Promise<number> {
+  return resolve('passwd', user, options);
+}
+
+/**
+ * The gid of a group name, or a numeric gid as is.
+ *
+ * @throws InvalidArgs for something that cannot be a group name.
+ * @throws InvalidConfig for a name not in the group database.
+ * @throws Timeout when getent does not answer in time.
+ */
+export async function resolveGid(group: string, options: AccountLookupOptions = {}): Promise<number> {
+  return resolve('group', group, options);
+}
+
+async function resolve(db: Database, name: string, options: AccountLookupOptions): Promise<number> {
+  const kind = db === 'passwd' ? 'user' : 'group';
+  if (typeof name === 'string' && /^[0-9]+$/.test(name)) {
+    const id = Number(name);
+    if (id > MAX_ID) {
+      throw new InvalidArgs(`Invalid ${kind} id ${q(name)}: must be at most ${MAX_ID}`);
+    }
+    return id;
+  }
+  checkName(kind, name);
+
+  const getent = options.getent === undefined ? 'getent' : options.getent;
+  let line: string | null | undefined;
+  if (getent !== null) line = await lookUpWithGetent(getent, db, name, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  // undefined: getent is not installed, so read the file.
+  if (line === undefined) line = await lookUpInFile(join(options.etcRoot ?? '/etc', db), name);
+  if (line === null) {
+    throw new InvalidConfig(`Unknown ${kind} ${q(name)}: not in the ${db} database; check the name in '${kind} ='`);
+  }
+  // passwd: name:password:uid:gid:...   group: name:password:gid:members
+  const id = line.split(':')[2];
+  if (id === undefined || !/^[0-9]+$/.test(id) || Number(id) > MAX_ID) {
+    throw new InvalidConfig(`Cannot resolve ${kind} ${q(name)}: malformed ${db} entry ${q(line)}`);
+  }
+  return Number(id);
+}
+
+/**
+ * Refuse what cannot be a name before it reaches getent or a file scan: a
+ * leading `-` would be read as an option, `:` and newlines would split
+ * entries.
+ */
+function checkName(kind: 'user' | 'group', name: string): void {
+  const problem =
+    typeof name !== 'string' ? 'must be a string'
+    : name === '' ? 'must not be empty'
+    : name.length > MAX_NAME_LENGTH ? `longer than ${MAX_NAME_LENGTH} characters`
+    : name.startsWith('-') ? "must not start with '-'"
+    : /[:/\s\u0000-\u001f\u007f]/.test(name) ? "must not contain ':', '/', spaces or control characters"
+    : null;
+  if (problem !== null) throw new InvalidArgs(`Invalid ${kind} name ${q(name)}: ${problem}`);
+}
+
+/**
+ * The matching line from getent, `null` when the key is unknown (exit 2), or
+ * `undefined` when getent itself is not installed.
+ */
+function lookUpWithGetent(getent: string, db: Database, name: string, timeoutMs: number): Promise<string | null | undefined> {
+  return new Promise((resolvePromise, reject) => {
+    // No shell; `--` ends options even though checkName already refused a leading '-'.
+    execFile(getent, [db, '--', name], { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout) => {
+      if (error === null) {
+        resolvePromise(stdout.split('\n')[0] ?? '');
+        return;
+      }
+      if (error.code === 'ENOENT') resolvePromise(undefined);
+      else if (error.code === 2) resolvePromise(null);
+      else if (error.killed) {
+        reject(new Timeout(`Looking up ${q(name)} in ${db} timed out after ${timeoutMs} ms; check the name service (nsswitch.conf)`));
+      } else {
+        reject(new Error(`Looking up ${q(name)} in ${db} failed: ${getent} exited with ${String(error.code ?? error.signal)}`));
+      }
+    });
+  });
+}
+
+/** The line for `name` in a passwd or group file, or `null`. */
+async function lookUpInFile(file: string, name: string): Promise<string | null> {
+  const text = await readFile(file, 'utf8');
+  for (const line of text.split('\n')) {
+    // Comments and NIS compat lines (`+name`, `-name`, `+@netgroup`) are not entries.
+    if (line.startsWith('#') || line.startsWith('+') || line.startsWith('-')) continue;
+    if (line.split(':')[0] === name) return line;
+  }
+  return null;
+}
