@@ -1,0 +1,39 @@
+/**
+ * lib/shm: the shared-memory files of Looking Glass and Scream under the shm
+ * root (`/dev/shm`), their sizes, names and owners. Internals (flags, checks)
+ * stay in their modules.
+ */
+
+export {
+  GiB,
+  KiB,
+  MAX_RESOLUTION_SIDE,
+  MiB,
+  SCREAM_DEFAULT_SIZE,
+  SCREAM_MIN_SIZE,
+  formatSize,
+  isPowerOfTwo,
+  lookingGlassSize,
+  parseResolution,
+  parseSize,
+  validateScreamSize,
+} from './size.js';
+export type { LookingGlassSizeOptions, Resolution } from './size.js';
+
+export { SHM_NAME_MAX_BYTES, validateShmName } from './shm-name.js';
+
+export { ensureShmFile, inspectShmFile, removeShmFile } from './shm-file.js';
+export type {
+  EnsureShmFileOptions,
+  EnsureShmFileResult,
+  RemoveShmFileOptions,
+  RemoveShmFileResult,
+  ShmFileInfo,
+  ShmFileRef,
+  ShmFileSpec,
+  ShmFileState,
+  ShmFileType,
+} from './shm-file.js';
+
+export { resolveGid, resolveUid } from './accounts.js';
+export type { AccountLookupOptions } from './accounts.js';

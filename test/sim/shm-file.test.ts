@@ -1,0 +1,528 @@
+/**
+ * ensureShmFile / removeShmFile / inspectShmFile against a real directory
+ * standing in for /dev/shm. These run as root, as the daemon does, so chown
+ * and the symlink/hard-link traps are real: every refusal test also asserts
+ * that the thing the trap points at is untouched afterwards.
+ */
+
+import { execFileSync } from 'node:child_process';
+import { constants } from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import os from 'node:os';
+import { join } from 'node:path';
+
+import test, { type ExecutionContext } from 'ava';
+
+import { InvalidArgs, InvalidConfig, UnsafePath } from '../../lib/errors.js';
+import { ensureShmFile, inspectShmFile, removeShmFile, type ShmFileSpec } from '../../lib/shm/index.js';
+
+const MiB = 1024 * 1024;
+const USER = 1000;
+const GROUP = 1001;
+const QEMU = 64055;
+const STRANGER = 1234;
+
+if (process.getuid?.() !== 0) {
+  throw new Error('test/sim/shm-file.test.ts must run as root: it checks chown and owner-based refusals');
+}
+
+/** A fresh directory under the system temp dir, removed after the test. */
+async function tempDir(t: ExecutionContext, label: string): Promise<string> {
+  const dir = await fsp.mkdtemp(join(os.tmpdir(), `vfio-hookd-shm-${label}-`));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function lgSpec(root: string, overrides: Partial<ShmFileSpec> = {}): ShmFileSpec {
+  return { root, name: 'looking-glass', size: 32 * MiB, uid: USER, gid: GROUP, mode: 0o660, ...overrides };
+}
+
+/** Owner, group, permission bits, size, link count and inode of a path, not following links. */
+async function snapshot(path: string) {
+  const st = await fsp.lstat(path);
+  return { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, size: st.size, nlink: st.nlink, ino: st.ino };
+}
+
+/** A file with known content, owner and mode. */
+async function makeFile(path: string, content: string | Buffer, uid: number, gid: number, mode: number, size?: number) {
+  await fsp.writeFile(path, content);
+  if (size !== undefined) await fsp.truncate(path, size);
+  await fsp.chown(path, uid, gid);
+  await fsp.chmod(path, mode);
+}
+
+// --- ensureShmFile: the normal paths ---
+
+test('creates a missing file with size, owner, group and mode', async (t) => {
+  const root = await tempDir(t, 'root');
+  const result = await ensureShmFile(lgSpec(root));
+
+  const path = join(root, 'looking-glass');
+  t.deepEqual(result, {
+    path,
+    action: 'created',
+    changes: [],
+    after: { uid: USER, gid: GROUP, mode: 0o660, size: 32 * MiB },
+  });
+  const st = await fsp.lstat(path);
+  t.true(st.isFile());
+  t.is(st.size, 32 * MiB);
+  t.is(st.uid, USER);
+  t.is(st.gid, GROUP);
+  t.is(st.mode & 0o7777, 0o660);
+  t.is(st.nlink, 1);
+  t.deepEqual(await fsp.readdir(root), ['looking-glass']);
+});
+
+test.serial('sets the exact mode on a new file whatever the umask', async (t) => {
+  const root = await tempDir(t, 'root');
+  const old = process.umask(0o077);
+  t.teardown(() => void process.umask(old));
+  await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB, mode: 0o666 }));
+  t.is((await fsp.stat(join(root, 'scream'))).mode & 0o7777, 0o666);
+});
+
+test('repairs owner, mode and size of an existing file and reports each change', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'looking-glass');
+  await makeFile(path, 'frame header', USER, USER, 0o644, 2 * MiB);
+  const { ino } = await snapshot(path);
+
+  const result = await ensureShmFile(lgSpec(root));
+
+  t.deepEqual(result, {
+    path,
+    action: 'repaired',
+    changes: [`owner ${USER}:${USER} -> ${USER}:${GROUP}`, 'mode 0644 -> 0660', 'size 2M -> 32M'],
+    before: { uid: USER, gid: USER, mode: 0o644, size: 2 * MiB },
+    after: { uid: USER, gid: GROUP, mode: 0o660, size: 32 * MiB },
+  });
+  t.deepEqual(await snapshot(path), { uid: USER, gid: GROUP, mode: 0o660, size: 32 * MiB, nlink: 1, ino });
+  // Growing keeps what was there.
+  const head = Buffer.alloc(12);
+  const fh = await fsp.open(path, 'r');
+  await fh.read(head, 0, 12, 0);
+  await fh.close();
+  t.is(head.toString(), 'frame header');
+});
+
+test('adopts and repairs a file QEMU created when the qemu uid is trusted', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'looking-glass');
+  await makeFile(path, '', QEMU, QEMU, 0o644, 32 * MiB);
+  const { ino } = await snapshot(path);
+
+  const result = await ensureShmFile(lgSpec(root), { trustedOwners: [0, USER, QEMU] });
+
+  t.is(result.action, 'repaired');
+  t.deepEqual(result.changes, [`owner ${QEMU}:${QEMU} -> ${USER}:${GROUP}`, 'mode 0644 -> 0660']);
+  t.deepEqual(await snapshot(path), { uid: USER, gid: GROUP, mode: 0o660, size: 32 * MiB, nlink: 1, ino });
+});
+
+test('repairs a shrunk file down to size as well as up', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'scream');
+  await makeFile(path, '', USER, GROUP, 0o660, 64 * MiB);
+  const result = await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }));
+  t.deepEqual(result.changes, ['size 64M -> 2M']);
+  t.is((await fsp.stat(path)).size, 2 * MiB);
+});
+
+test('leaves a correct file unchanged and its contents intact', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'scream');
+  const content = Buffer.alloc(2 * MiB);
+  for (let i = 0; i < content.length; i += 4096) content.write(`page ${i / 4096}`, i);
+  await makeFile(path, content, USER, GROUP, 0o660);
+  const before = await fsp.stat(path);
+
+  const result = await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }));
+
+  const state = { uid: USER, gid: GROUP, mode: 0o660, size: 2 * MiB };
+  t.deepEqual(result, { path, action: 'unchanged', changes: [], before: state, after: state });
+  t.true((await fsp.readFile(path)).equals(content));
+  const after = await fsp.stat(path);
+  t.is(after.ino, before.ino);
+  t.is(after.mtimeMs, before.mtimeMs);
+});
+
+// --- ensureShmFile: traps ---
+
+test('refuses a symlink pointing at a root-owned file and leaves the target untouched', async (t) => {
+  const root = await tempDir(t, 'root');
+  const outside = await tempDir(t, 'outside');
+  const target = join(outside, 'shadow');
+  await makeFile(target, 'root:secret\n', 0, 0, 0o600);
+  const targetBefore = await snapshot(target);
+  const link = join(root, 'looking-glass');
+  await fsp.symlink(target, link);
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root)), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory file '${link}': it is a symbolic link to '${target}'; remove the link, refusing`,
+  });
+
+  t.deepEqual(await snapshot(target), targetBefore);
+  t.is(await fsp.readFile(target, 'utf8'), 'root:secret\n');
+  t.true((await fsp.lstat(link)).isSymbolicLink());
+  t.is(await fsp.readlink(link), target);
+  t.deepEqual(await fsp.readdir(root), ['looking-glass']);
+});
+
+test('refuses a dangling symlink without creating its target', async (t) => {
+  const root = await tempDir(t, 'root');
+  const outside = await tempDir(t, 'outside');
+  const target = join(outside, 'planted');
+  const link = join(root, 'looking-glass');
+  await fsp.symlink(target, link);
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root)), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory file '${link}': it is a symbolic link to '${target}'; remove the link, refusing`,
+  });
+
+  await t.throwsAsync(fsp.lstat(target), { code: 'ENOENT' });
+  t.deepEqual(await fsp.readdir(outside), []);
+  t.is(await fsp.readlink(link), target);
+});
+
+test('refuses a hard link (nlink 2) and leaves both names unchanged', async (t) => {
+  const root = await tempDir(t, 'root');
+  const outside = await tempDir(t, 'outside');
+  const original = join(outside, 'important');
+  await makeFile(original, 'keep me\n', 0, 0, 0o600);
+  const path = join(root, 'looking-glass');
+  await fsp.link(original, path);
+  const before = await snapshot(original);
+  t.is(before.nlink, 2);
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root)), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory file '${path}': it has 2 hard links, expected 1; remove it, refusing`,
+  });
+
+  t.deepEqual(await snapshot(original), before);
+  t.deepEqual(await snapshot(path), before);
+  t.is(await fsp.readFile(original, 'utf8'), 'keep me\n');
+});
+
+test('refuses a FIFO without blocking', async (t) => {
+  t.timeout(10_000);
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'scream');
+  execFileSync('mkfifo', ['-m', '0666', path]);
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB })), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory file '${path}': it is a FIFO, not a regular file; remove it, refusing`,
+  });
+
+  const st = await fsp.lstat(path);
+  t.true(st.isFIFO());
+  t.is(st.mode & 0o7777, 0o666);
+  t.is(st.uid, 0);
+});
+
+test('refuses a directory', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'looking-glass');
+  await fsp.mkdir(path, { mode: 0o755 });
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root)), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory file '${path}': it is a directory, not a regular file; remove it, refusing`,
+  });
+
+  t.true((await fsp.lstat(path)).isDirectory());
+  t.deepEqual(await fsp.readdir(path), []);
+  t.is((await fsp.lstat(path)).uid, 0);
+});
+
+test('refuses a file owned by an untrusted uid and leaves it as it was', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'looking-glass');
+  await makeFile(path, 'theirs', STRANGER, STRANGER, 0o644);
+  const before = await snapshot(path);
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root)), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory file '${path}': it is owned by uid ${STRANGER}, which is not trusted (0, ${USER}); remove it, refusing`,
+  });
+
+  t.deepEqual(await snapshot(path), before);
+  t.is(await fsp.readFile(path, 'utf8'), 'theirs');
+});
+
+test('refuses a file of the qemu user unless that uid is trusted', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'looking-glass');
+  await makeFile(path, '', QEMU, QEMU, 0o644, 32 * MiB);
+  const before = await snapshot(path);
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root), { trustedOwners: [USER] }), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory file '${path}': it is owned by uid ${QEMU}, which is not trusted (${USER}); remove it, refusing`,
+  });
+  t.deepEqual(await snapshot(path), before);
+});
+
+test('refuses when the root is a symlink', async (t) => {
+  const top = await tempDir(t, 'top');
+  const real = join(top, 'real');
+  await fsp.mkdir(real);
+  const root = join(top, 'shm');
+  await fsp.symlink(real, root);
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root)), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory root '${root}': it is a symbolic link to '${real}'; use the real directory, refusing`,
+  });
+  t.deepEqual(await fsp.readdir(real), []);
+});
+
+test('refuses when the root is missing or not a directory', async (t) => {
+  const top = await tempDir(t, 'top');
+  const missing = join(top, 'missing');
+  await t.throwsAsync(ensureShmFile(lgSpec(missing)), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory root '${missing}': it does not exist; mount a tmpfs there or fix the root, refusing`,
+  });
+  const file = join(top, 'file');
+  await fsp.writeFile(file, '');
+  await t.throwsAsync(ensureShmFile(lgSpec(file)), {
+    instanceOf: UnsafePath,
+    message: `Cannot use shared memory root '${file}': it is a regular file, not a directory; use the real directory, refusing`,
+  });
+  t.deepEqual((await fsp.readdir(top)).sort(), ['file']);
+});
+
+test('refuses invalid names before touching anything', async (t) => {
+  const top = await tempDir(t, 'top');
+  const root = join(top, 'shm');
+  await fsp.mkdir(root);
+  const fix = "use a plain file name such as 'looking-glass'";
+  const cases: ReadonlyArray<readonly [string, string]> = [
+    ['../escape', `Invalid shared memory name '../escape': must not contain '/'; ${fix}`],
+    ['..', `Invalid shared memory name '..': names a directory, not a file; ${fix}`],
+    ['', `Invalid shared memory name '': must not be empty; ${fix}`],
+    ['sub/lg', `Invalid shared memory name 'sub/lg': must not contain '/'; ${fix}`],
+    ['lg\n', `Invalid shared memory name 'lg\\x0a': must not contain control characters; ${fix}`],
+  ];
+  for (const [name, message] of cases) {
+    await t.throwsAsync(ensureShmFile(lgSpec(root, { name })), { instanceOf: InvalidArgs, message }, name);
+    // The name is checked before the root: a missing root still reports the name.
+    await t.throwsAsync(ensureShmFile(lgSpec(join(top, 'missing'), { name })), { instanceOf: InvalidArgs, message });
+  }
+  t.deepEqual(await fsp.readdir(root), []);
+  t.deepEqual(await fsp.readdir(top), ['shm']);
+});
+
+test('refuses invalid sizes, ids, modes, roots and options before touching anything', async (t) => {
+  const root = await tempDir(t, 'root');
+  const cases: ReadonlyArray<readonly [Partial<ShmFileSpec>, string]> = [
+    [{ size: 0 }, "Invalid size '0' for shared memory file 'looking-glass': must be a whole number of bytes greater than zero"],
+    [{ size: 1.5 }, "Invalid size '1.5' for shared memory file 'looking-glass': must be a whole number of bytes greater than zero"],
+    [{ size: -1 }, "Invalid size '-1' for shared memory file 'looking-glass': must be a whole number of bytes greater than zero"],
+    [{ uid: -1 }, "Invalid uid '-1' for shared memory file 'looking-glass': must be a whole number from 0 to 4294967294"],
+    [{ uid: 4294967295 }, "Invalid uid '4294967295' for shared memory file 'looking-glass': must be a whole number from 0 to 4294967294"],
+    [{ gid: 1.5 }, "Invalid gid '1.5' for shared memory file 'looking-glass': must be a whole number from 0 to 4294967294"],
+    [{ mode: 0o4660 }, "Invalid mode '4660' for shared memory file 'looking-glass': must be permission bits from 0000 to 0777, e.g. 0660"],
+    [{ mode: -1 }, "Invalid mode '-1' for shared memory file 'looking-glass': must be permission bits from 0000 to 0777, e.g. 0660"],
+    [{ root: 'relative/shm' }, "Invalid shared memory root 'relative/shm': must be an absolute path such as '/dev/shm'"],
+  ];
+  for (const [overrides, message] of cases) {
+    await t.throwsAsync(ensureShmFile(lgSpec(root, overrides)), { instanceOf: InvalidArgs, message }, message);
+  }
+  await t.throwsAsync(ensureShmFile(lgSpec(root), { trustedOwners: [-5] }), {
+    instanceOf: InvalidArgs,
+    message: "Invalid uid '-5' for shared memory file 'looking-glass': must be a whole number from 0 to 4294967294",
+  });
+  t.deepEqual(await fsp.readdir(root), []);
+});
+
+test('allowResize=false on a wrong-size file throws and changes nothing', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'looking-glass');
+  await makeFile(path, 'mapped by the guest', USER, USER, 0o644, 64 * MiB);
+  const before = await snapshot(path);
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root), { allowResize: false }), {
+    instanceOf: InvalidConfig,
+    message:
+      `Cannot resize shared memory file '${path}': it is 64M, the configuration says 32M, ` +
+      "and shrinking a file the VM has mapped would crash the guest; make the configured size match the domain's <shmem> size, refusing",
+  });
+
+  // Not even owner and mode, which were wrong too.
+  t.deepEqual(await snapshot(path), before);
+  const fh = await fsp.open(path, 'r');
+  const head = Buffer.alloc(19);
+  await fh.read(head, 0, 19, 0);
+  await fh.close();
+  t.is(head.toString(), 'mapped by the guest');
+});
+
+test('allowResize=false still repairs owner and mode of a file of the right size', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'looking-glass');
+  await makeFile(path, '', QEMU, QEMU, 0o644, 32 * MiB);
+  const result = await ensureShmFile(lgSpec(root), { allowResize: false, trustedOwners: [0, USER, QEMU] });
+  t.deepEqual(result.changes, [`owner ${QEMU}:${QEMU} -> ${USER}:${GROUP}`, 'mode 0644 -> 0660']);
+  t.is((await fsp.stat(path)).size, 32 * MiB);
+});
+
+test('allowResize=false still creates a missing file', async (t) => {
+  const root = await tempDir(t, 'root');
+  const result = await ensureShmFile(lgSpec(root), { allowResize: false });
+  t.is(result.action, 'created');
+  t.is((await fsp.stat(join(root, 'looking-glass'))).size, 32 * MiB);
+});
+
+/*
+ * To make a step after the open fail we ask for 2^53-1 bytes, which ext4
+ * refuses with EFBIG. File systems that take it as a sparse size (tmpfs,
+ * xfs) cannot provoke the failure this way; the probe says so in the log.
+ */
+async function refusesHugeFiles(dir: string): Promise<boolean> {
+  const probe = join(dir, '.probe');
+  const fh = await fsp.open(probe, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
+  try {
+    await fh.truncate(Number.MAX_SAFE_INTEGER);
+    return false;
+  } catch {
+    return true;
+  } finally {
+    await fh.close();
+    await fsp.unlink(probe);
+  }
+}
+
+test('removes a file it created when setting it up fails', async (t) => {
+  const root = await tempDir(t, 'root');
+  if (!(await refusesHugeFiles(root))) {
+    t.log(`${os.tmpdir()} accepts a 2^53-1 byte file; cannot provoke a failure here`);
+    t.pass();
+    return;
+  }
+  await t.throwsAsync(ensureShmFile(lgSpec(root, { size: Number.MAX_SAFE_INTEGER })), { code: 'EFBIG' });
+  t.deepEqual(await fsp.readdir(root), []);
+});
+
+test('puts owner and mode back when resizing an existing file fails', async (t) => {
+  const root = await tempDir(t, 'root');
+  if (!(await refusesHugeFiles(root))) {
+    t.log(`${os.tmpdir()} accepts a 2^53-1 byte file; cannot provoke a failure here`);
+    t.pass();
+    return;
+  }
+  const path = join(root, 'looking-glass');
+  await makeFile(path, 'old', USER, USER, 0o644, 2 * MiB);
+  const before = await snapshot(path);
+  await t.throwsAsync(ensureShmFile(lgSpec(root, { size: Number.MAX_SAFE_INTEGER })), { code: 'EFBIG' });
+  t.deepEqual(await snapshot(path), before);
+});
+
+// --- removeShmFile ---
+
+test('removeShmFile removes a regular file', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'looking-glass');
+  await makeFile(path, '', USER, GROUP, 0o660, 32 * MiB);
+
+  const result = await removeShmFile(lgSpec(root));
+
+  t.deepEqual(result, {
+    path,
+    action: 'removed',
+    before: { uid: USER, gid: GROUP, mode: 0o660, size: 32 * MiB },
+  });
+  t.deepEqual(await fsp.readdir(root), []);
+});
+
+test('removeShmFile refuses a symlink and keeps its target', async (t) => {
+  const root = await tempDir(t, 'root');
+  const outside = await tempDir(t, 'outside');
+  const target = join(outside, 'precious');
+  await makeFile(target, 'precious\n', 0, 0, 0o600);
+  const link = join(root, 'looking-glass');
+  await fsp.symlink(target, link);
+  const targetBefore = await snapshot(target);
+
+  await t.throwsAsync(removeShmFile({ root, name: 'looking-glass', uid: USER }), {
+    instanceOf: UnsafePath,
+    message: `Cannot remove shared memory file '${link}': it is a symbolic link to '${target}'; remove the link, refusing`,
+  });
+
+  t.deepEqual(await snapshot(target), targetBefore);
+  t.is(await fsp.readFile(target, 'utf8'), 'precious\n');
+  t.is(await fsp.readlink(link), target);
+});
+
+test('removeShmFile refuses a hard link and a file of an untrusted owner', async (t) => {
+  const root = await tempDir(t, 'root');
+  const outside = await tempDir(t, 'outside');
+  const original = join(outside, 'important');
+  await makeFile(original, 'keep', 0, 0, 0o600);
+  const linked = join(root, 'looking-glass');
+  await fsp.link(original, linked);
+  await t.throwsAsync(removeShmFile(lgSpec(root)), {
+    instanceOf: UnsafePath,
+    message: `Cannot remove shared memory file '${linked}': it has 2 hard links, expected 1; remove it, refusing`,
+  });
+  t.is((await fsp.lstat(linked)).nlink, 2);
+
+  const theirs = join(root, 'scream');
+  await makeFile(theirs, '', STRANGER, STRANGER, 0o600);
+  await t.throwsAsync(removeShmFile(lgSpec(root, { name: 'scream' })), {
+    instanceOf: UnsafePath,
+    message: `Cannot remove shared memory file '${theirs}': it is owned by uid ${STRANGER}, which is not trusted (0, ${USER}); remove it, refusing`,
+  });
+  t.deepEqual((await fsp.readdir(root)).sort(), ['looking-glass', 'scream']);
+});
+
+test('removeShmFile is fine when the file is missing', async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'scream');
+  t.deepEqual(await removeShmFile({ root, name: 'scream', uid: USER }), { path, action: 'absent' });
+  await makeFile(path, '', USER, GROUP, 0o660, 2 * MiB);
+  t.is((await removeShmFile({ root, name: 'scream', uid: USER })).action, 'removed');
+  t.deepEqual(await removeShmFile({ root, name: 'scream', uid: USER }), { path, action: 'absent' });
+});
+
+test('removeShmFile refuses an invalid name before touching anything', async (t) => {
+  const root = await tempDir(t, 'root');
+  await t.throwsAsync(removeShmFile({ root, name: '..', uid: USER }), {
+    instanceOf: InvalidArgs,
+    message: "Invalid shared memory name '..': names a directory, not a file; use a plain file name such as 'looking-glass'",
+  });
+  t.true((await fsp.lstat(root)).isDirectory());
+});
+
+// --- inspectShmFile ---
+
+test('inspectShmFile reports a file, a symlink with its target, and null when missing', async (t) => {
+  const root = await tempDir(t, 'root');
+  t.is(await inspectShmFile(root, 'looking-glass'), null);
+  t.is(await inspectShmFile(join(root, 'missing-root'), 'looking-glass'), null);
+
+  await ensureShmFile(lgSpec(root));
+  t.deepEqual(await inspectShmFile(root, 'looking-glass'), {
+    path: join(root, 'looking-glass'),
+    type: 'file',
+    nlink: 1,
+    uid: USER,
+    gid: GROUP,
+    mode: 0o660,
+    size: 32 * MiB,
+  });
+
+  await fsp.symlink('/etc/passwd', join(root, 'scream'));
+  const link = await inspectShmFile(root, 'scream');
+  t.is(link?.type, 'symlink');
+  t.is(link?.linkTarget, '/etc/passwd');
+
+  await t.throwsAsync(inspectShmFile(root, 'a/b'), {
+    instanceOf: InvalidArgs,
+    message: "Invalid shared memory name 'a/b': must not contain '/'; use a plain file name such as 'looking-glass'",
+  });
+});
