@@ -1,0 +1,155 @@
+/**
+ * Sysfs writes in a child process.
+ *
+ * A write that hangs in the kernel (an unbind from vfio-pci while QEMU holds
+ * the device, an NVIDIA driver that never finishes unbinding) blocks the
+ * thread that made it, and no signal frees it. Made from the daemon's own
+ * threads it would eat libuv's small pool and, with it, the bus. So every
+ * write goes to a small child process; when a write outlives its signal the
+ * child is killed and abandoned (it may stay in the kernel until the write
+ * returns) and the next write starts a fresh one.
+ *
+ * The child is plain CommonJS run with `node -e`, so it needs neither a build
+ * nor a loader, and it starts in ~40 ms once per adapter.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import readline from 'node:readline';
+import { KernelWriteError, KernelWriteTimeout } from '../kernel-port.js';
+
+// One request per line: {"id","path","data"}; one reply per line. O_WRONLY
+// without O_CREAT: a sysfs attribute that is not there must fail (ENOENT),
+// never be created as a regular file under a mistaken root.
+const CHILD_SOURCE = `
+const fs = require('node:fs');
+const rl = require('node:readline').createInterface({ input: process.stdin });
+rl.on('line', (line) => {
+  const { id, path, data } = JSON.parse(line);
+  let reply;
+  try {
+    const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CLOEXEC);
+    try { fs.writeSync(fd, Buffer.from(data, 'utf8')); } finally { fs.closeSync(fd); }
+    reply = { id, ok: true };
+  } catch (e) {
+    reply = { id, ok: false, code: e.code || 'EIO', message: e.message };
+  }
+  process.stdout.write(JSON.stringify(reply) + '\\n');
+});
+`;
+
+interface Reply {
+  id: number;
+  ok: boolean;
+  code?: string;
+  message?: string;
+}
+
+interface Pending {
+  resolve(): void;
+  reject(error: Error): void;
+  path: string;
+}
+
+export class SysfsWriter {
+  #child: ChildProcessWithoutNullStreams | null = null;
+  #pending = new Map<number, Pending>();
+  #nextId = 1;
+
+  async write(path: string, data: string, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) throw new KernelWriteTimeout(path);
+    const child = this.#ensureChild();
+    const id = this.#nextId++;
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.#pending.delete(id);
+        // The child is stuck in the kernel: abandon it. Its other requests
+        // (there are none: callers write one at a time) fail with it.
+        this.#abandon(child);
+        reject(new KernelWriteTimeout(path));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#pending.set(id, {
+        path,
+        resolve: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject: (error) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(error);
+        },
+      });
+      this.#setRef(true);
+      child.stdin.write(JSON.stringify({ id, path, data }) + '\n');
+    });
+  }
+
+  async close(): Promise<void> {
+    const child = this.#child;
+    if (!child) return;
+    this.#child = null;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.stdin.end();
+    });
+  }
+
+  #ensureChild(): ChildProcessWithoutNullStreams {
+    if (this.#child) return this.#child;
+    const child = spawn(process.execPath, ['-e', CHILD_SOURCE], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
+    });
+    const lines = readline.createInterface({ input: child.stdout });
+    lines.on('line', (line) => this.#onReply(line));
+    child.stderr.resume();
+    child.on('exit', (code, signal) => {
+      if (this.#child === child) this.#child = null;
+      this.#failAll(new Error(`sysfs writer exited (${signal ?? code}) before replying`));
+    });
+    child.on('error', (error) => this.#failAll(error));
+    this.#child = child;
+    this.#setRef(false);
+    return child;
+  }
+
+  #onReply(line: string): void {
+    const reply = JSON.parse(line) as Reply;
+    const pending = this.#pending.get(reply.id);
+    if (!pending) return;
+    this.#pending.delete(reply.id);
+    if (this.#pending.size === 0) this.#setRef(false);
+    if (reply.ok) pending.resolve();
+    else pending.reject(new KernelWriteError(pending.path, reply.code ?? 'EIO', reply.message ?? 'write failed'));
+  }
+
+  #failAll(error: Error): void {
+    for (const [id, pending] of this.#pending) {
+      this.#pending.delete(id);
+      pending.reject(error);
+    }
+  }
+
+  #abandon(child: ChildProcessWithoutNullStreams): void {
+    if (this.#child === child) this.#child = null;
+    child.kill('SIGKILL');
+    child.unref();
+    child.stdin.destroy();
+    child.stdout.destroy();
+    child.stderr.destroy();
+    this.#failAll(new Error('sysfs writer abandoned after a timeout'));
+  }
+
+  /** Keep the event loop alive only while a write is in flight. */
+  #setRef(ref: boolean): void {
+    const child = this.#child;
+    if (!child) return;
+    for (const stream of [child.stdout, child.stderr, child.stdin] as const) {
+      const handle = stream as unknown as { ref?: () => void; unref?: () => void };
+      if (ref) handle.ref?.();
+      else handle.unref?.();
+    }
+    if (ref) child.ref();
+    else child.unref();
+  }
+}

@@ -1,0 +1,279 @@
+/**
+ * Run a plan's steps against the kernel, reading every result back, and undo
+ * what this run changed when a step fails, so no device is left driverless.
+ *
+ * Never assumed: a write that returned is not a driver that bound. After each
+ * write the executor reads the attribute or link back, waiting (bounded) for
+ * the kernel to settle; that read-back is the one place we poll, since sysfs
+ * links raise no event we could wait on.
+ */
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BindFailed, GroupNotViable, Timeout, q } from '../errors.js';
+import { under } from '../roots.js';
+import { KernelWriteError, KernelWriteTimeout, type KernelPort } from './kernel-port.js';
+import { deviceDir, readPciDevice, type PciDevice } from './pci-device.js';
+import { groupsOf, viability, VFIO_DRIVER } from './iommu-group.js';
+import type { Plan, Step } from './plan.js';
+
+export interface ExecuteOptions {
+  /** Longest a single sysfs write may take before it counts as hung. Default 10 000 ms. */
+  readonly writeTimeoutMs?: number;
+  /** Longest to wait for a link or node to appear after a write. Default 3 000 ms. */
+  readonly settleTimeoutMs?: number;
+  /** Called after each step, for progress reporting. */
+  readonly onStep?: (step: Step) => void;
+}
+
+/** A device's state before this run first touched it. */
+export interface DeviceOrigin {
+  readonly address: string;
+  readonly driver: string | null;
+  readonly override: string | null;
+}
+
+export interface ExecuteResult {
+  /** State before the run, for every device the run changed, in the order touched. */
+  readonly origins: readonly DeviceOrigin[];
+}
+
+const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
+const DEFAULT_SETTLE_TIMEOUT_MS = 3_000;
+const SETTLE_INTERVAL_MS = 5;
+
+export class PlanExecutor {
+  readonly #port: KernelPort;
+  readonly #writeTimeoutMs: number;
+  readonly #settleTimeoutMs: number;
+  readonly #onStep: ((step: Step) => void) | undefined;
+
+  constructor(port: KernelPort, options: ExecuteOptions = {}) {
+    this.#port = port;
+    this.#writeTimeoutMs = options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
+    this.#settleTimeoutMs = options.settleTimeoutMs ?? DEFAULT_SETTLE_TIMEOUT_MS;
+    this.#onStep = options.onStep;
+  }
+
+  async run(plan: Plan): Promise<ExecuteResult> {
+    const origins = new Map<string, DeviceOrigin>();
+    try {
+      for (const step of plan.steps) {
+        if ('address' in step && !origins.has(step.address)) {
+          const now = await this.#device(step.address);
+          origins.set(step.address, { address: step.address, driver: now.driver, override: now.driverOverride });
+        }
+        await this.#step(step);
+        this.#onStep?.(step);
+      }
+    } catch (error) {
+      const undone = await this.rollback([...origins.values()].reverse());
+      throw withRollbackNote(error, undone);
+    }
+    return { origins: [...origins.values()] };
+  }
+
+  /**
+   * Put each device back as it was (driver and override). Failures are
+   * collected, not thrown: rollback must try every device. A device that
+   * cannot get its original driver back is bound to vfio-pci rather than
+   * left driverless.
+   */
+  async rollback(origins: readonly DeviceOrigin[]): Promise<string[]> {
+    const notes: string[] = [];
+    for (const origin of origins) {
+      try {
+        await this.#restore(origin);
+        notes.push(`${q(origin.address)} restored to ${q(origin.driver ?? 'no driver')}`);
+      } catch (error) {
+        let last = '';
+        try {
+          const now = await this.#device(origin.address);
+          if (now.driver === null && origin.driver !== null) {
+            await this.#step({ op: 'set-override', address: origin.address, driver: VFIO_DRIVER });
+            await this.#step({ op: 'probe', address: origin.address, expect: VFIO_DRIVER });
+            last = `, left on 'vfio-pci' so it is not driverless`;
+          } else {
+            last = `, left on ${q(now.driver ?? 'no driver')}`;
+          }
+        } catch (inner) {
+          last = `, and binding it to vfio-pci failed too (${messageOf(inner)}); it may be driverless`;
+        }
+        notes.push(`${q(origin.address)} could not be restored (${messageOf(error)})${last}`);
+      }
+    }
+    return notes;
+  }
+
+  async #restore(origin: DeviceOrigin): Promise<void> {
+    let now = await this.#device(origin.address);
+    if (now.driverOverride !== origin.override) {
+      if (origin.override === null) await this.#step({ op: 'clear-override', address: origin.address });
+      else await this.#step({ op: 'set-override', address: origin.address, driver: origin.override });
+    }
+    now = await this.#device(origin.address);
+    if (now.driver !== origin.driver) {
+      if (now.driver !== null) await this.#step({ op: 'unbind', address: origin.address, driver: now.driver });
+      if (origin.driver !== null) await this.#step({ op: 'probe', address: origin.address, expect: origin.driver });
+    }
+  }
+
+  async #step(step: Step): Promise<void> {
+    switch (step.op) {
+      case 'set-override':
+        await this.#write(this.#attr(step.address, 'driver_override'), step.driver);
+        await this.#expectOverride(step.address, step.driver);
+        return;
+      case 'clear-override':
+        // "\n", never "": a zero-byte write is ignored by sysfs and does not clear it.
+        await this.#write(this.#attr(step.address, 'driver_override'), '\n');
+        await this.#expectOverride(step.address, null);
+        return;
+      case 'unbind':
+        return this.#unbind(step.address, step.driver);
+      case 'probe':
+        return this.#probe(step.address, step.expect);
+      case 'await-vfio-node': {
+        const node = under(this.#port.roots.dev, 'vfio', String(step.group));
+        const ok = await this.#settle(() => this.#port.exists(node));
+        if (!ok) {
+          throw new Timeout(
+            `${q(node)} did not appear within ${this.#settleTimeoutMs} ms after binding IOMMU group ${step.group} to vfio-pci; is devtmpfs or udev running?`,
+          );
+        }
+        return;
+      }
+      case 'check-viable': {
+        const devices = new Map<string, PciDevice>();
+        const members = await this.#port.readDir(under(this.#port.roots.sysfs, 'kernel', 'iommu_groups', String(step.group), 'devices'));
+        for (const address of members) {
+          const d = await readPciDevice(this.#port, address);
+          if (d) devices.set(address, d);
+        }
+        const group = groupsOf(devices).get(step.group) ?? { number: step.group, devices: [] };
+        const v = viability(group, devices);
+        if (!v.viable) {
+          throw new GroupNotViable(
+            `IOMMU group ${step.group} is not viable after detaching: ` +
+              v.blockers.map((b) => `${q(b.address)} is on ${q(b.driver)}`).join(', ') +
+              `; every device in the group must be on vfio-pci, pci-stub, driverless, or a bridge`,
+          );
+        }
+        return;
+      }
+    }
+  }
+
+  async #unbind(address: string, driver: string): Promise<void> {
+    const now = await this.#device(address);
+    if (now.driver === null) return; // already unbound; nothing to do
+    if (now.driver !== driver) {
+      throw new BindFailed(`Cannot unbind ${q(address)} from ${q(driver)}: it is now on ${q(now.driver)}; something else changed it`);
+    }
+    await this.#write(under(this.#port.roots.sysfs, 'bus', 'pci', 'drivers', driver, 'unbind'), address);
+    const gone = await this.#settle(async () => (await this.#driverOf(address)) === null);
+    if (!gone) {
+      throw new BindFailed(`${q(address)} is still on ${q(driver)} after unbind; the driver refused to let go`);
+    }
+  }
+
+  async #probe(address: string, expect: string | null): Promise<void> {
+    let probeError: KernelWriteError | null = null;
+    try {
+      await this.#write(under(this.#port.roots.sysfs, 'bus', 'pci', 'drivers_probe'), address);
+    } catch (error) {
+      if (!(error instanceof KernelWriteError)) throw error;
+      probeError = error; // e.g. EINVAL while the group is attached to a container
+    }
+    if (expect === null) return;
+    if (await this.#settle(async () => (await this.#driverOf(address)) === expect)) return;
+
+    // drivers_probe did not bind it: if it is driverless, bind explicitly.
+    const driver = await this.#driverOf(address);
+    if (driver === null) {
+      const driverDir = under(this.#port.roots.sysfs, 'bus', 'pci', 'drivers', expect);
+      if (!(await this.#port.exists(driverDir))) {
+        throw new BindFailed(`Cannot bind ${q(address)} to ${q(expect)}: the driver is not loaded; run 'modprobe ${expect}'`);
+      }
+      try {
+        await this.#write(path.join(driverDir, 'bind'), address);
+      } catch (error) {
+        if (!(error instanceof KernelWriteError)) throw error;
+        throw new BindFailed(
+          `Cannot bind ${q(address)} to ${q(expect)}: ` +
+            (probeError ? `drivers_probe failed with ${probeError.code} and ` : '') +
+            `bind failed with ${error.code}`,
+        );
+      }
+      if (await this.#settle(async () => (await this.#driverOf(address)) === expect)) return;
+    }
+    const found = await this.#driverOf(address);
+    throw new BindFailed(
+      `Cannot bind ${q(address)} to ${q(expect)}: its driver reads ${q(found ?? 'none')} after drivers_probe` +
+        (probeError ? ` (which failed with ${probeError.code})` : '') +
+        ` and bind`,
+    );
+  }
+
+  async #expectOverride(address: string, want: string | null): Promise<void> {
+    const now = (await this.#device(address)).driverOverride;
+    if (now !== want) {
+      throw new BindFailed(`driver_override of ${q(address)} reads ${q(now ?? '(null)')}, expected ${q(want ?? '(null)')}`);
+    }
+  }
+
+  async #write(file: string, data: string): Promise<void> {
+    const controller = new AbortController();
+    // A ref'd timer: AbortSignal.timeout() is unref'd and would let a CLI
+    // exit silently while a hung write is pending.
+    const timer = setTimeout(() => controller.abort(), this.#writeTimeoutMs);
+    try {
+      await this.#port.write(file, data, controller.signal);
+    } catch (error) {
+      if (error instanceof KernelWriteTimeout) {
+        throw new Timeout(
+          `Writing ${q(data)} to ${q(file)} did not return within ${this.#writeTimeoutMs} ms; the driver may hang on unbind or a process holds the device`,
+        );
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #settle(check: () => Promise<boolean>): Promise<boolean> {
+    const deadline = Date.now() + this.#settleTimeoutMs;
+    for (;;) {
+      if (await check()) return true;
+      if (Date.now() >= deadline) return false;
+      await sleep(SETTLE_INTERVAL_MS);
+    }
+  }
+
+  #attr(address: string, name: string): string {
+    return path.join(deviceDir(this.#port, address), name);
+  }
+
+  async #driverOf(address: string): Promise<string | null> {
+    const link = await this.#port.readLink(this.#attr(address, 'driver'));
+    return link === null ? null : path.basename(link);
+  }
+
+  async #device(address: string): Promise<PciDevice> {
+    const d = await readPciDevice(this.#port, address);
+    if (!d) throw new BindFailed(`${q(address)} vanished from sysfs while we worked on it`);
+    return d;
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Map a raw kernel error to an engine error, and append what the rollback did, keeping the class. */
+function withRollbackNote(error: unknown, notes: readonly string[]): unknown {
+  const mapped =
+    error instanceof KernelWriteError ? new BindFailed(`Writing to ${q(error.path)} failed with ${error.code}`) : error;
+  if (notes.length === 0) return mapped;
+  if (mapped instanceof Error) mapped.message += ` (rolled back: ${notes.join('; ')})`;
+  return mapped;
+}

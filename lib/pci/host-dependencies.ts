@@ -1,0 +1,189 @@
+/**
+ * What the host visibly depends on, per PCI device: the safety rail that
+ * keeps a typo in a configuration from taking away the root disk.
+ *
+ * - a block device beneath the device that is mounted, swapped on, or held by
+ *   another block device (dm/md: LUKS, LVM, RAID) that is;
+ * - a network interface beneath it that is up;
+ * - for the boot VGA, a virtual console drawn on a frame buffer.
+ */
+import path from 'node:path';
+import type { KernelPort } from './kernel-port.js';
+import type { PciDevice } from './pci-device.js';
+
+export interface Dependency {
+  readonly kind: 'mount' | 'swap' | 'network' | 'console';
+  /** One phrase for messages: `'/' is mounted from 'nvme0n1p2'`. */
+  readonly description: string;
+}
+
+interface BlockDevice {
+  name: string;
+  realPath: string;
+  devNumber: string | null;
+  holders: string[];
+  dmName: string | null;
+}
+
+interface HostFacts {
+  blocks: BlockDevice[];
+  mounts: { devNumber: string; source: string; mountPoint: string; fsType: string }[];
+  swaps: string[];
+  nets: { name: string; realPath: string; up: boolean }[];
+  consoles: { name: string; description: string }[];
+}
+
+/** Octal escapes (`\040` for a space) as the kernel writes them in mountinfo and swaps. */
+function unescapeOctal(text: string): string {
+  return text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
+}
+
+export function parseMountInfo(text: string): HostFacts['mounts'] {
+  const mounts: HostFacts['mounts'] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-');
+    if (fields.length < 10 || dash < 6) continue;
+    mounts.push({
+      devNumber: fields[2]!,
+      mountPoint: unescapeOctal(fields[4]!),
+      fsType: fields[dash + 1] ?? '',
+      source: unescapeOctal(fields[dash + 2] ?? ''),
+    });
+  }
+  return mounts;
+}
+
+export function parseSwaps(text: string): string[] {
+  return text
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter(Boolean)
+    .map(unescapeOctal);
+}
+
+async function readFacts(port: KernelPort): Promise<HostFacts> {
+  const sys = port.roots.sysfs;
+  const blockDir = path.join(sys, 'class', 'block');
+  const blocks = await Promise.all(
+    (await port.readDir(blockDir)).map(async (name): Promise<BlockDevice | null> => {
+      const link = path.join(blockDir, name);
+      const realPath = await port.realPath(link);
+      if (realPath === null) return null;
+      const [dev, holders, dmName] = await Promise.all([
+        port.readFile(path.join(link, 'dev')),
+        port.readDir(path.join(link, 'holders')),
+        port.readFile(path.join(link, 'dm', 'name')),
+      ]);
+      return { name, realPath, devNumber: dev?.trim() ?? null, holders, dmName: dmName?.trim() ?? null };
+    }),
+  );
+  const netDir = path.join(sys, 'class', 'net');
+  const nets = await Promise.all(
+    (await port.readDir(netDir)).map(async (name) => {
+      const realPath = await port.realPath(path.join(netDir, name));
+      const flags = await port.readFile(path.join(netDir, name, 'flags'));
+      // IFF_UP is bit 0 of the interface flags.
+      const up = flags !== null && (Number.parseInt(flags.trim(), 16) & 0x1) === 1;
+      return realPath === null ? null : { name, realPath, up };
+    }),
+  );
+  const vtDir = path.join(sys, 'class', 'vtconsole');
+  const consoles = await Promise.all(
+    (await port.readDir(vtDir)).map(async (name) => {
+      const [bind, description] = await Promise.all([
+        port.readFile(path.join(vtDir, name, 'bind')),
+        port.readFile(path.join(vtDir, name, 'name')),
+      ]);
+      return bind?.trim() === '1' ? { name, description: description?.trim() ?? '' } : null;
+    }),
+  );
+  const [mountInfo, swaps] = await Promise.all([
+    port.readFile(path.join(port.roots.proc, 'self', 'mountinfo')),
+    port.readFile(path.join(port.roots.proc, 'swaps')),
+  ]);
+  return {
+    blocks: blocks.filter((b): b is BlockDevice => b !== null),
+    mounts: mountInfo === null ? [] : parseMountInfo(mountInfo),
+    swaps: swaps === null ? [] : parseSwaps(swaps),
+    nets: nets.filter((n): n is NonNullable<typeof n> => n !== null),
+    consoles: consoles.filter((c): c is NonNullable<typeof c> => c !== null),
+  };
+}
+
+function beneath(device: PciDevice, realPath: string): boolean {
+  return realPath.startsWith(device.sysfsPath + path.sep);
+}
+
+function blockUses(block: BlockDevice, facts: HostFacts): Dependency[] {
+  const found: Dependency[] = [];
+  const names = new Set([`/dev/${block.name}`]);
+  if (block.dmName) names.add(`/dev/mapper/${block.dmName}`);
+  for (const m of facts.mounts) {
+    if ((block.devNumber !== null && m.devNumber === block.devNumber) || names.has(m.source)) {
+      found.push({ kind: 'mount', description: `'${m.mountPoint}' is mounted from '${block.name}' (${m.fsType})` });
+    }
+  }
+  for (const s of facts.swaps) {
+    if (names.has(s)) found.push({ kind: 'swap', description: `swap is on '${block.name}'` });
+  }
+  return found;
+}
+
+/** Follow dm/md holders: a LUKS or LVM volume on a partition keeps the disk in use. */
+function blockTreeUses(root: BlockDevice, facts: HostFacts): Dependency[] {
+  const byName = new Map(facts.blocks.map((b) => [b.name, b]));
+  const seen = new Set<string>();
+  const queue = [root];
+  const found: Dependency[] = [];
+  while (queue.length > 0) {
+    const block = queue.shift()!;
+    if (seen.has(block.name)) continue;
+    seen.add(block.name);
+    for (const use of blockUses(block, facts)) {
+      found.push(
+        block === root ? use : { ...use, description: `${use.description} on top of '${root.name}'` },
+      );
+    }
+    for (const h of block.holders) {
+      const held = byName.get(h);
+      if (held) queue.push(held);
+    }
+  }
+  return found;
+}
+
+/**
+ * Dependencies of each given device, keyed by address (devices without any
+ * are absent). Reads sysfs classes and proc once for all of them.
+ */
+export async function hostDependencies(
+  port: KernelPort,
+  devices: Iterable<PciDevice>,
+): Promise<Map<string, Dependency[]>> {
+  const facts = await readFacts(port);
+  const result = new Map<string, Dependency[]>();
+  for (const device of devices) {
+    if (device.isBridge) continue;
+    const deps: Dependency[] = [];
+    for (const block of facts.blocks) {
+      if (beneath(device, block.realPath)) deps.push(...blockTreeUses(block, facts));
+    }
+    for (const net of facts.nets) {
+      if (net.up && beneath(device, net.realPath)) {
+        deps.push({ kind: 'network', description: `network interface '${net.name}' is up` });
+      }
+    }
+    if (device.bootVga === true) {
+      for (const c of facts.consoles) {
+        if (/frame ?buffer/i.test(c.description)) {
+          deps.push({ kind: 'console', description: `the console '${c.name}' (${c.description}) is drawn on the boot VGA` });
+        }
+      }
+    }
+    const unique = [...new Map(deps.map((d) => [d.description, d])).values()];
+    if (unique.length > 0) result.set(device.address, unique);
+  }
+  return result;
+}

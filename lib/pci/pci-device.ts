@@ -1,0 +1,131 @@
+/**
+ * One PCI device as sysfs shows it, read from `<sysfs>/bus/pci/devices/ADDR`.
+ */
+import path from 'node:path';
+import { isPciAddress, compareAddresses } from './address.js';
+import { isBridge } from './class-code.js';
+import type { KernelPort } from './kernel-port.js';
+import { under } from '../roots.js';
+
+export interface PciDevice {
+  /** `DDDD:BB:DD.F`. */
+  readonly address: string;
+  /** The device's real directory (`<sysfs>/devices/pci0000:00/.../ADDR`): what lies beneath it belongs to it. */
+  readonly sysfsPath: string;
+  /** Four lowercase hex digits, no `0x`. */
+  readonly vendorId: string;
+  readonly deviceId: string;
+  readonly subsystemVendorId: string | null;
+  readonly subsystemDeviceId: string | null;
+  /** The 24-bit class code (base, subclass, prog-if). */
+  readonly classCode: number;
+  readonly revision: string | null;
+  /** Bound driver's name, or null when driverless. */
+  readonly driver: string | null;
+  /** `driver_override`, null when it reads `(null)` or is empty. */
+  readonly driverOverride: string | null;
+  /** IOMMU group number, or null when the IOMMU is off (then nothing can be passed through). */
+  readonly iommuGroup: number | null;
+  /** `boot_vga` for display devices, null when the attribute is absent. */
+  readonly bootVga: boolean | null;
+  /** `reset_method` words (`flr`, `bus`, ...); [] when absent. */
+  readonly resetMethods: readonly string[];
+  /** DRM nodes the bound driver made (`card1`, `renderD129`). */
+  readonly drm: readonly string[];
+  /** VFIO cdev nodes (`vfio0` under `vfio-dev/`, the iommufd interface), when present. */
+  readonly vfioDevices: readonly string[];
+  /** Devices linked to this one as consumers (`consumer:pci:ADDR`), e.g. a GPU's HDMI audio. */
+  readonly consumers: readonly string[];
+  /** Devices this one consumes (`supplier:pci:ADDR`). */
+  readonly suppliers: readonly string[];
+  readonly isBridge: boolean;
+}
+
+/** Hex attribute such as `0x1002\n` -> `1002`. */
+function hexId(text: string | null): string | null {
+  if (text === null) return null;
+  const m = /^0x([0-9a-f]+)$/i.exec(text.trim());
+  return m ? m[1]!.toLowerCase().padStart(4, '0') : null;
+}
+
+/** `driver_override` reads `(null)` when unset; some kernels give an empty line. */
+export function parseOverride(text: string | null): string | null {
+  if (text === null) return null;
+  const value = text.trim();
+  return value === '' || value === '(null)' ? null : value;
+}
+
+function linkedAddresses(entries: readonly string[], prefix: string): string[] {
+  return entries
+    .filter((e) => e.startsWith(prefix))
+    .map((e) => e.slice(prefix.length))
+    .filter(isPciAddress)
+    .sort(compareAddresses);
+}
+
+export function deviceDir(port: KernelPort, address: string): string {
+  return under(port.roots.sysfs, 'bus', 'pci', 'devices', address);
+}
+
+/** Addresses of every PCI device, in lspci order. */
+export async function listAddresses(port: KernelPort): Promise<string[]> {
+  const names = await port.readDir(under(port.roots.sysfs, 'bus', 'pci', 'devices'));
+  return names.filter(isPciAddress).sort(compareAddresses);
+}
+
+/** Read one device; null when there is no such device. */
+export async function readPciDevice(port: KernelPort, address: string): Promise<PciDevice | null> {
+  const dir = deviceDir(port, address);
+  const sysfsPath = await port.realPath(dir);
+  if (sysfsPath === null) return null;
+  const attr = (name: string): Promise<string | null> => port.readFile(path.join(dir, name));
+  const [vendor, device, subVendor, subDevice, cls, revision, override, bootVga, resetMethod] = await Promise.all([
+    attr('vendor'),
+    attr('device'),
+    attr('subsystem_vendor'),
+    attr('subsystem_device'),
+    attr('class'),
+    attr('revision'),
+    attr('driver_override'),
+    attr('boot_vga'),
+    attr('reset_method'),
+  ]);
+  const [driverLink, groupLink, entries, drm, vfioDev] = await Promise.all([
+    port.readLink(path.join(dir, 'driver')),
+    port.readLink(path.join(dir, 'iommu_group')),
+    port.readDir(dir),
+    port.readDir(path.join(dir, 'drm')),
+    port.readDir(path.join(dir, 'vfio-dev')),
+  ]);
+  const classCode = cls === null ? 0 : Number.parseInt(cls.trim(), 16);
+  const group = groupLink === null ? null : Number.parseInt(path.basename(groupLink), 10);
+  return {
+    address,
+    sysfsPath,
+    vendorId: hexId(vendor) ?? '0000',
+    deviceId: hexId(device) ?? '0000',
+    subsystemVendorId: hexId(subVendor),
+    subsystemDeviceId: hexId(subDevice),
+    classCode: Number.isNaN(classCode) ? 0 : classCode,
+    revision: hexId(revision)?.slice(-2) ?? null,
+    driver: driverLink === null ? null : path.basename(driverLink),
+    driverOverride: parseOverride(override),
+    iommuGroup: group === null || Number.isNaN(group) ? null : group,
+    bootVga: bootVga === null ? null : bootVga.trim() === '1',
+    resetMethods: resetMethod === null ? [] : resetMethod.trim().split(/\s+/).filter(Boolean),
+    drm: drm.filter((n) => /^(card|renderD)\d+$/.test(n)).sort(),
+    vfioDevices: vfioDev.filter((n) => /^vfio\d+$/.test(n)).sort(),
+    consumers: linkedAddresses(entries, 'consumer:pci:'),
+    suppliers: linkedAddresses(entries, 'supplier:pci:'),
+    isBridge: isBridge(Number.isNaN(classCode) ? 0 : classCode),
+  };
+}
+
+/** Read every device, keyed by address. */
+export async function readPciDevices(port: KernelPort): Promise<Map<string, PciDevice>> {
+  const addresses = await listAddresses(port);
+  const devices = await Promise.all(addresses.map((a) => readPciDevice(port, a)));
+  const map = new Map<string, PciDevice>();
+  for (const d of devices) if (d) map.set(d.address, d);
+  return map;
+}

@@ -1,0 +1,298 @@
+/**
+ * Plan, then act: turn "detach 0000:0b:00.0" into the ordered kernel steps,
+ * as plain data, without touching anything. Every refusal (unknown device,
+ * another VM's device, the root disk, a process holding the card) happens
+ * here, before the first write.
+ *
+ * Order rules:
+ * - detach takes every non-bridge endpoint of each affected IOMMU group, plus
+ *   the functions that belong with a requested device (same slot, device
+ *   links), to vfio-pci; consumers go before their suppliers (the HDMI audio
+ *   before the GPU it is linked to), then address order;
+ * - reattach runs in the reverse order: suppliers first.
+ * - per device: override, unbind, probe (and read back); per group: wait for
+ *   `/dev/vfio/<group>`, then check the group is viable.
+ */
+import { compareAddresses, parsePciAddress } from './address.js';
+import { className } from './class-code.js';
+import {
+  DeviceBusy,
+  DeviceClaimed,
+  GroupNotViable,
+  HostDependency,
+  InvalidArgs,
+  NoSuchDevice,
+  q,
+} from '../errors.js';
+import { companionsOf, VFIO_DRIVER } from './iommu-group.js';
+import { describeHolders, groupHolders, holdersOf } from './holders.js';
+import type { HostSnapshot } from './host-snapshot.js';
+import type { PciDevice } from './pci-device.js';
+
+export type Step =
+  /** Write `driver` to `driver_override`, read it back. */
+  | { readonly op: 'set-override'; readonly address: string; readonly driver: string }
+  /** Write `"\n"` to `driver_override` (an empty write is ignored by sysfs), read back `(null)`. */
+  | { readonly op: 'clear-override'; readonly address: string }
+  /** Write the address to `drivers/<driver>/unbind`, wait for the `driver` link to go. */
+  | { readonly op: 'unbind'; readonly address: string; readonly driver: string }
+  /**
+   * Write the address to `drivers_probe`, read the `driver` link back; when it
+   * is not `expect` and the device is driverless, write it to
+   * `drivers/<expect>/bind`. `expect: null` accepts whatever the kernel binds.
+   */
+  | { readonly op: 'probe'; readonly address: string; readonly expect: string | null }
+  /** Wait for `<dev>/vfio/<group>`: the kernel made the group usable. */
+  | { readonly op: 'await-vfio-node'; readonly group: number }
+  /** Re-read the group and require it viable. */
+  | { readonly op: 'check-viable'; readonly group: number };
+
+/** Who holds a device now: an entry of the daemon's state. */
+export interface Claim {
+  /** The VM (or `vfio-hookctl` user) the device was detached for. */
+  readonly owner: string;
+  /** The driver it had before; null when it was driverless. */
+  readonly originalDriver: string | null;
+  /** The `driver_override` it had before (usually null). */
+  readonly originalOverride: string | null;
+}
+
+export interface PlannedDevice {
+  readonly address: string;
+  readonly group: number;
+  /** Driver now, as planned from. */
+  readonly driver: string | null;
+  /** Driver after the plan: `vfio-pci` for detach, the original (or null: any) for reattach. */
+  readonly target: string | null;
+  /** Why this device is in the plan: `requested`, `same card as '…'`, `IOMMU group 25`. */
+  readonly reason: string;
+  /** False when the device is already where the plan wants it. */
+  readonly changes: boolean;
+}
+
+export interface Plan {
+  readonly kind: 'detach' | 'reattach';
+  readonly owner: string;
+  readonly devices: readonly PlannedDevice[];
+  readonly groups: readonly number[];
+  readonly steps: readonly Step[];
+}
+
+export interface PlanOptions {
+  /** The VM (or CLI user) this is for; recorded as the claim's owner. */
+  readonly owner: string;
+  /** Current claims by address (from the daemon's state). Default: none. */
+  readonly claims?: ReadonlyMap<string, Claim>;
+  /**
+   * Detach: ignore the host-dependency safety rail (mounted disks, network
+   * interfaces that are up, the console). Reattach: take back devices claimed
+   * by another owner. Never overrides a process holding the device. Default false.
+   */
+  readonly force?: boolean;
+}
+
+function describe(device: PciDevice): string {
+  return `${q(device.address)} (${className(device.classCode)})`;
+}
+
+
+/** Validate and normalise addresses, and require each to exist with an IOMMU group. */
+function requestedDevices(snapshot: HostSnapshot, addresses: readonly string[]): PciDevice[] {
+  if (addresses.length === 0) throw new InvalidArgs('No PCI address given: name at least one, e.g. 0000:0b:00.0');
+  const normalised = [...new Set(addresses.map(parsePciAddress))];
+  return normalised.map((address) => {
+    const device = snapshot.devices.get(address);
+    if (!device) {
+      throw new NoSuchDevice(
+        `No PCI device ${q(address)} on this host; list them with 'vfio-hookctl devices'`,
+      );
+    }
+    if (device.isBridge) {
+      throw new InvalidArgs(`${describe(device)} is a PCI bridge; bridges stay with the host, name the device behind it`);
+    }
+    if (device.iommuGroup === null) {
+      throw new GroupNotViable(
+        `${q(address)} has no IOMMU group: the IOMMU is off; enable VT-d/AMD-Vi in the firmware and boot with intel_iommu=on or amd_iommu=on`,
+      );
+    }
+    return device;
+  });
+}
+
+/**
+ * The closure of the request: requested devices, their companions, and every
+ * non-bridge endpoint of every group any of them is in (repeated until
+ * nothing new joins, since a companion may sit in another group).
+ */
+function expand(snapshot: HostSnapshot, requested: readonly PciDevice[]): Map<string, string> {
+  const reasons = new Map<string, string>();
+  const queue: string[] = [];
+  const add = (address: string, reason: string): void => {
+    if (reasons.has(address)) return;
+    reasons.set(address, reason);
+    queue.push(address);
+  };
+  for (const d of requested) add(d.address, 'requested');
+  while (queue.length > 0) {
+    const address = queue.shift()!;
+    const device = snapshot.devices.get(address)!;
+    for (const c of companionsOf(address, snapshot.devices)) add(c, `same card as ${q(address)}`);
+    if (device.iommuGroup !== null) {
+      for (const member of snapshot.groups.get(device.iommuGroup)?.devices ?? []) {
+        if (!snapshot.devices.get(member)?.isBridge) add(member, `IOMMU group ${device.iommuGroup} with ${q(address)}`);
+      }
+    }
+  }
+  return reasons;
+}
+
+/** Address order, then each device moved after every consumer of it in the set. */
+function detachOrder(snapshot: HostSnapshot, addresses: Iterable<string>): string[] {
+  const pending = [...addresses].sort(compareAddresses);
+  const set = new Set(pending);
+  const ordered: string[] = [];
+  while (pending.length > 0) {
+    const index = pending.findIndex((a) =>
+      (snapshot.devices.get(a)?.consumers ?? []).every((c) => !set.has(c) || ordered.includes(c) || c === a),
+    );
+    // A link cycle cannot happen in the kernel's device-link graph; if it
+    // did, fall back to address order rather than loop.
+    const [next] = pending.splice(index === -1 ? 0 : index, 1);
+    ordered.push(next!);
+  }
+  return ordered;
+}
+
+function checkClaims(devices: readonly PciDevice[], options: PlanOptions, verb: string): void {
+  for (const d of devices) {
+    const claim = options.claims?.get(d.address);
+    if (claim && claim.owner !== options.owner) {
+      throw new DeviceClaimed(
+        `Cannot ${verb} ${q(d.address)} for ${q(options.owner)}: it belongs to ${q(claim.owner)}; stop that VM first, refusing`,
+      );
+    }
+  }
+}
+
+export function planDetach(snapshot: HostSnapshot, addresses: readonly string[], options: PlanOptions): Plan {
+  const requested = requestedDevices(snapshot, addresses);
+  const reasons = expand(snapshot, requested);
+  const order = detachOrder(snapshot, reasons.keys());
+  const devices = order.map((a) => snapshot.devices.get(a)!);
+  const moving = devices.filter((d) => d.driver !== VFIO_DRIVER);
+
+  checkClaims(devices, options, 'detach');
+
+  if (!options.force) {
+    const blocked = moving
+      .filter((d) => snapshot.dependencies.has(d.address))
+      .map((d) => `${describe(d)}, ${reasons.get(d.address)}: ${snapshot.dependencies.get(d.address)!.map((dep) => dep.description).join(', ')}`);
+    if (blocked.length > 0) {
+      throw new HostDependency(
+        `Cannot detach ${requested.map((d) => q(d.address)).join(', ')}: the host depends on it: ${blocked.join('; ')}. ` +
+          `Check the address ('vfio-hookctl devices'); pass --force only if you really mean it, refusing`,
+      );
+    }
+  }
+
+  const held = moving.flatMap((d) => holdersOf(d, snapshot.processes).map((h) => ({ device: d, holder: h })));
+  if (held.length > 0) {
+    const who = [...new Set(held.map((h) => h.device.address))]
+      .map((a) => `${q(a)} is held by ${describeHolders(held.filter((h) => h.device.address === a).map((h) => h.holder))}`)
+      .join('; ');
+    throw new DeviceBusy(`Cannot detach ${requested.map((d) => q(d.address)).join(', ')}: ${who}; close it, refusing`);
+  }
+
+  if (moving.length > 0 && !snapshot.vfioLoaded) {
+    throw new GroupNotViable(`Cannot detach ${q(requested[0]!.address)}: the vfio-pci driver is not loaded; run 'modprobe vfio-pci'`);
+  }
+
+  const steps: Step[] = [];
+  for (const d of moving) {
+    steps.push({ op: 'set-override', address: d.address, driver: VFIO_DRIVER });
+    if (d.driver !== null) steps.push({ op: 'unbind', address: d.address, driver: d.driver });
+    steps.push({ op: 'probe', address: d.address, expect: VFIO_DRIVER });
+  }
+  const groups = [...new Set(devices.map((d) => d.iommuGroup!))].sort((a, b) => a - b);
+  for (const group of groups) {
+    steps.push({ op: 'await-vfio-node', group }, { op: 'check-viable', group });
+  }
+
+  return {
+    kind: 'detach',
+    owner: options.owner,
+    groups,
+    steps,
+    devices: devices.map((d) => ({
+      address: d.address,
+      group: d.iommuGroup!,
+      driver: d.driver,
+      target: VFIO_DRIVER,
+      reason: reasons.get(d.address)!,
+      changes: d.driver !== VFIO_DRIVER,
+    })),
+  };
+}
+
+export function planReattach(snapshot: HostSnapshot, addresses: readonly string[], options: PlanOptions): Plan {
+  const requested = requestedDevices(snapshot, addresses);
+  const reasons = expand(snapshot, requested);
+  const order = detachOrder(snapshot, reasons.keys()).reverse();
+  const devices = order.map((a) => snapshot.devices.get(a)!);
+
+  if (!options.force) checkClaims(devices, options, 'reattach');
+
+  const claimOf = (d: PciDevice): Claim | undefined => options.claims?.get(d.address);
+  // A device returns only when it sits on vfio-pci (or is driverless with our
+  // override) and its original driver was not vfio-pci itself.
+  const moving = devices.filter((d) => {
+    const claim = claimOf(d);
+    if (claim?.originalDriver === VFIO_DRIVER) return false;
+    return d.driver === VFIO_DRIVER || (d.driver === null && d.driverOverride === VFIO_DRIVER);
+  });
+
+  const groups = [...new Set(devices.map((d) => d.iommuGroup!))].sort((a, b) => a - b);
+  const inUse = groups.flatMap((g) => groupHolders(g, snapshot.processes).map((h) => ({ g, h })));
+  if (inUse.length > 0 && moving.length > 0) {
+    throw new DeviceBusy(
+      `Cannot reattach ${requested.map((d) => q(d.address)).join(', ')}: ` +
+        inUse.map(({ g, h }) => `IOMMU group ${g} is in use by ${describeHolders([h])}`).join('; ') +
+        `; shut the VM down first, refusing`,
+    );
+  }
+  const held = moving.flatMap((d) =>
+    holdersOf(d, snapshot.processes).filter((h) => !h.path.startsWith('/dev/vfio/')).map((h) => ({ d, h })),
+  );
+  if (held.length > 0) {
+    throw new DeviceBusy(
+      `Cannot reattach ${requested.map((d) => q(d.address)).join(', ')}: ` +
+        held.map(({ d, h }) => `${q(d.address)} is held by ${describeHolders([h])}`).join('; ') +
+        `; close it, refusing`,
+    );
+  }
+
+  const steps: Step[] = [];
+  for (const d of moving) {
+    const claim = claimOf(d);
+    const override = claim?.originalOverride ?? null;
+    if (override !== null && override !== VFIO_DRIVER) steps.push({ op: 'set-override', address: d.address, driver: override });
+    else steps.push({ op: 'clear-override', address: d.address });
+    if (d.driver !== null) steps.push({ op: 'unbind', address: d.address, driver: d.driver });
+    steps.push({ op: 'probe', address: d.address, expect: claim ? claim.originalDriver : null });
+  }
+
+  return {
+    kind: 'reattach',
+    owner: options.owner,
+    groups,
+    steps,
+    devices: devices.map((d) => ({
+      address: d.address,
+      group: d.iommuGroup!,
+      driver: d.driver,
+      target: moving.includes(d) ? (claimOf(d)?.originalDriver ?? null) : d.driver,
+      reason: reasons.get(d.address)!,
+      changes: moving.includes(d),
+    })),
+  };
+}

@@ -1,0 +1,57 @@
+/**
+ * The roots every path hangs off. Real defaults, injected everywhere: the
+ * simulated host, the tests and `--sysfs-root` pass their own. No module in
+ * lib/ names `/sys` or `/proc` except through one of these.
+ */
+import path from 'node:path';
+import { UnsafePath, q } from './errors.js';
+
+export interface HostRoots {
+  /** sysfs mount. Default `/sys`. */
+  readonly sysfs: string;
+  /** procfs mount (processes, mountinfo, swaps). Default `/proc`. */
+  readonly proc: string;
+  /** device nodes. Default `/dev`. */
+  readonly dev: string;
+  /** shared-memory files (Looking Glass, Scream). Default `/dev/shm`. */
+  readonly shm: string;
+  /** runtime state (`<run>/vfio-hookd/state.json`). Default `/run`. */
+  readonly run: string;
+}
+
+export const DEFAULT_ROOTS: HostRoots = Object.freeze({
+  sysfs: '/sys',
+  proc: '/proc',
+  dev: '/dev',
+  shm: '/dev/shm',
+  run: '/run',
+});
+
+/** All five roots under one folder, as a simulated host lays them out. */
+export function rootsUnder(top: string): HostRoots {
+  return {
+    sysfs: path.join(top, 'sys'),
+    proc: path.join(top, 'proc'),
+    dev: path.join(top, 'dev'),
+    shm: path.join(top, 'dev', 'shm'),
+    run: path.join(top, 'run'),
+  };
+}
+
+/**
+ * Join `parts` under `root` and refuse a result outside it. Parts come from
+ * sysfs names and validated addresses, so an escape means a bug or a hostile
+ * name; either way nothing is written there.
+ */
+export function under(root: string, ...parts: string[]): string {
+  const full = path.resolve(root, ...parts);
+  if (!isWithin(root, full)) {
+    throw new UnsafePath(`Path ${q(full)} is outside its root ${q(root)}, refusing`);
+  }
+  return full;
+}
+
+export function isWithin(root: string, candidate: string): boolean {
+  const rel = path.relative(path.resolve(root), path.resolve(candidate));
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}

@@ -1,0 +1,272 @@
+/**
+ * A simulated host: a folder laid out as `sys/`, `proc/`, `dev/`, `run/`,
+ * built from a fixture. Successive commands on the same folder see each
+ * other's changes, as on a real machine; `sim.json` keeps the fixture for the
+ * simulated kernel's decisions (which driver probes what, which driver hangs).
+ *
+ * Layout follows the real kernel's: devices live under
+ * `sys/devices/pci0000:00/<bridge>/<addr>`, reached through relative links
+ * from `sys/bus/pci/devices`, `sys/kernel/iommu_groups/N/devices`,
+ * `sys/class/{block,net,drm,graphics}`; a bound device has a `driver` link and
+ * its driver a link back; processes are `proc/<pid>/{comm,fd/N}` with fd links
+ * whose text is the path the process sees (`/dev/dri/card1`).
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { rootsUnder, type HostRoots } from '../roots.js';
+import { InvalidArgs, InvalidConfig, q } from '../errors.js';
+import { parseFixture, type Fixture, type FixtureDevice } from './fixture.js';
+
+export const SIM_STATE_FILE = 'sim.json';
+
+export interface SimHost {
+  readonly dir: string;
+  readonly roots: HostRoots;
+  readonly fixture: Fixture;
+}
+
+/** A device's real directory, relative to the sysfs root. */
+export function deviceRelPath(fixture: Fixture, address: string): string {
+  const chain: string[] = [];
+  let current: FixtureDevice | undefined = fixture.devices.find((d) => d.address === address);
+  const seen = new Set<string>();
+  while (current) {
+    if (seen.has(current.address)) throw new InvalidConfig(`Simulated host ${q(fixture.name)}: parent loop at ${q(current.address)}`);
+    seen.add(current.address);
+    chain.unshift(current.address);
+    const parent: string | undefined = current.parent;
+    current = parent === undefined ? undefined : fixture.devices.find((d) => d.address === parent);
+  }
+  const top = chain[0] ?? address;
+  return path.join('devices', `pci${top.slice(0, 7)}`, ...chain);
+}
+
+async function writeFile(file: string, content: string): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await fs.writeFile(file, content);
+}
+
+/** A relative symlink, as sysfs makes them. */
+export async function relLink(linkPath: string, target: string): Promise<void> {
+  await fs.mkdir(path.dirname(linkPath), { recursive: true });
+  await fs.rm(linkPath, { force: true });
+  await fs.symlink(path.relative(path.dirname(linkPath), target), linkPath);
+}
+
+function mountInfoLine(index: number, m: Fixture['mounts'][number]): string {
+  const esc = (s: string): string => s.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  return `${20 + index} 1 ${m.dev} / ${esc(m.mountPoint)} rw,relatime shared:${index + 1} - ${m.fsType} ${esc(m.source)} rw`;
+}
+
+/**
+ * Build a simulated host in `dir` (which must not exist or be empty), with
+ * every device bound to its fixture driver.
+ */
+export async function buildSimHost(fixtureInput: unknown, dir: string): Promise<SimHost> {
+  const fixture = parseFixture(fixtureInput, typeof fixtureInput === 'object' && fixtureInput && 'name' in fixtureInput ? String(fixtureInput.name) : dir);
+  const existing = await fs.readdir(dir).catch(() => [] as string[]);
+  if (existing.length > 0) {
+    throw new InvalidArgs(`Cannot build a simulated host in ${q(dir)}: the folder is not empty; remove it or choose another`);
+  }
+  const roots = rootsUnder(dir);
+  const sys = roots.sysfs;
+  await Promise.all(
+    [
+      'bus/pci/devices',
+      'kernel/iommu_groups',
+      'class/block',
+      'class/net',
+      'class/drm',
+      'class/graphics',
+      'class/vtconsole',
+      'devices/virtual/devlink',
+      'devices/virtual/block',
+    ].map((d) => fs.mkdir(path.join(sys, d), { recursive: true })),
+  );
+  await fs.mkdir(roots.shm, { recursive: true });
+  await fs.mkdir(path.join(roots.dev, 'vfio'), { recursive: true });
+  await fs.writeFile(path.join(roots.dev, 'vfio', 'vfio'), '');
+  await fs.mkdir(path.join(roots.run), { recursive: true });
+  await writeFile(path.join(sys, 'bus/pci/drivers_probe'), '');
+
+  for (const driver of Object.keys(fixture.drivers)) {
+    for (const f of ['bind', 'unbind', 'new_id', 'remove_id']) await writeFile(path.join(sys, 'bus/pci/drivers', driver, f), '');
+  }
+
+  for (const d of fixture.devices) {
+    const devDir = path.join(sys, deviceRelPath(fixture, d.address));
+    const attrs: Record<string, string> = {
+      vendor: `0x${d.vendor}\n`,
+      device: `0x${d.device}\n`,
+      subsystem_vendor: `0x${d.subsystemVendor ?? d.vendor}\n`,
+      subsystem_device: `0x${d.subsystemDevice ?? d.device}\n`,
+      class: `${d.class}\n`,
+      revision: `0x${d.revision ?? '00'}\n`,
+      driver_override: `${d.override ?? '(null)'}\n`,
+      remove: '',
+      reset: '',
+    };
+    if (d.bootVga !== undefined) attrs['boot_vga'] = d.bootVga ? '1\n' : '0\n';
+    if (d.resetMethod) attrs['reset_method'] = `${d.resetMethod.join(' ')}\n`;
+    for (const [name, content] of Object.entries(attrs)) await writeFile(path.join(devDir, name), content);
+    await relLink(path.join(sys, 'bus/pci/devices', d.address), devDir);
+    if (d.group !== null) {
+      const groupDir = path.join(sys, 'kernel/iommu_groups', String(d.group));
+      await relLink(path.join(groupDir, 'devices', d.address), devDir);
+      await relLink(path.join(devDir, 'iommu_group'), groupDir);
+    }
+    for (const consumer of d.consumers) {
+      const link = path.join(sys, 'devices/virtual/devlink', `pci:${d.address}--pci:${consumer}`);
+      await fs.mkdir(link, { recursive: true });
+      await relLink(path.join(devDir, `consumer:pci:${consumer}`), link);
+      await relLink(path.join(sys, deviceRelPath(fixture, consumer), `supplier:pci:${d.address}`), link);
+    }
+  }
+
+  for (const p of fixture.processes) await addSimProcess({ roots }, p);
+  await writeFile(path.join(roots.proc, 'self', 'mountinfo'), fixture.mounts.map((m, i) => mountInfoLine(i, m) + '\n').join(''));
+  await writeFile(
+    path.join(roots.proc, 'swaps'),
+    'Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n' +
+      fixture.swaps.map((s) => `${s}\t\tpartition\t8388604\t\t0\t\t-2\n`).join(''),
+  );
+  for (const c of fixture.consoles) {
+    await writeFile(path.join(sys, 'class/vtconsole', c.name, 'name'), `${c.description}\n`);
+    await writeFile(path.join(sys, 'class/vtconsole', c.name, 'bind'), c.bound ? '1\n' : '0\n');
+  }
+
+  await fs.writeFile(path.join(dir, SIM_STATE_FILE), JSON.stringify({ fixture }, null, 2) + '\n');
+  const host: SimHost = { dir, roots, fixture };
+  for (const d of fixture.devices) {
+    if (d.driver) await bindSimDevice(host, d.address, d.driver);
+  }
+  return host;
+}
+
+/** Open a simulated host built earlier. */
+export async function openSimHost(dir: string): Promise<SimHost> {
+  let text: string;
+  try {
+    text = await fs.readFile(path.join(dir, SIM_STATE_FILE), 'utf8');
+  } catch {
+    throw new InvalidArgs(`${q(dir)} is not a simulated host (no ${SIM_STATE_FILE}); build one with --simulate FIXTURE`);
+  }
+  const { fixture } = JSON.parse(text) as { fixture: unknown };
+  return { dir, roots: rootsUnder(dir), fixture: parseFixture(fixture, dir) };
+}
+
+function fixtureDevice(host: SimHost, address: string): FixtureDevice {
+  const d = host.fixture.devices.find((x) => x.address === address);
+  if (!d) throw new InvalidArgs(`No device ${q(address)} in simulated host ${q(host.fixture.name)}`);
+  return d;
+}
+
+function hostDriverOf(d: FixtureDevice): string | null {
+  return d.hostDriver !== undefined ? d.hostDriver : (d.driver ?? null);
+}
+
+/** What the host driver makes when it binds: DRM nodes, frame buffers, interfaces, disks. */
+async function createDriverChildren(host: SimHost, d: FixtureDevice, devDir: string): Promise<void> {
+  const sys = host.roots.sysfs;
+  for (const node of d.drm) {
+    await fs.mkdir(path.join(devDir, 'drm', node), { recursive: true });
+    await writeFile(path.join(devDir, 'drm', node, 'dev'), '226:0\n');
+    await relLink(path.join(sys, 'class/drm', node), path.join(devDir, 'drm', node));
+    await writeFile(path.join(host.roots.dev, 'dri', node), '');
+  }
+  for (const fb of d.fb) {
+    await fs.mkdir(path.join(devDir, 'graphics', fb), { recursive: true });
+    await relLink(path.join(sys, 'class/graphics', fb), path.join(devDir, 'graphics', fb));
+    await writeFile(path.join(host.roots.dev, fb), '');
+  }
+  for (const n of d.net) {
+    const netDir = path.join(devDir, 'net', n.name);
+    // IFF_UP | IFF_BROADCAST | IFF_MULTICAST when up, as `ip link` leaves them.
+    await writeFile(path.join(netDir, 'flags'), n.up ? '0x1003\n' : '0x1002\n');
+    await writeFile(path.join(netDir, 'operstate'), n.up ? 'up\n' : 'down\n');
+    await relLink(path.join(sys, 'class/net', n.name), netDir);
+  }
+  for (const b of d.block) {
+    const diskDir = path.join(devDir, 'nvme', 'nvme0', b.name);
+    await writeFile(path.join(diskDir, 'dev'), `${b.dev}\n`);
+    await fs.mkdir(path.join(diskDir, 'holders'), { recursive: true });
+    await relLink(path.join(sys, 'class/block', b.name), diskDir);
+    await writeFile(path.join(host.roots.dev, b.name), '');
+    for (const p of b.partitions) {
+      const partDir = path.join(diskDir, p.name);
+      await writeFile(path.join(partDir, 'dev'), `${p.dev}\n`);
+      await fs.mkdir(path.join(partDir, 'holders'), { recursive: true });
+      await relLink(path.join(sys, 'class/block', p.name), partDir);
+      await writeFile(path.join(host.roots.dev, p.name), '');
+    }
+  }
+}
+
+async function removeDriverChildren(host: SimHost, d: FixtureDevice, devDir: string): Promise<void> {
+  const sys = host.roots.sysfs;
+  const names = [
+    ...d.drm.map((n) => ['class/drm', n, path.join('dri', n)] as const),
+    ...d.fb.map((n) => ['class/graphics', n, n] as const),
+    ...d.block.flatMap((b) => [b.name, ...b.partitions.map((p) => p.name)]).map((n) => ['class/block', n, n] as const),
+  ];
+  for (const [cls, name, devNode] of names) {
+    await fs.rm(path.join(sys, cls, name), { force: true });
+    await fs.rm(path.join(host.roots.dev, devNode), { force: true });
+  }
+  for (const n of d.net) await fs.rm(path.join(sys, 'class/net', n.name), { force: true });
+  for (const child of ['drm', 'graphics', 'net', 'nvme']) await fs.rm(path.join(devDir, child), { recursive: true, force: true });
+}
+
+/** Bind a device to a driver, with everything the driver makes. No checks: the kernel model decides. */
+export async function bindSimDevice(host: SimHost, address: string, driver: string): Promise<void> {
+  const d = fixtureDevice(host, address);
+  const sys = host.roots.sysfs;
+  const devDir = path.join(sys, deviceRelPath(host.fixture, address));
+  const driverDir = path.join(sys, 'bus/pci/drivers', driver);
+  await relLink(path.join(devDir, 'driver'), driverDir);
+  await relLink(path.join(driverDir, address), devDir);
+  if (driver === 'vfio-pci') {
+    if (d.group !== null) await writeFile(path.join(host.roots.dev, 'vfio', String(d.group)), '');
+  } else if (driver === hostDriverOf(d)) {
+    await createDriverChildren(host, d, devDir);
+  }
+}
+
+export async function unbindSimDevice(host: SimHost, address: string, driver: string): Promise<void> {
+  const d = fixtureDevice(host, address);
+  const sys = host.roots.sysfs;
+  const devDir = path.join(sys, deviceRelPath(host.fixture, address));
+  await fs.rm(path.join(devDir, 'driver'), { force: true });
+  await fs.rm(path.join(sys, 'bus/pci/drivers', driver, address), { force: true });
+  if (driver === 'vfio-pci') {
+    // /dev/vfio/<group> lives while any device of the group is on vfio-pci.
+    const stillVfio = await Promise.all(
+      host.fixture.devices
+        .filter((x) => x.group === d.group && x.address !== address)
+        .map(async (x) => (await fs.readlink(path.join(sys, 'bus/pci/drivers/vfio-pci', x.address)).catch(() => null)) !== null),
+    );
+    if (d.group !== null && !stillVfio.some(Boolean)) await fs.rm(path.join(host.roots.dev, 'vfio', String(d.group)), { force: true });
+  } else {
+    await removeDriverChildren(host, d, devDir);
+  }
+}
+
+/** Start a simulated process holding device nodes (a display server, QEMU holding `/dev/vfio/25`). */
+export async function addSimProcess(
+  host: Pick<SimHost, 'roots'>,
+  process: { pid: number; comm: string; fds: readonly string[] },
+): Promise<void> {
+  const dir = path.join(host.roots.proc, String(process.pid));
+  await writeFile(path.join(dir, 'comm'), `${process.comm}\n`);
+  await fs.mkdir(path.join(dir, 'fd'), { recursive: true });
+  for (const [i, target] of process.fds.entries()) {
+    // Link text is the path as the process sees it; it dangles in the folder, as it should.
+    await fs.symlink(target, path.join(dir, 'fd', String(i + 3)));
+  }
+}
+
+export async function removeSimProcess(host: Pick<SimHost, 'roots'>, pid: number): Promise<void> {
+  await fs.rm(path.join(host.roots.proc, String(pid)), { recursive: true, force: true });
+}
+
+export { hostDriverOf };

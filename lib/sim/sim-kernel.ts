@@ -1,0 +1,214 @@
+/**
+ * The simulated kernel: the same KernelPort as the real adapter, over a
+ * simulated host's folder. Reads are the shared file reads; writes to the
+ * PCI attributes follow the kernel's real behaviour (checked against a real
+ * 6.1 kernel in the kernel tier):
+ *
+ * - `driver_override`: a 0-byte write is ignored (never reaches the kernel);
+ *   `"\n"` clears it (reads back `(null)`); otherwise the text up to the first
+ *   newline is stored.
+ * - `drivers/<d>/unbind`: ENODEV unless bound to `d`. From vfio-pci it blocks
+ *   while a process holds `/dev/vfio/<group>` (the kernel logs "blocked until
+ *   released by user") and finishes when that process exits. A driver marked
+ *   `hangsOnUnbind` never returns.
+ * - `drivers_probe`: binds the override's driver, or with none the device's
+ *   host driver; vfio-pci only by override. For a host driver while the
+ *   group is held by a process: EINVAL, device left driverless.
+ * - `drivers/<d>/bind`: ENODEV when no such device or the driver does not
+ *   match (override names another driver), EBUSY when already bound.
+ *
+ * Differences from the real kernel, on purpose: a write abandoned after a
+ * timeout has no effect here (a real one may still finish later).
+ */
+import fs, { watch } from 'node:fs';
+import path from 'node:path';
+import { isWithin } from '../roots.js';
+import { UnsafePath, q } from '../errors.js';
+import { KernelWriteError, KernelWriteTimeout, type KernelPort } from '../pci/kernel-port.js';
+import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from '../pci/_internal/fs-reads.js';
+import { isPciAddress } from '../pci/address.js';
+import { parseOverride } from '../pci/pci-device.js';
+import { bindSimDevice, deviceRelPath, hostDriverOf, openSimHost, unbindSimDevice, type SimHost } from './sim-host.js';
+
+export class SimKernel implements KernelPort {
+  readonly #host: SimHost;
+
+  private constructor(host: SimHost) {
+    this.#host = host;
+  }
+
+  static async open(dir: string): Promise<SimKernel> {
+    return new SimKernel(await openSimHost(dir));
+  }
+
+  get roots(): SimHost['roots'] {
+    return this.#host.roots;
+  }
+
+  get host(): SimHost {
+    return this.#host;
+  }
+
+  readFile = readFileOrNull;
+  readLink = readLinkOrNull;
+  realPath = realPathOrNull;
+  readDir = readDirOrEmpty;
+  exists = existsPath;
+
+  async close(): Promise<void> {}
+
+  async write(file: string, data: string, signal: AbortSignal): Promise<void> {
+    const sys = this.#host.roots.sysfs;
+    if (!isWithin(sys, file)) {
+      throw new UnsafePath(`Write to ${q(file)} is outside the sysfs root ${q(sys)}, refusing`);
+    }
+    if (data.length === 0) return; // sysfs never sees a 0-byte write
+    const parts = path.relative(sys, file).split(path.sep);
+    const [a, b, c, d, e] = parts;
+    if (a === 'bus' && b === 'pci') {
+      if (c === 'drivers_probe' && parts.length === 3) return this.#probe(file, data);
+      if (c === 'devices' && d !== undefined && parts.length === 5 && e === 'driver_override') return this.#setOverride(file, d, data);
+      if (c === 'drivers' && d !== undefined && parts.length === 5) {
+        if (e === 'unbind') return this.#unbind(file, d, data, signal);
+        if (e === 'bind') return this.#bind(file, d, data);
+      }
+    }
+    if (!(await existsPath(file))) throw new KernelWriteError(file, 'ENOENT', `${file}: no such attribute`);
+    throw new KernelWriteError(file, 'EPERM', `${file}: writing this attribute is not simulated`);
+  }
+
+  #fixtureDevice(address: string) {
+    return this.#host.fixture.devices.find((x) => x.address === address);
+  }
+
+  #deviceDir(address: string): string {
+    return path.join(this.#host.roots.sysfs, deviceRelPath(this.#host.fixture, address));
+  }
+
+  async #driverOf(address: string): Promise<string | null> {
+    const link = await readLinkOrNull(path.join(this.#deviceDir(address), 'driver'));
+    return link === null ? null : path.basename(link);
+  }
+
+  async #overrideOf(address: string): Promise<string | null> {
+    return parseOverride(await readFileOrNull(path.join(this.#deviceDir(address), 'driver_override')));
+  }
+
+  /** The address the kernel parses out of a bind/unbind/probe write. */
+  #address(file: string, data: string): string {
+    const address = data.trim();
+    if (!isPciAddress(address) || !this.#fixtureDevice(address)) {
+      throw new KernelWriteError(file, 'ENODEV', `${file}: no such device ${q(address)}`);
+    }
+    return address;
+  }
+
+  async #setOverride(file: string, address: string, data: string): Promise<void> {
+    if (!this.#fixtureDevice(address)) throw new KernelWriteError(file, 'ENOENT', `${file}: no such device`);
+    const cut = data.indexOf('\n');
+    const value = cut === -1 ? data : data.slice(0, cut);
+    if (value.includes('\0') || value.length >= 4095) throw new KernelWriteError(file, 'EINVAL', `${file}: invalid value`);
+    await fs.promises.writeFile(path.join(this.#deviceDir(address), 'driver_override'), `${value === '' ? '(null)' : value}\n`);
+  }
+
+  /** Would `driver` bind this device (pci_match_device with driver_override)? */
+  async #matches(address: string, driver: string): Promise<boolean> {
+    const override = await this.#overrideOf(address);
+    if (override !== null) return override === driver;
+    const d = this.#fixtureDevice(address);
+    return d !== undefined && hostDriverOf(d) === driver;
+  }
+
+  /** Processes holding `/dev/vfio/<group>`: the group is attached to a container. */
+  async #groupHeld(group: number | null): Promise<boolean> {
+    if (group === null) return false;
+    const node = `/dev/vfio/${group}`;
+    const proc = this.#host.roots.proc;
+    for (const pid of (await readDirOrEmpty(proc)).filter((n) => /^\d+$/.test(n))) {
+      for (const fd of await readDirOrEmpty(path.join(proc, pid, 'fd'))) {
+        if ((await readLinkOrNull(path.join(proc, pid, 'fd', fd))) === node) return true;
+      }
+    }
+    return false;
+  }
+
+  async #attach(file: string, address: string, driver: string): Promise<void> {
+    const d = this.#fixtureDevice(address)!;
+    const spec = this.#host.fixture.drivers[driver];
+    if (!spec) throw new KernelWriteError(file, 'ENODEV', `${file}: driver ${q(driver)} is not loaded`);
+    if (driver !== 'vfio-pci' && (await this.#groupHeld(d.group))) {
+      // Observed on 6.1: the host driver's probe cannot claim DMA ownership
+      // while the group is attached to a container.
+      throw new KernelWriteError(file, 'EINVAL', `${file}: IOMMU group ${d.group} is in use`);
+    }
+    if (spec.failsProbe) throw new KernelWriteError(file, 'ENODEV', `${file}: ${driver} probe failed`);
+    await bindSimDevice(this.#host, address, driver);
+  }
+
+  async #probe(file: string, data: string): Promise<void> {
+    const address = this.#address(file, data);
+    if ((await this.#driverOf(address)) !== null) return;
+    const override = await this.#overrideOf(address);
+    const d = this.#fixtureDevice(address)!;
+    const target = override ?? hostDriverOf(d);
+    if (target === null || !(target in this.#host.fixture.drivers)) return; // nothing matches: stays driverless, no error
+    try {
+      await this.#attach(file, address, target);
+    } catch (error) {
+      // A driver whose probe fails leaves the device driverless; drivers_probe still succeeds.
+      if (error instanceof KernelWriteError && error.code === 'ENODEV') return;
+      throw error;
+    }
+  }
+
+  async #bind(file: string, driver: string, data: string): Promise<void> {
+    const address = this.#address(file, data);
+    if (!(driver in this.#host.fixture.drivers)) throw new KernelWriteError(file, 'ENOENT', `${file}: no such driver`);
+    if (!(await this.#matches(address, driver))) throw new KernelWriteError(file, 'ENODEV', `${file}: ${driver} does not match ${address}`);
+    if ((await this.#driverOf(address)) !== null) throw new KernelWriteError(file, 'EBUSY', `${file}: ${address} already has a driver`);
+    await this.#attach(file, address, driver);
+  }
+
+  async #unbind(file: string, driver: string, data: string, signal: AbortSignal): Promise<void> {
+    const address = this.#address(file, data);
+    if ((await this.#driverOf(address)) !== driver) {
+      throw new KernelWriteError(file, 'ENODEV', `${file}: ${address} is not bound to ${driver}`);
+    }
+    const spec = this.#host.fixture.drivers[driver];
+    if (spec?.hangsOnUnbind) {
+      await this.#blockUntil(async () => false, file, signal);
+    }
+    if (driver === 'vfio-pci') {
+      const group = this.#fixtureDevice(address)!.group;
+      await this.#blockUntil(async () => !(await this.#groupHeld(group)), file, signal);
+    }
+    await unbindSimDevice(this.#host, address, driver);
+  }
+
+  /**
+   * Block like a kernel write that waits for a user to let go: re-check when
+   * a process comes or goes under `proc/`, give up when the caller aborts.
+   */
+  async #blockUntil(ready: () => Promise<boolean>, file: string, signal: AbortSignal): Promise<void> {
+    if (await ready()) return;
+    await new Promise<void>((resolve, reject) => {
+      let done = false;
+      const recheck = (): void => {
+        void ready().then((ok) => ok && finish(null), (error: Error) => finish(error));
+      };
+      const watcher = watch(this.#host.roots.proc, recheck);
+      const finish = (error: Error | null): void => {
+        if (done) return;
+        done = true;
+        watcher.close();
+        signal.removeEventListener('abort', onAbort);
+        if (error) reject(error);
+        else resolve();
+      };
+      const onAbort = (): void => finish(new KernelWriteTimeout(file));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      recheck(); // the holder may have gone between the first check and the watch
+    });
+  }
+}
