@@ -1,0 +1,228 @@
+/**
+ * `vfio-hookctl`: look at and move PCI devices directly on sysfs (or on a
+ * simulated host), without the daemon.
+ *
+ * Exit codes: 0 done, 1 refused or failed (one line on stderr saying why),
+ * 2 bad usage.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { InvalidArgs, VfioHookdError, q } from '../errors.js';
+import { DEFAULT_ROOTS, type HostRoots } from '../roots.js';
+import { openRealKernel } from '../pci/real-kernel-factory.js';
+import { PciEngine } from '../pci/engine.js';
+import type { KernelPort } from '../pci/kernel-port.js';
+import type { Plan, Step } from '../pci/plan.js';
+import { planDetach, planReattach } from '../pci/plan.js';
+import { StateFile } from '../state/state-file.js';
+import { openSimulation } from '../sim/index.js';
+import { devicesView, formatDevices } from './device-view.js';
+
+export const VERSION = '0.1.0';
+
+export interface CliIo {
+  readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
+}
+
+/** Who a device detached by hand is recorded for, unless `--for` says otherwise. */
+export const MANUAL_OWNER = 'vfio-hookctl';
+
+const USAGE = `Usage: vfio-hookctl [OPTIONS] COMMAND [ARGS]
+
+Commands:
+  devices                 List PCI devices by IOMMU group: driver, holders, viability
+  detach ADDRESS...       Bind the devices, the functions of their cards and the rest
+                          of their IOMMU groups to vfio-pci (checked, rolled back on failure)
+  reattach ADDRESS...     Give them back to the drivers they had before
+
+Options:
+  --json                  Machine-readable output (devices, and plans with --dry-run)
+  --dry-run               Print the plan of detach/reattach without changing anything
+  --for NAME              Record detached devices as NAME's (a VM name); default '${MANUAL_OWNER}'
+  --force                 detach: ignore the host-dependency safety rail (mounted disks,
+                          network interfaces that are up, the console); reattach: take
+                          back devices claimed by another owner. Never ignores a process
+                          holding the device.
+  --simulate FIXTURE      Work on a simulated host instead of this machine: a built-in
+                          name (reference-host, single-gpu-host, nvidia-host,
+                          split-board-host) or a JSON fixture. Its folder persists, so
+                          successive commands see each other's changes.
+  --sim-dir DIR           Where the simulated host lives (default
+                          $XDG_RUNTIME_DIR/vfio-hookd-sim/FIXTURE)
+  --reset-sim             Rebuild the simulated host from its fixture first
+  --sysfs-root DIR        sysfs mount (default /sys)
+  --proc-root DIR         procfs mount (default /proc)
+  --dev-root DIR          device nodes (default /dev)
+  --run-root DIR          runtime state, <DIR>/vfio-hookd/state.json (default /run)
+  --write-timeout MS      Longest a sysfs write may take (default 10000)
+  -h, --help              Show this help
+  --version               Show the version
+`;
+
+const OPTIONS = {
+  json: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
+  for: { type: 'string' },
+  force: { type: 'boolean' },
+  simulate: { type: 'string' },
+  'sim-dir': { type: 'string' },
+  'reset-sim': { type: 'boolean' },
+  'sysfs-root': { type: 'string' },
+  'proc-root': { type: 'string' },
+  'dev-root': { type: 'string' },
+  'run-root': { type: 'string' },
+  'write-timeout': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options'];
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+class UsageError extends Error {}
+
+function parse(argv: readonly string[]): { values: Values; positionals: string[] } {
+  try {
+    return parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+function positiveInt(name: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) <= 0) throw new UsageError(`Invalid --${name} ${q(text)}: expected a positive number of milliseconds`);
+  return Number(text);
+}
+
+async function openPort(values: Values): Promise<KernelPort> {
+  if (values.simulate !== undefined) {
+    if (values['sysfs-root'] || values['proc-root'] || values['dev-root'] || values['run-root']) {
+      throw new UsageError('--simulate brings its own roots; do not combine it with --sysfs-root, --proc-root, --dev-root or --run-root');
+    }
+    return openSimulation(values.simulate, {
+      ...(values['sim-dir'] !== undefined ? { dir: values['sim-dir'] } : {}),
+      reset: values['reset-sim'] ?? false,
+    });
+  }
+  if (values['sim-dir'] !== undefined || values['reset-sim']) throw new UsageError('--sim-dir and --reset-sim need --simulate');
+  const roots: HostRoots = {
+    sysfs: values['sysfs-root'] ?? DEFAULT_ROOTS.sysfs,
+    proc: values['proc-root'] ?? DEFAULT_ROOTS.proc,
+    dev: values['dev-root'] ?? DEFAULT_ROOTS.dev,
+    shm: DEFAULT_ROOTS.shm,
+    run: values['run-root'] ?? DEFAULT_ROOTS.run,
+  };
+  return openRealKernel(roots);
+}
+
+function stepText(step: Step): string {
+  switch (step.op) {
+    case 'set-override':
+      return `${step.address}: driver_override <- ${step.driver}`;
+    case 'clear-override':
+      return `${step.address}: driver_override <- (clear)`;
+    case 'unbind':
+      return `${step.address}: unbind from ${step.driver}`;
+    case 'probe':
+      return `${step.address}: drivers_probe, expect ${step.expect ?? 'any host driver'}`;
+    case 'await-vfio-node':
+      return `wait for /dev/vfio/${step.group}`;
+    case 'check-viable':
+      return `check IOMMU group ${step.group} is viable`;
+  }
+}
+
+function planText(plan: Plan, dryRun: boolean): string {
+  const lines: string[] = [];
+  for (const d of plan.devices) {
+    const move = d.changes ? `${d.driver ?? 'no driver'} -> ${d.target ?? 'host driver'}` : `stays on ${d.driver ?? 'no driver'}`;
+    lines.push(`${d.address}  group ${d.group}  ${move}  (${d.reason})`);
+  }
+  if (dryRun) {
+    lines.push('Steps:');
+    plan.steps.forEach((s, i) => lines.push(`  ${i + 1}. ${stepText(s)}`));
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function run(values: Values, positionals: string[], io: CliIo): Promise<number> {
+  const [command, ...args] = positionals;
+  if (values.version) {
+    io.stdout(`vfio-hookctl ${VERSION}\n`);
+    return 0;
+  }
+  if (values.help || command === undefined) {
+    io.stdout(USAGE);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  if (!['devices', 'detach', 'reattach'].includes(command)) throw new UsageError(`Unknown command ${q(command)}`);
+  if (command === 'devices' && args.length > 0) throw new UsageError(`'devices' takes no arguments, got ${q(args[0])}`);
+  if (command !== 'devices' && args.length === 0) throw new UsageError(`'${command}' needs at least one PCI address, e.g. 0000:0b:00.0`);
+  const owner = values.for ?? MANUAL_OWNER;
+  if (values.for !== undefined && !/^[^\s/][^\n/]{0,199}$/.test(owner)) {
+    throw new InvalidArgs(`Invalid --for ${q(owner)}: expected a VM name`);
+  }
+  const writeTimeoutMs = positiveInt('write-timeout', values['write-timeout']);
+
+  const port = await openPort(values);
+  try {
+    const engine = new PciEngine(port, writeTimeoutMs !== undefined ? { writeTimeoutMs } : {});
+    const state = new StateFile(port.roots.run);
+    const claims = await state.load();
+
+    if (command === 'devices') {
+      const view = devicesView(await engine.inspect(), claims);
+      io.stdout(values.json ? JSON.stringify(view, null, 2) + '\n' : formatDevices(view));
+      return 0;
+    }
+
+    const planOptions = { owner, claims, force: values.force ?? false };
+    if (values['dry-run']) {
+      const snapshot = await engine.inspect();
+      const plan = command === 'detach' ? planDetach(snapshot, args, planOptions) : planReattach(snapshot, args, planOptions);
+      io.stdout(values.json ? JSON.stringify(plan, null, 2) + '\n' : planText(plan, true));
+      return 0;
+    }
+
+    if (command === 'detach') {
+      const result = await engine.detach(args, planOptions);
+      const groups = new Map(result.plan.devices.map((d) => [d.address, d.group]));
+      await state.save(StateFile.withClaims(claims, result.claims, groups));
+      io.stdout(values.json ? JSON.stringify(result.plan, null, 2) + '\n' : planText(result.plan, false));
+      return 0;
+    }
+
+    const result = await engine.reattach(args, planOptions);
+    const next = new Map(claims);
+    for (const address of result.released) next.delete(address);
+    await state.save(next);
+    io.stdout(values.json ? JSON.stringify(result.plan, null, 2) + '\n' : planText(result.plan, false));
+    return 0;
+  } finally {
+    await port.close();
+  }
+}
+
+/** Run the CLI; returns the exit code. Errors are reported on `io.stderr`, never thrown. */
+export async function runHookctl(argv: readonly string[], io: CliIo): Promise<number> {
+  try {
+    const { values, positionals } = parse(argv);
+    return await run(values, positionals, io);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.stderr(`vfio-hookctl: ${error.message}\nTry 'vfio-hookctl --help'.\n`);
+      return 2;
+    }
+    if (error instanceof VfioHookdError) {
+      io.stderr(`vfio-hookctl: ${error.message}\n`);
+      return 1;
+    }
+    const e = error as NodeJS.ErrnoException;
+    if (e.code === 'EACCES' || e.code === 'EPERM') {
+      io.stderr(`vfio-hookctl: ${e.message}; changing drivers needs root (sudo vfio-hookctl ...)\n`);
+      return 1;
+    }
+    io.stderr(`vfio-hookctl: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+}
