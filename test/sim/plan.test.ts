@@ -1,0 +1,104 @@
+/**
+ * Plans are data: their order is asserted here without running them.
+ */
+import test from 'ava';
+import { planDetach, planReattach, type Plan } from '../../lib/pci/plan.js';
+import { PlanExecutor } from '../../lib/pci/executor.js';
+import { GroupNotViable } from '../../lib/errors.js';
+import { driversOf, makeSim } from '../helpers/sim.js';
+
+test('detach plan: audio before the GPU it is linked to, then the group checks', async (t) => {
+  const sim = await makeSim(t, 'reference-host');
+  const plan = planDetach(await sim.engine.inspect(), ['0000:0b:00.0'], { owner: 'win10' });
+  t.deepEqual(plan.steps, [
+    { op: 'set-override', address: '0000:0b:00.1', driver: 'vfio-pci' },
+    { op: 'unbind', address: '0000:0b:00.1', driver: 'snd_hda_intel' },
+    { op: 'probe', address: '0000:0b:00.1', expect: 'vfio-pci' },
+    { op: 'set-override', address: '0000:0b:00.0', driver: 'vfio-pci' },
+    { op: 'unbind', address: '0000:0b:00.0', driver: 'amdgpu' },
+    { op: 'probe', address: '0000:0b:00.0', expect: 'vfio-pci' },
+    { op: 'await-vfio-node', group: 25 },
+    { op: 'check-viable', group: 25 },
+  ]);
+  t.deepEqual(
+    plan.devices.map((d) => [d.address, d.reason]),
+    [
+      ['0000:0b:00.1', "same card as '0000:0b:00.0'"],
+      ['0000:0b:00.0', 'requested'],
+    ],
+  );
+  t.deepEqual(await driversOf(sim, ['0000:0b:00.0', '0000:0b:00.1']), { '0000:0b:00.0': 'amdgpu', '0000:0b:00.1': 'snd_hda_intel' }, 'planning changed nothing');
+});
+
+test('reattach plan: the GPU first, each with a cleared override and its original driver expected', async (t) => {
+  const sim = await makeSim(t, 'reference-host');
+  const { claims } = await sim.engine.detach(['0000:0b:00.0'], { owner: 'win10' });
+  const plan = planReattach(await sim.engine.inspect(), ['0000:0b:00.1'], { owner: 'win10', claims });
+  t.deepEqual(plan.steps, [
+    { op: 'clear-override', address: '0000:0b:00.0' },
+    { op: 'unbind', address: '0000:0b:00.0', driver: 'vfio-pci' },
+    { op: 'probe', address: '0000:0b:00.0', expect: 'amdgpu' },
+    { op: 'clear-override', address: '0000:0b:00.1' },
+    { op: 'unbind', address: '0000:0b:00.1', driver: 'vfio-pci' },
+    { op: 'probe', address: '0000:0b:00.1', expect: 'snd_hda_intel' },
+  ]);
+});
+
+test('reattach without a record accepts whatever host driver the kernel binds', async (t) => {
+  const sim = await makeSim(t, 'reference-host');
+  await sim.engine.detach(['0000:0b:00.0'], { owner: 'win10' });
+  const plan = planReattach(await sim.engine.inspect(), ['0000:0b:00.0'], { owner: 'win10' });
+  t.deepEqual(
+    plan.steps.filter((s) => s.op === 'probe'),
+    [
+      { op: 'probe', address: '0000:0b:00.0', expect: null },
+      { op: 'probe', address: '0000:0b:00.1', expect: null },
+    ],
+  );
+});
+
+test('a device that was on vfio-pci before we came stays there on reattach', async (t) => {
+  const sim = await makeSim(t, 'reference-host');
+  await sim.engine.detach(['0000:0b:00.0'], { owner: 'win10' });
+  const claims = new Map([
+    ['0000:0b:00.0', { owner: 'win10', originalDriver: 'vfio-pci', originalOverride: null }],
+    ['0000:0b:00.1', { owner: 'win10', originalDriver: 'snd_hda_intel', originalOverride: null }],
+  ]);
+  const plan = planReattach(await sim.engine.inspect(), ['0000:0b:00.0'], { owner: 'win10', claims });
+  t.deepEqual(
+    plan.devices.map((d) => [d.address, d.changes]),
+    [
+      ['0000:0b:00.0', false],
+      ['0000:0b:00.1', true],
+    ],
+  );
+});
+
+test('a split group pulls in every endpoint and no bridge, with the reason for each', async (t) => {
+  const sim = await makeSim(t, 'split-board-host');
+  const plan = planDetach(await sim.engine.inspect(), ['0000:05:00.0'], { owner: 'win10', force: true });
+  t.deepEqual(plan.devices.map((d) => d.address).sort(), ['0000:02:00.0', '0000:04:00.0', '0000:05:00.0', '0000:05:00.1']);
+  t.is(plan.devices.find((d) => d.address === '0000:04:00.0')?.reason, "IOMMU group 13 with '0000:05:00.0'");
+  t.false(plan.steps.some((s) => 'address' in s && ['0000:00:01.3', '0000:02:00.2', '0000:03:01.0', '0000:03:04.0'].includes(s.address)));
+});
+
+test('a group with one function still on its host driver is reported not viable', async (t) => {
+  const sim = await makeSim(t, 'reference-host');
+  // Only the audio function goes to vfio-pci, by hand, as a user might.
+  const half: Plan = {
+    kind: 'detach',
+    owner: 'test',
+    groups: [25],
+    devices: [],
+    steps: [
+      { op: 'set-override', address: '0000:0b:00.1', driver: 'vfio-pci' },
+      { op: 'unbind', address: '0000:0b:00.1', driver: 'snd_hda_intel' },
+      { op: 'probe', address: '0000:0b:00.1', expect: 'vfio-pci' },
+      { op: 'check-viable', group: 25 },
+    ],
+  };
+  const error = await t.throwsAsync(new PlanExecutor(sim.kernel).run(half), { instanceOf: GroupNotViable });
+  t.regex(error.message, /^IOMMU group 25 is not viable after detaching: '0000:0b:00\.0' is on 'amdgpu'; every device in the group must be on vfio-pci, pci-stub, driverless, or a bridge/);
+  t.regex(error.message, /rolled back: '0000:0b:00\.1' restored to 'snd_hda_intel'\)$/);
+  t.is(await sim.driverOf('0000:0b:00.1'), 'snd_hda_intel');
+});
