@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Kernel test tier: a real Debian Linux kernel in QEMU (TCG) with an emulated
-# Intel IOMMU, a GPU-like VGA + HDA pair in one IOMMU group and an e1000e in
-# another; the guest rebinds them with raw sysfs writes (baseline and record of
+# Intel IOMMU, a host VGA on the root bus (the boot VGA with the console, like
+# the reference host's RX 580), a "guest GPU" VGA + HDA pair in one IOMMU group
+# behind a root port (same ids as the host VGA, like the RX 590) and an e1000e
+# in its own group; the guest rebinds them with raw sysfs writes (baseline and record of
 # real kernel behaviour) and with the project's CLI (dist/service/vfio-hookctl.js).
 #
 # Prints TAP on stdout ending with "# pass N" / "# fail N"; exits non-zero when
@@ -59,6 +61,9 @@ trap 'notok "kernel tier interrupted"; finish' INT TERM HUP
 bail() { notok "$*"; finish; }
 
 mkdir -p "$work"
+# one run at a time per checkout: the caches and the results dir are shared
+exec 9>"$work/lock"
+flock -w 60 9 || bail "lock $work/lock (another kernel tier run is going on)"
 note "kernel tier: work dir $work, budget ${budget}s"
 
 # ---------------------------------------------------------------- tools
@@ -248,6 +253,7 @@ timeout -k 5 "$qemu_tmo" qemu-system-x86_64 \
   -nodefaults -vga none -display none -no-reboot \
   -serial "file:$console" -monitor none -pidfile "$qemu_pidfile" \
   -device intel-iommu,intremap=on \
+  -device VGA,bus=pcie.0,addr=0x1 \
   -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2 \
   -device VGA,bus=rp1,addr=00.0,multifunction=on \
   -device ich9-intel-hda,id=hda,bus=rp1,addr=00.1 \

@@ -10,7 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-const { VGA, HDA, GROUP, CLI } = process.env;
+const { VGA, HDA, GROUP, CLI, HOSTVGA, NIC } = process.env;
 const G = path.dirname(new URL(import.meta.url).pathname);
 const PCI = '/sys/bus/pci/devices';
 const CALL_TIMEOUT_MS = 45_000; // one CLI call under TCG (node start ~3 s)
@@ -53,10 +53,12 @@ function hookctl(...args) {
     ms: Math.round(now() - t),
   };
   if (r.error) res.stderr += `\n(spawn: ${r.error.message})`;
+  out(`# cli call: ${args.join(' ')} -> exit ${res.code}${res.signal ? ` (${res.signal})` : ''} in ${res.ms} ms`);
   return res;
 }
 const describe = (r) =>
-  `exit ${r.code}${r.signal ? ` signal ${r.signal}` : ''} in ${r.ms} ms; stderr: ${r.stderr.trim().slice(0, 400)}`;
+  `exit ${r.code}${r.signal ? ` signal ${r.signal}` : ''} in ${r.ms} ms; stderr: ${r.stderr.trim().slice(0, 400)}` +
+  `${r.code !== 0 && r.stdout.trim() ? `\nstdout: ${r.stdout.trim().slice(0, 300).replace(/\n/g, ' | ')}` : ''}`;
 
 // raw shell steps (lib.sh), for setting up states the CLI must observe
 function raw(fn, ...addrs) {
@@ -81,11 +83,14 @@ function devicesJson() {
   const devs = Array.isArray(json?.devices) ? json.devices : [];
   const find = (vendor, device, cls) =>
     devs.find((d) => hex(d.vendorId) === vendor && hex(d.deviceId) === device && hex(d.classCode).startsWith(cls));
-  const vga = find('1234', '1111', '0300');
+  // two VGAs share 1234:1111: the guest's is the one in the HDA's group
   const hda = find('8086', '293e', '0403');
+  const vgas = devs.filter((d) => hex(d.vendorId) === '1234' && hex(d.deviceId) === '1111' && hex(d.classCode).startsWith('0300'));
+  const vga = vgas.find((d) => hda !== undefined && d.iommuGroup === hda.iommuGroup);
+  const hostVga = vgas.find((d) => d !== vga);
   const groups = Array.isArray(json?.groups) ? json.groups : [];
   const group = vga ? groups.find((g) => g.group === vga.iommuGroup) : undefined;
-  return { r, json, err, vga, hda, group };
+  return { r, json, err, vga, hda, hostVga, vgas, group, devs };
 }
 
 const engineRuns = [];
@@ -94,8 +99,18 @@ try {
   // ---------------------------------------------------------- listing
   let d = devicesJson();
   check(d.r.code === 0 && d.json !== null, 'devices --json exits 0 with JSON', `${describe(d.r)} ${d.err}`);
-  check(d.vga?.address === VGA, `devices --json finds the VGA (class 0x0300xx, 1234:1111) at ${VGA}`, `got ${JSON.stringify(d.vga)?.slice(0, 300)}`);
   check(d.hda?.address === HDA, `devices --json finds the HDA (class 0x0403xx, 8086:293e) at ${HDA}`, `got ${JSON.stringify(d.hda)?.slice(0, 300)}`);
+  check(d.vga?.address === VGA, `devices --json finds the guest VGA (class 0x0300xx, 1234:1111, the HDA's group) at ${VGA}`, `got ${JSON.stringify(d.vga)?.slice(0, 300)}`);
+  check(
+    d.vgas.length === 2 && d.hostVga?.address === HOSTVGA,
+    `devices --json lists the host VGA with the same ids at ${HOSTVGA}`,
+    `VGAs: ${JSON.stringify(d.vgas.map((v) => v.address))}`,
+  );
+  check(
+    d.hostVga?.bootVga === true && d.vga?.bootVga === false,
+    'bootVga is true for the host VGA and false for the guest VGA',
+    `host ${d.hostVga?.bootVga}, guest ${d.vga?.bootVga}`,
+  );
   check(
     d.vga?.iommuGroup === Number(GROUP) && d.hda?.iommuGroup === Number(GROUP),
     `VGA and HDA report iommuGroup ${GROUP} (a number, as sysfs)`,
@@ -126,9 +141,14 @@ try {
   const detachMs = r.ms;
   const detached = check(r.code === 0, `detach ${VGA} exits 0`, describe(r));
   check(
-    drv(VGA) === 'vfio-pci' && drv(HDA) === 'vfio-pci',
+    detached && drv(VGA) === 'vfio-pci' && drv(HDA) === 'vfio-pci',
     'detach takes both functions of the group to vfio-pci (sysfs driver links)',
     `vga ${drv(VGA)}, hda ${drv(HDA)}`,
+  );
+  check(
+    detached && drv(HOSTVGA) === 'bochs-drm',
+    `detach by address leaves the host VGA with the same ids (${HOSTVGA}) on bochs-drm`,
+    `detach ok ${detached}; host VGA ${drv(HOSTVGA)}`,
   );
   check(fs.existsSync(`/dev/vfio/${GROUP}`), `/dev/vfio/${GROUP} exists after detach`);
   let stateFiles = [];
@@ -200,6 +220,47 @@ try {
   holder.kill('SIGKILL');
   holder = null;
   if (drv(VGA) !== 'bochs-drm' || drv(HDA) !== 'snd_hda_intel') raw('raw_reattach', VGA, HDA);
+
+  // ---------------------------------------------------------- safety rails
+  // the boot VGA carries the framebuffer console: refused without --force
+  r = hookctl('detach', HOSTVGA);
+  let lines2 = r.stderr.split('\n').filter((l) => l.trim() !== '');
+  check(
+    r.code !== 0 && r.code !== null && lines2.length === 1 && r.stderr.includes(HOSTVGA) && /console/i.test(r.stderr),
+    `detach of the boot VGA ${HOSTVGA} (framebuffer console on it) is refused: non-zero, one stderr line naming it and the console`,
+    describe(r),
+  );
+  if (r.stderr.trim()) out(`# boot VGA refusal said: ${r.stderr.trim().split('\n')[0]}`);
+  check(
+    r.code !== 0 && r.code !== null && drv(HOSTVGA) === 'bochs-drm' && ovr(HOSTVGA) === '(null)',
+    'after the refusal the host VGA is still on bochs-drm with driver_override (null)',
+    `exit ${r.code}; host VGA ${drv(HOSTVGA)} (${ovr(HOSTVGA)})`,
+  );
+  if (drv(HOSTVGA) !== 'bochs-drm') raw('raw_reattach', HOSTVGA);
+  // a network interface that is up
+  const ifname = (() => {
+    try {
+      return fs.readdirSync(`${PCI}/${NIC}/net`)[0];
+    } catch {
+      return undefined;
+    }
+  })();
+  const up = ifname !== undefined && spawnSync('ip', ['link', 'set', ifname, 'up'], { timeout: 10_000 }).status === 0;
+  r = hookctl('detach', NIC);
+  lines2 = r.stderr.split('\n').filter((l) => l.trim() !== '');
+  check(
+    up && r.code !== 0 && r.code !== null && lines2.length === 1 && r.stderr.includes(NIC) && r.stderr.includes(`'${ifname}'`),
+    `detach of the e1000e ${NIC} while '${ifname}' is up is refused: non-zero, one stderr line naming the interface`,
+    `link up ${up}; ${describe(r)}`,
+  );
+  if (r.stderr.trim()) out(`# network refusal said: ${r.stderr.trim().split('\n')[0]}`);
+  check(
+    r.code !== 0 && r.code !== null && drv(NIC) === 'e1000e',
+    'after the refusal the e1000e is still on e1000e',
+    `exit ${r.code}; nic ${drv(NIC)}`,
+  );
+  if (ifname) spawnSync('ip', ['link', 'set', ifname, 'down'], { timeout: 10_000 });
+  if (drv(NIC) !== 'e1000e') raw('raw_reattach', NIC);
 
   // ---------------------------------------------------------- benchmark
   if (engineRuns.length === 1) {

@@ -14,22 +14,32 @@ note "guest: kernel $(uname -r), node $(node --version 2>&1), helper ${HELPER:-m
 fact kernel "$(uname -r)"
 
 # ------------------------------------------------------------ 1. raw shell
-VGA="" HDA="" NIC=""
+# Two VGAs share the ids 1234:1111 (as the reference host's two cards do): the
+# guest GPU is the one whose IOMMU group holds the HDA, the other is the host's.
+VGAS="" HDA="" NIC=""
 for d in "$PCI"/*; do
   case "$(cat "$d/vendor"):$(cat "$d/device"):$(cat "$d/class")" in
-    0x1234:0x1111:0x0300*) VGA=${d##*/} ;;
+    0x1234:0x1111:0x0300*) VGAS="$VGAS ${d##*/}" ;;
     0x8086:0x293e:0x0403*) HDA=${d##*/} ;;
     0x8086:0x10d3:0x0200*) NIC=${d##*/} ;;
   esac
 done
-check "raw: VGA 1234:1111 class 0x0300xx found (${VGA:-none})" [ -n "$VGA" ]
+VGA="" HOSTVGA=""
+for v in $VGAS; do
+  if [ -n "$HDA" ] && [ "$(grp "$v")" = "$(grp "$HDA")" ]; then VGA=$v; else HOSTVGA=$v; fi
+done
 check "raw: HDA 8086:293e class 0x0403xx found (${HDA:-none})" [ -n "$HDA" ]
+check "raw: guest VGA 1234:1111 class 0x0300xx in the HDA's IOMMU group found (${VGA:-none})" [ -n "$VGA" ]
+check "raw: host VGA 1234:1111 (same ids) in another group found (${HOSTVGA:-none})" [ -n "$HOSTVGA" ]
 check "raw: e1000e 8086:10d3 found (${NIC:-none})" [ -n "$NIC" ]
 if [ -z "$VGA" ] || [ -z "$HDA" ]; then
   notok "raw: cannot go on without the VGA+HDA pair"
   exit 1
 fi
 GROUP=$(grp "$VGA")
+eq "raw: the host VGA is the boot VGA" "$(cat "$PCI/$HOSTVGA/boot_vga" 2>/dev/null)" 1
+eq "raw: the guest VGA is not the boot VGA" "$(cat "$PCI/$VGA/boot_vga" 2>/dev/null)" 0
+eq "raw: host VGA starts on bochs-drm" "$(drv "$HOSTVGA")" bochs-drm
 eq "raw: VGA and HDA share one IOMMU group ($GROUP)" "$(grp "$HDA")" "$GROUP"
 check "raw: e1000e in another IOMMU group ($(grp "$NIC"))" test "$(grp "$NIC")" != "$GROUP" -a "$(grp "$NIC")" != none
 eq "raw: VGA and HDA are the only devices in group $GROUP" "$(ls /sys/kernel/iommu_groups/"$GROUP"/devices | tr '\n' ' ')" "$VGA $HDA "
@@ -39,7 +49,8 @@ eq "raw: e1000e starts on e1000e" "$(drv "$NIC")" e1000e
 DRM=$(ls "$PCI/$VGA/drm" 2>/dev/null | tr '\n' ' ')
 CARD=$(ls "$PCI/$VGA/drm" 2>/dev/null | grep -m1 '^card')
 check "raw: VGA has a DRM card node /dev/dri/${CARD:-none}" test -n "$CARD" -a -c "/dev/dri/$CARD"
-fact devices "VGA $VGA, HDA $HDA (group $GROUP), e1000e $NIC (group $(grp "$NIC")); drivers $(drv "$VGA"), $(drv "$HDA"), $(drv "$NIC"); VGA drm dir: $DRM; boot_vga=$(cat "$PCI/$VGA/boot_vga" 2>/dev/null || echo absent)"
+fact devices "guest VGA $VGA, HDA $HDA (group $GROUP), host VGA $HOSTVGA (group $(grp "$HOSTVGA")), e1000e $NIC (group $(grp "$NIC")); drivers $(drv "$VGA"), $(drv "$HDA"), $(drv "$HOSTVGA"), $(drv "$NIC"); guest VGA drm dir: $DRM; host VGA drm dir: $(ls "$PCI/$HOSTVGA/drm" 2>/dev/null | tr '\n' ' '); boot_vga guest/host: $(cat "$PCI/$VGA/boot_vga" 2>/dev/null || echo absent)/$(cat "$PCI/$HOSTVGA/boot_vga" 2>/dev/null || echo absent)"
+fact consoles "$(for c in /sys/class/vtconsole/*; do printf '%s bind=%s %s; ' "${c##*/}" "$(cat "$c/bind")" "$(cat "$c/name")"; done)"
 fact no-vfio-node-before "/dev/vfio holds: $(ls /dev/vfio | tr '\n' ' ')"
 
 # driver_override semantics, on the VGA (still bound to bochs-drm throughout)
@@ -102,7 +113,7 @@ RAW_MEDIAN=$(echo "$raw_ms" | tr ' ' '\n' | grep . | sort -n | sed -n 2p)
 note "bench raw shell detach+reattach runs (ms):$raw_ms"
 
 # ------------------------------------------------------------ 2. CLI
-export VGA HDA NIC GROUP
+export VGA HDA NIC GROUP HOSTVGA
 export CLI=/repo/${VFIOTEST_CLI:-dist/service/vfio-hookctl.js}
 node "$G/cli.mjs" > /tmp/cli.out 2>/tmp/cli.err
 rc=$?
@@ -125,4 +136,5 @@ fi
 . "$G/facts.sh"
 
 eq "e1000e never left its driver" "$(drv "$NIC")" e1000e
+eq "the host VGA never left bochs-drm" "$(drv "$HOSTVGA")" bochs-drm
 exit 0
