@@ -53,9 +53,12 @@ else
 "
   t=$(now_us); bw "$PCI/$HDA/driver/unbind" "$HDA" 10
   fact container-unbind-hda "unbind HDA (no device fd, group in container) from vfio-pci: $BW_MSG (rc $BW_RC) in $(ms_since "$t") ms -> driver $(drv "$HDA")"
+  n0=$(dmesg | wc -l)
   t=$(now_us); bw /sys/bus/pci/drivers_probe "$HDA" 20
   PROBE_MSG=$BW_MSG
   fact container-probe-host "drivers_probe HDA for snd_hda_intel while the group is in a container: $BW_MSG in $(ms_since "$t") ms -> driver $(drv "$HDA")"
+  new=$(dmesg | tail -n +$((n0 + 1)) | grep -v vgaarb | tail -n 3 | sed 's/^\[[^]]*\] //' | tr '\n' '|')
+  fact container-probe-dmesg "kernel log during that probe: ${new:-(nothing)}"
   case "$PROBE_MSG" in *EINVAL*|*"nvalid argument"*) e=1 ;; *) e=0 ;; esac
   check "facts: drivers_probe for the host driver fails with EINVAL while the group is in a container ($PROBE_MSG)" [ $e = 1 ]
   eq "facts: and leaves the HDA driverless" "$(drv "$HDA")" none
@@ -80,7 +83,7 @@ else
     fi
   fi
   kill "$HOLD_PID" 2>/dev/null; wait "$HOLD_PID" 2>/dev/null
-  fact container-dmesg "$(dmesg | grep -iE 'vfio|blocked until|device request|in use' | grep -v vgaarb | tail -n 4 | sed 's/^\[[^]]*\] //' | tr '\n' '|')"
+  fact container-dmesg "$(dmesg | grep -iE 'blocked until|device request|in use' | grep -v vgaarb | tail -n 3 | sed 's/^\[[^]]*\] //' | tr '\n' '|')"
   # give both back
   for a in "$VGA" "$HDA"; do
     [ -e "$PCI/$a/driver" ] || { bw /sys/bus/pci/drivers_probe "$a" 20; }
