@@ -88,6 +88,9 @@ export class SysfsWriter {
     if (!child) return;
     this.#child = null;
     if (child.exitCode !== null || child.signalCode !== null) return;
+    // The child is unref'd while idle; waiting for its exit must keep the
+    // event loop alive, or Node ends with "unsettled top-level await" (13).
+    child.ref();
     await new Promise<void>((resolve) => {
       child.once('exit', () => resolve());
       child.stdin.end();
