@@ -55,12 +55,14 @@ Options:
   --dev-root DIR          device nodes (default /dev)
   --run-root DIR          runtime state, <DIR>/vfio-hookd/state.json (default /run)
   --write-timeout MS      Longest a sysfs write may take (default 10000)
+  -v, --verbose           Print each kernel step and its time on stderr
   -h, --help              Show this help
   --version               Show the version
 `;
 
 const OPTIONS = {
   json: { type: 'boolean' },
+  verbose: { type: 'boolean', short: 'v' },
   'dry-run': { type: 'boolean' },
   for: { type: 'string' },
   force: { type: 'boolean' },
@@ -164,11 +166,22 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
   }
   const writeTimeoutMs = positiveInt('write-timeout', values['write-timeout']);
 
+  let last = performance.now();
+  const trace = (text: string): void => {
+    if (!values.verbose) return;
+    const now = performance.now();
+    io.stderr(`vfio-hookctl: ${text} (${(now - last).toFixed(1)} ms, ${now.toFixed(0)} ms since start)\n`);
+    last = now;
+  };
   const port = await openPort(values);
   try {
-    const engine = new PciEngine(port, writeTimeoutMs !== undefined ? { writeTimeoutMs } : {});
+    const engine = new PciEngine(port, {
+      ...(writeTimeoutMs !== undefined ? { writeTimeoutMs } : {}),
+      onStep: (step) => trace(stepText(step)),
+    });
     const state = new StateFile(port.roots.run);
     const claims = await state.load();
+    trace('opened host and state');
 
     if (command === 'devices') {
       const view = devicesView(await engine.inspect(), claims);
@@ -188,6 +201,7 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
       const result = await engine.detach(args, planOptions);
       const groups = new Map(result.plan.devices.map((d) => [d.address, d.group]));
       await state.save(StateFile.withClaims(claims, result.claims, groups));
+      trace(`saved ${state.path}`);
       io.stdout(values.json ? JSON.stringify(result.plan, null, 2) + '\n' : planText(result.plan, false));
       return 0;
     }
@@ -200,6 +214,7 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
     return 0;
   } finally {
     await port.close();
+    trace('closed the kernel port');
   }
 }
 
