@@ -1,0 +1,29 @@
+/**
+ * lib/systemd: talking to the service manager (sd_notify) and to journald
+ * (structured entries), plus the journal MESSAGE_IDs. The datagram adapter
+ * stays in `_internal`.
+ */
+
+export { NOTIFY_ENVIRONMENT, Notifier, statusLine } from './notify.js';
+export type { NotifierOptions } from './notify.js';
+
+export {
+  DEFAULT_IDENTIFIER,
+  DEFAULT_MAX_ENTRY_BYTES,
+  FIELD_NAME_MAX,
+  JOURNAL_SOCKET,
+  Journal,
+  LogPriority,
+  MIN_MAX_ENTRY_BYTES,
+  encodeEntry,
+  formatStderr,
+  isJournalStream,
+  isValidFieldName,
+} from './journal.js';
+export type { FieldValue, JournalFields, JournalOptions, Priority } from './journal.js';
+
+export { MessageId } from './message-ids.js';
+export type { MessageIdName, MessageIdValue } from './message-ids.js';
+
+export { DatagramError } from './datagram.js';
+export type { DatagramSender } from './datagram.js';
