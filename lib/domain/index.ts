@@ -1,0 +1,22 @@
+/**
+ * lib/domain: the libvirt domain XML the qemu hook forwards, reduced to what
+ * vfio-hookd acts on, and libvirt's naming rules.
+ */
+
+export {
+  DOMAIN_XML_MAX_BYTES,
+  SHMEM_MODELS,
+  hasPassthroughDevices,
+  parseDomainXml,
+} from './domain-xml.js';
+export type { DomainHostdev, DomainInfo, DomainShmem, ShmemModel } from './domain-xml.js';
+
+export { VFIO_XMLNS, parseVmMetadata } from './metadata.js';
+export type { LookingGlassInput, ScreamInput, VmSettingsInput } from './metadata.js';
+
+export { libvirtUnitScale, parseLibvirtScaledSize } from './scaled-size.js';
+
+export { VM_NAME_MAX_BYTES, validateVmName, vmNameProblem } from './vm-name.js';
+
+export { XML_MAX_DEPTH, parseXmlDocument } from './xml-tree.js';
+export type { XmlElement } from './xml-tree.js';
