@@ -251,7 +251,17 @@ export async function unbindSimDevice(host: SimHost, address: string, driver: st
   }
 }
 
-/** Start a simulated process holding device nodes (a display server, QEMU holding `/dev/vfio/25`). */
+/** The fd link text of a VFIO device fd (an anonymous inode, as procfs shows it). */
+export const VFIO_DEVICE_LINK = 'anon_inode:[vfio-device]';
+/** In a fixture's `fds`, `vfio-device:ADDR` stands for a VFIO device fd of ADDR. */
+const VFIO_DEVICE_PREFIX = 'vfio-device:';
+
+/**
+ * Start a simulated process holding device nodes: a display server holding
+ * `/dev/dri/card1`, or QEMU holding `/dev/vfio/vfio`, `/dev/vfio/25` and the
+ * device fds (`vfio-device:0000:0b:00.0`, shown as `anon_inode:[vfio-device]`
+ * with the device's path in `fdinfo`, as kernels since 6.8 show it).
+ */
 export async function addSimProcess(
   host: Pick<SimHost, 'roots'>,
   process: { pid: number; comm: string; fds: readonly string[] },
@@ -259,9 +269,17 @@ export async function addSimProcess(
   const dir = path.join(host.roots.proc, String(process.pid));
   await writeFile(path.join(dir, 'comm'), `${process.comm}\n`);
   await fs.mkdir(path.join(dir, 'fd'), { recursive: true });
+  await fs.mkdir(path.join(dir, 'fdinfo'), { recursive: true });
   for (const [i, target] of process.fds.entries()) {
-    // Link text is the path as the process sees it; it dangles in the folder, as it should.
-    await fs.symlink(target, path.join(dir, 'fd', String(i + 3)));
+    const fd = String(i + 3);
+    if (target.startsWith(VFIO_DEVICE_PREFIX)) {
+      await fs.symlink(VFIO_DEVICE_LINK, path.join(dir, 'fd', fd));
+      const syspath = `/sys/bus/pci/devices/${target.slice(VFIO_DEVICE_PREFIX.length)}`;
+      await writeFile(path.join(dir, 'fdinfo', fd), `pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nvfio-device-syspath: ${syspath}\n`);
+    } else {
+      // Link text is the path as the process sees it; it dangles in the folder, as it should.
+      await fs.symlink(target, path.join(dir, 'fd', fd));
+    }
   }
 }
 

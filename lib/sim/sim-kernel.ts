@@ -8,12 +8,14 @@
  *   `"\n"` clears it (reads back `(null)`); otherwise the text up to the first
  *   newline is stored.
  * - `drivers/<d>/unbind`: ENODEV unless bound to `d`. From vfio-pci it blocks
- *   while a process holds `/dev/vfio/<group>` (the kernel logs "blocked until
- *   released by user") and finishes when that process exits. A driver marked
- *   `hangsOnUnbind` never returns.
+ *   while a process holds a VFIO device fd of the device (the kernel logs
+ *   "blocked until released by user") and finishes when that process exits.
+ *   A driver marked `hangsOnUnbind` never returns.
  * - `drivers_probe`: binds the override's driver, or with none the device's
  *   host driver; vfio-pci only by override. For a host driver while the
- *   group is held by a process: EINVAL, device left driverless.
+ *   group is attached to a container (a process holds `/dev/vfio/vfio` and
+ *   `/dev/vfio/<group>`, as QEMU does): EINVAL, device left driverless.
+ *   A process that merely opened `/dev/vfio/<group>` changes nothing.
  * - `drivers/<d>/bind`: ENODEV when no such device or the driver does not
  *   match (override names another driver), EBUSY when already bound.
  *
@@ -28,7 +30,7 @@ import { KernelWriteError, KernelWriteTimeout, type KernelPort } from '../pci/ke
 import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from '../pci/_internal/fs-reads.js';
 import { isPciAddress } from '../pci/address.js';
 import { parseOverride } from '../pci/pci-device.js';
-import { bindSimDevice, deviceRelPath, hostDriverOf, openSimHost, unbindSimDevice, type SimHost } from './sim-host.js';
+import { bindSimDevice, deviceRelPath, hostDriverOf, openSimHost, unbindSimDevice, VFIO_DEVICE_LINK, type SimHost } from './sim-host.js';
 
 export class SimKernel implements KernelPort {
   readonly #host: SimHost;
@@ -119,24 +121,49 @@ export class SimKernel implements KernelPort {
     return d !== undefined && hostDriverOf(d) === driver;
   }
 
-  /** Processes holding `/dev/vfio/<group>`: the group is attached to a container. */
-  async #groupHeld(group: number | null): Promise<boolean> {
+  /** Each simulated process's fd link texts (and, for VFIO device fds, the device they are for). */
+  async #processFds(): Promise<{ links: string[]; vfioDevices: string[] }[]> {
+    const proc = this.#host.roots.proc;
+    const out: { links: string[]; vfioDevices: string[] }[] = [];
+    for (const pid of (await readDirOrEmpty(proc)).filter((n) => /^\d+$/.test(n))) {
+      const links: string[] = [];
+      const vfioDevices: string[] = [];
+      for (const fd of await readDirOrEmpty(path.join(proc, pid, 'fd'))) {
+        const link = await readLinkOrNull(path.join(proc, pid, 'fd', fd));
+        if (link === null) continue;
+        links.push(link);
+        if (link === VFIO_DEVICE_LINK) {
+          const info = await readFileOrNull(path.join(proc, pid, 'fdinfo', fd));
+          const m = info === null ? null : /^vfio-device-syspath:\s*(\S+)$/m.exec(info);
+          if (m) vfioDevices.push(path.basename(m[1]!));
+        }
+      }
+      out.push({ links, vfioDevices });
+    }
+    return out;
+  }
+
+  /**
+   * Is the group attached to a container? As QEMU does it: one process holds
+   * the container (`/dev/vfio/vfio`) and the group. Merely opening the group
+   * changes nothing (checked on 6.12: unbind and probe then work as usual).
+   */
+  async #groupInContainer(group: number | null): Promise<boolean> {
     if (group === null) return false;
     const node = `/dev/vfio/${group}`;
-    const proc = this.#host.roots.proc;
-    for (const pid of (await readDirOrEmpty(proc)).filter((n) => /^\d+$/.test(n))) {
-      for (const fd of await readDirOrEmpty(path.join(proc, pid, 'fd'))) {
-        if ((await readLinkOrNull(path.join(proc, pid, 'fd', fd))) === node) return true;
-      }
-    }
-    return false;
+    return (await this.#processFds()).some((p) => p.links.includes('/dev/vfio/vfio') && p.links.includes(node));
+  }
+
+  /** Does a process hold a VFIO device fd of this device? Unbind from vfio-pci blocks while one does. */
+  async #deviceFdOpen(address: string): Promise<boolean> {
+    return (await this.#processFds()).some((p) => p.vfioDevices.includes(address));
   }
 
   async #attach(file: string, address: string, driver: string): Promise<void> {
     const d = this.#fixtureDevice(address)!;
     const spec = this.#host.fixture.drivers[driver];
     if (!spec) throw new KernelWriteError(file, 'ENODEV', `${file}: driver ${q(driver)} is not loaded`);
-    if (driver !== 'vfio-pci' && (await this.#groupHeld(d.group))) {
+    if (driver !== 'vfio-pci' && (await this.#groupInContainer(d.group))) {
       // Observed on 6.1: the host driver's probe cannot claim DMA ownership
       // while the group is attached to a container.
       throw new KernelWriteError(file, 'EINVAL', `${file}: IOMMU group ${d.group} is in use`);
@@ -179,8 +206,8 @@ export class SimKernel implements KernelPort {
       await this.#blockUntil(async () => false, file, signal);
     }
     if (driver === 'vfio-pci') {
-      const group = this.#fixtureDevice(address)!.group;
-      await this.#blockUntil(async () => !(await this.#groupHeld(group)), file, signal);
+      // 6.12: "No device request channel registered, blocked until released by user".
+      await this.#blockUntil(async () => !(await this.#deviceFdOpen(address)), file, signal);
     }
     await unbindSimDevice(this.#host, address, driver);
   }

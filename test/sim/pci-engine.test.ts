@@ -200,7 +200,11 @@ test('if QEMU grabs the group after planning, the failed host probe is rolled ba
   const plan = planReattach(await sim.engine.inspect(), ['0000:0b:00.0'], { owner: 'win10', claims });
   // The race: QEMU opens the group between the plan and the writes. Unbinding
   // from vfio-pci then blocks until timeout; the executor must restore.
-  await addSimProcess(sim.kernel.host, { pid: 5151, comm: 'qemu-system-x86', fds: ['/dev/vfio/25'] });
+  await addSimProcess(sim.kernel.host, {
+    pid: 5151,
+    comm: 'qemu-system-x86',
+    fds: ['/dev/vfio/vfio', '/dev/vfio/25', 'vfio-device:0000:0b:00.0', 'vfio-device:0000:0b:00.1'],
+  });
   const error = await t.throwsAsync(new PlanExecutor(sim.kernel, { writeTimeoutMs: 200 }).run(plan), { instanceOf: Timeout });
   t.regex(error.message, /vfio-pci\/unbind' did not return within 200 ms/);
   t.deepEqual(await driversOf(sim, RX590), VFIO_590);

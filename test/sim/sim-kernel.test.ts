@@ -87,22 +87,32 @@ test('bind fails with EBUSY when bound and ENODEV when the override names anothe
   t.is(await sim.driverOf(GPU), null);
 });
 
-test('the host driver probe fails with EINVAL while the group is in use, leaving the device driverless', async (t) => {
+test('the host driver probe fails with EINVAL while the group is attached to a container, leaving the device driverless', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   await toVfio(sim);
   // Detach the GPU from vfio-pci first (no holder yet), then QEMU takes the group.
   await write(sim, override(sim, GPU), '\n');
   await write(sim, sys(sim, 'bus/pci/drivers/vfio-pci/unbind'), GPU);
-  await addSimProcess(sim.kernel.host, { pid: 900, comm: 'qemu-system-x86', fds: ['/dev/vfio/25'] });
+  await addSimProcess(sim.kernel.host, { pid: 900, comm: 'qemu-system-x86', fds: ['/dev/vfio/vfio', '/dev/vfio/25'] });
   const error = await t.throwsAsync(write(sim, sys(sim, 'bus/pci/drivers_probe'), GPU), { instanceOf: KernelWriteError });
   t.is(error.code, 'EINVAL');
   t.is(await sim.driverOf(GPU), null);
 });
 
-test('unbind from vfio-pci blocks while a process holds the group and finishes when it exits', async (t) => {
+test('merely opening the group changes nothing: unbind and the host probe work', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   await toVfio(sim);
-  await addSimProcess(sim.kernel.host, { pid: 901, comm: 'qemu-system-x86', fds: ['/dev/vfio/25'] });
+  await addSimProcess(sim.kernel.host, { pid: 899, comm: 'cat', fds: ['/dev/vfio/25'] });
+  await write(sim, override(sim, AUDIO), '\n');
+  await write(sim, sys(sim, 'bus/pci/drivers/vfio-pci/unbind'), AUDIO);
+  await write(sim, sys(sim, 'bus/pci/drivers_probe'), AUDIO);
+  t.is(await sim.driverOf(AUDIO), 'snd_hda_intel');
+});
+
+test('unbind from vfio-pci blocks while a process holds the device fd and finishes when it exits', async (t) => {
+  const sim = await makeSim(t, 'reference-host');
+  await toVfio(sim);
+  await addSimProcess(sim.kernel.host, { pid: 901, comm: 'qemu-system-x86', fds: ['/dev/vfio/vfio', '/dev/vfio/25', `vfio-device:${GPU}`] });
   let done = false;
   const pending = write(sim, sys(sim, 'bus/pci/drivers/vfio-pci/unbind'), GPU).then(() => {
     done = true;
@@ -118,7 +128,7 @@ test('unbind from vfio-pci blocks while a process holds the group and finishes w
 test('a blocked unbind gives up when its signal aborts and changes nothing', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   await toVfio(sim);
-  await addSimProcess(sim.kernel.host, { pid: 902, comm: 'qemu-system-x86', fds: ['/dev/vfio/25'] });
+  await addSimProcess(sim.kernel.host, { pid: 902, comm: 'qemu-system-x86', fds: ['/dev/vfio/vfio', '/dev/vfio/25', `vfio-device:${GPU}`] });
   const error = await t.throwsAsync(
     write(sim, sys(sim, 'bus/pci/drivers/vfio-pci/unbind'), GPU, AbortSignal.timeout(50)),
     { instanceOf: KernelWriteTimeout },
