@@ -23,7 +23,9 @@ export interface PciAddressParts {
  * Throws InvalidArgs naming the value and the expected form.
  */
 export function parsePciAddress(text: string): string {
-  const value = text.trim().toLowerCase();
+  // Spaces and tabs around it are forgiven; a newline or other control
+  // character is not (it would be spliced into a kernel write).
+  const value = text.replace(/^[ \t]+|[ \t]+$/g, '').toLowerCase();
   if (FULL.test(value)) return value;
   if (SHORT.test(value)) return `0000:${value}`;
   throw new InvalidArgs(

@@ -7,6 +7,7 @@
  * the same folder, fsync, rename over the old one, fsync the folder. A reader
  * sees the old state or the new one, never half of either.
  */
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import * as v from 'valibot';
@@ -64,7 +65,8 @@ export class StateFile {
     const dir = path.dirname(this.path);
     await fs.mkdir(dir, { recursive: true, mode: 0o755 });
     const body = JSON.stringify({ version: 1, claims: Object.fromEntries([...claims].sort(([a], [b]) => (a < b ? -1 : 1))) }, null, 2) + '\n';
-    const temp = path.join(dir, `.state.json.${process.pid}.${Date.now()}`);
+    // Unique per save: two saves in the same millisecond must not collide.
+    const temp = path.join(dir, `.state.json.${process.pid}.${randomUUID()}`);
     const handle = await fs.open(temp, 'wx', 0o644);
     try {
       await handle.writeFile(body);

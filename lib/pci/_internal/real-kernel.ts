@@ -2,6 +2,7 @@
  * The real KernelPort: reads the injected roots, writes sysfs through a child
  * process (see sysfs-writer.ts for why).
  */
+import path from 'node:path';
 import type { HostRoots } from '../../roots.js';
 import { isWithin } from '../../roots.js';
 import { UnsafePath, q } from '../../errors.js';
@@ -20,11 +21,20 @@ export class RealKernel implements KernelPort {
   readDir = readDirOrEmpty;
   exists = existsPath;
 
-  async write(path: string, data: string, signal: AbortSignal): Promise<void> {
-    if (!isWithin(this.roots.sysfs, path)) {
-      throw new UnsafePath(`Write to ${q(path)} is outside the sysfs root ${q(this.roots.sysfs)}, refusing`);
+  async write(file: string, data: string, signal: AbortSignal): Promise<void> {
+    // Check the text, then where the file (or its folder) really is: a link inside an
+    // injected root (a copied sysfs tree) must not lead a write outside it.
+    // The links of a real sysfs all stay inside /sys, so this costs nothing there.
+    const [root, target, parent] = await Promise.all([
+      realPathOrNull(this.roots.sysfs),
+      realPathOrNull(file),
+      realPathOrNull(path.dirname(file)),
+    ]);
+    const real = target ?? parent;
+    if (!isWithin(this.roots.sysfs, file) || root === null || (real !== null && !isWithin(root, real))) {
+      throw new UnsafePath(`Write to ${q(file)} is outside the sysfs root ${q(this.roots.sysfs)}, refusing`);
     }
-    await this.#writer.write(path, data, signal);
+    await this.#writer.write(file, data, signal);
   }
 
   close(): Promise<void> {
