@@ -1,0 +1,207 @@
+/**
+ * The lifecycle table of DESIGN.md, run for one VM at a time:
+ *
+ * | stage     | what happens                                                       |
+ * |-----------|--------------------------------------------------------------------|
+ * | prepare   | create or repair the shm files, detach the devices; on failure,    |
+ * |           | undo what this stage did (files removed or restored, devices back) |
+ * | started   | re-check the shm files (QEMU may have created them): owner, mode,  |
+ * |           | never their size (QEMU has them mapped)                            |
+ * | stopped   | nothing yet (the user agent stops units: agent issue)              |
+ * | release   | reattach the devices; remove shm files when configured             |
+ * | reconnect | nothing changes: state is read back from disk                      |
+ * | other     | nothing                                                            |
+ *
+ * Operations for one VM run in order (a queue per VM); changes to devices
+ * and to the state file run one at a time across VMs, so two VMs can never
+ * both claim a GPU. Not yet here (later issues): the sleep inhibitor and the
+ * user units.
+ */
+import PQueue from 'p-queue';
+import type { HostRoots } from '../roots.js';
+import type { PciEngine } from '../pci/engine.js';
+import { StateFile, type ClaimRecord } from '../state/state-file.js';
+import { ensureShmFile, removeShmFile, type EnsureShmFileResult } from '../shm/index.js';
+import { stageOf, type HookEvent, type HookStage } from './hook-event.js';
+
+/** Everything the lifecycle needs to know about a managed VM (from the configuration and the domain XML). */
+export interface ManagedVm {
+  readonly name: string;
+  readonly devices: readonly string[];
+  /** Owner of the shm files. */
+  readonly uid: number;
+  readonly gid: number;
+  /** Mode of the shm files, e.g. 0o660. */
+  readonly mode: number;
+  readonly shmFiles: readonly { readonly name: string; readonly sizeBytes: number }[];
+  /** Ignore the host-dependency safety rail. */
+  readonly force: boolean;
+  readonly removeShmOnStop: boolean;
+}
+
+export interface LifecycleOptions {
+  readonly engine: PciEngine;
+  readonly roots: HostRoots;
+  /** Uids that may already own an shm file (root and the qemu user: QEMU creates missing files). */
+  readonly trustedShmOwners: readonly number[];
+}
+
+export interface HookOutcome {
+  readonly stage: HookStage;
+  /** One sentence for HookHandled and the journal. */
+  readonly message: string;
+  readonly shm: readonly EnsureShmFileResult[];
+  readonly detached: readonly string[];
+  readonly reattached: readonly string[];
+}
+
+export class Lifecycle {
+  readonly #engine: PciEngine;
+  readonly #roots: HostRoots;
+  readonly #trusted: readonly number[];
+  readonly #state: StateFile;
+  readonly #perVm = new Map<string, PQueue>();
+  /** Device and state changes, one at a time across VMs. */
+  readonly #devices = new PQueue({ concurrency: 1 });
+
+  constructor(options: LifecycleOptions) {
+    this.#engine = options.engine;
+    this.#roots = options.roots;
+    this.#trusted = options.trustedShmOwners;
+    this.#state = new StateFile(options.roots.run);
+  }
+
+  get state(): StateFile {
+    return this.#state;
+  }
+
+  /** Run the hook's stage for a VM, after every earlier event for the same VM. */
+  handle(event: HookEvent, vm: ManagedVm | null): Promise<HookOutcome> {
+    const stage = stageOf(event);
+    if (vm === null || stage === 'none') {
+      return Promise.resolve(outcome(stage, vm === null ? `VM '${event.domainName}' is not managed by vfio-hookd` : 'nothing to do'));
+    }
+    let queue = this.#perVm.get(vm.name);
+    if (!queue) {
+      queue = new PQueue({ concurrency: 1 });
+      this.#perVm.set(vm.name, queue);
+    }
+    return queue.add(() => this.#run(stage, vm));
+  }
+
+  async #run(stage: HookStage, vm: ManagedVm): Promise<HookOutcome> {
+    switch (stage) {
+      case 'prepare':
+        return this.#prepare(vm);
+      case 'started': {
+        const shm = await this.#ensureShm(vm, false);
+        return { ...outcome(stage, `shm files of '${vm.name}' checked`), shm };
+      }
+      case 'release':
+        return this.#release(vm);
+      case 'reconnect': {
+        const claims = await this.#state.load();
+        const owned = [...claims].filter(([, c]) => c.owner === vm.name).map(([a]) => a);
+        return outcome(stage, `VM '${vm.name}' reconnected; it holds ${owned.length === 0 ? 'no devices' : owned.join(', ')}`);
+      }
+      default:
+        return outcome(stage, 'nothing to do');
+    }
+  }
+
+  async #prepare(vm: ManagedVm): Promise<HookOutcome> {
+    const shm: EnsureShmFileResult[] = [];
+    try {
+      for (const file of vm.shmFiles) {
+        shm.push(await ensureShmFile(this.#spec(vm, file), { trustedOwners: [...this.#trusted, vm.uid] }));
+      }
+      let detached: string[] = [];
+      if (vm.devices.length > 0) {
+        detached = await this.#devices.add(
+          async () => {
+            const claims = await this.#state.load();
+            const result = await this.#engine.detach(vm.devices, { owner: vm.name, claims: asClaims(claims), force: vm.force });
+            const groups = new Map(result.plan.devices.map((d) => [d.address, d.group]));
+            await this.#state.save(StateFile.withClaims(claims, result.claims, groups));
+            return result.plan.devices.filter((d) => d.changes).map((d) => d.address);
+          },
+
+        );
+      }
+      return {
+        ...outcome('prepare', `VM '${vm.name}' prepared: ${describeDetached(detached)}, ${vm.shmFiles.length} shm file(s) ready`),
+        shm,
+        detached,
+      };
+    } catch (error) {
+      await this.#undoShm(vm, shm);
+      throw error;
+    }
+  }
+
+  async #release(vm: ManagedVm): Promise<HookOutcome> {
+    const reattached = await this.#devices.add(
+      async () => {
+        const claims = await this.#state.load();
+        const mine = [...claims].filter(([, c]) => c.owner === vm.name).map(([a]) => a);
+        if (mine.length === 0) return [];
+        const result = await this.#engine.reattach(mine, { owner: vm.name, claims: asClaims(claims) });
+        const next = new Map(claims);
+        for (const a of result.released) next.delete(a);
+        await this.#state.save(next);
+        return result.plan.devices.filter((d) => d.changes).map((d) => d.address);
+      },
+
+    );
+    if (vm.removeShmOnStop) {
+      for (const file of vm.shmFiles) {
+        await removeShmFile({ root: this.#roots.shm, name: file.name, uid: vm.uid }, { trustedOwners: [...this.#trusted, vm.uid] });
+      }
+    }
+    return { ...outcome('release', `VM '${vm.name}' released: ${reattached.length} device(s) given back`), reattached };
+  }
+
+  #spec(vm: ManagedVm, file: { name: string; sizeBytes: number }) {
+    return { root: this.#roots.shm, name: file.name, size: file.sizeBytes, uid: vm.uid, gid: vm.gid, mode: vm.mode };
+  }
+
+  /** Put the shm files back as this prepare found them: remove created ones, restore repaired ones. */
+  async #undoShm(vm: ManagedVm, done: readonly EnsureShmFileResult[]): Promise<void> {
+    for (const result of [...done].reverse()) {
+      const name = result.path.slice(result.path.lastIndexOf('/') + 1);
+      try {
+        if (result.action === 'created') {
+          await removeShmFile({ root: this.#roots.shm, name, uid: vm.uid }, { trustedOwners: [...this.#trusted, vm.uid] });
+        } else if (result.action === 'repaired' && result.before) {
+          const b = result.before;
+          await ensureShmFile(
+            { root: this.#roots.shm, name, size: b.size, uid: b.uid, gid: b.gid, mode: b.mode },
+            { trustedOwners: [...this.#trusted, vm.uid, b.uid] },
+          );
+        }
+      } catch {
+        // Best effort: the error that caused the undo is the one reported.
+      }
+    }
+  }
+
+  async #ensureShm(vm: ManagedVm, allowResize: boolean): Promise<EnsureShmFileResult[]> {
+    const out: EnsureShmFileResult[] = [];
+    for (const file of vm.shmFiles) {
+      out.push(await ensureShmFile(this.#spec(vm, file), { allowResize, trustedOwners: [...this.#trusted, vm.uid] }));
+    }
+    return out;
+  }
+}
+
+function asClaims(records: ReadonlyMap<string, ClaimRecord>) {
+  return new Map([...records].map(([a, r]) => [a, { owner: r.owner, originalDriver: r.originalDriver, originalOverride: r.originalOverride }]));
+}
+
+function describeDetached(addresses: readonly string[]): string {
+  return addresses.length === 0 ? 'no device moved' : `${addresses.join(', ')} on vfio-pci`;
+}
+
+function outcome(stage: HookStage, message: string): HookOutcome {
+  return { stage, message, shm: [], detached: [], reattached: [] };
+}
