@@ -1,0 +1,55 @@
+/**
+ * Conversion between our values and D-Bus wire values, all in one module
+ * (STYLE.md "D-Bus"): the interface classes only call these.
+ */
+import { devicePath } from './object-path.js';
+
+/** `u` for "no IOMMU group" in `ListDevices`. */
+export const NO_GROUP = 0xffffffff;
+
+/** One row of `ListDevices`, before conversion. */
+export interface DeviceRow {
+  readonly address: string;
+  readonly vendorId: string;
+  readonly deviceId: string;
+  readonly className: string;
+  readonly driver: string | null;
+  readonly iommuGroup: number | null;
+  /** The VM (or other owner) that has claimed the device, or null. */
+  readonly owner: string | null;
+}
+
+/** `(ssssuso)`: address, "vendor:device", class name, driver or "", group or 0xffffffff, owner or "", device path. */
+export type DeviceTuple = [string, string, string, string, number, string, string];
+
+export function deviceTuple(row: DeviceRow): DeviceTuple {
+  return [
+    row.address,
+    `${row.vendorId}:${row.deviceId}`,
+    row.className,
+    row.driver ?? '',
+    row.iommuGroup ?? NO_GROUP,
+    row.owner ?? '',
+    devicePath(row.address),
+  ];
+}
+
+/** The five strings of `HandleHook`, as libvirt passes them to its hook script. */
+export interface HookEvent {
+  readonly domainName: string;
+  readonly operation: string;
+  readonly subOperation: string;
+  readonly extra: string;
+  readonly domainXml: string;
+}
+
+export function hookEvent(domainName: string, operation: string, subOperation: string, extra: string, domainXml: string): HookEvent {
+  return { domainName, operation, subOperation, extra, domainXml };
+}
+
+/** `HookHandled(sssbst)`. */
+export type HookHandledTuple = [string, string, string, boolean, string, bigint];
+
+export function hookHandledTuple(event: HookEvent, success: boolean, message: string, durationUsec: bigint): HookHandledTuple {
+  return [event.domainName, event.operation, event.subOperation, success, message, durationUsec];
+}

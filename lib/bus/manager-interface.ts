@@ -1,0 +1,115 @@
+/**
+ * `org.vfiohookd1.Manager` at `/org/vfiohookd1`: a thin adapter. Behaviour
+ * comes from an injected `ManagerBackend` (the daemon wires the PCI engine
+ * and, later, the hook lifecycle into it); this class only converts values
+ * (via `dbus-types.ts`) and maps errors (via `bus-errors.ts`).
+ *
+ * Every method replies once, when its work is done: dbus-next waits for the
+ * returned Promise. A failure is an error reply, never a stack trace.
+ */
+import dbus from 'dbus-next';
+import { mapErrors } from './bus-errors.js';
+import { deviceTuple, hookEvent, hookHandledTuple, type DeviceRow, type DeviceTuple, type HookEvent, type HookHandledTuple } from './dbus-types.js';
+
+export const MANAGER_INTERFACE = 'org.vfiohookd1.Manager';
+
+/** What `HandleHook` did, for the `HookHandled` signal. */
+export interface HookOutcome {
+  /** One short line: what was done, or why nothing was ('not managed'). */
+  readonly message: string;
+}
+
+export interface ManagerBackend {
+  listDevices(): Promise<readonly DeviceRow[]>;
+  detachDevice(address: string): Promise<void>;
+  reattachDevice(address: string): Promise<void>;
+  handleHook(event: HookEvent): Promise<HookOutcome>;
+  reload(): Promise<void>;
+}
+
+export interface ManagerInfo {
+  readonly version: string;
+  /** Path of the configuration file, or '' when none is used. */
+  readonly configFile: string;
+  /** Told about every error before it is mapped for the caller (to log it with its stack). */
+  readonly onError?: (member: string, error: unknown) => void;
+  /** Monotonic clock in microseconds, for `duration_usec`. Default process.hrtime. */
+  readonly monotonicUsec?: () => bigint;
+}
+
+export class ManagerInterface extends dbus.interface.Interface {
+  readonly #backend: ManagerBackend;
+  readonly #info: ManagerInfo;
+
+  constructor(backend: ManagerBackend, info: ManagerInfo) {
+    super(MANAGER_INTERFACE);
+    this.#backend = backend;
+    this.#info = info;
+  }
+
+  get Version(): string {
+    return this.#info.version;
+  }
+
+  get ConfigFile(): string {
+    return this.#info.configFile;
+  }
+
+  #run<T>(member: string, work: () => Promise<T>): Promise<T> {
+    return mapErrors(work, (error) => this.#info.onError?.(member, error));
+  }
+
+  ListDevices(): Promise<DeviceTuple[]> {
+    return this.#run('ListDevices', async () => (await this.#backend.listDevices()).map(deviceTuple));
+  }
+
+  DetachDevice(address: string): Promise<void> {
+    return this.#run('DetachDevice', () => this.#backend.detachDevice(address));
+  }
+
+  ReattachDevice(address: string): Promise<void> {
+    return this.#run('ReattachDevice', () => this.#backend.reattachDevice(address));
+  }
+
+  HandleHook(domainName: string, operation: string, subOperation: string, extra: string, domainXml: string): Promise<void> {
+    const event = hookEvent(domainName, operation, subOperation, extra, domainXml);
+    const clock = this.#info.monotonicUsec ?? (() => process.hrtime.bigint() / 1000n);
+    const start = clock();
+    return this.#run('HandleHook', async () => {
+      try {
+        const outcome = await this.#backend.handleHook(event);
+        this.HookHandled(hookHandledTuple(event, true, outcome.message, clock() - start));
+      } catch (error) {
+        const message = error instanceof Error ? (error.message.split('\n', 1)[0] ?? '') : String(error);
+        this.HookHandled(hookHandledTuple(event, false, message, clock() - start));
+        throw error;
+      }
+    });
+  }
+
+  Reload(): Promise<void> {
+    return this.#run('Reload', () => this.#backend.reload());
+  }
+
+  /** Signal; configureMembers wraps it so that calling it emits the returned tuple. */
+  HookHandled(tuple: HookHandledTuple): HookHandledTuple {
+    return tuple;
+  }
+}
+
+ManagerInterface.configureMembers({
+  properties: {
+    Version: { signature: 's', access: 'read' },
+    ConfigFile: { signature: 's', access: 'read' },
+  },
+  methods: {
+    ListDevices: { inSignature: '', outSignature: 'a(ssssuso)' },
+    DetachDevice: { inSignature: 's', outSignature: '' },
+    ReattachDevice: { inSignature: 's', outSignature: '' },
+    HandleHook: { inSignature: 'sssss', outSignature: '' },
+    Reload: { inSignature: '', outSignature: '' },
+  },
+  signals: {
+    HookHandled: { signature: 'sssbst' },
+  },
+});

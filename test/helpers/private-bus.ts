@@ -1,0 +1,230 @@
+/**
+ * The bus tier's ground: a private system-like `dbus-daemon` per test, with
+ * the shipped policy `units/org.vfiohookd1.conf`, and the real daemon process
+ * on it. Never the machine's own system bus, never its `/sys`: the daemon runs
+ * on a simulated host in the test's temp folder. Everything started here is
+ * stopped in the test's teardown.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const POLICY_FILE = path.join(REPO, 'units', 'org.vfiohookd1.conf');
+
+/** How long a process may take to start (tsx compiles on the fly) or stop. */
+const START_TIMEOUT_MS = 20_000;
+const STOP_TIMEOUT_MS = 5_000;
+
+/** A fresh temp folder, removed in teardown (after the processes in it, as teardowns run last-first). */
+export async function tempDir(t: ExecutionContext, prefix: string, mode = 0o700): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  await fs.chmod(dir, mode);
+  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A system-bus-like configuration: system.conf's default policy, our policy included, no activation. */
+export function busConfig(socketPath: string, policyFile: string = POLICY_FILE): string {
+  return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=${socketPath}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.systemd1.Activator"/>
+  </policy>
+  <include>${policyFile}</include>
+</busconfig>
+`;
+}
+
+export interface PrivateBus {
+  /** The address to hand to `busctl --address=` and `--bus-address`. */
+  readonly address: string;
+  readonly dir: string;
+  stop(): Promise<void>;
+}
+
+/** Wait for `child` to exit, SIGKILL it after `ms`; resolves with its exit code or signal. */
+async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', ms = STOP_TIMEOUT_MS): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  try {
+    await exited;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The first line `child` prints on stdout; rejects if it exits or times out first. */
+function firstLine(child: ChildProcess, what: string, stderr: () => string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => finish(new Error(`${what} printed nothing in ${START_TIMEOUT_MS} ms; stderr: ${stderr()}`)), START_TIMEOUT_MS);
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString('utf8');
+      const nl = out.indexOf('\n');
+      if (nl >= 0) finish(null, out.slice(0, nl).trim());
+    };
+    const onExit = (code: number | null, signal: string | null): void =>
+      finish(new Error(`${what} exited (${code ?? signal}) before it was ready; stderr: ${stderr()}`));
+    function finish(error: Error | null, line?: string): void {
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.off('exit', onExit);
+      if (error) reject(error);
+      else resolve(line!);
+    }
+    child.stdout?.on('data', onData);
+    child.on('exit', onExit);
+  });
+}
+
+/** Start a private bus for this test; it is stopped in teardown. */
+export async function startPrivateBus(t: ExecutionContext): Promise<PrivateBus> {
+  // 0755 so that the unprivileged test user can reach the socket.
+  const dir = await tempDir(t, 'vfio-hookd-bus-', 0o755);
+  const socketPath = path.join(dir, 'bus_socket');
+  const configPath = path.join(dir, 'bus.conf');
+  await fs.writeFile(configPath, busConfig(socketPath));
+  const child = spawn('dbus-daemon', [`--config-file=${configPath}`, '--print-address', '--nofork', '--nopidfile'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  const stop = (): Promise<void> => stopChild(child);
+  t.teardown(stop);
+  const address = await firstLine(child, 'dbus-daemon', () => stderr);
+  return { address, dir, stop };
+}
+
+interface UnixDgramSocket {
+  bind(path: string): void;
+  close(): void;
+  on(event: 'message', listener: (message: Buffer) => void): unknown;
+  on(event: 'error', listener: (error: Error) => void): unknown;
+}
+
+/** A `$NOTIFY_SOCKET` of our own: every datagram received, as text. */
+export class NotifyListener {
+  readonly path: string;
+  readonly messages: string[] = [];
+  readonly #socket: UnixDgramSocket;
+  readonly #waiters = new Set<{ test: (m: string) => boolean; resolve: (m: string) => void }>();
+
+  private constructor(socketPath: string, socket: UnixDgramSocket) {
+    this.path = socketPath;
+    this.#socket = socket;
+    socket.on('message', (message) => {
+      const text = message.toString('utf8');
+      this.messages.push(text);
+      for (const w of [...this.#waiters]) {
+        if (w.test(text)) {
+          this.#waiters.delete(w);
+          w.resolve(text);
+        }
+      }
+    });
+  }
+
+  static open(t: ExecutionContext, socketPath: string): NotifyListener {
+    const unix = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): UnixDgramSocket };
+    const socket = unix.createSocket('unix_dgram');
+    socket.on('error', () => {});
+    socket.bind(socketPath);
+    const listener = new NotifyListener(socketPath, socket);
+    t.teardown(() => socket.close());
+    return listener;
+  }
+
+  /** Lines `KEY=value` of every message so far. */
+  get lines(): string[] {
+    return this.messages.flatMap((m) => m.split('\n'));
+  }
+
+  /** The first message (past or future) with the line `line`. */
+  waitFor(line: string): Promise<string> {
+    const test = (m: string): boolean => m.split('\n').includes(line);
+    const past = this.messages.find(test);
+    if (past !== undefined) return Promise.resolve(past);
+    return new Promise((resolve) => this.#waiters.add({ test, resolve }));
+  }
+}
+
+export interface DaemonProcess {
+  readonly child: ChildProcess;
+  readonly notify: NotifyListener;
+  /** The simulated host's folder. */
+  readonly simDir: string;
+  readonly runRoot: string;
+  stderr(): string;
+  /** Resolves with the exit code (or signal name) once the process has exited. */
+  readonly exited: Promise<number | string>;
+}
+
+/**
+ * Start `service/vfio-hookd.ts` on a fresh simulated host, connected to `bus`,
+ * and wait for READY=1 on its NOTIFY_SOCKET (rejects if it exits first).
+ * It is stopped (SIGTERM, then SIGKILL) in teardown.
+ */
+export async function startDaemon(t: ExecutionContext, bus: PrivateBus, fixture = 'reference-host'): Promise<DaemonProcess> {
+  const dir = await tempDir(t, 'vfio-hookd-daemon-');
+  const simDir = path.join(dir, 'sim');
+  const runRoot = path.join(dir, 'run');
+  const notify = NotifyListener.open(t, path.join(dir, 'notify'));
+  const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: notify.path };
+  delete env['WATCHDOG_USEC'];
+  delete env['WATCHDOG_PID'];
+  delete env['JOURNAL_STREAM'];
+  delete env['DBUS_SYSTEM_BUS_ADDRESS'];
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd.ts'), '--simulate', fixture, '--sim-dir', simDir, '--bus-address', bus.address, '--run-root', runRoot],
+    { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  child.stdout!.resume();
+  const exited = once(child, 'exit').then(([code, signal]) => (code as number | null) ?? (signal as string));
+  t.teardown(() => stopChild(child));
+
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      notify.waitFor('READY=1'),
+      exited.then((code) => {
+        throw new Error(`vfio-hookd exited (${code}) before READY=1; stderr: ${stderr}`);
+      }),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`vfio-hookd sent no READY=1 in ${START_TIMEOUT_MS} ms; stderr: ${stderr}`)), START_TIMEOUT_MS);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+  return { child, notify, simDir, runRoot, stderr: () => stderr, exited };
+}
