@@ -1,0 +1,99 @@
+/**
+ * /etc/vfio-hookd/vfio-hookd.toml from text to a validated Config.
+ *
+ * Two kinds of error, both InvalidConfig and both with `source:line:column`:
+ * a TOML syntax error (smol-toml's position and reason), or every schema
+ * problem of the file at once, a line each, positioned by TomlLocator.
+ */
+
+import * as v from 'valibot';
+import { TomlError, parse } from 'smol-toml';
+
+import { InvalidConfig, q } from '../errors.js';
+import { vmNameProblem } from '../domain/vm-name.js';
+import type { ConfigProblem } from './problems.js';
+import { fileProblemsError, problemsFromIssues } from './problems.js';
+import { CONFIG_FILE_SCHEMA, DEFAULT_WRITE_TIMEOUT_MS, describeValue, isTable } from './schema.js';
+import { TomlLocator } from './toml-locator.js';
+import type { Config, VmSettings } from './types.js';
+import { validateVmTable } from './vm-settings.js';
+
+/** The configuration when there is no file: no VMs, default daemon settings. */
+export function emptyConfig(): Config {
+  return { daemon: { qemuUser: null, writeTimeoutMs: DEFAULT_WRITE_TIMEOUT_MS }, vms: new Map() };
+}
+
+/**
+ * Parse and validate a configuration text.
+ *
+ * @param source names the text in messages, normally its path.
+ * @throws InvalidConfig with `source:line:column` for every problem found.
+ */
+export function parseConfig(text: string, source: string): Config {
+  let data: Record<string, unknown>;
+  try {
+    data = parse(text);
+  } catch (error) {
+    if (error instanceof TomlError) {
+      // smol-toml's message is "Invalid TOML document: REASON\n\nCODEBLOCK"; keep the reason.
+      const reason = error.message.replace(/^Invalid TOML document: /, '').split('\n')[0];
+      throw new InvalidConfig(`${source}:${error.line}:${error.column}: invalid TOML: ${reason}`);
+    }
+    throw error;
+  }
+  const locator = new TomlLocator(text);
+  const problems: ConfigProblem[] = [];
+
+  const top = v.safeParse(CONFIG_FILE_SCHEMA, data);
+  if (!top.success) problems.push(...problemsFromIssues(top.issues, []));
+  const daemon = top.success ? top.output.daemon : undefined;
+
+  const vms = new Map<string, VmSettings>();
+  const vmTables = data['vm'];
+  if (vmTables !== undefined && !isTable(vmTables)) {
+    problems.push({ path: ['vm'], at: 'value', message: `expected tables of VMs ([vm.NAME]), got ${describeValue(vmTables)}` });
+  } else if (vmTables !== undefined) {
+    for (const [name, table] of Object.entries(vmTables)) {
+      const nameProblem = vmNameProblem(name);
+      if (nameProblem !== null) {
+        problems.push({ path: ['vm', name], at: 'key', message: `invalid VM name ${q(name)}: ${nameProblem}` });
+        continue;
+      }
+      const result = validateVmTable(name, table, ['vm', name]);
+      problems.push(...result.problems);
+      if (result.settings !== null) vms.set(name, result.settings);
+    }
+  }
+  problems.push(...devicesInTwoVms(vms, locator));
+
+  if (problems.length > 0) throw fileProblemsError(problems, source, locator);
+  return {
+    daemon: {
+      qemuUser: daemon?.['qemu-user'] ?? null,
+      writeTimeoutMs: daemon?.['write-timeout'] ?? DEFAULT_WRITE_TIMEOUT_MS,
+    },
+    vms,
+  };
+}
+
+/** One writer per device: a device listed by two VMs is reported at its second listing. */
+function devicesInTwoVms(vms: ReadonlyMap<string, VmSettings>, locator: TomlLocator): ConfigProblem[] {
+  const owner = new Map<string, { vm: string; index: number }>();
+  const problems: ConfigProblem[] = [];
+  for (const vm of vms.values()) {
+    vm.devices.forEach((device, index) => {
+      const first = owner.get(device);
+      if (first === undefined) {
+        owner.set(device, { vm: vm.name, index });
+        return;
+      }
+      const { line } = locator.valuePosition(['vm', first.vm, 'devices', first.index]);
+      problems.push({
+        path: ['vm', vm.name, 'devices', index],
+        at: 'value',
+        message: `device ${q(device)} is also in VM ${q(first.vm)} (line ${line}); a device belongs to one VM, remove it from one of them`,
+      });
+    });
+  }
+  return problems;
+}

@@ -1,0 +1,230 @@
+/**
+ * The configuration file, /etc/vfio-hookd/vfio-hookd.toml: every key, its
+ * type and its default. lib/config/example.toml shows them in use.
+ *
+ * ```
+ * [daemon]                      optional
+ *   qemu-user = "libvirt-qemu"  user QEMU runs as. QEMU creates a missing shm
+ *                               file as itself, so an existing file owned by
+ *                               this user is adopted and repaired, not refused.
+ *                               Default: unset; the daemon tries 'libvirt-qemu'
+ *                               (Debian, Ubuntu), then 'qemu' (Fedora, Arch).
+ *   write-timeout = "10s"       how long one sysfs write may take before it is
+ *                               abandoned as hung: a whole number with ms, s,
+ *                               m or h, from 100ms to 10m. Default: "10s".
+ *
+ * [vm.NAME]                     one table per libvirt domain; NAME is the
+ *                               domain name (`virsh list --all`), quoted when
+ *                               it is not a bare key: [vm."Windows 10"].
+ *   devices = ["0000:0b:00.0"]  PCI addresses to detach to vfio-pci, `lspci -D`
+ *                               form or the short `0b:00.0`; the rest of each
+ *                               device's IOMMU group follows. The domain's
+ *                               <hostdev managed='no'> devices are added when
+ *                               the VM starts. No device may be in two VMs.
+ *                               Default: [].
+ *   user = "alex"               whose agent starts `units`, and the owner of
+ *                               the shm files (a name or a numeric uid).
+ *                               Default: unset (root owns the files); required
+ *                               when `units` is set.
+ *   force = false               allow detaching devices the host depends on
+ *                               (console, mounted disks, network that is up).
+ *                               Default: false.
+ *   remove-shm-on-stop = false  remove the shm files when the VM has stopped.
+ *                               Default: false (they stay, so a client can
+ *                               keep its mapping across guest reboots).
+ *   units = ["x.service"]       user units the agent starts with the VM and
+ *                               stops after it (service, socket, target,
+ *                               timer, path). Default: [].
+ *
+ * [vm.NAME.looking-glass]       optional: the Looking Glass shm file
+ *   resolution = "2560x1440"    the guest's largest resolution; the size
+ *                               follows (Looking Glass B7 formula, 64M here).
+ *   size = "64M"                or the size itself (binary units, a power of
+ *                               two, at least 1M). Exactly one of the two.
+ *   hdr = false                 with `resolution`: 8 bytes a pixel instead of 4.
+ *                               Default: false.
+ *   name = "looking-glass"      the file /dev/shm/NAME, as in the domain's
+ *                               <shmem name=...>. Default: "looking-glass".
+ *   group = "qemu-libvirtd"     group of the file (name or numeric gid).
+ *                               Default: unset (the owner's primary group).
+ *   mode = "0660"               permission bits, a quoted octal string, at most
+ *                               "0777". Default: "0660".
+ *
+ * [vm.NAME.scream]              optional: the Scream shm file
+ *   size = "2M"                 a power of two, at least 1M. Default: "2M".
+ *   name = "scream"             the file /dev/shm/NAME. Default: "scream".
+ * ```
+ *
+ * Unknown keys are errors, with the closest known key suggested: a typo
+ * silently ignored is a setting silently lost. The same VM keys, with the
+ * same meaning, may come from the domain XML's `<metadata>` (see
+ * lib/domain/metadata.ts and merge.ts).
+ */
+
+import * as v from 'valibot';
+
+import { InvalidArgs } from '../errors.js';
+import { parsePciAddress } from '../pci/address.js';
+import {
+  SCREAM_DEFAULT_SIZE,
+  formatSize,
+  isPowerOfTwo,
+  parseResolution,
+  parseSize,
+  validateScreamSize,
+  validateShmName,
+  type Resolution,
+} from '../shm/index.js';
+import { validateAccountName } from './account-name.js';
+import { didYouMean } from './did-you-mean.js';
+import { formatDuration, parseDuration } from './duration.js';
+import { parseFileMode } from './file-mode.js';
+import { validateUnitName } from './unit-name.js';
+
+/** `write-timeout` default: 10 s. */
+export const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
+/** Shortest `write-timeout`: a healthy unbind takes tens of ms, so less would fail good writes. */
+export const MIN_WRITE_TIMEOUT_MS = 100;
+/** Longest `write-timeout`: a hook call blocks libvirtd's job for the VM for as long as it lasts. */
+export const MAX_WRITE_TIMEOUT_MS = 600_000;
+/** Users the daemon tries, in order, when `qemu-user` is unset. */
+export const DEFAULT_QEMU_USERS = ['libvirt-qemu', 'qemu'] as const;
+/** `[vm.NAME.looking-glass]` `name` default. */
+export const DEFAULT_LOOKING_GLASS_NAME = 'looking-glass';
+/** `[vm.NAME.looking-glass]` `mode` default: owner and group read and write. */
+export const DEFAULT_SHM_MODE = 0o660;
+/** `[vm.NAME.scream]` `name` default. */
+export const DEFAULT_SCREAM_NAME = 'scream';
+/** `[vm.NAME.scream]` `size` default: 2 MiB, Scream's documented size. */
+export const DEFAULT_SCREAM_SIZE = SCREAM_DEFAULT_SIZE;
+/** Smallest Looking Glass size libvirt accepts for a `<shmem>`: 1 MiB. */
+const MIN_LOOKING_GLASS_SIZE = 1024 * 1024;
+
+/** How a TOML value is named in "expected X, got Y". */
+export function describeValue(value: unknown): string {
+  if (typeof value === 'string') return `string '${value.length > 40 ? `${value.slice(0, 40)}...` : value}'`;
+  if (typeof value === 'number') return Number.isInteger(value) ? `integer ${value}` : `float ${value}`;
+  if (typeof value === 'bigint') return `integer ${value}`;
+  if (typeof value === 'boolean') return `boolean ${value}`;
+  if (Array.isArray(value)) return 'an array';
+  if (value instanceof Date) return `datetime ${value.toISOString()}`;
+  if (value !== null && typeof value === 'object') return 'a table';
+  return String(value);
+}
+
+/** A TOML table: a plain object, not an array or a datetime (smol-toml's `TomlDate` is a `Date`). */
+export function isTable(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date);
+}
+
+/** `Invalid mode ...` -> `invalid mode ...`: these messages follow a `path: `. */
+export function lowerFirst(message: string): string {
+  return /^[A-Z][a-z]/.test(message) ? message[0]!.toLowerCase() + message.slice(1) : message;
+}
+
+function str() {
+  return v.string((issue) => `expected a string, got ${describeValue(issue.input)}`);
+}
+
+function bool() {
+  return v.boolean((issue) => `expected true or false, got ${describeValue(issue.input)}`);
+}
+
+function list<T extends v.GenericSchema>(item: T) {
+  return v.array(item, (issue) => `expected an array, got ${describeValue(issue.input)}`);
+}
+
+/** A string turned into `T` by one of lib's parsers; its InvalidArgs becomes the issue. */
+function parsed<T>(parse: (text: string) => T) {
+  return v.pipe(
+    str(),
+    v.rawTransform<string, T>(({ dataset, addIssue, NEVER }) => {
+      try {
+        return parse(dataset.value);
+      } catch (error) {
+        if (!(error instanceof InvalidArgs)) throw error;
+        addIssue({ message: lowerFirst(error.message) });
+        return NEVER;
+      }
+    }),
+  );
+}
+
+/** A table with exactly these keys: anything else is an unknown key, with a suggestion. */
+function table<const E extends v.ObjectEntries>(entries: E) {
+  const known = Object.keys(entries);
+  return v.pipe(
+    v.custom<Record<string, unknown>>(isTable, (issue) => `expected a table, got ${describeValue(issue.input)}`),
+    v.strictObject(entries, (issue) => {
+      const key = String(issue.input);
+      return `unknown key '${key}'${didYouMean(key, known)}`;
+    }),
+  );
+}
+
+function lookingGlassSizeBytes(text: string): number {
+  const bytes = parseSize(text);
+  if (!isPowerOfTwo(bytes) || bytes < MIN_LOOKING_GLASS_SIZE) {
+    let next = MIN_LOOKING_GLASS_SIZE;
+    while (next < bytes) next *= 2;
+    throw new InvalidArgs(
+      `Invalid Looking Glass size '${text}': must be a power of two of at least 1M (it becomes a PCI BAR); use '${formatSize(next)}'`,
+    );
+  }
+  return bytes;
+}
+
+function writeTimeout(text: string): number {
+  const ms = parseDuration(text);
+  if (ms < MIN_WRITE_TIMEOUT_MS || ms > MAX_WRITE_TIMEOUT_MS) {
+    throw new InvalidArgs(
+      `Invalid write timeout '${text}': must be from ${formatDuration(MIN_WRITE_TIMEOUT_MS)} to ${formatDuration(MAX_WRITE_TIMEOUT_MS)}`,
+    );
+  }
+  return ms;
+}
+
+/** `[daemon]`. */
+export const DAEMON_SCHEMA = table({
+  'qemu-user': v.optional(parsed((s) => validateAccountName('user', s))),
+  'write-timeout': v.optional(parsed(writeTimeout)),
+});
+
+/** `[vm.NAME.looking-glass]`, before the either-resolution-or-size check. */
+export const LOOKING_GLASS_SCHEMA = table({
+  resolution: v.optional(parsed((s): Resolution => parseResolution(s))),
+  size: v.optional(parsed(lookingGlassSizeBytes)),
+  hdr: v.optional(bool()),
+  name: v.optional(parsed(validateShmName)),
+  group: v.optional(parsed((s) => validateAccountName('group', s))),
+  mode: v.optional(parsed(parseFileMode)),
+});
+
+/** `[vm.NAME.scream]`. */
+export const SCREAM_SCHEMA = table({
+  size: v.optional(parsed((s) => validateScreamSize(parseSize(s)))),
+  name: v.optional(parsed(validateShmName)),
+});
+
+/**
+ * `[vm.NAME]`, and the domain metadata's settings, which have the same keys.
+ * Cross-key rules (duplicates, resolution or size, ...) are in vm-settings.ts.
+ */
+export const VM_TABLE_SCHEMA = table({
+  devices: v.optional(list(parsed(parsePciAddress))),
+  user: v.optional(parsed((s) => validateAccountName('user', s))),
+  force: v.optional(bool()),
+  'remove-shm-on-stop': v.optional(bool()),
+  'looking-glass': v.optional(LOOKING_GLASS_SCHEMA),
+  scream: v.optional(SCREAM_SCHEMA),
+  units: v.optional(list(parsed(validateUnitName))),
+});
+
+/** The whole file: `vm` is checked table by table, so that each VM's problems carry its name. */
+export const CONFIG_FILE_SCHEMA = table({
+  daemon: v.optional(DAEMON_SCHEMA),
+  vm: v.optional(v.unknown()),
+});
+
+export type VmTableSpec = v.InferOutput<typeof VM_TABLE_SCHEMA>;
+export type DaemonSpec = v.InferOutput<typeof DAEMON_SCHEMA>;

@@ -1,0 +1,64 @@
+/**
+ * The configuration after validation: every default applied, every value
+ * normalised (PCI addresses `DDDD:BB:DD.F`, sizes in bytes, modes as numbers,
+ * durations in ms). What each key means and defaults to is documented once,
+ * in schema.ts.
+ */
+
+/** `[daemon]`. */
+export interface DaemonSettings {
+  /** `qemu-user`; `null` when unset (the daemon then tries 'libvirt-qemu', then 'qemu'). */
+  readonly qemuUser: string | null;
+  /** `write-timeout` in ms; default 10000. */
+  readonly writeTimeoutMs: number;
+}
+
+/** `[vm.NAME.looking-glass]`. */
+export interface LookingGlassSettings {
+  /** `name`: the file `/dev/shm/<name>`; default 'looking-glass'. */
+  readonly name: string;
+  /** From `size`, or computed from `resolution` (and `hdr`). */
+  readonly sizeBytes: number;
+  /** `resolution` as `WIDTHxHEIGHT`, or `null` when `size` was given. */
+  readonly resolution: string | null;
+  /** `hdr`; default false. */
+  readonly hdr: boolean;
+  /** `group` owning the file; `null` when unset (the owner's primary group). */
+  readonly group: string | null;
+  /** `mode` bits; default 0o660. */
+  readonly mode: number;
+}
+
+/** `[vm.NAME.scream]`. */
+export interface ScreamSettings {
+  /** `name`: the file `/dev/shm/<name>`; default 'scream'. */
+  readonly name: string;
+  /** `size`; default 2 MiB. */
+  readonly sizeBytes: number;
+}
+
+/** One VM, from `[vm.NAME]`, the domain's `<metadata>`, or both merged. */
+export interface VmSettings {
+  /** The libvirt domain name. */
+  readonly name: string;
+  /** PCI addresses, normalised, in the order given; no duplicates. */
+  readonly devices: readonly string[];
+  /** `user`; `null` when unset. */
+  readonly user: string | null;
+  /** `force`; default false. */
+  readonly force: boolean;
+  /** `remove-shm-on-stop`; default false. */
+  readonly removeShmOnStop: boolean;
+  /** `null` when the VM has no Looking Glass table. */
+  readonly lookingGlass: LookingGlassSettings | null;
+  /** `null` when the VM has no Scream table. */
+  readonly scream: ScreamSettings | null;
+  /** `units`; default none. */
+  readonly units: readonly string[];
+}
+
+export interface Config {
+  readonly daemon: DaemonSettings;
+  /** By libvirt domain name. */
+  readonly vms: ReadonlyMap<string, VmSettings>;
+}

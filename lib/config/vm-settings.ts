@@ -1,0 +1,124 @@
+/**
+ * One VM's settings, from a `[vm.NAME]` table or from the domain's metadata:
+ * the schema, then the rules that span keys, then the defaults.
+ */
+
+import * as v from 'valibot';
+
+import { q } from '../errors.js';
+import { formatSize, lookingGlassSize } from '../shm/index.js';
+import type { ConfigProblem } from './problems.js';
+import { problemsFromIssues } from './problems.js';
+import {
+  DEFAULT_LOOKING_GLASS_NAME,
+  DEFAULT_SCREAM_NAME,
+  DEFAULT_SCREAM_SIZE,
+  DEFAULT_SHM_MODE,
+  VM_TABLE_SCHEMA,
+  type VmTableSpec,
+} from './schema.js';
+import type { PathSegment } from './toml-locator.js';
+import type { LookingGlassSettings, ScreamSettings, VmSettings } from './types.js';
+
+export interface VmTableResult {
+  /** The settings, or `null` when there were problems. */
+  readonly settings: VmSettings | null;
+  readonly problems: readonly ConfigProblem[];
+}
+
+/**
+ * Validate one VM's settings and apply the defaults.
+ *
+ * @param name the libvirt domain name (already checked by the caller).
+ * @param input the `[vm.NAME]` table, or the metadata's settings.
+ * @param base where the table sits, for problem paths: `['vm', NAME]` in the
+ *   file, `[]` in metadata.
+ */
+export function validateVmTable(name: string, input: unknown, base: readonly PathSegment[]): VmTableResult {
+  const result = v.safeParse(VM_TABLE_SCHEMA, input);
+  if (!result.success) return { settings: null, problems: problemsFromIssues(result.issues, base) };
+  const spec = result.output;
+  const problems: ConfigProblem[] = [];
+  const at = (path: readonly PathSegment[], message: string): void => {
+    problems.push({ path: [...base, ...path], at: 'value', message });
+  };
+
+  checkDuplicates(spec.devices ?? [], 'devices', 'device', at);
+  checkDuplicates(spec.units ?? [], 'units', 'unit', at);
+  if ((spec.units ?? []).length > 0 && spec.user === undefined) {
+    at(['units'], "units need a user whose agent starts them; set user = \"NAME\"");
+  }
+
+  const lookingGlass = lookingGlassSettings(spec, at);
+  const scream: ScreamSettings | null =
+    spec.scream === undefined ? null : { name: spec.scream.name ?? DEFAULT_SCREAM_NAME, sizeBytes: spec.scream.size ?? DEFAULT_SCREAM_SIZE };
+  if (lookingGlass !== null && scream !== null && lookingGlass.name === scream.name) {
+    // Without a `name` key in the text, the locator falls back to the scream table.
+    at(['scream', 'name'], `Looking Glass and Scream would share the shm file ${q(scream.name)}; give them different names`);
+  }
+
+  if (problems.length > 0) return { settings: null, problems };
+  return {
+    settings: {
+      name,
+      devices: spec.devices ?? [],
+      user: spec.user ?? null,
+      force: spec.force ?? false,
+      removeShmOnStop: spec['remove-shm-on-stop'] ?? false,
+      lookingGlass,
+      scream,
+      units: spec.units ?? [],
+    },
+    problems,
+  };
+}
+
+function checkDuplicates(
+  values: readonly string[],
+  key: string,
+  what: string,
+  at: (path: readonly PathSegment[], message: string) => void,
+): void {
+  const first = new Map<string, number>();
+  values.forEach((value, index) => {
+    const earlier = first.get(value);
+    if (earlier === undefined) first.set(value, index);
+    else at([key, index], `${what} ${q(value)} is listed twice (also ${key}[${earlier}]); list it once`);
+  });
+}
+
+function lookingGlassSettings(
+  spec: VmTableSpec,
+  at: (path: readonly PathSegment[], message: string) => void,
+): LookingGlassSettings | null {
+  const lg = spec['looking-glass'];
+  if (lg === undefined) return null;
+  const hdr = lg.hdr ?? false;
+  let sizeBytes: number;
+  let resolution: string | null = null;
+  if (lg.resolution !== undefined && lg.size !== undefined) {
+    at(['looking-glass', 'size'], 'set either resolution or size, not both');
+    return null;
+  }
+  if (lg.resolution !== undefined) {
+    resolution = `${lg.resolution.width}x${lg.resolution.height}`;
+    sizeBytes = lookingGlassSize(lg.resolution, { hdr });
+  } else if (lg.size !== undefined) {
+    if (lg.hdr !== undefined) {
+      at(['looking-glass', 'hdr'], `hdr only applies with resolution; with size = ${q(formatSize(lg.size))} the size is already final, remove hdr`);
+      return null;
+    }
+    sizeBytes = lg.size;
+  } else {
+    at(['looking-glass'], "needs resolution (e.g. resolution = \"2560x1440\") or size (e.g. size = \"64M\")");
+    return null;
+  }
+  return {
+    name: lg.name ?? DEFAULT_LOOKING_GLASS_NAME,
+    sizeBytes,
+    resolution,
+    hdr,
+    group: lg.group ?? null,
+    mode: lg.mode ?? DEFAULT_SHM_MODE,
+  };
+}
