@@ -11,6 +11,7 @@ export { validateAccountName } from './account-name.js';
 export { validateUnitName } from './unit-name.js';
 
 export { CONFIG_MAX_BYTES, DEFAULT_CONFIG_PATH, loadConfigFile, readConfigText } from './load-config.js';
+export { mergeVmSettings } from './merge.js';
 export { emptyConfig, parseConfig } from './parse-config.js';
 export {
   DEFAULT_LOOKING_GLASS_NAME,

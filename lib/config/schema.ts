@@ -24,8 +24,9 @@
  *                               Default: [].
  *   user = "alex"               whose agent starts `units`, and the owner of
  *                               the shm files (a name or a numeric uid).
- *                               Default: unset (root owns the files); required
- *                               when `units` is set.
+ *                               Default: unset (root owns the files). A VM with
+ *                               `units` needs one, here or in its metadata
+ *                               (checked when the VM starts, see merge.ts).
  *   force = false               allow detaching devices the host depends on
  *                               (console, mounted disks, network that is up).
  *                               Default: false.

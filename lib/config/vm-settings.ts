@@ -45,9 +45,6 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
 
   checkDuplicates(spec.devices ?? [], 'devices', 'device', at);
   checkDuplicates(spec.units ?? [], 'units', 'unit', at);
-  if ((spec.units ?? []).length > 0 && spec.user === undefined) {
-    at(['units'], "units need a user whose agent starts them; set user = \"NAME\"");
-  }
 
   const lookingGlass = lookingGlassSettings(spec, at);
   const scream: ScreamSettings | null =

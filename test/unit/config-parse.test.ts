@@ -96,6 +96,7 @@ group = "qemu-libvirtd"
   ['CRLF line endings and comments everywhere', '# top\r\n[vm.win10] # a VM\r\ndevices = [ # the GPU\r\n  "0000:0b:00.0", # video\r\n  "0000:0b:00.1", # audio\r\n]\r\n', vm('win10', {
     devices: ['0000:0b:00.0', '0000:0b:00.1'],
   })],
+  ['units without a user (the metadata may give one; merge checks)', '[vm.win10]\nunits = ["a.service"]\n', vm('win10', { units: ['a.service'] })],
   ['a template unit with its instance', '[vm.win10]\nuser = "alex"\nunits = ["looking-glass-client@lg.service", "scream.target"]\n', vm('win10', {
     user: 'alex',
     units: ['looking-glass-client@lg.service', 'scream.target'],
@@ -183,8 +184,6 @@ const badFiles: ReadonlyArray<readonly [string, string, string]> = [
     `${F}:2:8: vm.win10.scream.name: invalid shared memory name '../scream': must not contain '/'; use a plain file name such as 'looking-glass'`],
   ['Looking Glass and Scream on one file', '[vm.win10.looking-glass]\nsize = "32M"\nname = "shm"\n[vm.win10.scream]\nname = "shm"\n',
     `${F}:5:8: vm.win10.scream.name: Looking Glass and Scream would share the shm file 'shm'; give them different names`],
-  ['units without a user', '[vm.win10]\nunits = ["looking-glass-client.service"]\n',
-    `${F}:2:9: vm.win10.units: units need a user whose agent starts them; set user = "NAME"`],
   ['a bare template unit', '[vm.win10]\nuser = "alex"\nunits = ["looking-glass-client@.service"]\n',
     `${F}:3:10: vm.win10.units[0]: invalid unit name 'looking-glass-client@.service': a template needs an instance, e.g. 'looking-glass-client@looking-glass.service'`],
   ['a unit of an unknown type', '[vm.win10]\nuser = "alex"\nunits = ["x.device"]\n',
