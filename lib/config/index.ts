@@ -4,6 +4,9 @@
  * and default is documented in schema.ts; example.toml shows them in use.
  */
 
+export { ConfigWatcher } from './config-watcher.js';
+export type { ConfigWatcherEvents, ConfigWatcherOptions } from './config-watcher.js';
+
 export { closestKey, didYouMean } from './did-you-mean.js';
 export { formatDuration, parseDuration } from './duration.js';
 export { formatFileMode, parseFileMode } from './file-mode.js';
