@@ -64,7 +64,7 @@
 
 import * as v from 'valibot';
 
-import { InvalidArgs } from '../errors.js';
+import { InvalidArgs, q } from '../errors.js';
 import { parsePciAddress } from '../pci/address.js';
 import {
   SCREAM_DEFAULT_SIZE,
@@ -103,7 +103,7 @@ const MIN_LOOKING_GLASS_SIZE = 1024 * 1024;
 
 /** How a TOML value is named in "expected X, got Y". */
 export function describeValue(value: unknown): string {
-  if (typeof value === 'string') return `string '${value.length > 40 ? `${value.slice(0, 40)}...` : value}'`;
+  if (typeof value === 'string') return `string ${q(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`;
   if (typeof value === 'number') return Number.isInteger(value) ? `integer ${value}` : `float ${value}`;
   if (typeof value === 'bigint') return `integer ${value}`;
   if (typeof value === 'boolean') return `boolean ${value}`;

@@ -129,8 +129,7 @@ export function parseVmMetadata(metadata: XmlElement | null, vmName: string): Vm
     if (spec === undefined) {
       const hint = isOurs(child) ? didYouMean(child.localName, Object.keys(ELEMENTS), (s) => `<${prefix}${s}>`) : '';
       const ns = child.namespace === null ? 'no namespace' : `namespace ${q(child.namespace)}`;
-      fail(`unknown element ${tag(child)} (${ns}) in ${tag(vm)}${hint}`);
-      continue;
+      return fail(`unknown element ${tag(child)} (${ns}) in ${tag(vm)}${hint}`);
     }
     if (!spec.repeat && seen.has(child.localName)) fail(`${tag(child)} appears more than once; keep one`);
     seen.add(child.localName);
