@@ -66,25 +66,10 @@ const manager = new ManagerInterface(backend, {
 const bus = values['bus-address'] !== undefined ? dbus.sessionBus({ busAddress: values['bus-address'] }) : dbus.systemBus();
 bus.on('error', (error: Error) => fail(`D-Bus connection failed: ${error.message}`));
 
-bus.export(ROOT_PATH, manager);
-
-let reply: number;
-try {
-  reply = await bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE);
-} catch (error) {
-  fail(`Cannot own the bus name '${BUS_NAME}': ${(error as Error).message}`);
-}
-if (reply !== dbus.RequestNameReply.PRIMARY_OWNER && reply !== dbus.RequestNameReply.ALREADY_OWNER) {
-  fail(`The bus name '${BUS_NAME}' is already owned by another process (is vfio-hookd already running?), exiting`);
-}
-
 const notifier = Notifier.fromEnv(process.env, {
   unsetEnvironment: true,
   onError: (error) => journal.warning(error.message),
 });
-notifier.ready('Ready');
-notifier.startWatchdog();
-journal.info(`vfio-hookd ${VERSION} owns '${BUS_NAME}'${values.simulate !== undefined ? ` (simulated host '${values.simulate}')` : ''}`);
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {
@@ -104,3 +89,20 @@ async function stop(signal: string): Promise<void> {
 }
 process.on('SIGTERM', () => void stop('SIGTERM'));
 process.on('SIGINT', () => void stop('SIGINT'));
+
+bus.export(ROOT_PATH, manager);
+
+let reply: number;
+try {
+  reply = await bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE);
+} catch (error) {
+  fail(`Cannot own the bus name '${BUS_NAME}': ${(error as Error).message}`);
+}
+if (reply !== dbus.RequestNameReply.PRIMARY_OWNER && reply !== dbus.RequestNameReply.ALREADY_OWNER) {
+  fail(`The bus name '${BUS_NAME}' is already owned by another process (is vfio-hookd already running?), exiting`);
+}
+
+notifier.ready('Ready');
+notifier.startWatchdog();
+journal.info(`vfio-hookd ${VERSION} owns '${BUS_NAME}'${values.simulate !== undefined ? ` (simulated host '${values.simulate}')` : ''}`);
+

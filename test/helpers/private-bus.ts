@@ -38,6 +38,8 @@ export function busConfig(socketPath: string, policyFile: string = POLICY_FILE):
   <listen>unix:path=${socketPath}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
+    <!-- Any user may connect (system.conf has this too; without it only root may). -->
+    <allow user="*"/>
     <deny own="*"/>
     <deny send_type="method_call"/>
     <allow send_type="signal"/>

@@ -1,0 +1,208 @@
+/**
+ * Bus tier: the real daemon on a simulated reference host, on a private
+ * system-like dbus-daemon using the shipped policy, driven by busctl and
+ * dbus-send as libvirt's hook and users would.
+ *
+ * The unprivileged caller is the system user `vfiohookd-test` (created here
+ * with `useradd -r -M -s /usr/sbin/nologin` when missing, and left in place:
+ * it has no home, no shell and no password).
+ */
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { startDaemon, startPrivateBus, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
+
+const exec = promisify(execFile);
+const NAME = 'org.vfiohookd1';
+const PATH = '/org/vfiohookd1';
+const IFACE = 'org.vfiohookd1.Manager';
+const TEST_USER = 'vfiohookd-test';
+
+let testUser: { uid: number; gid: number };
+
+test.before(async () => {
+  const lookup = async (): Promise<{ uid: number; gid: number } | null> => {
+    try {
+      const uid = Number((await exec('id', ['-u', TEST_USER])).stdout.trim());
+      const gid = Number((await exec('id', ['-g', TEST_USER])).stdout.trim());
+      return { uid, gid };
+    } catch {
+      return null;
+    }
+  };
+  let found = await lookup();
+  if (found === null) {
+    await exec('useradd', ['-r', '-M', '-s', '/usr/sbin/nologin', TEST_USER]);
+    found = await lookup();
+  }
+  if (found === null) throw new Error(`cannot create the test user ${TEST_USER}`);
+  testUser = found;
+});
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a command, never throwing on a non-zero exit; `asUser` drops to the test user. */
+async function run(command: string, args: string[], asUser = false): Promise<Run> {
+  const [file, argv] = asUser
+    ? ['setpriv', [`--reuid=${testUser.uid}`, `--regid=${testUser.gid}`, '--clear-groups', '--', command, ...args]]
+    : [command, args];
+  try {
+    const { stdout, stderr } = await exec(file, argv, { timeout: 30_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+function busctl(bus: PrivateBus, args: string[], asUser = false): Promise<Run> {
+  return run('busctl', [`--address=${bus.address}`, ...args], asUser);
+}
+
+/** dbus-send prints the error's name (`Error org.x.Y: message`), busctl does not. `--bus=` registers with the bus (Hello); `--address=` would not. */
+function dbusSend(bus: PrivateBus, member: string, args: string[], asUser = false): Promise<Run> {
+  return run('dbus-send', [`--bus=${bus.address}`, '--print-reply', `--dest=${NAME}`, PATH, `${IFACE}.${member}`, ...args], asUser);
+}
+
+async function setup(t: ExecutionContext): Promise<{ bus: PrivateBus; daemon: DaemonProcess }> {
+  const bus = await startPrivateBus(t);
+  const daemon = await startDaemon(t, bus);
+  return { bus, daemon };
+}
+
+async function driverOf(daemon: DaemonProcess, address: string): Promise<string | null> {
+  const link = await fs.readlink(path.join(daemon.simDir, 'sys', 'bus', 'pci', 'devices', address, 'driver')).catch(() => null);
+  return link === null ? null : path.basename(link);
+}
+
+const GPU = '0000:0b:00.0';
+const GPU_AUDIO = '0000:0b:00.1';
+
+test('sends READY=1 only once it owns org.vfiohookd1', async (t) => {
+  const { bus, daemon } = await setup(t);
+  // Asked right after READY=1: the name must already have its owner.
+  const owner = await busctl(bus, ['call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME]);
+  t.is(owner.stdout.trim(), 'b true');
+  t.deepEqual(daemon.notify.messages, ['READY=1\nSTATUS=Ready']);
+  const status = await busctl(bus, ['status', NAME]);
+  t.is(status.code, 0, status.stderr);
+});
+
+test('introspection lists org.vfiohookd1.Manager with its methods, properties and signal', async (t) => {
+  const { bus } = await setup(t);
+  const result = await busctl(bus, ['introspect', NAME, PATH]);
+  t.is(result.code, 0, result.stderr);
+  const lines = result.stdout.split('\n').map((l) => l.trim().split(/\s+/).join(' '));
+  for (const expected of [
+    'org.vfiohookd1.Manager interface - - -',
+    '.ListDevices method - a(ssssuso) -',
+    '.DetachDevice method s - -',
+    '.ReattachDevice method s - -',
+    '.HandleHook method sssss - -',
+    '.Reload method - - -',
+    '.Version property s "0.1.0" emits-change',
+    '.ConfigFile property s "" emits-change',
+    '.HookHandled signal sssbst - -',
+  ]) {
+    t.true(lines.includes(expected), `missing line ${expected}`);
+  }
+});
+
+test('ListDevices returns the reference GPU on amdgpu in IOMMU group 25 with its object path', async (t) => {
+  const { bus } = await setup(t);
+  const result = await busctl(bus, ['--json=short', 'call', NAME, PATH, IFACE, 'ListDevices']);
+  t.is(result.code, 0, result.stderr);
+  const reply = JSON.parse(result.stdout) as { type: string; data: [Array<[string, string, string, string, number, string, string]>] };
+  t.is(reply.type, 'a(ssssuso)');
+  const gpu = reply.data[0].find((row) => row[0] === GPU);
+  t.deepEqual(gpu, [GPU, '1002:67df', 'VGA compatible controller', 'amdgpu', 25, '', '/org/vfiohookd1/device/_30000_3a0b_3a00_2e0']);
+});
+
+test('DetachDevice moves both functions of the card to vfio-pci and ReattachDevice gives them back', async (t) => {
+  const { bus, daemon } = await setup(t);
+  const detach = await busctl(bus, ['call', NAME, PATH, IFACE, 'DetachDevice', 's', GPU]);
+  t.is(detach.code, 0, detach.stderr);
+  t.is(await driverOf(daemon, GPU), 'vfio-pci');
+  t.is(await driverOf(daemon, GPU_AUDIO), 'vfio-pci');
+  const listed = JSON.parse((await busctl(bus, ['--json=short', 'call', NAME, PATH, IFACE, 'ListDevices'])).stdout) as {
+    data: [Array<[string, string, string, string, number, string, string]>];
+  };
+  const row = listed.data[0].find((r) => r[0] === GPU);
+  t.is(row?.[3], 'vfio-pci');
+  t.is(row?.[5], 'dbus');
+
+  const reattach = await busctl(bus, ['call', NAME, PATH, IFACE, 'ReattachDevice', 's', GPU]);
+  t.is(reattach.code, 0, reattach.stderr);
+  t.is(await driverOf(daemon, GPU), 'amdgpu');
+  t.is(await driverOf(daemon, GPU_AUDIO), 'snd_hda_intel');
+  const state = JSON.parse(await fs.readFile(path.join(daemon.runRoot, 'vfio-hookd', 'state.json'), 'utf8')) as { claims: object };
+  t.deepEqual(state.claims, {});
+});
+
+test('DetachDevice of the root disk fails with HostDependency naming / and no stack trace', async (t) => {
+  const { bus, daemon } = await setup(t);
+  const result = await dbusSend(bus, 'DetachDevice', ['string:0000:01:00.0']);
+  t.not(result.code, 0);
+  t.regex(result.stderr, /^Error org\.vfiohookd1\.HostDependency: /);
+  t.true(result.stderr.includes("'/'"), result.stderr);
+  t.notRegex(result.stderr, /^\s+at /m);
+  t.false(result.stderr.includes('.ts:'), result.stderr);
+  t.is(await driverOf(daemon, '0000:01:00.0'), 'nvme');
+});
+
+test('DetachDevice of a malformed address fails with InvalidArgs', async (t) => {
+  const { bus } = await setup(t);
+  const result = await dbusSend(bus, 'DetachDevice', ['string:bogus']);
+  t.not(result.code, 0);
+  t.regex(result.stderr, /^Error org\.freedesktop\.DBus\.Error\.InvalidArgs: .*'bogus'/);
+  t.notRegex(result.stderr, /^\s+at /m);
+});
+
+test('an unprivileged user is denied DetachDevice but may read Version and call ListDevices', async (t) => {
+  const { bus, daemon } = await setup(t);
+  const denied = await dbusSend(bus, 'DetachDevice', [`string:${GPU}`], true);
+  t.not(denied.code, 0);
+  t.regex(denied.stderr, /^Error org\.freedesktop\.DBus\.Error\.AccessDenied: /);
+  t.is(await driverOf(daemon, GPU), 'amdgpu');
+
+  for (const member of ['ReattachDevice', 'Reload']) {
+    const args = member === 'Reload' ? [] : [`string:${GPU}`];
+    const r = await dbusSend(bus, member, args, true);
+    t.regex(r.stderr, /^Error org\.freedesktop\.DBus\.Error\.AccessDenied: /, member);
+  }
+  const hook = await dbusSend(bus, 'HandleHook', ['string:win10', 'string:prepare', 'string:begin', 'string:-', 'string:<domain/>'], true);
+  t.regex(hook.stderr, /^Error org\.freedesktop\.DBus\.Error\.AccessDenied: /);
+
+  const version = await busctl(bus, ['get-property', NAME, PATH, IFACE, 'Version'], true);
+  t.is(version.code, 0, version.stderr);
+  t.is(version.stdout.trim(), 's "0.1.0"');
+
+  const list = await busctl(bus, ['call', NAME, PATH, IFACE, 'ListDevices'], true);
+  t.is(list.code, 0, list.stderr);
+  t.true(list.stdout.startsWith('a(ssssuso) '));
+  t.true(list.stdout.includes(`"${GPU}"`));
+
+  const set = await busctl(bus, ['set-property', NAME, PATH, IFACE, 'Version', 's', '9'], true);
+  t.not(set.code, 0);
+});
+
+test('HandleHook replies and signals HookHandled (not managed yet)', async (t) => {
+  const { bus } = await setup(t);
+  const result = await busctl(bus, ['call', NAME, PATH, IFACE, 'HandleHook', 'sssss', 'win10', 'prepare', 'begin', '-', '<domain/>']);
+  t.is(result.code, 0, result.stderr);
+});
+
+test('SIGTERM sends STOPPING=1, releases the name and exits 0', async (t) => {
+  const { bus, daemon } = await setup(t);
+  daemon.child.kill('SIGTERM');
+  t.is(await daemon.exited, 0, daemon.stderr());
+  t.true(daemon.notify.lines.includes('STOPPING=1'));
+  const owner = await busctl(bus, ['call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME]);
+  t.is(owner.stdout.trim(), 'b false');
+});
