@@ -12,6 +12,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import dbus from 'dbus-next';
 import { startDaemon, startPrivateBus, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 
 const exec = promisify(execFile);
@@ -192,10 +193,19 @@ test('an unprivileged user is denied DetachDevice but may read Version and call 
   t.not(set.code, 0);
 });
 
-test('HandleHook replies and signals HookHandled (not managed yet)', async (t) => {
+test('HandleHook replies once and signals HookHandled with success and "not managed" (lifecycle not wired yet)', async (t) => {
   const { bus } = await setup(t);
-  const result = await busctl(bus, ['call', NAME, PATH, IFACE, 'HandleHook', 'sssss', 'win10', 'prepare', 'begin', '-', '<domain/>']);
-  t.is(result.code, 0, result.stderr);
+  const client = dbus.sessionBus({ busAddress: bus.address });
+  t.teardown(() => client.disconnect());
+  const proxy = await client.getProxyObject(NAME, PATH);
+  const manager = proxy.getInterface(IFACE);
+  const signalled = new Promise<unknown[]>((resolve) => manager.on('HookHandled', (...args: unknown[]) => resolve(args)));
+  // on() sends AddMatch at once on this connection, and the bus handles one connection's messages in order: the match is in place before the call.
+  const reply = await manager['HandleHook']!('win10', 'prepare', 'begin', '-', '<domain/>');
+  t.is(reply, null); // dbus-next's value for an empty reply
+  const [domain, operation, subOperation, success, message, duration] = await signalled;
+  t.deepEqual([domain, operation, subOperation, success, message], ['win10', 'prepare', 'begin', true, 'not managed']);
+  t.is(typeof duration, 'bigint');
 });
 
 test('SIGTERM sends STOPPING=1, releases the name and exits 0', async (t) => {
