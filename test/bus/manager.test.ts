@@ -208,6 +208,13 @@ test('HandleHook replies once and signals HookHandled with success and "not mana
   t.is(typeof duration, 'bigint');
 });
 
+test('a second daemon on the same bus exits 1 with a clear message and never sends READY=1', async (t) => {
+  const { bus } = await setup(t);
+  const error = await t.throwsAsync(startDaemon(t, bus));
+  t.regex(error.message, /exited \(1\) before READY=1/);
+  t.true(error.message.includes("The bus name 'org.vfiohookd1' is already owned by another process"), error.message);
+});
+
 test('SIGTERM sends STOPPING=1, releases the name and exits 0', async (t) => {
   const { bus, daemon } = await setup(t);
   daemon.child.kill('SIGTERM');
