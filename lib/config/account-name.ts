@@ -12,8 +12,8 @@
  */
 
 import { InvalidArgs, q } from '../errors.js';
+import { checkAccountName } from '../shm/accounts.js';
 
-const MAX_NAME_LENGTH = 256;
 const MAX_ID = 0xfffffffe;
 
 /**
@@ -26,13 +26,6 @@ export function validateAccountName(kind: 'user' | 'group', name: string): strin
     if (Number(name) > MAX_ID) throw new InvalidArgs(`Invalid ${kind} id ${q(name)}: must be at most ${MAX_ID}`);
     return name;
   }
-  const problem =
-    typeof name !== 'string' ? 'must be a string'
-    : name === '' ? 'must not be empty'
-    : name.length > MAX_NAME_LENGTH ? `longer than ${MAX_NAME_LENGTH} characters`
-    : name.startsWith('-') ? "must not start with '-'"
-    : /[:/\s\u0000-\u001f\u007f]/.test(name) ? "must not contain ':', '/', spaces or control characters"
-    : null;
-  if (problem !== null) throw new InvalidArgs(`Invalid ${kind} name ${q(name)}: ${problem}`);
+  checkAccountName(kind, name);
   return name;
 }

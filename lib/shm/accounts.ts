@@ -64,7 +64,7 @@ async function resolve(db: Database, name: string, options: AccountLookupOptions
     }
     return id;
   }
-  checkName(kind, name);
+  checkAccountName(kind, name);
 
   const getent = options.getent === undefined ? 'getent' : options.getent;
   let line: string | null | undefined;
@@ -87,7 +87,7 @@ async function resolve(db: Database, name: string, options: AccountLookupOptions
  * leading `-` would be read as an option, `:` and newlines would split
  * entries.
  */
-function checkName(kind: 'user' | 'group', name: string): void {
+export function checkAccountName(kind: 'user' | 'group', name: string): void {
   const problem =
     typeof name !== 'string' ? 'must be a string'
     : name === '' ? 'must not be empty'
