@@ -55,7 +55,17 @@ export async function resolveGid(group: string, options: AccountLookupOptions = 
   return resolve('group', group, options);
 }
 
-async function resolve(db: Database, name: string, options: AccountLookupOptions): Promise<number> {
+/**
+ * The primary gid of a user (the gid field of its passwd entry). For a
+ * numeric uid, which has no entry to read, the same number is taken.
+ *
+ * @throws as resolveUid.
+ */
+export async function resolvePrimaryGid(user: string, options: AccountLookupOptions = {}): Promise<number> {
+  return resolve('passwd', user, options, 3);
+}
+
+async function resolve(db: Database, name: string, options: AccountLookupOptions, field = 2): Promise<number> {
   const kind = db === 'passwd' ? 'user' : 'group';
   if (typeof name === 'string' && /^[0-9]+$/.test(name)) {
     const id = Number(name);
@@ -75,7 +85,7 @@ async function resolve(db: Database, name: string, options: AccountLookupOptions
     throw new InvalidConfig(`Unknown ${kind} ${q(name)}: not in the ${db} database; check the name in '${kind} ='`);
   }
   // passwd: name:password:uid:gid:...   group: name:password:gid:members
-  const id = line.split(':')[2];
+  const id = line.split(':')[field];
   if (id === undefined || !/^[0-9]+$/.test(id) || Number(id) > MAX_ID) {
     throw new InvalidConfig(`Cannot resolve ${kind} ${q(name)}: malformed ${db} entry ${q(line)}`);
   }

@@ -35,5 +35,5 @@ export type {
   ShmFileType,
 } from './shm-file.js';
 
-export { resolveGid, resolveUid } from './accounts.js';
+export { checkAccountName, resolveGid, resolvePrimaryGid, resolveUid } from './accounts.js';
 export type { AccountLookupOptions } from './accounts.js';

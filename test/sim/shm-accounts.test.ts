@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 
 import { InvalidArgs, InvalidConfig, Timeout } from '../../lib/errors.js';
-import { resolveGid, resolveUid } from '../../lib/shm/accounts.js';
+import { resolveGid, resolvePrimaryGid, resolveUid } from '../../lib/shm/accounts.js';
 
 const PASSWD = [
   'root:x:0:0:root:/root:/bin/bash',
@@ -107,4 +107,11 @@ test('gives up on a getent that hangs', async (t) => {
     instanceOf: Timeout,
     message: "Looking up 'alex' in passwd timed out after 200 ms; check the name service (nsswitch.conf)",
   });
+});
+
+test("resolves a user's primary group from the passwd file, and a numeric uid as its own gid", async (t) => {
+  const etc = await fakeEtc(t);
+  t.is(await resolvePrimaryGid('alex', { etcRoot: etc, getent: null }), 100);
+  t.is(await resolvePrimaryGid('1000', { etcRoot: etc, getent: null }), 1000);
+  t.is(await resolvePrimaryGid('root'), 0);
 });
