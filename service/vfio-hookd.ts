@@ -1,26 +1,36 @@
 #!/usr/bin/env node
 /**
- * vfio-hookd: wiring only. Build the kernel port (real or simulated), the
- * backend and the Manager object, export it, THEN own `org.vfiohookd1`, THEN
- * send READY=1 (systemd's hostnamed order). SIGTERM/SIGINT: STOPPING=1,
- * release the name, disconnect, exit 0.
+ * vfio-hookd: wiring only. Build the kernel port (real or simulated), load
+ * the configuration and follow it, reconcile the state file with sysfs, build
+ * the lifecycle and the Manager object, export it, THEN own `org.vfiohookd1`,
+ * THEN send READY=1 (systemd's hostnamed order).
+ *
+ * SIGHUP or Reload(): re-read the configuration (a broken file keeps the
+ * running one). SIGTERM/SIGINT: STOPPING=1, give up the name (no new hook
+ * call reaches us), let a hook already running finish or roll back, exit 0.
  */
 import { parseArgs } from 'node:util';
 import dbus from 'dbus-next';
 import { DEFAULT_ROOTS } from '../lib/roots.js';
+import { VfioHookdError } from '../lib/errors.js';
 import { openRealKernel } from '../lib/pci/real-kernel-factory.js';
 import { PciEngine } from '../lib/pci/engine.js';
 import type { KernelPort } from '../lib/pci/kernel-port.js';
 import { openSimulation } from '../lib/sim/index.js';
-import { StateFile } from '../lib/state/state-file.js';
-import { Journal, Notifier } from '../lib/systemd/index.js';
+import { Journal, MessageId, Notifier } from '../lib/systemd/index.js';
 import { ROOT_PATH } from '../lib/bus/object-path.js';
 import { ManagerInterface } from '../lib/bus/manager-interface.js';
-import { EngineBackend } from '../lib/bus/engine-backend.js';
+import { ConfigWatcher, DEFAULT_CONFIG_PATH, DEFAULT_QEMU_USERS, emptyConfig, type Config } from '../lib/config/index.js';
+import { Lifecycle } from '../lib/lifecycle/lifecycle.js';
+import { DaemonBackend } from '../lib/daemon/daemon-backend.js';
+import { resolveGid, resolvePrimaryGid, resolveUid } from '../lib/shm/index.js';
 import { VERSION } from '../lib/cli/hookctl.js';
 
 const BUS_NAME = 'org.vfiohookd1';
-const USAGE = 'Usage: vfio-hookd [--simulate FIXTURE [--sim-dir DIR]] [--bus-address ADDRESS] [--run-root DIR]';
+const USAGE =
+  'Usage: vfio-hookd [--config FILE] [--simulate FIXTURE [--sim-dir DIR]] [--bus-address ADDRESS] [--run-root DIR]';
+/** How long a stop waits for a running hook to finish or roll back (below systemd's TimeoutStopSec). */
+const STOP_GRACE_MS = 80_000;
 
 const journal = new Journal();
 
@@ -33,6 +43,7 @@ let parsed;
 try {
   parsed = parseArgs({
     options: {
+      config: { type: 'string' },
       simulate: { type: 'string' },
       'sim-dir': { type: 'string' },
       'bus-address': { type: 'string' },
@@ -46,42 +57,122 @@ try {
 }
 const values = parsed.values;
 if (values['sim-dir'] !== undefined && values.simulate === undefined) fail(`--sim-dir needs --simulate\n${USAGE}`, 2);
-
-const port: KernelPort =
-  values.simulate !== undefined
-    ? await openSimulation(values.simulate, values['sim-dir'] !== undefined ? { dir: values['sim-dir'] } : {})
-    : await openRealKernel({ ...DEFAULT_ROOTS, run: values['run-root'] ?? DEFAULT_ROOTS.run });
-const runRoot = values['run-root'] ?? port.roots.run;
-
-const backend = new EngineBackend({ engine: new PciEngine(port), state: new StateFile(runRoot) });
-const manager = new ManagerInterface(backend, {
-  version: VERSION,
-  configFile: '',
-  onError: (member, error) => {
-    const e = error as Error;
-    journal.warning(`${member} failed: ${e.message ?? String(error)}`, { DBUS_MEMBER: member, ERROR_STACK: e.stack });
-  },
-});
-
-const bus = values['bus-address'] !== undefined ? dbus.sessionBus({ busAddress: values['bus-address'] }) : dbus.systemBus();
-bus.on('error', (error: Error) => fail(`D-Bus connection failed: ${error.message}`));
+const configPath = values.config ?? DEFAULT_CONFIG_PATH;
 
 const notifier = Notifier.fromEnv(process.env, {
   unsetEnvironment: true,
   onError: (error) => journal.warning(error.message),
 });
 
+const port: KernelPort =
+  values.simulate !== undefined
+    ? await openSimulation(values.simulate, values['sim-dir'] !== undefined ? { dir: values['sim-dir'] } : {})
+    : openRealKernel({ ...DEFAULT_ROOTS, run: values['run-root'] ?? DEFAULT_ROOTS.run });
+const roots = values['run-root'] !== undefined ? { ...port.roots, run: values['run-root'] } : port.roots;
+
+// Configuration: the last good one stays in force.
+const watcher = new ConfigWatcher({ path: configPath });
+let config: Config;
+try {
+  config = await watcher.start();
+} catch (error) {
+  config = emptyConfig();
+  journal.error(`${(error as Error).message}; starting with no VM managed until it is fixed`, { CONFIG_FILE: configPath });
+}
+watcher.on('change', (next) => {
+  config = next;
+  journal.notice(`Configuration reloaded from '${configPath}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE: configPath });
+});
+watcher.on('error', (error) => journal.error(`${error.message}; keeping the running configuration`, { CONFIG_FILE: configPath }));
+
+// Uids that may already own an shm file: root, and QEMU's user (QEMU creates a missing file itself).
+const trusted = [0];
+for (const user of config.daemon.qemuUser !== null ? [config.daemon.qemuUser] : DEFAULT_QEMU_USERS) {
+  try {
+    trusted.push(await resolveUid(user));
+  } catch {
+    // Not every distribution has every name ('libvirt-qemu' on Debian, 'qemu' on Fedora/NixOS).
+  }
+}
+
+const engine = new PciEngine(port, { writeTimeoutMs: config.daemon.writeTimeoutMs });
+const lifecycle = new Lifecycle({ engine, roots, trustedShmOwners: trusted });
+for (const note of await lifecycle.reconcile()) journal.warning(note);
+
+const backend = new DaemonBackend({
+  engine,
+  lifecycle,
+  config: () => config,
+  reload: async () => {
+    notifier.reloading('Reloading configuration');
+    try {
+      config = await watcher.reload();
+    } finally {
+      notifier.ready('Ready');
+    }
+  },
+  accounts: { uid: resolveUid, gid: resolveGid, primaryGid: resolvePrimaryGid },
+  onOutcome: (event, outcome) => {
+    const base = { VFIO_DOMAIN: event.domainName, VFIO_HOOK: `${event.operation} ${event.subOperation}` };
+    for (const address of outcome.detached) {
+      journal.info(`Device '${address}' detached to vfio-pci for VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_DETACHED });
+    }
+    for (const address of outcome.reattached) {
+      journal.info(`Device '${address}' given back to its driver after VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_REATTACHED });
+    }
+    for (const shm of outcome.shm) {
+      if (shm.action === 'unchanged') continue;
+      const created = shm.action === 'created';
+      journal.info(
+        created ? `Shared-memory file '${shm.path}' created` : `Shared-memory file '${shm.path}' repaired: ${shm.changes.join(', ')}`,
+        { ...base, SHM_PATH: shm.path, MESSAGE_ID: created ? MessageId.SHM_FILE_CREATED : MessageId.SHM_FILE_REPAIRED },
+      );
+    }
+    journal.info(outcome.message, base);
+    notifier.status(`Ready; last: ${event.operation} ${event.subOperation} of '${event.domainName}'`);
+  },
+  onRefused: (domainName, operation, subOperation, error) => {
+    journal.error(`Hook '${operation} ${subOperation}' for VM '${domainName}' refused: ${(error as Error).message}`, {
+      VFIO_DOMAIN: domainName,
+      VFIO_HOOK: `${operation} ${subOperation}`,
+      MESSAGE_ID: MessageId.HOOK_REFUSED,
+    });
+  },
+});
+const manager = new ManagerInterface(backend, {
+  version: VERSION,
+  configFile: configPath,
+  onError: (member, error) => {
+    // Hook refusals are logged once by onRefused; everything else here, with the stack for unknown errors.
+    if (member === 'HandleHook') return;
+    const e = error as Error;
+    journal.warning(`${member} failed: ${e.message ?? String(error)}`, {
+      DBUS_MEMBER: member,
+      ...(error instanceof VfioHookdError ? {} : { ERROR_STACK: e.stack }),
+    });
+  },
+});
+
+const bus = values['bus-address'] !== undefined ? dbus.sessionBus({ busAddress: values['bus-address'] }) : dbus.systemBus();
+bus.on('error', (error: Error) => fail(`D-Bus connection failed: ${error.message}`));
+
 let stopping = false;
 async function stop(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   notifier.stopping(`Stopping on ${signal}`);
-  notifier.close();
+  watcher.close();
   try {
     await bus.releaseName(BUS_NAME);
   } catch (error) {
     journal.warning(`Cannot release '${BUS_NAME}': ${(error as Error).message}`);
   }
+  // A hook in flight finishes, or fails and rolls back: never a half-bound device.
+  const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), STOP_GRACE_MS).unref());
+  if ((await Promise.race([lifecycle.idle().then(() => 'idle' as const), grace])) === 'timeout') {
+    journal.error(`A hook was still running ${STOP_GRACE_MS / 1000} s after ${signal}; stopping anyway`);
+  }
+  notifier.close();
   bus.disconnect();
   await port.close();
   journal.info(`vfio-hookd stopped on ${signal}`);
@@ -89,6 +180,11 @@ async function stop(signal: string): Promise<void> {
 }
 process.on('SIGTERM', () => void stop('SIGTERM'));
 process.on('SIGINT', () => void stop('SIGINT'));
+process.on('SIGHUP', () => {
+  void backend.reload().catch(() => {
+    // The watcher's 'error' event has logged it; the running configuration stays.
+  });
+});
 
 bus.export(ROOT_PATH, manager);
 
@@ -102,7 +198,9 @@ if (reply !== dbus.RequestNameReply.PRIMARY_OWNER && reply !== dbus.RequestNameR
   fail(`The bus name '${BUS_NAME}' is already owned by another process (is vfio-hookd already running?), exiting`);
 }
 
-notifier.ready('Ready');
+notifier.ready(`Ready; ${config.vms.size} VM(s) managed`);
 notifier.startWatchdog();
-journal.info(`vfio-hookd ${VERSION} owns '${BUS_NAME}'${values.simulate !== undefined ? ` (simulated host '${values.simulate}')` : ''}`);
-
+journal.info(
+  `vfio-hookd ${VERSION} owns '${BUS_NAME}'; ${config.vms.size} VM(s) in '${configPath}'` +
+    (values.simulate !== undefined ? ` (simulated host '${values.simulate}')` : ''),
+);

@@ -13,6 +13,13 @@ import { deviceTuple, hookEvent, hookHandledTuple, type DeviceRow, type DeviceTu
 
 export const MANAGER_INTERFACE = 'org.vfiohookd1.Manager';
 
+const CONST_PROPERTIES: ReadonlySet<string> = new Set(['Version', 'ConfigFile']);
+
+/** The part of dbus-next's introspection object we touch. */
+interface IntrospectXml {
+  property?: { $: { name: string }; annotation?: { $: { name: string; value: string } }[] }[];
+}
+
 /** What `HandleHook` did, for the `HookHandled` signal. */
 export interface HookOutcome {
   /** One short line: what was done, or why nothing was ('not managed'). */
@@ -113,3 +120,21 @@ ManagerInterface.configureMembers({
     HookHandled: { signature: 'sssbst' },
   },
 });
+
+/**
+ * Introspection with `EmitsChangedSignal=const` on the properties that never
+ * change while the daemon runs. dbus-next has no option for this annotation
+ * and does not declare `$introspect` in its types, so the XML it builds is
+ * amended here, on the prototype.
+ */
+type Introspectable = { $introspect(): IntrospectXml };
+const baseIntrospect = (dbus.interface.Interface.prototype as unknown as Introspectable).$introspect;
+(ManagerInterface.prototype as unknown as Introspectable).$introspect = function (this: Introspectable): IntrospectXml {
+  const xml = baseIntrospect.call(this);
+  for (const property of xml.property ?? []) {
+    if (CONST_PROPERTIES.has(property.$.name)) {
+      property.annotation = [{ $: { name: 'org.freedesktop.DBus.Property.EmitsChangedSignal', value: 'const' } }];
+    }
+  }
+  return xml;
+};

@@ -20,6 +20,7 @@
 import PQueue from 'p-queue';
 import type { HostRoots } from '../roots.js';
 import type { PciEngine } from '../pci/engine.js';
+import { VFIO_DRIVER } from '../pci/iommu-group.js';
 import { StateFile, type ClaimRecord } from '../state/state-file.js';
 import { ensureShmFile, removeShmFile, type EnsureShmFileResult } from '../shm/index.js';
 import { stageOf, type HookEvent, type HookStage } from './hook-event.js';
@@ -81,12 +82,7 @@ export class Lifecycle {
     if (vm === null || stage === 'none') {
       return Promise.resolve(outcome(stage, vm === null ? `VM '${event.domainName}' is not managed by vfio-hookd` : 'nothing to do'));
     }
-    let queue = this.#perVm.get(vm.name);
-    if (!queue) {
-      queue = new PQueue({ concurrency: 1 });
-      this.#perVm.set(vm.name, queue);
-    }
-    return queue.add(() => this.#run(stage, vm));
+    return this.#queueFor(vm.name).add(() => this.#run(stage, vm));
   }
 
   async #run(stage: HookStage, vm: ManagedVm): Promise<HookOutcome> {
@@ -115,19 +111,7 @@ export class Lifecycle {
       for (const file of vm.shmFiles) {
         shm.push(await ensureShmFile(this.#spec(vm, file), { trustedOwners: [...this.#trusted, vm.uid] }));
       }
-      let detached: string[] = [];
-      if (vm.devices.length > 0) {
-        detached = await this.#devices.add(
-          async () => {
-            const claims = await this.#state.load();
-            const result = await this.#engine.detach(vm.devices, { owner: vm.name, claims: asClaims(claims), force: vm.force });
-            const groups = new Map(result.plan.devices.map((d) => [d.address, d.group]));
-            await this.#state.save(StateFile.withClaims(claims, result.claims, groups));
-            return result.plan.devices.filter((d) => d.changes).map((d) => d.address);
-          },
-
-        );
-      }
+      const detached = vm.devices.length > 0 ? await this.detach(vm.name, vm.devices, vm.force) : [];
       return {
         ...outcome('prepare', `VM '${vm.name}' prepared: ${describeDetached(detached)}, ${vm.shmFiles.length} shm file(s) ready`),
         shm,
@@ -140,25 +124,105 @@ export class Lifecycle {
   }
 
   async #release(vm: ManagedVm): Promise<HookOutcome> {
-    const reattached = await this.#devices.add(
-      async () => {
-        const claims = await this.#state.load();
-        const mine = [...claims].filter(([, c]) => c.owner === vm.name).map(([a]) => a);
-        if (mine.length === 0) return [];
-        const result = await this.#engine.reattach(mine, { owner: vm.name, claims: asClaims(claims) });
-        const next = new Map(claims);
-        for (const a of result.released) next.delete(a);
-        await this.#state.save(next);
-        return result.plan.devices.filter((d) => d.changes).map((d) => d.address);
-      },
-
-    );
+    const reattached = await this.reattach(vm.name);
     if (vm.removeShmOnStop) {
       for (const file of vm.shmFiles) {
         await removeShmFile({ root: this.#roots.shm, name: file.name, uid: vm.uid }, { trustedOwners: [...this.#trusted, vm.uid] });
       }
     }
     return { ...outcome('release', `VM '${vm.name}' released: ${reattached.length} device(s) given back`), reattached };
+  }
+
+  /**
+   * Detach devices for `owner` (a VM, or a caller of DetachDevice) and record
+   * the claims. Runs on the one queue for device and state changes.
+   * Returns the addresses that moved.
+   */
+  detach(owner: string, addresses: readonly string[], force = false): Promise<string[]> {
+    return this.#devices.add(async () => {
+      const claims = await this.#state.load();
+      const result = await this.#engine.detach(addresses, { owner, claims: asClaims(claims), force });
+      const groups = new Map(result.plan.devices.map((d) => [d.address, d.group]));
+      await this.#state.save(StateFile.withClaims(claims, result.claims, groups));
+      return result.plan.devices.filter((d) => d.changes).map((d) => d.address);
+    });
+  }
+
+  /**
+   * Give back devices claimed by `owner` (all of them when `addresses` is
+   * omitted) and drop their claims. Returns the addresses that moved.
+   */
+  reattach(owner: string, addresses?: readonly string[]): Promise<string[]> {
+    return this.#devices.add(async () => {
+      const claims = await this.#state.load();
+      const targets = addresses ?? [...claims].filter(([, c]) => c.owner === owner).map(([a]) => a);
+      if (targets.length === 0) return [];
+      const result = await this.#engine.reattach(targets, { owner, claims: asClaims(claims) });
+      const next = new Map(claims);
+      for (const a of result.released) next.delete(a);
+      await this.#state.save(next);
+      return result.plan.devices.filter((d) => d.changes).map((d) => d.address);
+    });
+  }
+
+  /**
+   * Release a VM the configuration no longer manages but which still holds
+   * devices (its table was removed while it ran): its devices go back all the
+   * same. Nothing else is known of it, so no shm file is touched.
+   */
+  async releaseOwner(name: string): Promise<HookOutcome> {
+    return this.#queueFor(name).add(async () => {
+      const reattached = await this.reattach(name);
+      return { ...outcome('release', `VM '${name}' released: ${reattached.length} device(s) given back`), reattached };
+    });
+  }
+
+  /**
+   * Compare the state file with sysfs after a restart: a claimed device that
+   * is no longer on vfio-pci (someone rebound it, or the host rebooted
+   * without clearing /run) loses its claim. Changes no driver. Returns one
+   * sentence per dropped claim.
+   */
+  reconcile(): Promise<string[]> {
+    return this.#devices.add(async () => {
+      const claims = await this.#state.load();
+      if (claims.size === 0) return [];
+      const snapshot = await this.#engine.inspect();
+      const notes: string[] = [];
+      const next = new Map(claims);
+      for (const [address, claim] of claims) {
+        const device = snapshot.devices.get(address);
+        const onVfio = device !== undefined && (device.driver === VFIO_DRIVER || (device.driver === null && device.driverOverride === VFIO_DRIVER));
+        if (!onVfio) {
+          next.delete(address);
+          notes.push(
+            `Claim of '${claim.owner}' on '${address}' dropped: the device is ${device === undefined ? 'gone' : `on '${device.driver ?? 'no driver'}'`}, not on vfio-pci`,
+          );
+        }
+      }
+      if (notes.length > 0) await this.#state.save(next);
+      return notes;
+    });
+  }
+
+  /** Current claims, by address (for listings). */
+  claims(): Promise<ReadonlyMap<string, ClaimRecord>> {
+    return this.#state.load();
+  }
+
+  /** Resolves when no hook and no device change is running or queued (for a clean stop). */
+  async idle(): Promise<void> {
+    await Promise.all([...this.#perVm.values()].map((q) => q.onIdle()));
+    await this.#devices.onIdle();
+  }
+
+  #queueFor(name: string): PQueue {
+    let queue = this.#perVm.get(name);
+    if (!queue) {
+      queue = new PQueue({ concurrency: 1 });
+      this.#perVm.set(name, queue);
+    }
+    return queue;
   }
 
   #spec(vm: ManagedVm, file: { name: string; sizeBytes: number }) {

@@ -90,7 +90,7 @@ test('sends READY=1 only once it owns org.vfiohookd1', async (t) => {
   // Asked right after READY=1: the name must already have its owner.
   const owner = await busctl(bus, ['call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME]);
   t.is(owner.stdout.trim(), 'b true');
-  t.deepEqual(daemon.notify.messages, ['READY=1\nSTATUS=Ready']);
+  t.deepEqual(daemon.notify.messages, ['READY=1\nSTATUS=Ready; 0 VM(s) managed']);
   const status = await busctl(bus, ['status', NAME]);
   t.is(status.code, 0, status.stderr);
 });
@@ -107,12 +107,15 @@ test('introspection lists org.vfiohookd1.Manager with its methods, properties an
     '.ReattachDevice method s - -',
     '.HandleHook method sssss - -',
     '.Reload method - - -',
-    '.Version property s "0.1.0" emits-change',
-    '.ConfigFile property s "" emits-change',
+    '.Version property s "0.1.0" const',
     '.HookHandled signal sssbst - -',
   ]) {
     t.true(lines.includes(expected), `missing line ${expected}`);
-  }
+  }  t.true(
+    lines.some((l) => /^\.ConfigFile property s ".*\/vfio-hookd\.toml" const$/.test(l)),
+    'ConfigFile names the configuration file and is const',
+  );
+
 });
 
 test('ListDevices returns the reference GPU on amdgpu in IOMMU group 25 with its object path', async (t) => {
@@ -193,7 +196,7 @@ test('an unprivileged user is denied DetachDevice but may read Version and call 
   t.not(set.code, 0);
 });
 
-test('HandleHook replies once and signals HookHandled with success and "not managed" (lifecycle not wired yet)', async (t) => {
+test('HandleHook for a VM it does not manage replies at once and signals HookHandled with success', async (t) => {
   const { bus } = await setup(t);
   const client = dbus.sessionBus({ busAddress: bus.address });
   t.teardown(() => client.disconnect());
@@ -201,10 +204,10 @@ test('HandleHook replies once and signals HookHandled with success and "not mana
   const manager = proxy.getInterface(IFACE);
   const signalled = new Promise<unknown[]>((resolve) => manager.on('HookHandled', (...args: unknown[]) => resolve(args)));
   // on() sends AddMatch at once on this connection, and the bus handles one connection's messages in order: the match is in place before the call.
-  const reply = await manager['HandleHook']!('win10', 'prepare', 'begin', '-', '<domain/>');
+  const reply = await manager['HandleHook']!('win10', 'prepare', 'begin', '-', "<domain type='kvm'><name>win10</name></domain>");
   t.is(reply, null); // dbus-next's value for an empty reply
   const [domain, operation, subOperation, success, message, duration] = await signalled;
-  t.deepEqual([domain, operation, subOperation, success, message], ['win10', 'prepare', 'begin', true, 'not managed']);
+  t.deepEqual([domain, operation, subOperation, success, message], ['win10', 'prepare', 'begin', true, "VM 'win10' is not managed by vfio-hookd"]);
   t.is(typeof duration, 'bigint');
 });
 

@@ -180,8 +180,11 @@ export class NotifyListener {
 export interface DaemonProcess {
   readonly child: ChildProcess;
   readonly notify: NotifyListener;
+  /** The folder holding the simulated host, the state and the configuration (pass it as `dir` to restart). */
+  readonly dir: string;
   /** The simulated host's folder. */
   readonly simDir: string;
+  readonly configPath: string;
   readonly runRoot: string;
   stderr(): string;
   /** Resolves with the exit code (or signal name) once the process has exited. */
@@ -193,11 +196,25 @@ export interface DaemonProcess {
  * and wait for READY=1 on its NOTIFY_SOCKET (rejects if it exits first).
  * It is stopped (SIGTERM, then SIGKILL) in teardown.
  */
-export async function startDaemon(t: ExecutionContext, bus: PrivateBus, fixture = 'reference-host'): Promise<DaemonProcess> {
-  const dir = await tempDir(t, 'vfio-hookd-daemon-');
+export interface DaemonOptions {
+  /** Built-in host name or JSON fixture path. Default 'reference-host'. */
+  readonly fixture?: string;
+  /** Text of the configuration file (written to `<dir>/vfio-hookd.toml`). Default: an empty file. */
+  readonly config?: string;
+  /** Reuse the folder (simulated host, state, config) of an earlier daemon: a restart. */
+  readonly dir?: string;
+}
+
+export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options: DaemonOptions | string = {}): Promise<DaemonProcess> {
+  const opts: DaemonOptions = typeof options === 'string' ? { fixture: options } : options;
+  const fixture = opts.fixture ?? 'reference-host';
+  const dir = opts.dir ?? (await tempDir(t, 'vfio-hookd-daemon-'));
   const simDir = path.join(dir, 'sim');
   const runRoot = path.join(dir, 'run');
-  const notify = NotifyListener.open(t, path.join(dir, 'notify'));
+  const configPath = path.join(dir, 'vfio-hookd.toml');
+  if (opts.config !== undefined || opts.dir === undefined) await fs.writeFile(configPath, opts.config ?? '');
+  const notifyPath = path.join(dir, `notify-${Date.now()}-${Math.random().toString(16).slice(2)}`);
+  const notify = NotifyListener.open(t, notifyPath);
   const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: notify.path };
   delete env['WATCHDOG_USEC'];
   delete env['WATCHDOG_PID'];
@@ -205,7 +222,21 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, fixture 
   delete env['DBUS_SYSTEM_BUS_ADDRESS'];
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd.ts'), '--simulate', fixture, '--sim-dir', simDir, '--bus-address', bus.address, '--run-root', runRoot],
+    [
+      '--import',
+      'tsx',
+      path.join(REPO, 'service', 'vfio-hookd.ts'),
+      '--simulate',
+      fixture,
+      '--sim-dir',
+      simDir,
+      '--bus-address',
+      bus.address,
+      '--run-root',
+      runRoot,
+      '--config',
+      configPath,
+    ],
     { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stderr = '';
@@ -228,5 +259,5 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, fixture 
   } finally {
     clearTimeout(timer);
   }
-  return { child, notify, simDir, runRoot, stderr: () => stderr, exited };
+  return { child, notify, dir, simDir, runRoot, configPath, stderr: () => stderr, exited };
 }
