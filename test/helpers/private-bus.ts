@@ -29,37 +29,10 @@ export async function tempDir(t: ExecutionContext, prefix: string, mode = 0o700)
   return dir;
 }
 
-/** A system-bus-like configuration: system.conf's default policy, our policy included, no activation. */
-export function busConfig(socketPath: string, policyFile: string = POLICY_FILE): string {
-  return `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=${socketPath}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <!-- Any user may connect (system.conf has this too; without it only root may). -->
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Peer"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.systemd1.Activator"/>
-  </policy>
-  <include>${policyFile}</include>
-</busconfig>
-`;
+/** The shipped private-bus configuration (units/private-bus.conf.in) with our socket and policy. */
+export async function busConfig(socketPath: string, policyFile: string = POLICY_FILE): Promise<string> {
+  const template = await fs.readFile(path.join(REPO, 'units', 'private-bus.conf.in'), 'utf8');
+  return template.replaceAll('@SOCKET@', socketPath).replaceAll('@POLICY@', policyFile);
 }
 
 export interface PrivateBus {
@@ -112,7 +85,7 @@ export async function startPrivateBus(t: ExecutionContext): Promise<PrivateBus> 
   const dir = await tempDir(t, 'vfio-hookd-bus-', 0o755);
   const socketPath = path.join(dir, 'bus_socket');
   const configPath = path.join(dir, 'bus.conf');
-  await fs.writeFile(configPath, busConfig(socketPath));
+  await fs.writeFile(configPath, await busConfig(socketPath));
   const child = spawn('dbus-daemon', [`--config-file=${configPath}`, '--print-address', '--nofork', '--nopidfile'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
