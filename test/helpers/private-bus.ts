@@ -176,6 +176,8 @@ export interface DaemonOptions {
   readonly config?: string;
   /** Reuse the folder (simulated host, state, config) of an earlier daemon: a restart. */
   readonly dir?: string;
+  /** Run the built `dist/service/vfio-hookd.js` instead of the source through tsx (benchmarks). Default false. */
+  readonly compiled?: boolean;
 }
 
 export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options: DaemonOptions | string = {}): Promise<DaemonProcess> {
@@ -196,9 +198,7 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
   const child = spawn(
     process.execPath,
     [
-      '--import',
-      'tsx',
-      path.join(REPO, 'service', 'vfio-hookd.ts'),
+      ...(opts.compiled ? [path.join(REPO, 'dist', 'service', 'vfio-hookd.js')] : ['--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd.ts')]),
       '--simulate',
       fixture,
       '--sim-dir',
