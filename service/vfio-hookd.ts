@@ -20,6 +20,7 @@ import { openSimulation } from '../lib/sim/index.js';
 import { Journal, MessageId, Notifier } from '../lib/systemd/index.js';
 import { ROOT_PATH } from '../lib/bus/object-path.js';
 import { ManagerInterface } from '../lib/bus/manager-interface.js';
+import { BusObjects } from '../lib/bus/bus-objects.js';
 import { ConfigWatcher, DEFAULT_CONFIG_PATH, DEFAULT_QEMU_USERS, emptyConfig, type Config } from '../lib/config/index.js';
 import { Lifecycle } from '../lib/lifecycle/lifecycle.js';
 import { DaemonBackend } from '../lib/daemon/daemon-backend.js';
@@ -70,6 +71,26 @@ const port: KernelPort =
     : openRealKernel({ ...DEFAULT_ROOTS, run: values['run-root'] ?? DEFAULT_ROOTS.run });
 const roots = values['run-root'] !== undefined ? { ...port.roots, run: values['run-root'] } : port.roots;
 
+const bus = values['bus-address'] !== undefined ? dbus.sessionBus({ busAddress: values['bus-address'] }) : dbus.systemBus();
+bus.on('error', (error: Error) => fail(`D-Bus connection failed: ${error.message}`));
+
+// Machine and Device objects, refreshed after every change (one refresh at a time).
+const objects = new BusObjects(bus);
+let refreshing: Promise<void> = Promise.resolve();
+function refreshObjects(): void {
+  refreshing = refreshing.then(async () => {
+    try {
+      const before = objects.machinePaths.join(' ');
+      const [machines, devices] = await Promise.all([backend.listMachines(), backend.listDevices()]);
+      objects.sync(machines, devices);
+      if (objects.machinePaths.join(' ') !== before) {
+        dbus.interface.Interface.emitPropertiesChanged(manager, { Machines: objects.machinePaths }, []);
+      }
+    } catch (error) {
+      journal.warning(`Cannot refresh the Machine and Device objects: ${(error as Error).message}`);
+    }
+  });
+}
 // Configuration: the last good one stays in force.
 const watcher = new ConfigWatcher({ path: configPath });
 let config: Config;
@@ -81,6 +102,7 @@ try {
 }
 watcher.on('change', (next) => {
   config = next;
+  refreshObjects();
   journal.notice(`Configuration reloaded from '${configPath}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE: configPath });
 });
 watcher.on('error', (error) => journal.error(`${error.message}; keeping the running configuration`, { CONFIG_FILE: configPath }));
@@ -112,6 +134,7 @@ const backend = new DaemonBackend({
     }
   },
   accounts: { uid: resolveUid, gid: resolveGid, primaryGid: resolvePrimaryGid },
+  onChange: () => refreshObjects(),
   onOutcome: (event, outcome) => {
     const base = { VFIO_DOMAIN: event.domainName, VFIO_HOOK: `${event.operation} ${event.subOperation}` };
     for (const address of outcome.detached) {
@@ -142,6 +165,7 @@ const backend = new DaemonBackend({
 const manager = new ManagerInterface(backend, {
   version: VERSION,
   configFile: configPath,
+  machines: () => objects.machinePaths,
   onError: (member, error) => {
     // Hook refusals are logged once by onRefused; everything else here, with the stack for unknown errors.
     if (member === 'HandleHook') return;
@@ -153,8 +177,6 @@ const manager = new ManagerInterface(backend, {
   },
 });
 
-const bus = values['bus-address'] !== undefined ? dbus.sessionBus({ busAddress: values['bus-address'] }) : dbus.systemBus();
-bus.on('error', (error: Error) => fail(`D-Bus connection failed: ${error.message}`));
 
 let stopping = false;
 async function stop(signal: string): Promise<void> {
@@ -187,6 +209,9 @@ process.on('SIGHUP', () => {
 });
 
 bus.export(ROOT_PATH, manager);
+
+refreshObjects();
+await refreshing;
 
 let reply: number;
 try {

@@ -2,7 +2,7 @@
  * Conversion between our values and D-Bus wire values, all in one module
  * (STYLE.md "D-Bus"): the interface classes only call these.
  */
-import { devicePath } from './object-path.js';
+import { devicePath, machinePath } from './object-path.js';
 
 /** `u` for "no IOMMU group" in `ListDevices`. */
 export const NO_GROUP = 0xffffffff;
@@ -52,4 +52,41 @@ export type HookHandledTuple = [string, string, string, boolean, string, bigint]
 
 export function hookHandledTuple(event: HookEvent, success: boolean, message: string, durationUsec: bigint): HookHandledTuple {
   return [event.domainName, event.operation, event.subOperation, success, message, durationUsec];
+}
+
+/** What the daemon knows of a VM, before conversion. */
+export interface MachineRow {
+  readonly name: string;
+  /** `defined` (configured, not seen yet), `prepared`, `running`, `stopped`, `released`, `failed`. */
+  readonly state: string;
+  /** PCI addresses it holds now, or will take when it starts. */
+  readonly devices: readonly string[];
+  /** Its shared-memory file names. */
+  readonly shmFiles: readonly string[];
+  /** The last hook message about it ('' when none). */
+  readonly lastMessage: string;
+}
+
+/** `(sso)`: name, state, machine path. */
+export type MachineTuple = [string, string, string];
+
+export function machineTuple(row: MachineRow): MachineTuple {
+  return [row.name, row.state, machinePath(row.name)];
+}
+
+/** Property values of `org.vfiohookd1.Machine`, by D-Bus property name. */
+export function machineProperties(row: MachineRow): Record<string, string | string[]> {
+  return { Name: row.name, State: row.state, Devices: [...row.devices], ShmFiles: [...row.shmFiles], LastMessage: row.lastMessage };
+}
+
+/** Property values of `org.vfiohookd1.Device`, by D-Bus property name. */
+export function deviceProperties(row: DeviceRow): Record<string, string | number> {
+  return {
+    Address: row.address,
+    Ids: `${row.vendorId}:${row.deviceId}`,
+    Class: row.className,
+    Driver: row.driver ?? '',
+    IommuGroup: row.iommuGroup ?? NO_GROUP,
+    Owner: row.owner ?? '',
+  };
 }

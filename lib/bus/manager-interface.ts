@@ -9,7 +9,18 @@
  */
 import dbus from 'dbus-next';
 import { mapErrors } from './bus-errors.js';
-import { deviceTuple, hookEvent, hookHandledTuple, type DeviceRow, type DeviceTuple, type HookEvent, type HookHandledTuple } from './dbus-types.js';
+import {
+  deviceTuple,
+  hookEvent,
+  hookHandledTuple,
+  machineTuple,
+  type DeviceRow,
+  type DeviceTuple,
+  type HookEvent,
+  type HookHandledTuple,
+  type MachineRow,
+  type MachineTuple,
+} from './dbus-types.js';
 
 export const MANAGER_INTERFACE = 'org.vfiohookd1.Manager';
 
@@ -27,6 +38,7 @@ export interface HookOutcome {
 }
 
 export interface ManagerBackend {
+  listMachines(): Promise<readonly MachineRow[]>;
   listDevices(): Promise<readonly DeviceRow[]>;
   detachDevice(address: string): Promise<void>;
   reattachDevice(address: string): Promise<void>;
@@ -38,6 +50,8 @@ export interface ManagerInfo {
   readonly version: string;
   /** Path of the configuration file, or '' when none is used. */
   readonly configFile: string;
+  /** Object paths of the Machine objects now exported (the `Machines` property). Default none. */
+  readonly machines?: () => string[];
   /** Told about every error before it is mapped for the caller (to log it with its stack). */
   readonly onError?: (member: string, error: unknown) => void;
   /** Monotonic clock in microseconds, for `duration_usec`. Default process.hrtime. */
@@ -60,6 +74,14 @@ export class ManagerInterface extends dbus.interface.Interface {
 
   get ConfigFile(): string {
     return this.#info.configFile;
+  }
+
+  get Machines(): string[] {
+    return this.#info.machines?.() ?? [];
+  }
+
+  ListMachines(): Promise<MachineTuple[]> {
+    return this.#run('ListMachines', async () => (await this.#backend.listMachines()).map(machineTuple));
   }
 
   #run<T>(member: string, work: () => Promise<T>): Promise<T> {
@@ -108,8 +130,10 @@ ManagerInterface.configureMembers({
   properties: {
     Version: { signature: 's', access: 'read' },
     ConfigFile: { signature: 's', access: 'read' },
+    Machines: { signature: 'ao', access: 'read' },
   },
   methods: {
+    ListMachines: { inSignature: '', outSignature: 'a(sso)' },
     ListDevices: { inSignature: '', outSignature: 'a(ssssuso)' },
     DetachDevice: { inSignature: 's', outSignature: '' },
     ReattachDevice: { inSignature: 's', outSignature: '' },

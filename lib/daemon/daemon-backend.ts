@@ -19,13 +19,22 @@ import type { PciEngine } from '../pci/engine.js';
 import { parsePciAddress } from '../pci/address.js';
 import { devicesView } from '../cli/device-view.js';
 import type { Lifecycle, HookOutcome as LifecycleOutcome } from '../lifecycle/lifecycle.js';
-import { parseHookEvent, stageOf, type HookEvent as ParsedHookEvent } from '../lifecycle/hook-event.js';
-import type { DeviceRow, HookEvent } from '../bus/dbus-types.js';
+import { parseHookEvent, stageOf, type HookEvent as ParsedHookEvent, type HookStage } from '../lifecycle/hook-event.js';
+import type { DeviceRow, HookEvent, MachineRow } from '../bus/dbus-types.js';
 import type { ManagerBackend } from '../bus/manager-interface.js';
 import { toManagedVm, type AccountResolver } from './managed-vm.js';
 
 /** Who a device detached by `DetachDevice` is recorded for. */
 export const BUS_OWNER = 'dbus';
+
+/** A VM's state after each stage that changes it. */
+const STATE_AFTER: Partial<Record<HookStage, string>> = {
+  prepare: 'prepared',
+  started: 'running',
+  reconnect: 'running',
+  stopped: 'stopped',
+  release: 'released',
+};
 
 export interface DaemonBackendOptions {
   readonly engine: PciEngine;
@@ -37,12 +46,16 @@ export interface DaemonBackendOptions {
   readonly accounts: AccountResolver;
   /** Told of every hook that acted, for the journal. */
   readonly onOutcome?: (event: ParsedHookEvent, outcome: LifecycleOutcome) => void;
+  /** Told after anything that may have changed devices, claims or machine states (to refresh the bus objects). */
+  readonly onChange?: () => void;
   /** Told of every hook that was refused (bad arguments, or the stage failed), for the journal. */
   readonly onRefused?: (domainName: string, operation: string, subOperation: string, error: unknown) => void;
 }
 
 export class DaemonBackend implements ManagerBackend {
   readonly #options: DaemonBackendOptions;
+  /** What the hooks told us of each managed VM since the daemon started. */
+  readonly #seen = new Map<string, { state: string; message: string }>();
 
   constructor(options: DaemonBackendOptions) {
     this.#options = options;
@@ -61,22 +74,67 @@ export class DaemonBackend implements ManagerBackend {
     }));
   }
 
+  /**
+   * Every VM the daemon knows: configured ones, ones that hold devices (a VM
+   * prepared before a restart), and ones whose hooks it has seen.
+   */
+  async listMachines(): Promise<readonly MachineRow[]> {
+    const claims = await this.#options.lifecycle.claims();
+    const config = this.#options.config();
+    const held = new Map<string, string[]>();
+    for (const [address, claim] of claims) {
+      if (claim.owner === BUS_OWNER) continue;
+      held.set(claim.owner, [...(held.get(claim.owner) ?? []), address]);
+    }
+    const names = new Set([...config.vms.keys(), ...held.keys(), ...this.#seen.keys()]);
+    return [...names].sort().map((name) => {
+      const settings = config.vms.get(name);
+      const holds = held.get(name) ?? [];
+      const seen = this.#seen.get(name);
+      return {
+        name,
+        state: seen?.state ?? (holds.length > 0 ? 'prepared' : 'defined'),
+        devices: holds.length > 0 ? holds : [...(settings?.devices ?? [])],
+        shmFiles: [settings?.lookingGlass?.name, settings?.scream?.name].filter((n): n is string => n !== undefined),
+        lastMessage: seen?.message ?? '',
+      };
+    });
+  }
+
   async detachDevice(address: string): Promise<void> {
-    await this.#options.lifecycle.detach(BUS_OWNER, [parsePciAddress(address)]);
+    try {
+      await this.#options.lifecycle.detach(BUS_OWNER, [parsePciAddress(address)]);
+    } finally {
+      this.#options.onChange?.();
+    }
   }
 
   async reattachDevice(address: string): Promise<void> {
-    await this.#options.lifecycle.reattach(BUS_OWNER, [parsePciAddress(address)]);
+    try {
+      await this.#options.lifecycle.reattach(BUS_OWNER, [parsePciAddress(address)]);
+    } finally {
+      this.#options.onChange?.();
+    }
   }
 
-  reload(): Promise<void> {
-    return this.#options.reload();
+  async reload(): Promise<void> {
+    try {
+      await this.#options.reload();
+    } finally {
+      this.#options.onChange?.();
+    }
   }
 
   async handleHook(raw: HookEvent): Promise<LifecycleOutcome> {
     try {
-      return await this.#handleHook(raw);
+      const outcome = await this.#handleHook(raw);
+      if (outcome.stage !== 'none') this.#options.onChange?.();
+      return outcome;
     } catch (error) {
+      this.#options.onChange?.();
+      if (this.#options.config().vms.has(raw.domainName) || this.#seen.has(raw.domainName)) {
+        this.#seen.set(raw.domainName, { state: 'failed', message: error instanceof Error ? error.message : String(error) });
+      }
       this.#options.onRefused?.(raw.domainName, raw.operation, raw.subOperation, error);
       throw error;
     }
@@ -99,10 +157,13 @@ export class DaemonBackend implements ManagerBackend {
     if (settings === null) {
       // Its table may have been removed while it ran: what it holds still goes back.
       const holds = [...(await lifecycle.claims()).values()].some((c) => c.owner === event.domainName);
-      outcome = stage === 'release' && holds ? await lifecycle.releaseOwner(event.domainName) : await lifecycle.handle(event, null);
+      if (!(stage === 'release' && holds)) return lifecycle.handle(event, null);
+      outcome = await lifecycle.releaseOwner(event.domainName);
     } else {
       outcome = await lifecycle.handle(event, await toManagedVm(settings, this.#options.accounts));
     }
+    const state = STATE_AFTER[stage];
+    if (state !== undefined) this.#seen.set(event.domainName, { state, message: outcome.message });
     this.#options.onOutcome?.(event, outcome);
     return outcome;
   }

@@ -51,6 +51,7 @@ test('mapErrors hands the original error to onError and throws the mapped one', 
 
 function backend(overrides: Partial<ManagerBackend>): ManagerBackend {
   return {
+    listMachines: async () => [],
     listDevices: async () => [],
     detachDevice: async () => {},
     reattachDevice: async () => {},

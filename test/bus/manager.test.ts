@@ -103,6 +103,7 @@ test('introspection lists org.vfiohookd1.Manager with its methods, properties an
   for (const expected of [
     'org.vfiohookd1.Manager interface - - -',
     '.ListDevices method - a(ssssuso) -',
+    '.ListMachines method - a(sso) -',
     '.DetachDevice method s - -',
     '.ReattachDevice method s - -',
     '.HandleHook method sssss - -',

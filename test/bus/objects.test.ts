@@ -1,0 +1,57 @@
+/**
+ * Machine and Device objects: what `busctl` shows of each VM and PCI device,
+ * kept in step with the hooks, with PropertiesChanged for followers.
+ */
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import dbus from 'dbus-next';
+import { REPO, startDaemon, startPrivateBus } from '../helpers/private-bus.js';
+import { devicePath, machinePath } from '../../lib/bus/object-path.js';
+
+const run = promisify(execFile);
+const WIN10_XML = await fs.readFile(path.join(REPO, 'test', 'fixtures', 'domains', 'win10.xml'), 'utf8');
+const CONFIG = `
+[vm.win10]
+devices = ["0000:0b:00.0"]
+user = "1000"
+[vm.win10.looking-glass]
+size = "32M"
+group = "64055"
+[vm.win10.scream]
+size = "2M"
+`;
+
+test('each configured VM and each PCI device has an object whose properties follow the hooks', async (t) => {
+  const bus = await startPrivateBus(t);
+  await startDaemon(t, bus, { config: CONFIG });
+  const busctl = async (...args: string[]): Promise<string> =>
+    (await run('busctl', [`--address=${bus.address}`, ...args])).stdout.trim();
+
+  t.is(await busctl('get-property', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'Machines'), 'ao 1 "/org/vfiohookd1/machine/win10"');
+  t.is(await busctl('call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'ListMachines'), 'a(sso) 1 "win10" "defined" "/org/vfiohookd1/machine/win10"');
+  const machine = ['org.vfiohookd1', machinePath('win10'), 'org.vfiohookd1.Machine'];
+  t.is(await busctl('get-property', ...machine, 'Devices'), 'as 1 "0000:0b:00.0"');
+  t.is(await busctl('get-property', ...machine, 'ShmFiles'), 'as 2 "looking-glass" "scream"');
+  const gpu = ['org.vfiohookd1', devicePath('0000:0b:00.0'), 'org.vfiohookd1.Device'];
+  t.is(await busctl('get-property', ...gpu, 'Driver'), 's "amdgpu"');
+  t.is(await busctl('get-property', ...gpu, 'IommuGroup'), 'u 25');
+
+  const client = dbus.sessionBus({ busAddress: bus.address });
+  t.teardown(() => client.disconnect());
+  const props = (await client.getProxyObject('org.vfiohookd1', devicePath('0000:0b:00.0'))).getInterface('org.freedesktop.DBus.Properties');
+  const changed = new Promise<Record<string, { value: unknown }>>((resolve) =>
+    props.on('PropertiesChanged', (_iface: string, values: Record<string, { value: unknown }>) => resolve(values)),
+  );
+  const manager = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.vfiohookd1.Manager');
+  await (manager['HandleHook'] as (...a: string[]) => Promise<void>)('win10', 'prepare', 'begin', '-', WIN10_XML);
+
+  const values = await changed;
+  t.is(values['Driver']?.value, 'vfio-pci');
+  t.is(values['Owner']?.value, 'win10');
+  t.is(await busctl('get-property', ...machine, 'State'), 's "prepared"');
+  t.is(await busctl('get-property', ...machine, 'Devices'), 'as 2 "0000:0b:00.0" "0000:0b:00.1"');
+  t.regex(await busctl('get-property', ...machine, 'LastMessage'), /^s "VM \\'win10\\' prepared: 0000:0b:00\.1, 0000:0b:00\.0 on vfio-pci/); // busctl escapes quotes
+});
