@@ -29,14 +29,16 @@ import { VERSION } from '../lib/cli/hookctl.js';
 
 const BUS_NAME = 'org.vfiohookd1';
 const USAGE =
-  'Usage: vfio-hookd [--config FILE] [--simulate FIXTURE [--sim-dir DIR]] [--bus-address ADDRESS] [--run-root DIR]';
+  'Usage: vfio-hookd [--config FILE] [--simulate FIXTURE [--sim-dir DIR]] [--bus-address ADDRESS] [--run-root DIR] [--journal-socket PATH]';
 /** How long a stop waits for a running hook to finish or roll back (below systemd's TimeoutStopSec). */
 const STOP_GRACE_MS = 80_000;
 
-const journal = new Journal();
+// Until the journal is set up (it needs the options), usage errors go to stderr as they are.
+let journal: Journal | null = null;
 
 function fail(message: string, code = 1): never {
-  journal.error(message);
+  if (journal) journal.error(message);
+  else process.stderr.write(`vfio-hookd: ${message}\n`);
   process.exit(code);
 }
 
@@ -49,6 +51,7 @@ try {
       'sim-dir': { type: 'string' },
       'bus-address': { type: 'string' },
       'run-root': { type: 'string' },
+      'journal-socket': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -59,10 +62,13 @@ try {
 const values = parsed.values;
 if (values['sim-dir'] !== undefined && values.simulate === undefined) fail(`--sim-dir needs --simulate\n${USAGE}`, 2);
 const configPath = values.config ?? DEFAULT_CONFIG_PATH;
+// Native journal protocol when stderr is the journal stream (systemd sets JOURNAL_STREAM), else <N> lines.
+const log = new Journal(values['journal-socket'] !== undefined ? { socketPath: values['journal-socket'] } : {});
+journal = log;
 
 const notifier = Notifier.fromEnv(process.env, {
   unsetEnvironment: true,
-  onError: (error) => journal.warning(error.message),
+  onError: (error) => log.warning(error.message),
 });
 
 const port: KernelPort =
@@ -87,7 +93,7 @@ function refreshObjects(): void {
         dbus.interface.Interface.emitPropertiesChanged(manager, { Machines: objects.machinePaths }, []);
       }
     } catch (error) {
-      journal.warning(`Cannot refresh the Machine and Device objects: ${(error as Error).message}`);
+      log.warning(`Cannot refresh the Machine and Device objects: ${(error as Error).message}`);
     }
   });
 }
@@ -98,14 +104,14 @@ try {
   config = await watcher.start();
 } catch (error) {
   config = emptyConfig();
-  journal.error(`${(error as Error).message}; starting with no VM managed until it is fixed`, { CONFIG_FILE: configPath });
+  log.error(`${(error as Error).message}; starting with no VM managed until it is fixed`, { CONFIG_FILE: configPath });
 }
 watcher.on('change', (next) => {
   config = next;
   refreshObjects();
-  journal.notice(`Configuration reloaded from '${configPath}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE: configPath });
+  log.notice(`Configuration reloaded from '${configPath}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE: configPath });
 });
-watcher.on('error', (error) => journal.error(`${error.message}; keeping the running configuration`, { CONFIG_FILE: configPath }));
+watcher.on('error', (error) => log.error(`${error.message}; keeping the running configuration`, { CONFIG_FILE: configPath }));
 
 // Uids that may already own an shm file: root, and QEMU's user (QEMU creates a missing file itself).
 const trusted = [0];
@@ -119,7 +125,7 @@ for (const user of config.daemon.qemuUser !== null ? [config.daemon.qemuUser] : 
 
 const engine = new PciEngine(port, { writeTimeoutMs: config.daemon.writeTimeoutMs });
 const lifecycle = new Lifecycle({ engine, roots, trustedShmOwners: trusted });
-for (const note of await lifecycle.reconcile()) journal.warning(note);
+for (const note of await lifecycle.reconcile()) log.warning(note);
 
 const backend = new DaemonBackend({
   engine,
@@ -138,24 +144,24 @@ const backend = new DaemonBackend({
   onOutcome: (event, outcome) => {
     const base = { VFIO_DOMAIN: event.domainName, VFIO_HOOK: `${event.operation} ${event.subOperation}` };
     for (const address of outcome.detached) {
-      journal.info(`Device '${address}' detached to vfio-pci for VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_DETACHED });
+      log.info(`Device '${address}' detached to vfio-pci for VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_DETACHED });
     }
     for (const address of outcome.reattached) {
-      journal.info(`Device '${address}' given back to its driver after VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_REATTACHED });
+      log.info(`Device '${address}' given back to its driver after VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_REATTACHED });
     }
     for (const shm of outcome.shm) {
       if (shm.action === 'unchanged') continue;
       const created = shm.action === 'created';
-      journal.info(
+      log.info(
         created ? `Shared-memory file '${shm.path}' created` : `Shared-memory file '${shm.path}' repaired: ${shm.changes.join(', ')}`,
         { ...base, SHM_PATH: shm.path, MESSAGE_ID: created ? MessageId.SHM_FILE_CREATED : MessageId.SHM_FILE_REPAIRED },
       );
     }
-    journal.info(outcome.message, base);
+    log.info(outcome.message, base);
     notifier.status(`Ready; last: ${event.operation} ${event.subOperation} of '${event.domainName}'`);
   },
   onRefused: (domainName, operation, subOperation, error) => {
-    journal.error(`Hook '${operation} ${subOperation}' for VM '${domainName}' refused: ${(error as Error).message}`, {
+    log.error(`Hook '${operation} ${subOperation}' for VM '${domainName}' refused: ${(error as Error).message}`, {
       VFIO_DOMAIN: domainName,
       VFIO_HOOK: `${operation} ${subOperation}`,
       MESSAGE_ID: MessageId.HOOK_REFUSED,
@@ -170,7 +176,7 @@ const manager = new ManagerInterface(backend, {
     // Hook refusals are logged once by onRefused; everything else here, with the stack for unknown errors.
     if (member === 'HandleHook') return;
     const e = error as Error;
-    journal.warning(`${member} failed: ${e.message ?? String(error)}`, {
+    log.warning(`${member} failed: ${e.message ?? String(error)}`, {
       DBUS_MEMBER: member,
       ...(error instanceof VfioHookdError ? {} : { ERROR_STACK: e.stack }),
     });
@@ -187,17 +193,17 @@ async function stop(signal: string): Promise<void> {
   try {
     await bus.releaseName(BUS_NAME);
   } catch (error) {
-    journal.warning(`Cannot release '${BUS_NAME}': ${(error as Error).message}`);
+    log.warning(`Cannot release '${BUS_NAME}': ${(error as Error).message}`);
   }
   // A hook in flight finishes, or fails and rolls back: never a half-bound device.
   const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), STOP_GRACE_MS).unref());
   if ((await Promise.race([lifecycle.idle().then(() => 'idle' as const), grace])) === 'timeout') {
-    journal.error(`A hook was still running ${STOP_GRACE_MS / 1000} s after ${signal}; stopping anyway`);
+    log.error(`A hook was still running ${STOP_GRACE_MS / 1000} s after ${signal}; stopping anyway`);
   }
   notifier.close();
   bus.disconnect();
   await port.close();
-  journal.info(`vfio-hookd stopped on ${signal}`);
+  log.info(`vfio-hookd stopped on ${signal}`);
   process.exit(0);
 }
 process.on('SIGTERM', () => void stop('SIGTERM'));
@@ -225,7 +231,7 @@ if (reply !== dbus.RequestNameReply.PRIMARY_OWNER && reply !== dbus.RequestNameR
 
 notifier.ready(`Ready; ${config.vms.size} VM(s) managed`);
 notifier.startWatchdog();
-journal.info(
+log.info(
   `vfio-hookd ${VERSION} owns '${BUS_NAME}'; ${config.vms.size} VM(s) in '${configPath}'` +
     (values.simulate !== undefined ? ` (simulated host '${values.simulate}')` : ''),
 );

@@ -95,7 +95,9 @@ try {
   const manager = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.vfiohookd1.Manager');
   const handle = manager['HandleHook'] as (...a: string[]) => Promise<void>;
   const t1 = performance.now();
+  let rssAtHalf = '';
   for (let i = 0; i < 1000; i++) {
+    if (i === 500) rssAtHalf = await rssMiB(pid);
     for (const [op, sub] of [
       ['prepare', 'begin'],
       ['start', 'begin'],
@@ -106,7 +108,7 @@ try {
       await handle('win10', op!, sub!, '-', WIN10_XML);
     }
   }
-  console.log(`bench daemon: 1,000 full lifecycles (5 hook calls each) in ${((performance.now() - t1) / 1000).toFixed(1)} s; rss after: ${await rssMiB(pid)}`);
+  console.log(`bench daemon: 1,000 full lifecycles (5 hook calls each) in ${((performance.now() - t1) / 1000).toFixed(1)} s; rss after 500: ${rssAtHalf}, after 1,000: ${await rssMiB(pid)}`);
 } finally {
   for (const fn of cleanups.reverse()) await fn();
 }

@@ -178,6 +178,11 @@ export interface DaemonOptions {
   readonly dir?: string;
   /** Run the built `dist/service/vfio-hookd.js` instead of the source through tsx (benchmarks). Default false. */
   readonly compiled?: boolean;
+  /**
+   * Log as under systemd: stderr is a file whose device:inode is in
+   * JOURNAL_STREAM, and the native journal protocol goes to this socket.
+   */
+  readonly journalSocket?: string;
 }
 
 export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options: DaemonOptions | string = {}): Promise<DaemonProcess> {
@@ -194,6 +199,16 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
   delete env['WATCHDOG_USEC'];
   delete env['WATCHDOG_PID'];
   delete env['JOURNAL_STREAM'];
+  let stderrFile: string | null = null;
+  let stderrFd: number | null = null;
+  if (opts.journalSocket !== undefined) {
+    stderrFile = path.join(dir, `stderr-${Date.now()}`);
+    const handle = await fs.open(stderrFile, 'w');
+    const st = await handle.stat({ bigint: true });
+    stderrFd = handle.fd;
+    t.teardown(() => handle.close());
+    env['JOURNAL_STREAM'] = `${st.dev}:${st.ino}`;
+  }
   delete env['DBUS_SYSTEM_BUS_ADDRESS'];
   const child = spawn(
     process.execPath,
@@ -209,11 +224,12 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
       runRoot,
       '--config',
       configPath,
+      ...(opts.journalSocket !== undefined ? ['--journal-socket', opts.journalSocket] : []),
     ],
-    { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] },
+    { cwd: REPO, env, stdio: ['ignore', 'pipe', stderrFd ?? 'pipe'] },
   );
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
   child.stdout!.resume();
   const exited = once(child, 'exit').then(([code, signal]) => (code as number | null) ?? (signal as string));
   t.teardown(() => stopChild(child));
