@@ -127,9 +127,7 @@ export class DaemonBackend implements ManagerBackend {
 
   async handleHook(raw: HookEvent): Promise<LifecycleOutcome> {
     try {
-      const outcome = await this.#handleHook(raw);
-      if (outcome.stage !== 'none') this.#options.onChange?.();
-      return outcome;
+      return await this.#handleHook(raw);
     } catch (error) {
       this.#options.onChange?.();
       if (this.#options.config().vms.has(raw.domainName) || this.#seen.has(raw.domainName)) {
@@ -165,6 +163,9 @@ export class DaemonBackend implements ManagerBackend {
     const state = STATE_AFTER[stage];
     if (state !== undefined) this.#seen.set(event.domainName, { state, message: outcome.message });
     this.#options.onOutcome?.(event, outcome);
+    // Only a managed VM's hook can change devices or machine states; an
+    // unmanaged one must stay a quick answer.
+    this.#options.onChange?.();
     return outcome;
   }
 }
