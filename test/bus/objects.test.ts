@@ -55,3 +55,27 @@ test('each configured VM and each PCI device has an object whose properties foll
   t.is(await busctl('get-property', ...machine, 'Devices'), 'as 2 "0000:0b:00.0" "0000:0b:00.1"');
   t.regex(await busctl('get-property', ...machine, 'LastMessage'), /^s "VM \\'win10\\' prepared: 0000:0b:00\.1, 0000:0b:00\.0 on vfio-pci/); // busctl escapes quotes
 });
+
+test('a changed configuration file is picked up without a restart, and a broken one keeps the running one', async (t) => {
+  const bus = await startPrivateBus(t);
+  const daemon = await startDaemon(t, bus, { config: CONFIG });
+  const client = dbus.sessionBus({ busAddress: bus.address });
+  t.teardown(() => client.disconnect());
+  const props = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.freedesktop.DBus.Properties');
+  const machines = (): Promise<string[]> =>
+    (props['Get'] as (i: string, p: string) => Promise<{ value: string[] }>)('org.vfiohookd1.Manager', 'Machines').then((v) => v.value);
+  const changed = new Promise<void>((resolve) => props.on('PropertiesChanged', () => resolve()));
+
+  // Editors replace the file: write a temp file and rename it over.
+  const temp = `${daemon.configPath}.new`;
+  await fs.writeFile(temp, `${CONFIG}\n[vm.linux]\ndevices = []\n`);
+  await fs.rename(temp, daemon.configPath);
+  await changed;
+  t.deepEqual(await machines(), ['/org/vfiohookd1/machine/linux', '/org/vfiohookd1/machine/win10']);
+
+  await fs.writeFile(daemon.configPath, '[vm.win10\n');
+  const manager = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.vfiohookd1.Manager');
+  const error = await t.throwsAsync((manager['Reload'] as () => Promise<void>)());
+  t.regex(error.message, /vfio-hookd\.toml:1:\d+: /, 'line and column of the error');
+  t.deepEqual(await machines(), ['/org/vfiohookd1/machine/linux', '/org/vfiohookd1/machine/win10'], 'the running configuration stays');
+});

@@ -152,3 +152,23 @@ test('events for one VM run in order even when they arrive together', async (t) 
   t.deepEqual(order, ['prepare', 'started', 'release']);
   t.deepEqual(await driversOf(sim, RX590), { '0000:0b:00.0': 'amdgpu', '0000:0b:00.1': 'snd_hda_intel' });
 });
+
+test('reconcile drops the claim of a device someone gave back by hand, and changes no driver', async (t) => {
+  const sim = await makeSim(t, 'reference-host');
+  const life = lifecycle(sim);
+  await life.handle(ev('prepare', 'begin'), win10());
+  // Behind our back: the audio function goes back to snd_hda_intel (as a user's script would).
+  const devices = path.join(sim.dir, 'sys/bus/pci');
+  const never = new AbortController().signal;
+  await sim.kernel.write(path.join(devices, 'devices/0000:0b:00.1/driver_override'), '\n', never);
+  await sim.kernel.write(path.join(devices, 'drivers/vfio-pci/unbind'), '0000:0b:00.1', never);
+  await sim.kernel.write(path.join(devices, 'drivers_probe'), '0000:0b:00.1', never);
+
+  const restarted = lifecycle(sim);
+  t.deepEqual(await restarted.reconcile(), [
+    "Claim of 'win10' on '0000:0b:00.1' dropped: the device is on 'snd_hda_intel', not on vfio-pci",
+  ]);
+  t.deepEqual([...(await restarted.claims()).keys()], ['0000:0b:00.0']);
+  t.deepEqual(await driversOf(sim, RX590), { '0000:0b:00.0': 'vfio-pci', '0000:0b:00.1': 'snd_hda_intel' });
+  t.deepEqual(await restarted.reconcile(), [], 'nothing more to drop');
+});
