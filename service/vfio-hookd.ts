@@ -80,11 +80,16 @@ const roots = values['run-root'] !== undefined ? { ...port.roots, run: values['r
 const bus = values['bus-address'] !== undefined ? dbus.sessionBus({ busAddress: values['bus-address'] }) : dbus.systemBus();
 bus.on('error', (error: Error) => fail(`D-Bus connection failed: ${error.message}`));
 
-// Machine and Device objects, refreshed after every change (one refresh at a time).
+// Machine and Device objects, refreshed after every change (one refresh at a time, bursts coalesced).
 const objects = new BusObjects(bus);
 let refreshing: Promise<void> = Promise.resolve();
+let refreshQueued = false;
 function refreshObjects(): void {
+  // One refresh waiting is enough: it reads everything afresh when it runs.
+  if (refreshQueued) return;
+  refreshQueued = true;
   refreshing = refreshing.then(async () => {
+    refreshQueued = false;
     try {
       const before = objects.machinePaths.join(' ');
       const [machines, devices] = await Promise.all([backend.listMachines(), backend.listDevices()]);
