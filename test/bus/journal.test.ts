@@ -62,3 +62,16 @@ test('a detach is journaled with MESSAGE_ID, VFIO_DOMAIN and PCI_ADDRESS; a refu
   t.is(refused['VFIO_DOMAIN'], 'win10');
   t.regex(refused['MESSAGE'] ?? '', /^Hook 'explode begin' for VM 'win10' refused: Invalid hook operation 'explode'/);
 });
+
+test('with WATCHDOG_USEC set the daemon pings the watchdog, and STATUS says what it did last', async (t) => {
+  const bus = await startPrivateBus(t);
+  const daemon = await startDaemon(t, bus, { config: CONFIG, watchdogUsec: 200_000 });
+  await daemon.notify.waitFor('WATCHDOG=1');
+  t.true(daemon.notify.messages.indexOf('WATCHDOG=1') > daemon.notify.messages.findIndex((m) => m.startsWith('READY=1')), 'after READY=1');
+  const client = dbus.sessionBus({ busAddress: bus.address });
+  t.teardown(() => client.disconnect());
+  const manager = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.vfiohookd1.Manager');
+  await (manager['HandleHook'] as (...a: string[]) => Promise<void>)('win10', 'prepare', 'begin', '-', WIN10_XML);
+  await daemon.notify.waitFor("STATUS=Ready; last: prepare begin of 'win10'");
+  t.pass();
+});

@@ -183,6 +183,8 @@ export interface DaemonOptions {
    * JOURNAL_STREAM, and the native journal protocol goes to this socket.
    */
   readonly journalSocket?: string;
+  /** Set WATCHDOG_USEC (as systemd does with WatchdogSec=). Default: no watchdog. */
+  readonly watchdogUsec?: number;
 }
 
 export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options: DaemonOptions | string = {}): Promise<DaemonProcess> {
@@ -198,6 +200,7 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
   const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: notify.path };
   delete env['WATCHDOG_USEC'];
   delete env['WATCHDOG_PID'];
+  if (opts.watchdogUsec !== undefined) env['WATCHDOG_USEC'] = String(opts.watchdogUsec);
   delete env['JOURNAL_STREAM'];
   let stderrFile: string | null = null;
   let stderrFd: number | null = null;
