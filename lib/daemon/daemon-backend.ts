@@ -17,7 +17,8 @@ import { mergeVmSettings } from '../config/merge.js';
 import { parseDomainXml } from '../domain/domain-xml.js';
 import type { PciEngine } from '../pci/engine.js';
 import { parsePciAddress } from '../pci/address.js';
-import { devicesView } from '../cli/device-view.js';
+import { readPciDevices } from '../pci/pci-device.js';
+import { className } from '../pci/class-code.js';
 import type { Lifecycle, HookOutcome as LifecycleOutcome } from '../lifecycle/lifecycle.js';
 import { parseHookEvent, stageOf, type HookEvent as ParsedHookEvent, type HookStage } from '../lifecycle/hook-event.js';
 import type { DeviceRow, HookEvent, MachineRow } from '../bus/dbus-types.js';
@@ -61,16 +62,21 @@ export class DaemonBackend implements ManagerBackend {
     this.#options = options;
   }
 
+  /**
+   * The PCI devices with their claims. Reads only the devices themselves, not
+   * holders or host dependencies: this runs after every hook, to refresh the
+   * Device objects.
+   */
   async listDevices(): Promise<readonly DeviceRow[]> {
-    const view = devicesView(await this.#options.engine.inspect(), await this.#options.lifecycle.claims());
-    return view.devices.map((d) => ({
+    const [devices, claims] = await Promise.all([readPciDevices(this.#options.engine.port), this.#options.lifecycle.claims()]);
+    return [...devices.values()].map((d) => ({
       address: d.address,
       vendorId: d.vendorId,
       deviceId: d.deviceId,
-      className: d.className,
+      className: className(d.classCode),
       driver: d.driver,
       iommuGroup: d.iommuGroup,
-      owner: d.claim?.owner ?? null,
+      owner: claims.get(d.address)?.owner ?? null,
     }));
   }
 
