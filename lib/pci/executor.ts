@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { BindFailed, GroupNotViable, Timeout, q } from '../errors.js';
 import { under } from '../roots.js';
 import { KernelWriteError, KernelWriteTimeout, type KernelPort } from './kernel-port.js';
-import { deviceDir, readPciDevice, type PciDevice } from './pci-device.js';
+import { deviceDir, parseOverride, readPciDevice, type PciDevice } from './pci-device.js';
 import { groupsOf, viability, VFIO_DRIVER } from './iommu-group.js';
 import type { Plan, Step } from './plan.js';
 
@@ -59,8 +59,8 @@ export class PlanExecutor {
     try {
       for (const step of plan.steps) {
         if ('address' in step && !origins.has(step.address)) {
-          const now = await this.#device(step.address);
-          origins.set(step.address, { address: step.address, driver: now.driver, override: now.driverOverride });
+          const now = await this.#binding(step.address);
+          origins.set(step.address, { address: step.address, ...now });
         }
         await this.#step(step);
         this.#onStep?.(step);
@@ -87,7 +87,7 @@ export class PlanExecutor {
       } catch (error) {
         let last = '';
         try {
-          const now = await this.#device(origin.address);
+          const now = await this.#binding(origin.address);
           if (now.driver === null && origin.driver !== null) {
             await this.#step({ op: 'set-override', address: origin.address, driver: VFIO_DRIVER });
             await this.#step({ op: 'probe', address: origin.address, expect: VFIO_DRIVER });
@@ -105,12 +105,12 @@ export class PlanExecutor {
   }
 
   async #restore(origin: DeviceOrigin): Promise<void> {
-    let now = await this.#device(origin.address);
-    if (now.driverOverride !== origin.override) {
+    let now = await this.#binding(origin.address);
+    if (now.override !== origin.override) {
       if (origin.override === null) await this.#step({ op: 'clear-override', address: origin.address });
       else await this.#step({ op: 'set-override', address: origin.address, driver: origin.override });
     }
-    now = await this.#device(origin.address);
+    now = await this.#binding(origin.address);
     if (now.driver !== origin.driver) {
       if (now.driver !== null) await this.#step({ op: 'unbind', address: origin.address, driver: now.driver });
       if (origin.driver !== null) await this.#step({ op: 'probe', address: origin.address, expect: origin.driver });
@@ -164,7 +164,7 @@ export class PlanExecutor {
   }
 
   async #unbind(address: string, driver: string): Promise<void> {
-    const now = await this.#device(address);
+    const now = await this.#binding(address);
     if (now.driver === null) return; // already unbound; nothing to do
     if (now.driver !== driver) {
       throw new BindFailed(`Cannot unbind ${q(address)} from ${q(driver)}: it is now on ${q(now.driver)}; something else changed it`);
@@ -215,7 +215,7 @@ export class PlanExecutor {
   }
 
   async #expectOverride(address: string, want: string | null): Promise<void> {
-    const now = (await this.#device(address)).driverOverride;
+    const now = (await this.#binding(address)).override;
     if (now !== want) {
       throw new BindFailed(`driver_override of ${q(address)} reads ${q(now ?? '(null)')}, expected ${q(want ?? '(null)')}`);
     }
@@ -258,10 +258,20 @@ export class PlanExecutor {
     return link === null ? null : path.basename(link);
   }
 
-  async #device(address: string): Promise<PciDevice> {
-    const d = await readPciDevice(this.#port, address);
-    if (!d) throw new BindFailed(`${q(address)} vanished from sysfs while we worked on it`);
-    return d;
+  /**
+   * A device's driver and override, read afresh: the two facts every step
+   * checks (a whole readPciDevice is a dozen reads, which a slow machine feels).
+   * A missing driver_override reads as none; a missing device is an error.
+   */
+  async #binding(address: string): Promise<{ driver: string | null; override: string | null }> {
+    const [override, driver] = await Promise.all([
+      this.#port.readFile(this.#attr(address, 'driver_override')),
+      this.#driverOf(address),
+    ]);
+    if (override === null && !(await this.#port.exists(deviceDir(this.#port, address)))) {
+      throw new BindFailed(`${q(address)} vanished from sysfs while we worked on it`);
+    }
+    return { driver, override: parseOverride(override) };
   }
 }
 
