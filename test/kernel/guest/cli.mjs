@@ -278,6 +278,28 @@ try {
     nodeRuns.push(Math.round(now() - t));
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  // The engine alone, in this process (no node start, no writer spawn after
+  // the first run): the figure to set beside the raw shell writes.
+  const inProcess = [];
+  try {
+    const pci = await import(path.resolve(path.dirname(CLI), '..', 'lib', 'pci', 'index.js'));
+    const port = pci.openRealKernel();
+    try {
+      const engine = new pci.PciEngine(port);
+      for (let i = 0; i < 4; i++) {
+        const t = now();
+        const { claims } = await engine.detach([VGA], { owner: 'bench' });
+        await engine.reattach([VGA], { owner: 'bench', claims });
+        if (i > 0) inProcess.push(Math.round(now() - t)); // the first run also starts the writer process
+      }
+    } finally {
+      await port.close();
+    }
+  } catch (e) {
+    out(`# bench in-process engine failed: ${String(e.message ?? e).split('\n')[0]}`);
+  }
+  out(`# bench engine in-process detach+reattach runs (ms): ${inProcess.join(' ') || 'none'}`);
+  if (inProcess.length) out(`# engine-inprocess-median-ms ${median(inProcess)}`);
   out(`# bench engine detach+reattach runs (ms): ${engineRuns.join(' ') || 'none'}`);
   if (engineRuns.length) out(`# engine-median-ms ${median(engineRuns)}`);
   out(`# node-startup-median-ms ${median(nodeRuns)}`);
