@@ -54,7 +54,7 @@ export class MachineObject extends PropertyObject {
     super(MACHINE_INTERFACE, machineProperties(row));
   }
 }
-accessors(MachineObject, ['Name', 'State', 'Devices', 'ShmFiles', 'LastMessage']);
+accessors(MachineObject, ['Name', 'State', 'Devices', 'ShmFiles', 'LastMessage', 'User', 'Units']);
 MachineObject.configureMembers({
   properties: {
     Name: { signature: 's', access: 'read' },
@@ -62,6 +62,8 @@ MachineObject.configureMembers({
     Devices: { signature: 'as', access: 'read' },
     ShmFiles: { signature: 'as', access: 'read' },
     LastMessage: { signature: 's', access: 'read' },
+    User: { signature: 's', access: 'read' },
+    Units: { signature: 'as', access: 'read' },
   },
 });
 

@@ -65,6 +65,10 @@ export interface MachineRow {
   readonly shmFiles: readonly string[];
   /** The last hook message about it ('' when none). */
   readonly lastMessage: string;
+  /** The user whose agent starts its units and who owns its shm files ('' when none). */
+  readonly user: string;
+  /** The user units its agent starts while it runs. */
+  readonly units: readonly string[];
 }
 
 /** `(sso)`: name, state, machine path. */
@@ -76,7 +80,15 @@ export function machineTuple(row: MachineRow): MachineTuple {
 
 /** Property values of `org.vfiohookd1.Machine`, by D-Bus property name. */
 export function machineProperties(row: MachineRow): Record<string, string | string[]> {
-  return { Name: row.name, State: row.state, Devices: [...row.devices], ShmFiles: [...row.shmFiles], LastMessage: row.lastMessage };
+  return {
+    Name: row.name,
+    State: row.state,
+    Devices: [...row.devices],
+    ShmFiles: [...row.shmFiles],
+    LastMessage: row.lastMessage,
+    User: row.user,
+    Units: [...row.units],
+  };
 }
 
 /** Property values of `org.vfiohookd1.Device`, by D-Bus property name. */

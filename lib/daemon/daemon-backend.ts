@@ -103,6 +103,8 @@ export class DaemonBackend implements ManagerBackend {
         devices: holds.length > 0 ? holds : [...(settings?.devices ?? [])],
         shmFiles: [settings?.lookingGlass?.name, settings?.scream?.name].filter((n): n is string => n !== undefined),
         lastMessage: seen?.message ?? '',
+        user: settings?.user ?? '',
+        units: [...(settings?.units ?? [])],
       };
     });
   }

@@ -17,6 +17,7 @@ const CONFIG = `
 [vm.win10]
 devices = ["0000:0b:00.0"]
 user = "1000"
+units = ["looking-glass-client@looking-glass.service"]
 [vm.win10.looking-glass]
 size = "32M"
 group = "64055"
@@ -35,6 +36,8 @@ test('each configured VM and each PCI device has an object whose properties foll
   const machine = ['org.vfiohookd1', machinePath('win10'), 'org.vfiohookd1.Machine'];
   t.is(await busctl('get-property', ...machine, 'Devices'), 'as 1 "0000:0b:00.0"');
   t.is(await busctl('get-property', ...machine, 'ShmFiles'), 'as 2 "looking-glass" "scream"');
+  t.is(await busctl('get-property', ...machine, 'User'), 's "1000"');
+  t.is(await busctl('get-property', ...machine, 'Units'), 'as 1 "looking-glass-client@looking-glass.service"');
   const gpu = ['org.vfiohookd1', devicePath('0000:0b:00.0'), 'org.vfiohookd1.Device'];
   t.is(await busctl('get-property', ...gpu, 'Driver'), 's "amdgpu"');
   t.is(await busctl('get-property', ...gpu, 'IommuGroup'), 'u 25');
