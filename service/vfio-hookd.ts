@@ -24,6 +24,7 @@ import { BusObjects } from '../lib/bus/bus-objects.js';
 import { ConfigWatcher, DEFAULT_CONFIG_PATH, DEFAULT_QEMU_USERS, emptyConfig, type Config } from '../lib/config/index.js';
 import { Lifecycle } from '../lib/lifecycle/lifecycle.js';
 import { DaemonBackend } from '../lib/daemon/daemon-backend.js';
+import { DomainEventType, LibvirtEvents } from '../lib/daemon/libvirt-events.js';
 import { resolveGid, resolvePrimaryGid, resolveUid } from '../lib/shm/index.js';
 import { VERSION } from '../lib/cli/hookctl.js';
 
@@ -163,6 +164,8 @@ const backend = new DaemonBackend({
       );
     }
     log.info(outcome.message, base);
+    // After a libvirtd restart libvirt-dbus is silent until called: call it once.
+    if (outcome.stage === 'reconnect') void libvirt.poke();
     notifier.status(`Ready; last: ${event.operation} ${event.subOperation} of '${event.domainName}'`);
   },
   onRefused: (domainName, operation, subOperation, error) => {
@@ -195,6 +198,7 @@ async function stop(signal: string): Promise<void> {
   stopping = true;
   notifier.stopping(`Stopping on ${signal}`);
   watcher.close();
+  libvirt.close();
   try {
     await bus.releaseName(BUS_NAME);
   } catch (error) {
@@ -219,6 +223,29 @@ process.on('SIGHUP', () => {
   });
 });
 
+// libvirt's own view through libvirt-dbus, when it is on this bus (it is optional).
+const libvirt = new LibvirtEvents({
+  bus,
+  idle: () => lifecycle.idle(),
+  onAvailable: (available) => {
+    log.info(available ? 'libvirt-dbus is on the bus: following domain events' : 'libvirt-dbus left the bus');
+    if (available) {
+      void libvirt
+        .runningDomains()
+        .then((names) => backend.domainsRunning(names))
+        .catch((error: Error) => log.warning(`Cannot list the running domains through libvirt-dbus: ${error.message}`));
+    }
+  },
+  onDomainEvent: (name, event) => {
+    if (event !== DomainEventType.STARTED) return;
+    void backend.domainStarted(name).then((warning) => {
+      if (warning === null) return;
+      log.error(warning, { VFIO_DOMAIN: name, MESSAGE_ID: MessageId.HOOK_NOT_RECEIVED });
+      notifier.status(`Ready; VM '${name}' started without its prepare hook`);
+    });
+  },
+  onError: (error) => log.debug(`libvirt-dbus: ${error.message}`),
+});
 bus.export(ROOT_PATH, manager);
 
 refreshObjects();
@@ -233,6 +260,8 @@ try {
 if (reply !== dbus.RequestNameReply.PRIMARY_OWNER && reply !== dbus.RequestNameReply.ALREADY_OWNER) {
   fail(`The bus name '${BUS_NAME}' is already owned by another process (is vfio-hookd already running?), exiting`);
 }
+
+await libvirt.start().catch((error: Error) => log.warning(`Cannot follow libvirt-dbus: ${error.message}`));
 
 notifier.ready(`Ready; ${config.vms.size} VM(s) managed`);
 notifier.startWatchdog();

@@ -109,6 +109,37 @@ export class DaemonBackend implements ManagerBackend {
     });
   }
 
+  /**
+   * libvirt says `name` started. For a configured VM whose prepare never
+   * reached us (no prepare seen, no devices held), returns the sentence to
+   * log: the hook is missing, not executable, or libvirtd was not restarted
+   * after install. Otherwise null.
+   */
+  async domainStarted(name: string): Promise<string | null> {
+    if (!this.#options.config().vms.has(name)) return null;
+    const seen = this.#seen.get(name)?.state;
+    if (seen === 'prepared' || seen === 'running') return null;
+    const holds = [...(await this.#options.lifecycle.claims()).values()].some((c) => c.owner === name);
+    if (holds) return null;
+    const message =
+      `VM '${name}' started, but its prepare hook never reached vfio-hookd: its devices and shm files were not prepared. ` +
+      `Check that the hook is installed and executable (/etc/libvirt/hooks/qemu.d/vfio-hookd) and restart libvirtd once so it sees it`;
+    this.#seen.set(name, { state: 'failed', message });
+    this.#options.onChange?.();
+    return message;
+  }
+
+  /** At start, libvirt lists the running domains: managed ones that hold devices are running. */
+  async domainsRunning(names: readonly string[]): Promise<void> {
+    const owners = new Set([...(await this.#options.lifecycle.claims()).values()].map((c) => c.owner));
+    for (const name of names) {
+      if (!this.#seen.has(name) && (this.#options.config().vms.has(name) || owners.has(name))) {
+        this.#seen.set(name, { state: 'running', message: 'running when vfio-hookd started' });
+      }
+    }
+    this.#options.onChange?.();
+  }
+
   async detachDevice(address: string): Promise<void> {
     try {
       await this.#options.lifecycle.detach(BUS_OWNER, [parsePciAddress(address)]);
