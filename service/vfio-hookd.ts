@@ -25,6 +25,7 @@ import { ConfigWatcher, DEFAULT_CONFIG_PATH, DEFAULT_QEMU_USERS, emptyConfig, ty
 import { Lifecycle } from '../lib/lifecycle/lifecycle.js';
 import { DaemonBackend } from '../lib/daemon/daemon-backend.js';
 import { DomainEventType, LibvirtEvents } from '../lib/daemon/libvirt-events.js';
+import { SleepInhibitor } from '../lib/daemon/sleep-inhibitor.js';
 import { resolveGid, resolvePrimaryGid, resolveUid } from '../lib/shm/index.js';
 import { VERSION } from '../lib/cli/hookctl.js';
 
@@ -78,7 +79,12 @@ const port: KernelPort =
     : openRealKernel({ ...DEFAULT_ROOTS, run: values['run-root'] ?? DEFAULT_ROOTS.run });
 const roots = values['run-root'] !== undefined ? { ...port.roots, run: values['run-root'] } : port.roots;
 
-const bus = values['bus-address'] !== undefined ? dbus.sessionBus({ busAddress: values['bus-address'] }) : dbus.systemBus();
+// Unix fd passing: logind's Inhibit() returns the lock as a file descriptor.
+const bus =
+  values['bus-address'] !== undefined
+    ? // dbus-next passes negotiateUnixFd through for any bus; only its types omit it here.
+      dbus.sessionBus({ busAddress: values['bus-address'], negotiateUnixFd: true } as dbus.SessionBusOptions)
+    : dbus.systemBus({ negotiateUnixFd: true });
 bus.on('error', (error: Error) => fail(`D-Bus connection failed: ${error.message}`));
 
 // Machine and Device objects, refreshed after every change (one refresh at a time, bursts coalesced).
@@ -130,7 +136,8 @@ for (const user of config.daemon.qemuUser !== null ? [config.daemon.qemuUser] : 
 }
 
 const engine = new PciEngine(port, { writeTimeoutMs: config.daemon.writeTimeoutMs });
-const lifecycle = new Lifecycle({ engine, roots, trustedShmOwners: trusted });
+const inhibitor = new SleepInhibitor(bus);
+const lifecycle = new Lifecycle({ engine, roots, trustedShmOwners: trusted, sleepLock: inhibitor });
 for (const note of await lifecycle.reconcile()) log.warning(note);
 
 const backend = new DaemonBackend({
@@ -163,6 +170,7 @@ const backend = new DaemonBackend({
         { ...base, SHM_PATH: shm.path, MESSAGE_ID: created ? MessageId.SHM_FILE_CREATED : MessageId.SHM_FILE_REPAIRED },
       );
     }
+    for (const warning of outcome.warnings) log.warning(warning, base);
     log.info(outcome.message, base);
     // After a libvirtd restart libvirt-dbus is silent until called: call it once.
     if (outcome.stage === 'reconnect') void libvirt.poke();
@@ -209,6 +217,7 @@ async function stop(signal: string): Promise<void> {
   if ((await Promise.race([lifecycle.idle().then(() => 'idle' as const), grace])) === 'timeout') {
     log.error(`A hook was still running ${STOP_GRACE_MS / 1000} s after ${signal}; stopping anyway`);
   }
+  inhibitor.releaseAll();
   notifier.close();
   bus.disconnect();
   await port.close();
@@ -262,6 +271,7 @@ if (reply !== dbus.RequestNameReply.PRIMARY_OWNER && reply !== dbus.RequestNameR
 }
 
 await libvirt.start().catch((error: Error) => log.warning(`Cannot follow libvirt-dbus: ${error.message}`));
+for (const warning of await lifecycle.retakeSleepLocks((owner) => config.vms.has(owner))) log.warning(warning);
 
 notifier.ready(`Ready; ${config.vms.size} VM(s) managed`);
 notifier.startWatchdog();

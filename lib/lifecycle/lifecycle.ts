@@ -40,7 +40,15 @@ export interface ManagedVm {
   readonly removeShmOnStop: boolean;
 }
 
+/** A lock that keeps the host from suspending (logind's sleep inhibitor), one per VM. */
+export interface SleepLock {
+  take(vm: string, why: string): Promise<void>;
+  release(vm: string): void;
+}
+
 export interface LifecycleOptions {
+  /** Held from a prepare that moved devices to the VM's release. Default: none. */
+  readonly sleepLock?: SleepLock;
   readonly engine: PciEngine;
   readonly roots: HostRoots;
   /** Uids that may already own an shm file (root and the qemu user: QEMU creates missing files). */
@@ -54,12 +62,15 @@ export interface HookOutcome {
   readonly shm: readonly EnsureShmFileResult[];
   readonly detached: readonly string[];
   readonly reattached: readonly string[];
+  /** Problems that did not stop the stage (each ends in ', ignoring'). */
+  readonly warnings: readonly string[];
 }
 
 export class Lifecycle {
   readonly #engine: PciEngine;
   readonly #roots: HostRoots;
   readonly #trusted: readonly number[];
+  readonly #sleepLock: SleepLock | undefined;
   readonly #state: StateFile;
   readonly #perVm = new Map<string, PQueue>();
   /** Device and state changes, one at a time across VMs. */
@@ -69,6 +80,7 @@ export class Lifecycle {
     this.#engine = options.engine;
     this.#roots = options.roots;
     this.#trusted = options.trustedShmOwners;
+    this.#sleepLock = options.sleepLock;
     this.#state = new StateFile(options.roots.run);
   }
 
@@ -112,10 +124,12 @@ export class Lifecycle {
         shm.push(await ensureShmFile(this.#spec(vm, file), { trustedOwners: [...this.#trusted, vm.uid] }));
       }
       const detached = vm.devices.length > 0 ? await this.detach(vm.name, vm.devices, vm.force) : [];
+      const warnings = vm.devices.length > 0 ? await this.#takeSleepLock(vm.name) : [];
       return {
         ...outcome('prepare', `VM '${vm.name}' prepared: ${describeDetached(detached)}, ${vm.shmFiles.length} shm file(s) ready`),
         shm,
         detached,
+        warnings,
       };
     } catch (error) {
       await this.#undoShm(vm, shm);
@@ -125,6 +139,7 @@ export class Lifecycle {
 
   async #release(vm: ManagedVm): Promise<HookOutcome> {
     const reattached = await this.reattach(vm.name);
+    this.#sleepLock?.release(vm.name);
     if (vm.removeShmOnStop) {
       for (const file of vm.shmFiles) {
         await removeShmFile({ root: this.#roots.shm, name: file.name, uid: vm.uid }, { trustedOwners: [...this.#trusted, vm.uid] });
@@ -173,6 +188,7 @@ export class Lifecycle {
   async releaseOwner(name: string): Promise<HookOutcome> {
     return this.#queueFor(name).add(async () => {
       const reattached = await this.reattach(name);
+      this.#sleepLock?.release(name);
       return { ...outcome('release', `VM '${name}' released: ${reattached.length} device(s) given back`), reattached };
     });
   }
@@ -203,6 +219,29 @@ export class Lifecycle {
       if (notes.length > 0) await this.#state.save(next);
       return notes;
     });
+  }
+
+  /**
+   * Take the sleep lock for every VM that holds devices (after a restart of
+   * the daemon, whose locks died with it); `isVm` tells VMs from other
+   * owners (a DetachDevice caller). Returns the warnings.
+   */
+  async retakeSleepLocks(isVm: (owner: string) => boolean): Promise<string[]> {
+    const owners = new Set([...(await this.#state.load()).values()].map((c) => c.owner).filter(isVm));
+    const warnings: string[] = [];
+    for (const owner of owners) warnings.push(...(await this.#takeSleepLock(owner)));
+    return warnings;
+  }
+
+  async #takeSleepLock(vm: string): Promise<string[]> {
+    if (!this.#sleepLock) return [];
+    const held = [...(await this.#state.load())].filter(([, c]) => c.owner === vm).map(([a]) => a);
+    try {
+      await this.#sleepLock.take(vm, `VM '${vm}' owns ${held.join(', ')}`);
+      return [];
+    } catch (error) {
+      return [`Cannot take logind's sleep inhibitor for VM '${vm}' (${(error as Error).message}); the host may suspend under the guest, ignoring`];
+    }
   }
 
   /** Current claims, by address (for listings). */
@@ -267,5 +306,5 @@ function describeDetached(addresses: readonly string[]): string {
 }
 
 function outcome(stage: HookStage, message: string): HookOutcome {
-  return { stage, message, shm: [], detached: [], reattached: [] };
+  return { stage, message, shm: [], detached: [], reattached: [], warnings: [] };
 }

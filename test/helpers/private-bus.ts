@@ -29,10 +29,15 @@ export async function tempDir(t: ExecutionContext, prefix: string, mode = 0o700)
   return dir;
 }
 
-/** The shipped private-bus configuration (units/private-bus.conf.in) with our socket and policy. */
-export async function busConfig(socketPath: string, policyFile: string = POLICY_FILE): Promise<string> {
+/**
+ * The shipped private-bus configuration (units/private-bus.conf.in) with our
+ * socket and policy, and more policy files included after ours (logind's).
+ */
+export async function busConfig(socketPath: string, policyFile: string = POLICY_FILE, extraPolicies: readonly string[] = []): Promise<string> {
   const template = await fs.readFile(path.join(REPO, 'units', 'private-bus.conf.in'), 'utf8');
-  return template.replaceAll('@SOCKET@', socketPath).replaceAll('@POLICY@', policyFile);
+  return template
+    .replaceAll('@SOCKET@', socketPath)
+    .replace('<include>@POLICY@</include>', [policyFile, ...extraPolicies].map((f) => `<include>${f}</include>`).join('\n  '));
 }
 
 export interface PrivateBus {
@@ -80,12 +85,12 @@ function firstLine(child: ChildProcess, what: string, stderr: () => string): Pro
 }
 
 /** Start a private bus for this test; it is stopped in teardown. */
-export async function startPrivateBus(t: ExecutionContext): Promise<PrivateBus> {
+export async function startPrivateBus(t: ExecutionContext, extraPolicies: readonly string[] = []): Promise<PrivateBus> {
   // 0755 so that the unprivileged test user can reach the socket.
   const dir = await tempDir(t, 'vfio-hookd-bus-', 0o755);
   const socketPath = path.join(dir, 'bus_socket');
   const configPath = path.join(dir, 'bus.conf');
-  await fs.writeFile(configPath, await busConfig(socketPath));
+  await fs.writeFile(configPath, await busConfig(socketPath, POLICY_FILE, extraPolicies));
   const child = spawn('dbus-daemon', [`--config-file=${configPath}`, '--print-address', '--nofork', '--nopidfile'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
