@@ -8,26 +8,10 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { buildSimHost, BUILTIN_HOSTS, SimKernel } from '../../lib/sim/index.js';
 import { PciEngine } from '../../lib/pci/engine.js';
 import { planDetach } from '../../lib/pci/plan.js';
-
-function stats(samples: number[]): string {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const at = (p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
-  return `p50 ${at(0.5).toFixed(2)} ms, p99 ${at(0.99).toFixed(2)} ms, n=${samples.length}`;
-}
-
-async function time(n: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await fn();
-    out.push(performance.now() - t0);
-  }
-  return out;
-}
+import { stats, timeRuns } from './figures.js';
 
 const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-bench-'));
 try {
@@ -35,14 +19,14 @@ try {
   const engine = new PciEngine(await SimKernel.open(dir));
   const rssBefore = process.memoryUsage().rss;
 
-  console.log(`bench engine: read host (25 devices, processes, mounts): ${stats(await time(200, () => engine.inspect()))}`);
+  console.log(`bench engine: read host (25 devices, processes, mounts): ${stats(await timeRuns(200, () => engine.inspect()), 2)}`);
   const snapshot = await engine.inspect();
-  console.log(`bench engine: plan detach of the RX 590 (pure): ${stats(await time(2000, async () => planDetach(snapshot, ['0000:0b:00.0'], { owner: 'win10' })))}`);
-  const rounds = await time(100, async () => {
+  console.log(`bench engine: plan detach of the RX 590 (pure): ${stats(await timeRuns(2000, async () => planDetach(snapshot, ['0000:0b:00.0'], { owner: 'win10' })), 2)}`);
+  const rounds = await timeRuns(100, async () => {
     const { claims } = await engine.detach(['0000:0b:00.0'], { owner: 'win10' });
     await engine.reattach(['0000:0b:00.0'], { owner: 'win10', claims });
   });
-  console.log(`bench engine: detach + reattach round trip on the simulated host: ${stats(rounds)}`);
+  console.log(`bench engine: detach + reattach round trip on the simulated host: ${stats(rounds, 2)}`);
   console.log(`bench engine: rss after 100 round trips: ${(process.memoryUsage().rss / 2 ** 20).toFixed(1)} MiB (before: ${(rssBefore / 2 ** 20).toFixed(1)} MiB)`);
 } finally {
   await fs.rm(dir, { recursive: true, force: true });

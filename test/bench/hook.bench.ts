@@ -17,6 +17,8 @@ import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
 import dbus from 'dbus-next';
 import { REPO, startDaemon, startPrivateBus } from '../helpers/private-bus.js';
+import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
+import { stats, timeRuns } from './figures.js';
 
 const run = promisify(execFile);
 
@@ -24,45 +26,19 @@ const run = promisify(execFile);
 const cleanups: (() => unknown)[] = [];
 const t = { teardown: (fn: () => unknown) => cleanups.push(fn) } as unknown as ExecutionContext;
 
-function stats(samples: number[]): string {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const at = (p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
-  return `p50 ${at(0.5).toFixed(1)} ms, p99 ${at(0.99).toFixed(1)} ms, n=${samples.length}`;
-}
-
 async function rssMiB(pid: number): Promise<string> {
   const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? 'NaN');
   return `${(kb / 1024).toFixed(1)} MiB`;
 }
 
-async function timeRuns(n: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await fn();
-    out.push(performance.now() - t0);
-  }
-  return out;
-}
 
-const WIN10_XML = await fs.readFile(path.join(REPO, 'test/fixtures/domains/win10.xml'), 'utf8');
 const PLAIN_XML = "<domain type='kvm'><name>plain</name><devices/></domain>";
-const CONFIG = `
-[vm.win10]
-devices = ["0000:0b:00.0"]
-user = "1000"
-[vm.win10.looking-glass]
-size = "32M"
-group = "64055"
-[vm.win10.scream]
-size = "2M"
-`;
 
 try {
   const bus = await startPrivateBus(t);
   const t0 = performance.now();
-  const daemon = await startDaemon(t, bus, { config: CONFIG, compiled: true });
+  const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG, compiled: true });
   console.log(`bench daemon: start to READY=1 (built daemon, cold node): ${(performance.now() - t0).toFixed(0)} ms`);
   const pid = daemon.child.pid!;
   console.log(`bench daemon: rss after start: ${await rssMiB(pid)}`);

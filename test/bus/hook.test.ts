@@ -11,23 +11,11 @@ import path from 'node:path';
 import { REPO, startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 import { addSimProcess, BUILTIN_HOSTS } from '../../lib/sim/index.js';
 import { rootsUnder } from '../../lib/roots.js';
+import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 
-const WIN10_XML = await fs.readFile(path.join(REPO, 'test', 'fixtures', 'domains', 'win10.xml'), 'utf8');
 const PLAIN_XML = "<domain type='kvm'><name>plain</name><memory>1048576</memory><devices><disk type='file'/></devices></domain>";
 const MiB = 2 ** 20;
 
-const CONFIG = `
-[vm.win10]
-devices = ["0000:0b:00.0"]
-user = "1000"
-
-[vm.win10.looking-glass]
-size = "32M"
-group = "64055"
-
-[vm.win10.scream]
-size = "2M"
-`;
 
 interface HookRun {
   code: number | null;
@@ -71,7 +59,7 @@ async function shm(daemon: DaemonProcess, name: string) {
   return s && { uid: s.uid, gid: s.gid, mode: s.mode & 0o777, size: s.size };
 }
 
-async function setup(t: ExecutionContext, config = CONFIG): Promise<{ bus: PrivateBus; daemon: DaemonProcess; hook: string }> {
+async function setup(t: ExecutionContext, config = WIN10_CONFIG): Promise<{ bus: PrivateBus; daemon: DaemonProcess; hook: string }> {
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { config });
   return { bus, daemon, hook: await installHook(t, bus.address) };
@@ -115,7 +103,7 @@ test('a refused start exits non-zero with the reason on one stderr line and chan
 });
 
 test('a <shmem> whose size disagrees with the configuration is refused before anything happens', async (t) => {
-  const { daemon, hook } = await setup(t, CONFIG.replace('size = "32M"', 'size = "64M"'));
+  const { daemon, hook } = await setup(t, WIN10_CONFIG.replace('size = "32M"', 'size = "64M"'));
   const r = await runHook(hook, ['win10', 'prepare', 'begin', '-'], WIN10_XML);
   t.is(r.code, 1);
   t.regex(r.stderr, /^vfio-hookd: VM 'win10': <shmem name='looking-glass'> is 32M in the domain XML but 64M in the configuration.*make them agree/);
@@ -163,7 +151,7 @@ test('SIGTERM during a prepare lets it roll back, leaves no device driverless, a
   fixture.drivers['amdgpu'] = { hangsOnUnbind: true };
   const fixturePath = path.join(dir, 'hanging-amdgpu.json');
   await fs.writeFile(fixturePath, JSON.stringify(fixture));
-  const config = `[daemon]\nwrite-timeout = "1500ms"\n${CONFIG}`;
+  const config = `[daemon]\nwrite-timeout = "1500ms"\n${WIN10_CONFIG}`;
 
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { fixture: fixturePath, config });

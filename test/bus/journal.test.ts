@@ -4,23 +4,12 @@
  * the test's own standing in for journald's.
  */
 import test from 'ava';
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import dbus from 'dbus-next';
-import { NotifyListener, REPO, startDaemon, startPrivateBus, tempDir } from '../helpers/private-bus.js';
+import { NotifyListener, startDaemon, startPrivateBus, tempDir } from '../helpers/private-bus.js';
 import { MessageId } from '../../lib/systemd/index.js';
+import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 
-const WIN10_XML = await fs.readFile(path.join(REPO, 'test', 'fixtures', 'domains', 'win10.xml'), 'utf8');
-const CONFIG = `
-[vm.win10]
-devices = ["0000:0b:00.0"]
-user = "1000"
-[vm.win10.looking-glass]
-size = "32M"
-group = "64055"
-[vm.win10.scream]
-size = "2M"
-`;
 
 function fields(datagram: string): Record<string, string> {
   return Object.fromEntries(datagram.split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
@@ -30,7 +19,7 @@ test('a detach is journaled with MESSAGE_ID, VFIO_DOMAIN and PCI_ADDRESS; a refu
   const dir = await tempDir(t, 'vfio-hookd-journal-');
   const journald = NotifyListener.open(t, path.join(dir, 'journal-socket'));
   const bus = await startPrivateBus(t);
-  await startDaemon(t, bus, { config: CONFIG, journalSocket: journald.path });
+  await startDaemon(t, bus, { config: WIN10_CONFIG, journalSocket: journald.path });
 
   const started = fields(await journald.waitFor('PRIORITY=6'));
   t.regex(started['MESSAGE'] ?? '', /^vfio-hookd 0\.1\.0 owns 'org\.vfiohookd1'; 1 VM\(s\) in /);
@@ -65,7 +54,7 @@ test('a detach is journaled with MESSAGE_ID, VFIO_DOMAIN and PCI_ADDRESS; a refu
 
 test('with WATCHDOG_USEC set the daemon pings the watchdog, and STATUS says what it did last', async (t) => {
   const bus = await startPrivateBus(t);
-  const daemon = await startDaemon(t, bus, { config: CONFIG, watchdogUsec: 200_000 });
+  const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG, watchdogUsec: 200_000 });
   await daemon.notify.waitFor('WATCHDOG=1');
   t.true(daemon.notify.messages.indexOf('WATCHDOG=1') > daemon.notify.messages.findIndex((m) => m.startsWith('READY=1')), 'after READY=1');
   const client = dbus.sessionBus({ busAddress: bus.address });

@@ -3,23 +3,11 @@
  * owns a GPU runs, released when it stops, taken again after a daemon restart.
  */
 import test from 'ava';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import dbus from 'dbus-next';
-import { REPO, startDaemon, startPrivateBus, type PrivateBus } from '../helpers/private-bus.js';
+import { startDaemon, startPrivateBus, type PrivateBus } from '../helpers/private-bus.js';
 import { LOGIND_POLICY, startLogind, type Inhibitor } from '../helpers/logind.js';
+import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 
-const WIN10_XML = await fs.readFile(path.join(REPO, 'test', 'fixtures', 'domains', 'win10.xml'), 'utf8');
-const CONFIG = `
-[vm.win10]
-devices = ["0000:0b:00.0"]
-user = "1000"
-[vm.win10.looking-glass]
-size = "32M"
-group = "64055"
-[vm.win10.scream]
-size = "2M"
-`;
 const ours = (list: Inhibitor[]): Inhibitor[] => list.filter(([, who]) => who === 'vfio-hookd');
 
 async function hook(t: { teardown(fn: () => void): void }, bus: PrivateBus, op: string, sub: string): Promise<void> {
@@ -32,7 +20,7 @@ async function hook(t: { teardown(fn: () => void): void }, bus: PrivateBus, op: 
 test('a VM that owns a GPU holds a sleep inhibitor from prepare to release', async (t) => {
   const bus = await startPrivateBus(t, [LOGIND_POLICY]);
   const logind = await startLogind(t, bus);
-  const daemon = await startDaemon(t, bus, { config: CONFIG });
+  const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
 
   await hook(t, bus, 'prepare', 'begin');
   const held = ours(await logind.waitFor((l) => ours(l).length === 1));
@@ -48,7 +36,7 @@ test('a VM that owns a GPU holds a sleep inhibitor from prepare to release', asy
 test('a restarted daemon takes the inhibitor again for a VM that still holds its GPU', async (t) => {
   const bus = await startPrivateBus(t, [LOGIND_POLICY]);
   const logind = await startLogind(t, bus);
-  const daemon = await startDaemon(t, bus, { config: CONFIG });
+  const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
   await hook(t, bus, 'prepare', 'begin');
   await logind.waitFor((l) => ours(l).length === 1);
 

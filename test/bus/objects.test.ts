@@ -5,29 +5,17 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { promisify } from 'node:util';
 import dbus from 'dbus-next';
-import { REPO, startDaemon, startPrivateBus } from '../helpers/private-bus.js';
+import { startDaemon, startPrivateBus } from '../helpers/private-bus.js';
 import { devicePath, machinePath } from '../../lib/bus/object-path.js';
+import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 
 const run = promisify(execFile);
-const WIN10_XML = await fs.readFile(path.join(REPO, 'test', 'fixtures', 'domains', 'win10.xml'), 'utf8');
-const CONFIG = `
-[vm.win10]
-devices = ["0000:0b:00.0"]
-user = "1000"
-units = ["looking-glass-client@looking-glass.service"]
-[vm.win10.looking-glass]
-size = "32M"
-group = "64055"
-[vm.win10.scream]
-size = "2M"
-`;
 
 test('each configured VM and each PCI device has an object whose properties follow the hooks', async (t) => {
   const bus = await startPrivateBus(t);
-  await startDaemon(t, bus, { config: CONFIG });
+  await startDaemon(t, bus, { config: WIN10_CONFIG });
   const busctl = async (...args: string[]): Promise<string> =>
     (await run('busctl', [`--address=${bus.address}`, ...args])).stdout.trim();
 
@@ -61,7 +49,7 @@ test('each configured VM and each PCI device has an object whose properties foll
 
 test('a changed configuration file is picked up without a restart, and a broken one keeps the running one', async (t) => {
   const bus = await startPrivateBus(t);
-  const daemon = await startDaemon(t, bus, { config: CONFIG });
+  const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
   const client = dbus.sessionBus({ busAddress: bus.address });
   t.teardown(() => client.disconnect());
   const props = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.freedesktop.DBus.Properties');
@@ -71,7 +59,7 @@ test('a changed configuration file is picked up without a restart, and a broken 
 
   // Editors replace the file: write a temp file and rename it over.
   const temp = `${daemon.configPath}.new`;
-  await fs.writeFile(temp, `${CONFIG}\n[vm.linux]\ndevices = []\n`);
+  await fs.writeFile(temp, `${WIN10_CONFIG}\n[vm.linux]\ndevices = []\n`);
   await fs.rename(temp, daemon.configPath);
   await changed;
   t.deepEqual(await machines(), ['/org/vfiohookd1/machine/linux', '/org/vfiohookd1/machine/win10']);
