@@ -96,6 +96,12 @@ export class BindFailed extends VfioHookdError {
   readonly dbusName = busName('BindFailed');
 }
 
+/** vfio-hookd is not on the bus (a client such as `vfio-hookctl status` found nobody to ask). */
+export class DaemonNotRunning extends VfioHookdError {
+  override readonly name = 'DaemonNotRunning';
+  readonly dbusName = 'org.freedesktop.DBus.Error.ServiceUnknown';
+}
+
 /** A caller passed a malformed argument (address, name, size, ...). */
 export class InvalidArgs extends VfioHookdError {
   override readonly name = 'InvalidArgs';

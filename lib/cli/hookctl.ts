@@ -16,6 +16,7 @@ import { planDetach, planReattach } from '../pci/plan.js';
 import { StateFile } from '../state/state-file.js';
 import { openSimulation } from '../sim/index.js';
 import { devicesView, formatDevices } from './device-view.js';
+import { formatStatus, readStatus } from './status-view.js';
 
 export const VERSION = '0.1.0';
 
@@ -30,6 +31,7 @@ export const MANUAL_OWNER = 'vfio-hookctl';
 const USAGE = `Usage: vfio-hookctl [OPTIONS] COMMAND [ARGS]
 
 Commands:
+  status                  What the running daemon knows of each VM (state, devices, files)
   devices                 List PCI devices by IOMMU group: driver, holders, viability
   detach ADDRESS...       Bind the devices, the functions of their cards and the rest
                           of their IOMMU groups to vfio-pci (checked, rolled back on failure)
@@ -55,6 +57,7 @@ Options:
   --dev-root DIR          device nodes (default /dev)
   --run-root DIR          runtime state, <DIR>/vfio-hookd/state.json (default /run)
   --write-timeout MS      Longest a sysfs write may take (default 10000)
+  --bus-address ADDRESS   status: the bus vfio-hookd is on (default: the system bus)
   -v, --verbose           Print each kernel step and its time on stderr
   -h, --help              Show this help
   --version               Show the version
@@ -74,6 +77,7 @@ const OPTIONS = {
   'dev-root': { type: 'string' },
   'run-root': { type: 'string' },
   'write-timeout': { type: 'string' },
+  'bus-address': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
@@ -157,7 +161,13 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
     io.stdout(USAGE);
     return command === undefined && !values.help ? 2 : 0;
   }
-  if (!['devices', 'detach', 'reattach'].includes(command)) throw new UsageError(`Unknown command ${q(command)}`);
+  if (!['status', 'devices', 'detach', 'reattach'].includes(command)) throw new UsageError(`Unknown command ${q(command)}`);
+  if (command === 'status') {
+    if (args.length > 0) throw new UsageError(`'status' takes no arguments, got ${q(args[0])}`);
+    const machines = await readStatus(values['bus-address']);
+    io.stdout(values.json ? JSON.stringify({ machines }, null, 2) + '\n' : formatStatus(machines));
+    return 0;
+  }
   if (command === 'devices' && args.length > 0) throw new UsageError(`'devices' takes no arguments, got ${q(args[0])}`);
   if (command !== 'devices' && args.length === 0) throw new UsageError(`'${command}' needs at least one PCI address, e.g. 0000:0b:00.0`);
   const owner = values.for ?? MANUAL_OWNER;

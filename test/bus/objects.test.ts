@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { promisify } from 'node:util';
 import dbus from 'dbus-next';
-import { startDaemon, startPrivateBus } from '../helpers/private-bus.js';
+import { REPO, startDaemon, startPrivateBus } from '../helpers/private-bus.js';
 import { devicePath, machinePath } from '../../lib/bus/object-path.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 
@@ -69,4 +69,36 @@ test('a changed configuration file is picked up without a restart, and a broken 
   const error = await t.throwsAsync((manager['Reload'] as () => Promise<void>)());
   t.regex(error.message, /vfio-hookd\.toml:1:\d+: /, 'line and column of the error');
   t.deepEqual(await machines(), ['/org/vfiohookd1/machine/linux', '/org/vfiohookd1/machine/win10'], 'the running configuration stays');
+});
+
+test('vfio-hookctl status shows what the daemon knows of each VM, and says so when it is not running', async (t) => {
+  const bus = await startPrivateBus(t);
+  await startDaemon(t, bus, { config: WIN10_CONFIG });
+  const client = dbus.sessionBus({ busAddress: bus.address });
+  t.teardown(() => client.disconnect());
+  const manager = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.vfiohookd1.Manager');
+  await (manager['HandleHook'] as (...a: string[]) => Promise<void>)('win10', 'prepare', 'begin', '-', WIN10_XML);
+
+  const hookctl = (...args: string[]) =>
+    run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', bus.address, ...args], { cwd: REPO });
+  const { stdout } = await hookctl();
+  t.is(
+    stdout,
+    [
+      'win10: prepared (user 1000)',
+      '  devices: 0000:0b:00.0, 0000:0b:00.1',
+      '  shm files: looking-glass, scream',
+      '  units: looking-glass-client@looking-glass.service',
+      "  last: VM 'win10' prepared: 0000:0b:00.1, 0000:0b:00.0 on vfio-pci, 2 shm file(s) ready",
+      '',
+    ].join('\n'),
+  );
+  const json = JSON.parse((await hookctl('--json')).stdout) as { machines: { name: string; state: string }[] };
+  t.deepEqual(json.machines.map((m) => [m.name, m.state]), [['win10', 'prepared']]);
+
+  const empty = await startPrivateBus(t);
+  const error = await t.throwsAsync(
+    run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', empty.address], { cwd: REPO }),
+  );
+  t.regex((error as unknown as { stderr: string }).stderr, /^vfio-hookctl: vfio-hookd is not running: nobody owns 'org\.vfiohookd1' on the system bus .*systemctl start vfio-hookd'\n$/);
 });

@@ -1,0 +1,59 @@
+/**
+ * `vfio-hookctl status`: what the running daemon knows of each VM, read from
+ * its Machine objects on the system bus (properties only: anyone may run it).
+ */
+import dbus from 'dbus-next';
+import { DaemonNotRunning } from '../errors.js';
+
+export interface MachineStatus {
+  name: string;
+  state: string;
+  user: string;
+  devices: string[];
+  shmFiles: string[];
+  units: string[];
+  lastMessage: string;
+}
+
+export async function readStatus(busAddress: string | undefined): Promise<MachineStatus[]> {
+  const bus = busAddress !== undefined ? dbus.sessionBus({ busAddress }) : dbus.systemBus();
+  try {
+    let manager: dbus.ProxyObject;
+    try {
+      manager = await bus.getProxyObject('org.vfiohookd1', '/org/vfiohookd1');
+    } catch (error) {
+      throw new DaemonNotRunning(
+        `vfio-hookd is not running: nobody owns 'org.vfiohookd1' on the system bus (${(error as Error).message}); start it with 'systemctl start vfio-hookd'`,
+      );
+    }
+    const list = (await (manager.getInterface('org.vfiohookd1.Manager')['ListMachines'] as () => Promise<[string, string, string][]>)());
+    const out: MachineStatus[] = [];
+    for (const [name, state, path] of list) {
+      const props = (await bus.getProxyObject('org.vfiohookd1', path)).getInterface('org.freedesktop.DBus.Properties');
+      const all = (await (props['GetAll'] as (i: string) => Promise<Record<string, { value: unknown }>>)('org.vfiohookd1.Machine'));
+      const str = (k: string): string => (typeof all[k]?.value === 'string' ? (all[k].value as string) : '');
+      const arr = (k: string): string[] => (Array.isArray(all[k]?.value) ? (all[k].value as string[]) : []);
+      out.push({ name, state, user: str('User'), devices: arr('Devices'), shmFiles: arr('ShmFiles'), units: arr('Units'), lastMessage: str('LastMessage') });
+    }
+    return out;
+  } finally {
+    bus.disconnect();
+  }
+}
+
+export function formatStatus(machines: readonly MachineStatus[]): string {
+  if (machines.length === 0) return 'No VM configured (see /etc/vfio-hookd/vfio-hookd.toml).\n';
+  return (
+    machines
+      .map((m) =>
+        [
+          `${m.name}: ${m.state}${m.user ? ` (user ${m.user})` : ''}`,
+          `  devices: ${m.devices.join(', ') || '-'}`,
+          `  shm files: ${m.shmFiles.join(', ') || '-'}`,
+          ...(m.units.length > 0 ? [`  units: ${m.units.join(', ')}`] : []),
+          ...(m.lastMessage ? [`  last: ${m.lastMessage}`] : []),
+        ].join('\n'),
+      )
+      .join('\n') + '\n'
+  );
+}
