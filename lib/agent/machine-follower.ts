@@ -65,7 +65,7 @@ export class MachineFollower {
       } else if (m.interface === 'org.freedesktop.DBus' && m.member === 'NameOwnerChanged' && m.body[0] === DAEMON_NAME) {
         const newOwner = m.body[2] as string;
         if (newOwner === '') this.#events.onDaemonGone?.();
-        else void this.#readAll();
+        else void this.#readAll(true); // a restarted daemon: every machine's state may differ
       }
     });
     // sender= a well-known name matches whoever owns it when the signal is sent.
@@ -74,7 +74,8 @@ export class MachineFollower {
     await this.#readAll();
   }
 
-  async #readAll(): Promise<void> {
+  /** Read the Machines set, and each machine not known yet (every machine with `all`). */
+  async #readAll(all = false): Promise<void> {
     let paths: string[];
     try {
       paths = await this.#bus.call(
@@ -86,10 +87,10 @@ export class MachineFollower {
       if (!/ServiceUnknown|NameHasNoOwner/.test((error as { errorName?: string }).errorName ?? '')) this.#events.onError?.(error as Error);
       return;
     }
-    await this.#setPaths(paths);
+    await this.#setPaths(paths, all);
   }
 
-  async #setPaths(paths: readonly string[]): Promise<void> {
+  async #setPaths(paths: readonly string[], all = false): Promise<void> {
     const wanted = new Set(paths);
     for (const path of [...this.#machines.keys()]) {
       if (!wanted.has(path)) {
@@ -97,7 +98,7 @@ export class MachineFollower {
         this.#events.onMachineGone(path);
       }
     }
-    await Promise.all(paths.filter((p) => !this.#machines.has(p)).map((p) => this.#readMachine(p)));
+    await Promise.all(paths.filter((p) => all || !this.#machines.has(p)).map((p) => this.#readMachine(p)));
   }
 
   async #readMachine(path: string): Promise<void> {

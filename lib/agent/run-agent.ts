@@ -59,8 +59,7 @@ export async function startAgent(options: RunAgentOptions): Promise<RunningAgent
   sessionBus.on('error', fatal('Session'));
 
   const systemd = new UserSystemd(new OrderedBus(sessionBus));
-  // eslint-disable-next-line prefer-const
-  let object: AgentObject | undefined;
+  let object: AgentObject | undefined; // made after the agent, which it reads
   const agent = new Agent({ identity, manager: systemd, config: () => config, log, onChange: () => object?.refresh() });
   object = new AgentObject(() => ({ activeUnits: agent.activeUnits, failures: agent.failures }));
   sessionBus.export(AGENT_PATH, object);

@@ -16,7 +16,7 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import dbus from 'dbus-next';
-import { REPO, startDaemon, startPrivateBus, type PrivateBus } from '../helpers/private-bus.js';
+import { REPO, startDaemon, startPrivateBus, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 import { startUserManager, type UserManager } from '../helpers/user-manager.js';
 import { machinePath } from '../../lib/bus/object-path.js';
 
@@ -26,7 +26,7 @@ const SCREAM = 'scream-receiver@scream.service';
 const BROKEN = 'broken-client.service';
 const BROKEN_ONESHOT = 'broken-oneshot.service';
 const MISSING = 'missing-client.service';
-const WAIT_MS = 15_000;
+const WAIT_MS = 30_000;
 
 function daemonConfig(units: string[] | null, user: string | null = 'vfiohookd-test'): string {
   // Shared-memory files need an owner: without a user, the VM has only devices.
@@ -64,6 +64,7 @@ async function userUnits(): Promise<Record<string, string>> {
 
 interface World {
   readonly bus: PrivateBus;
+  readonly daemon: DaemonProcess;
   readonly um: UserManager;
   readonly logFile: string;
   hook(operation: string, subOperation: string): Promise<void>;
@@ -81,7 +82,7 @@ interface World {
 
 async function world(t: ExecutionContext, config: string, agentToml?: string): Promise<World> {
   const bus = await startPrivateBus(t);
-  await startDaemon(t, bus, { config });
+  const daemon = await startDaemon(t, bus, { config });
   const um = await startUserManager(t, await userUnits());
   const logFile = path.join(um.home, 'agent.log');
   const template = await fs.readFile(path.join(REPO, 'units', 'vfio-hookd-agent.service.in'), 'utf8');
@@ -111,6 +112,7 @@ async function world(t: ExecutionContext, config: string, agentToml?: string): P
 
   return {
     bus,
+    daemon,
     um,
     logFile,
     hook,
@@ -265,4 +267,19 @@ test('a VM of another user is left alone', async (t) => {
   t.deepEqual(await w.agentProperty('ActiveUnits'), []);
   t.is(await w.isActive(LG), 'inactive');
   t.is(await w.isActive(SCREAM), 'inactive');
+});
+
+test('a restarted daemon is followed: units stay while it is away, and stop with the VM afterwards', async (t) => {
+  const w = await world(t, daemonConfig([LG]));
+  await w.startAgent();
+  await w.run();
+  await w.waitForAgent((p) => has(p['ActiveUnits'], LG), 'active units');
+  w.daemon.child.kill('SIGTERM');
+  await w.daemon.exited;
+  await startDaemon(t, w.bus, { dir: w.daemon.dir });
+  t.is(await w.isActive(LG), 'active', 'the units outlive a daemon restart');
+  await w.hook('stopped', 'end');
+  await w.waitForAgent((p) => Array.isArray(p['ActiveUnits']) && p['ActiveUnits'].length === 0, 'empty ActiveUnits');
+  t.is(await w.isActive(LG), 'inactive');
+  t.regex(await w.agentLog(), /vfio-hookd left the system bus/);
 });
