@@ -163,3 +163,31 @@ test.serial('libvirt-dbus signals DomainEvent started at start and stopped at de
   t.deepEqual(events.slice(2, -1).filter((e) => e.event !== 6), []);
   t.deepEqual([events.at(-1)!.event, events.at(-1)!.detail], [5, 1]);
 });
+
+test.serial('a libvirtd restart with the VM running reaches vfio-hookd as reconnect begin and changes nothing; libvirt-dbus signals again once called', async (t) => {
+  const from = e2e.hooks.length;
+  await start();
+  await e2e.waitForHook('started', 'begin', from);
+  const qemu = await e2e.qemuPid();
+  const reconnectFrom = e2e.hooks.length;
+  const t0 = Date.now();
+  await e2e.restartLibvirtd();
+  t.log(`libvirtd restarted in ${Date.now() - t0} ms`);
+  const reconnect = await e2e.waitForHook('reconnect', 'begin', reconnectFrom);
+  t.true(reconnect.success);
+  t.deepEqual(
+    e2e.hooks.slice(reconnectFrom).filter((h) => h.domain === E2E_DOMAIN).map((h) => `${h.operation} ${h.subOperation}`),
+    ['reconnect begin'],
+  );
+  t.is(await e2e.qemuPid(), qemu, 'the same QEMU runs on');
+  t.is((await e2e.virsh(['domstate', E2E_DOMAIN])).stdout.trim(), 'running');
+  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci']);
+
+  // libvirt-dbus lost its libvirtd connection; a call makes it connect and register for events again.
+  const connect = (await e2e.client.getProxyObject('org.libvirt', '/org/libvirt/QEMU')).getInterface('org.libvirt.Connect');
+  const domainPath = (await connect['DomainLookupByName']!(E2E_DOMAIN)) as string;
+  const eventsFrom = e2e.domainEvents.length;
+  await destroy(from);
+  t.is((await e2e.waitForDomainEvent(5, eventsFrom)).domain, domainPath);
+  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
+});

@@ -261,6 +261,8 @@ export class E2eLibvirt {
   readonly #holder: ChildProcess;
   readonly #logs: Map<string, () => string>;
   readonly client: dbus.MessageBus;
+  #libvirtd: ChildProcess | null = null;
+  readonly #env: NodeJS.ProcessEnv;
 
   private constructor(init: {
     cleanup: Cleanup;
@@ -280,6 +282,7 @@ export class E2eLibvirt {
     this.#holder = init.holder;
     this.#logs = init.logs;
     this.client = init.client;
+    this.#env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', DBUS_SYSTEM_BUS_ADDRESS: init.bus.address };
   }
 
   /** Bring everything up; on any failure, what was started is stopped before the error is thrown. */
@@ -356,26 +359,16 @@ export class E2eLibvirt {
     // Any QEMU still running when libvirtd has gone (a harness failure) is ended by its pid file.
     cleanup.teardown(() => e2e.#killLeftoverQemu());
 
-    const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', DBUS_SYSTEM_BUS_ADDRESS: address };
-    const virtlogd = e2e.#spawnInside('virtlogd', ['virtlogd', '-p', '/run/virtlogd.pid'], env);
+    const virtlogd = e2e.#spawnInside('virtlogd', ['virtlogd', '-p', '/run/virtlogd.pid'], e2e.#env);
     cleanup.teardown(() => stopChild(virtlogd));
     await waitUntil('virtlogd listens', START_TIMEOUT_MS, () => e2e.#existsInside('/run/libvirt/virtlogd-sock'), () => e2e.log('virtlogd'));
 
-    const libvirtd = e2e.#spawnInside('libvirtd', ['libvirtd', '-p', '/run/libvirtd.pid'], env);
-    cleanup.teardown(() => stopChild(libvirtd));
+    cleanup.teardown(() => (e2e.#libvirtd ? stopChild(e2e.#libvirtd) : undefined));
     // Before libvirtd stops: no domain may outlive the test (their release hooks still reach vfio-hookd).
     cleanup.teardown(() => e2e.destroyAll());
-    await waitUntil(
-      'libvirtd answers virsh',
-      START_TIMEOUT_MS,
-      async () => {
-        if (libvirtd.exitCode !== null) throw new Error(`libvirtd exited ${libvirtd.exitCode}: ${e2e.log('libvirtd')}`);
-        return (await e2e.virsh(['version'])).code === 0;
-      },
-      () => e2e.log('libvirtd'),
-    );
+    await e2e.#startLibvirtd();
 
-    const libvirtDbus = e2e.#spawnInside('libvirt-dbus', ['/usr/sbin/libvirt-dbus', '--system'], env);
+    const libvirtDbus = e2e.#spawnInside('libvirt-dbus', ['/usr/sbin/libvirt-dbus', '--system'], e2e.#env);
     cleanup.teardown(() => stopChild(libvirtDbus));
     await waitUntil('libvirt-dbus owns org.libvirt', START_TIMEOUT_MS, async () => {
       if (libvirtDbus.exitCode !== null) throw new Error(`libvirt-dbus exited ${libvirtDbus.exitCode}: ${e2e.log('libvirt-dbus')}`);
@@ -396,6 +389,26 @@ export class E2eLibvirt {
     connect.on('DomainEvent', (domain: string, event: number, detail: number) => e2e.domainEvents.push({ domain, event, detail }));
     await connect['ListDomains']!(0);
     return e2e;
+  }
+
+  async #startLibvirtd(): Promise<void> {
+    const libvirtd = this.#spawnInside('libvirtd', ['libvirtd', '-p', '/run/libvirtd.pid'], this.#env);
+    this.#libvirtd = libvirtd;
+    await waitUntil(
+      'libvirtd answers virsh',
+      START_TIMEOUT_MS,
+      async () => {
+        if (libvirtd.exitCode !== null) throw new Error(`libvirtd exited ${libvirtd.exitCode}: ${this.log('libvirtd')}`);
+        return (await this.virsh(['version'])).code === 0;
+      },
+      () => this.log('libvirtd'),
+    );
+  }
+
+  /** Stop libvirtd (SIGTERM: running domains stay) and start it again; resolves when it answers. */
+  async restartLibvirtd(): Promise<void> {
+    if (this.#libvirtd) await stopChild(this.#libvirtd);
+    await this.#startLibvirtd();
   }
 
   #spawnInside(name: string, argv: string[], env: NodeJS.ProcessEnv): ChildProcess {
