@@ -20,7 +20,7 @@ import { UserSystemd } from './user-systemd.js';
 export interface RunAgentOptions {
   /** System bus address; default the system bus (`DBUS_SYSTEM_BUS_ADDRESS` or /run/dbus/system_bus_socket). */
   readonly systemBusAddress?: string;
-  /** Session bus address; default `DBUS_SESSION_BUS_ADDRESS`. */
+  /** Session bus address; default `DBUS_SESSION_BUS_ADDRESS`, else `$XDG_RUNTIME_DIR/bus` (see defaultSessionBusAddress). */
   readonly sessionBusAddress?: string;
   /** agent.toml path; its absence is an empty configuration. */
   readonly configPath: string;
@@ -39,6 +39,17 @@ export interface RunningAgent {
   stop(): void;
 }
 
+/**
+ * `DBUS_SESSION_BUS_ADDRESS`, else the user bus at `$XDG_RUNTIME_DIR/bus`
+ * (what sd_bus_open_user() does: a user manager does not always export the
+ * variable to its units), else undefined (dbus-next's own lookup).
+ */
+export function defaultSessionBusAddress(env: NodeJS.ProcessEnv): string | undefined {
+  if (env['DBUS_SESSION_BUS_ADDRESS']) return env['DBUS_SESSION_BUS_ADDRESS'];
+  if (env['XDG_RUNTIME_DIR']) return `unix:path=${env['XDG_RUNTIME_DIR']}/bus`;
+  return undefined;
+}
+
 export async function startAgent(options: RunAgentOptions): Promise<RunningAgent> {
   const { log } = options;
   const identity = options.identity ?? { name: os.userInfo().username, uid: os.userInfo().uid };
@@ -50,7 +61,8 @@ export async function startAgent(options: RunAgentOptions): Promise<RunningAgent
   }
 
   const systemBus = options.systemBusAddress !== undefined ? dbus.sessionBus({ busAddress: options.systemBusAddress }) : dbus.systemBus();
-  const sessionBus = options.sessionBusAddress !== undefined ? dbus.sessionBus({ busAddress: options.sessionBusAddress }) : dbus.sessionBus();
+  const sessionAddress = options.sessionBusAddress ?? defaultSessionBusAddress(process.env);
+  const sessionBus = sessionAddress !== undefined ? dbus.sessionBus({ busAddress: sessionAddress }) : dbus.sessionBus();
   let stopping = false;
   const fatal = (which: string) => (error: Error) => {
     if (!stopping) options.onFatal(new Error(`${which} bus connection failed: ${error.message}`));

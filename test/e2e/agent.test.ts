@@ -86,10 +86,11 @@ async function world(t: ExecutionContext, config: string, agentToml?: string): P
   const um = await startUserManager(t, await userUnits());
   const logFile = path.join(um.home, 'agent.log');
   const template = await fs.readFile(path.join(REPO, 'units', 'vfio-hookd-agent.service.in'), 'utf8');
-  const execStart = [process.execPath, '--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd-agent.ts'), `--system-bus-address=${bus.address}`, `--session-bus-address=${um.sessionBusAddress}`];
+  const execStart = [process.execPath, '--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd-agent.ts'), `--system-bus-address=${bus.address}`];
   await um.writeUnits({
     'vfio-hookd-agent.service': template.replaceAll('@NODE@', process.execPath).replaceAll('@LIBDIR@', REPO),
-    // The shipped unit runs the built file; the test runs the source (tsx), logs to a file, and does not restart.
+    // The shipped unit runs the built file; the test runs the source (tsx) on the private system bus, logs to
+    // a file, and does not restart. The session bus is found as in a real session ($XDG_RUNTIME_DIR/bus).
     'vfio-hookd-agent.service.d/test.conf': `[Service]\nExecStart=\nExecStart=${execStart.map(unitArg).join(' ')}\nWorkingDirectory=${REPO}\nStandardOutput=append:${logFile}\nStandardError=append:${logFile}\nRestart=no\n`,
     ...(agentToml !== undefined ? { '../../vfio-hookd/agent.toml': agentToml } : {}),
   });
