@@ -37,7 +37,7 @@ else
 fi
 count typecheck "$logdir/typecheck" "$rc"
 
-for tier in unit sim bus; do
+for tier in unit sim bus e2e; do
   if compgen -G "test/$tier/*.test.ts" >/dev/null; then
     echo "== tier $tier"
     npx ava --tap "test/$tier/**/*.test.ts" 2>&1 | tee "$logdir/$tier"
