@@ -10,8 +10,9 @@
  * - One "holder" process in new mount and network namespaces
  *   (`unshare -m -n --propagation private`) keeps them alive; every libvirt
  *   process and every `virsh` enters them with `nsenter`. Inside:
- *   /etc/libvirt is a copy of the machine's (the hook in hooks/qemu.d, no
- *   cgroup controllers, no autostart networks), /var/lib/libvirt,
+ *   /etc/libvirt holds a copy of the machine's *.conf files and nothing else
+ *   (the hook in hooks/qemu.d, no cgroup controllers; no domains, networks or
+ *   autostart links of the machine), /var/lib/libvirt,
  *   /var/log/libvirt and /var/cache/libvirt are temp folders, /run is a
  *   tmpfs, /dev/kvm is a node of our own made root:kvm 0660 (libvirt re-probes
  *   QEMU for ~12 s at every start otherwise; the machine's node is not
@@ -330,12 +331,14 @@ export class E2eLibvirt {
       hooks.push({ domain, operation, subOperation, success, message }),
     );
 
-    // /etc/libvirt: the machine's files, our hook, no cgroups, no autostart networks.
+    // /etc/libvirt: only the machine's top-level *.conf files (never its domains, networks, pools or
+    // autostart links: a developer's real VMs must not start here), our hook, no cgroups.
     const etc = path.join(top, 'etc');
-    await fs.cp('/etc/libvirt', etc, { recursive: true });
-    await fs.rm(path.join(etc, 'qemu', 'networks', 'autostart'), { recursive: true, force: true });
-    await fs.rm(path.join(etc, 'hooks'), { recursive: true, force: true });
+    await fs.mkdir(path.join(etc, 'qemu'), { recursive: true });
     await fs.mkdir(path.join(etc, 'hooks', 'qemu.d'), { recursive: true });
+    for (const entry of await fs.readdir('/etc/libvirt', { withFileTypes: true })) {
+      if (entry.isFile() && entry.name.endsWith('.conf')) await fs.copyFile(path.join('/etc/libvirt', entry.name), path.join(etc, entry.name));
+    }
     const hookText = (await fs.readFile(path.join(REPO, 'hooks', 'qemu'), 'utf8'))
       .replace(/^BUSCTL=.*$/m, 'BUSCTL=/usr/bin/busctl')
       .replace(/^BUS_ADDRESS=.*$/m, `BUS_ADDRESS='${address}'`);
