@@ -11,6 +11,8 @@ import path from 'node:path';
 import { addSimProcess, removeSimProcess } from '../../lib/sim/index.js';
 import { rootsUnder } from '../../lib/roots.js';
 import { E2E_DOMAIN, E2eLibvirt, LG_NAME, MiB, SCREAM_NAME, SHM_UID } from '../helpers/e2e-libvirt.js';
+import { startDaemon } from '../helpers/private-bus.js';
+import { machinePath } from '../../lib/bus/object-path.js';
 
 let e2e: E2eLibvirt;
 let startedAt = 0;
@@ -190,4 +192,41 @@ test.serial('a libvirtd restart with the VM running reaches vfio-hookd as reconn
   await destroy(from);
   t.is((await e2e.waitForDomainEvent(5, eventsFrom)).domain, domainPath);
   t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
+});
+
+test.serial('a managed VM started without its hook (installed, but libvirtd not restarted) is reported loudly through libvirt-dbus', async (t) => {
+  // The field's most common complaint: libvirtd runs without our hook (it looks
+  // for hooks only when it starts) while vfio-hookd has just been started.
+  const hook = path.join(e2e.top, 'etc', 'hooks', 'qemu.d', 'vfio-hookd');
+  const away = path.join(e2e.top, 'etc', 'hooks', 'vfio-hookd.away');
+  await fs.rename(hook, away);
+  t.teardown(async () => {
+    await fs.rename(away, hook).catch(() => undefined);
+    await e2e.restartLibvirtd();
+  });
+  await e2e.restartLibvirtd();
+  e2e.daemon.child.kill('SIGTERM');
+  t.is(await e2e.daemon.exited, 0);
+  const daemon = await startDaemon(t, e2e.bus, { dir: path.dirname(e2e.daemon.simDir) });
+  // Our own client's libvirt-dbus events need a call after the libvirtd restart too.
+  const connect = (await e2e.client.getProxyObject('org.libvirt', '/org/libvirt/QEMU')).getInterface('org.libvirt.Connect');
+  await connect['ListDomains']!(0);
+
+  const from = e2e.hooks.length;
+  const eventsFrom = e2e.domainEvents.length;
+  await start();
+  await e2e.waitForDomainEvent(2, eventsFrom);
+
+  const machine = (await e2e.client.getProxyObject('org.vfiohookd1', machinePath(E2E_DOMAIN))).getInterface('org.freedesktop.DBus.Properties');
+  const get = async (name: string): Promise<unknown> =>
+    (await (machine['Get'] as (i: string, p: string) => Promise<{ value: unknown }>)('org.vfiohookd1.Machine', name)).value;
+  // The daemon asks libvirt-dbus for the domain's name once no hook runs: wait (bounded) for its verdict.
+  const deadline = Date.now() + 20_000;
+  while ((await get('State')) !== 'failed' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  t.is(await get('State'), 'failed');
+  t.regex(String(await get('LastMessage')), /^VM 'vfiohookd-e2e' started, but its prepare hook never reached vfio-hookd: .*restart libvirtd once/);
+  t.regex(daemon.stderr(), /<3>VM 'vfiohookd-e2e' started, but its prepare hook never reached vfio-hookd/);
+  t.deepEqual(e2e.hooks.slice(from).filter((h) => h.domain === E2E_DOMAIN), [], 'no hook reached the daemon');
+  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
+  t.is((await e2e.virsh(['destroy', E2E_DOMAIN])).code, 0);
 });
