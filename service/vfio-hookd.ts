@@ -172,8 +172,10 @@ const backend = new DaemonBackend({
     }
     for (const warning of outcome.warnings) log.warning(warning, base);
     log.info(outcome.message, base);
-    // After a libvirtd restart libvirt-dbus is silent until called: call it once.
-    if (outcome.stage === 'reconnect') void libvirt.poke();
+    // After a libvirtd restart libvirt-dbus is silent until called: call it once
+    // when libvirtd shows it restarted (reconnect) or is starting a VM (prepare),
+    // so the events of that VM reach us. poke() waits until no hook runs.
+    if (outcome.stage === 'reconnect' || outcome.stage === 'prepare') void libvirt.poke();
     notifier.status(`Ready; last: ${event.operation} ${event.subOperation} of '${event.domainName}'`);
   },
   onRefused: (domainName, operation, subOperation, error) => {
