@@ -245,7 +245,8 @@ test('a unit that fails is reported once and not retried; the others run', async
   t.is(await w.isActive(LG), 'inactive');
 });
 
-test('without User/Units from the daemon, agent.toml names the units', async (t) => {
+// User '' and Units [] here; an older daemon without the two properties takes the same path (MachineView null).
+test('a VM the daemon gives no user is claimed through agent.toml, with its units', async (t) => {
   const w = await world(t, daemonConfig(null, null), `[vm.win10]\nunits = ["${SCREAM}"]\n`);
   await w.startAgent();
   await w.run();
