@@ -4,9 +4,10 @@
 #   ./install.sh [--prefix DIR] [--hooks-dir DIR] [--no-demo]   install (DESTDIR is honoured for packaging)
 #   ./install.sh [--prefix DIR] --uninstall                      remove exactly what was installed
 #
-# Installs: the daemon and vfio-hookctl (under PREFIX/lib/vfio-hookd, with
-# PREFIX/bin/vfio-hookctl and PREFIX/sbin/vfio-hookd), the systemd unit
-# (/etc/systemd/system), the D-Bus policy (/etc/dbus-1/system.d) and
+# Installs: the daemon, the agent and vfio-hookctl (under PREFIX/lib/vfio-hookd,
+# with PREFIX/bin/vfio-hookctl and PREFIX/sbin/vfio-hookd), the systemd unit
+# (/etc/systemd/system), the user units (/etc/systemd/user: the agent, enabled
+# for every user, and looking-glass-client@/scream-receiver@), the D-Bus policy (/etc/dbus-1/system.d) and
 # activation file (PREFIX/share/dbus-1/system-services), the libvirt hook
 # (/etc/libvirt/hooks/qemu.d/vfio-hookd; libvirt 6.5+ runs every executable
 # there, so a qemu hook of your own stays untouched; NixOS:
@@ -45,6 +46,7 @@ libdir="$prefix/lib/vfio-hookd"
 bindir="$prefix/bin"
 sbindir="$prefix/sbin"
 unitdir=/etc/systemd/system
+userunitdir=/etc/systemd/user
 policydir=/etc/dbus-1/system.d
 activationdir="$prefix/share/dbus-1/system-services"
 docdir="$prefix/share/doc/vfio-hookd"
@@ -58,7 +60,10 @@ if $uninstall; then
     echo "install.sh: nothing to uninstall: no manifest at '$manifest'" >&2
     exit 1
   fi
-  if $has_systemd; then systemctl disable --now vfio-hookd.service 2>/dev/null || true; fi
+  if $has_systemd; then
+    systemctl disable --now vfio-hookd.service 2>/dev/null || true
+    systemctl --global disable vfio-hookd-agent.service 2>/dev/null || true
+  fi
   # Files first (the manifest lists itself, so read it once), then the
   # folders we made, deepest first, only when empty.
   listed=$(cat "$manifest")
@@ -133,6 +138,10 @@ put_file 0755 "$sbindir/vfio-hookd" <<EOF
 exec '$node' '$libdir/dist/service/vfio-hookd.js' "\$@"
 EOF
 sed -e "s|@NODE@|$node|g" -e "s|@LIBDIR@|$libdir|g" units/vfio-hookd.service.in | put_file 0644 "$unitdir/vfio-hookd.service"
+# The per-user agent and the units it starts, for every user's own manager.
+sed -e "s|@NODE@|$node|g" -e "s|@LIBDIR@|$libdir|g" units/vfio-hookd-agent.service.in | put_file 0644 "$userunitdir/vfio-hookd-agent.service"
+put_file 0644 "$userunitdir/looking-glass-client@.service" <units/looking-glass-client@.service
+put_file 0644 "$userunitdir/scream-receiver@.service" <units/scream-receiver@.service
 put_file 0644 "$policydir/org.vfiohookd1.conf" <units/org.vfiohookd1.conf
 put_file 0644 "$activationdir/org.vfiohookd1.service" <units/org.vfiohookd1.service
 put_file 0644 "$docdir/vfio-hookd.toml.example" <lib/config/example.toml
@@ -141,12 +150,15 @@ sed -e "s|^BUSCTL=.*|BUSCTL='$busctl'|" hooks/qemu | put_file 0755 "$hooks_dir/v
 
 mv "$new_manifest" "$manifest"
 echo "f $libdir/install-manifest" >>"$manifest"
-echo "installed: vfio-hookd, vfio-hookctl, $unitdir/vfio-hookd.service, the bus policy, the hook $hooks_dir/vfio-hookd"
+echo "installed: vfio-hookd, vfio-hookctl, $unitdir/vfio-hookd.service, the bus policy, the hook $hooks_dir/vfio-hookd,"
+echo "           the user units vfio-hookd-agent.service, looking-glass-client@.service, scream-receiver@.service in $userunitdir"
 echo "configure: /etc/vfio-hookd/vfio-hookd.toml (example: $docdir/vfio-hookd.toml.example); it is re-read on change"
 
 if $has_systemd; then
   systemctl daemon-reload
   systemctl enable --now vfio-hookd.service
+  # Every user's manager starts the agent at login (a running session gets it at its next login).
+  systemctl --global enable vfio-hookd-agent.service
   systemctl --no-pager --lines=0 status vfio-hookd.service || true
   echo
   echo "libvirtd looks for hooks only when it starts: restart it once (systemctl restart libvirtd) so it runs $hooks_dir/vfio-hookd."

@@ -35,6 +35,10 @@ test('install.sh installs the daemon, unit, policy and hook; a second run is the
   const first = await tree(dest);
   for (const expected of [
     'etc/systemd/system/vfio-hookd.service',
+    'etc/systemd/user/vfio-hookd-agent.service',
+    'etc/systemd/user/looking-glass-client@.service',
+    'etc/systemd/user/scream-receiver@.service',
+    'usr/local/lib/vfio-hookd/dist/service/vfio-hookd-agent.js',
     'etc/dbus-1/system.d/org.vfiohookd1.conf',
     'etc/libvirt/hooks/qemu.d/vfio-hookd',
     'usr/local/bin/vfio-hookctl',
@@ -49,6 +53,8 @@ test('install.sh installs the daemon, unit, policy and hook; a second run is the
   t.regex(unit, /^ExecStart=\/\S+\/node \/usr\/local\/lib\/vfio-hookd\/dist\/service\/vfio-hookd\.js$/m);
   t.regex(unit, /^Type=notify$/m);
   t.regex(unit, /^BusName=org\.vfiohookd1$/m);
+  const agent = await fs.readFile(path.join(dest, 'etc/systemd/user/vfio-hookd-agent.service'), 'utf8');
+  t.regex(agent, /^ExecStart=\/\S+\/node \/usr\/local\/lib\/vfio-hookd\/dist\/service\/vfio-hookd-agent\.js$/m);
   const hook = await fs.readFile(path.join(dest, 'etc/libvirt/hooks/qemu.d/vfio-hookd'), 'utf8');
   t.regex(hook, /^BUSCTL='\/\S+\/busctl'$/m, 'absolute busctl: NixOS hooks get no useful PATH');
   t.is((await fs.stat(path.join(dest, 'etc/libvirt/hooks/qemu.d/vfio-hookd'))).mode & 0o777, 0o755);
