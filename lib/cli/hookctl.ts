@@ -16,7 +16,7 @@ import { planDetach, planReattach } from '../pci/plan.js';
 import { StateFile } from '../state/state-file.js';
 import { openSimulation } from '../sim/index.js';
 import { devicesView, formatDevices } from './device-view.js';
-import { formatStatus, readStatus } from './status-view.js';
+import { addAgentFailures, formatStatus, readStatus } from './status-view.js';
 
 export const VERSION = '0.1.0';
 
@@ -58,6 +58,9 @@ Options:
   --run-root DIR          runtime state, <DIR>/vfio-hookd/state.json (default /run)
   --write-timeout MS      Longest a sysfs write may take (default 10000)
   --bus-address ADDRESS   status: the bus vfio-hookd is on (default: the system bus)
+  --session-bus-address ADDRESS
+                          status: your session bus, where your agent reports failed units
+                          (default: $DBUS_SESSION_BUS_ADDRESS)
   -v, --verbose           Print each kernel step and its time on stderr
   -h, --help              Show this help
   --version               Show the version
@@ -78,6 +81,7 @@ const OPTIONS = {
   'run-root': { type: 'string' },
   'write-timeout': { type: 'string' },
   'bus-address': { type: 'string' },
+  'session-bus-address': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
@@ -165,6 +169,7 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
   if (command === 'status') {
     if (args.length > 0) throw new UsageError(`'status' takes no arguments, got ${q(args[0])}`);
     const machines = await readStatus(values['bus-address']);
+    await addAgentFailures(machines, values['session-bus-address']);
     io.stdout(values.json ? JSON.stringify({ machines }, null, 2) + '\n' : formatStatus(machines));
     return 0;
   }

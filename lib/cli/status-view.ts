@@ -13,6 +13,8 @@ export interface MachineStatus {
   shmFiles: string[];
   units: string[];
   lastMessage: string;
+  /** Units the caller's agent reports failed for this VM, with the reason ([] when none, or no agent to ask). */
+  failedUnits: { unit: string; reason: string }[];
 }
 
 export async function readStatus(busAddress: string | undefined): Promise<MachineStatus[]> {
@@ -33,11 +35,44 @@ export async function readStatus(busAddress: string | undefined): Promise<Machin
       const all = (await (props['GetAll'] as (i: string) => Promise<Record<string, { value: unknown }>>)('org.vfiohookd1.Machine'));
       const str = (k: string): string => (typeof all[k]?.value === 'string' ? (all[k].value as string) : '');
       const arr = (k: string): string[] => (Array.isArray(all[k]?.value) ? (all[k].value as string[]) : []);
-      out.push({ name, state, user: str('User'), devices: arr('Devices'), shmFiles: arr('ShmFiles'), units: arr('Units'), lastMessage: str('LastMessage') });
+      out.push({
+        name,
+        state,
+        user: str('User'),
+        devices: arr('Devices'),
+        shmFiles: arr('ShmFiles'),
+        units: arr('Units'),
+        lastMessage: str('LastMessage'),
+        failedUnits: [],
+      });
     }
     return out;
   } finally {
     bus.disconnect();
+  }
+}
+
+/**
+ * The caller's own agent (org.vfiohookd1.Agent on the session bus) knows which
+ * of their units failed; root's status cannot see a user's session bus, so
+ * this adds what it can: nothing when there is no session bus or no agent.
+ */
+export async function addAgentFailures(machines: MachineStatus[], sessionBusAddress: string | undefined): Promise<void> {
+  const address =
+    sessionBusAddress ??
+    process.env['DBUS_SESSION_BUS_ADDRESS'] ??
+    (process.env['XDG_RUNTIME_DIR'] ? `unix:path=${process.env['XDG_RUNTIME_DIR']}/bus` : undefined);
+  if (address === undefined) return;
+  let bus: dbus.MessageBus | null = null;
+  try {
+    bus = dbus.sessionBus({ busAddress: address });
+    const agent = (await bus.getProxyObject('org.vfiohookd1.Agent', '/org/vfiohookd1/agent')).getInterface('org.freedesktop.DBus.Properties');
+    const failures = (await (agent['Get'] as (i: string, p: string) => Promise<{ value: [string, string, string][] }>)('org.vfiohookd1.Agent', 'Failures')).value;
+    for (const [vm, unit, reason] of failures) machines.find((m) => m.name === vm)?.failedUnits.push({ unit, reason });
+  } catch {
+    // No session bus or no agent running: status shows what the daemon knows.
+  } finally {
+    bus?.disconnect();
   }
 }
 
@@ -51,6 +86,7 @@ export function formatStatus(machines: readonly MachineStatus[]): string {
           `  devices: ${m.devices.join(', ') || '-'}`,
           `  shm files: ${m.shmFiles.join(', ') || '-'}`,
           ...(m.units.length > 0 ? [`  units: ${m.units.join(', ')}`] : []),
+          ...m.failedUnits.map((f) => `  failed unit: ${f.unit}: ${f.reason}`),
           ...(m.lastMessage ? [`  last: ${m.lastMessage}`] : []),
         ].join('\n'),
       )

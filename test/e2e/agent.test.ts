@@ -12,6 +12,8 @@
  * The shipped looking-glass-client@ and scream-receiver@ units are used with
  * a drop-in that runs `sleep infinity` instead of the real programs.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -19,6 +21,8 @@ import dbus from 'dbus-next';
 import { REPO, startDaemon, startPrivateBus, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 import { startUserManager, type UserManager } from '../helpers/user-manager.js';
 import { machinePath } from '../../lib/bus/object-path.js';
+
+const execFileAsync = promisify(execFile);
 
 const WIN10_XML = await fs.readFile(path.join(REPO, 'test', 'fixtures', 'domains', 'win10.xml'), 'utf8');
 const LG = 'looking-glass-client@looking-glass.service';
@@ -239,6 +243,16 @@ test('a unit that fails is reported once and not retried; the others run', async
   t.is((await w.um.systemctl('show', '-P', 'InvocationID', BROKEN)).stdout, invocation, 'not started again');
   t.is((await w.agentLog()).match(/User unit 'broken-client\.service' of VM 'win10' failed/g)?.length, 1, 'reported once');
   t.regex(await w.agentLog(), /^<3>User unit 'broken-client\.service' of VM 'win10' failed \(failed after start\); not retried until the VM starts again \[.*UNIT=broken-client\.service/m);
+
+  // vfio-hookctl status shows them beside what the daemon knows (read from the user's agent).
+  const status = await execFileAsync(
+    process.execPath,
+    ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', w.bus.address, '--session-bus-address', w.um.sessionBusAddress],
+    { cwd: REPO },
+  );
+  t.regex(status.stdout, /^win10: running /m);
+  t.regex(status.stdout, /^  failed unit: broken-client\.service: failed after start$/m);
+  t.regex(status.stdout, /^  failed unit: missing-client\.service: error: Unit missing-client\.service not found/m);
 
   await w.hook('stopped', 'end');
   await w.waitForAgent((p) => Array.isArray(p['ActiveUnits']) && p['ActiveUnits'].length === 0, 'empty ActiveUnits');
