@@ -96,6 +96,22 @@ export class BindFailed extends VfioHookdError {
   readonly dbusName = busName('BindFailed');
 }
 
+/**
+ * The state file cannot be trusted (empty, truncated, not JSON, a future
+ * version, a symlink, a directory). Never sent to a caller with the file's
+ * content; the daemon moves such a file aside and rebuilds from sysfs.
+ */
+export class DamagedState extends VfioHookdError {
+  override readonly name = 'DamagedState';
+  readonly dbusName = busName('DamagedState');
+}
+
+/** Another process holds the state lock for longer than we wait. */
+export class StateLocked extends VfioHookdError {
+  override readonly name = 'StateLocked';
+  readonly dbusName = busName('StateLocked');
+}
+
 /** vfio-hookd is not on the bus (a client such as `vfio-hookctl status` found nobody to ask). */
 export class DaemonNotRunning extends VfioHookdError {
   override readonly name = 'DaemonNotRunning';

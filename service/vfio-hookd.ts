@@ -28,6 +28,12 @@ import { DomainEventType, LibvirtEvents } from '../lib/daemon/libvirt-events.js'
 import { SleepInhibitor } from '../lib/daemon/sleep-inhibitor.js';
 import { resolveGid, resolvePrimaryGid, resolveUid } from '../lib/shm/index.js';
 import { VERSION } from '../lib/cli/hookctl.js';
+import { StateFile } from '../lib/state/state-file.js';
+import { DeviceLedger } from '../lib/lifecycle/device-ledger.js';
+import { describeOwner } from '../lib/state/owner.js';
+import { CallerTracker } from '../lib/bus/caller.js';
+import { CRASH_ENV, CrashCounter, parseCrashPoint } from '../lib/daemon/crash-points.js';
+import type { InvalidConfig } from '../lib/errors.js';
 
 const BUS_NAME = 'org.vfiohookd1';
 const USAGE =
@@ -73,10 +79,20 @@ const notifier = Notifier.fromEnv(process.env, {
   onError: (error) => log.warning(error.message),
 });
 
-const port: KernelPort =
+// Crash tests only, and only on a simulated host (lib/daemon/crash-points.ts).
+let crashes: CrashCounter;
+try {
+  const point = parseCrashPoint(process.env[CRASH_ENV]);
+  if (point !== null && values.simulate === undefined) fail(`${CRASH_ENV} is for crash tests on a simulated host only (--simulate); unset it`, 2);
+  crashes = new CrashCounter(point);
+} catch (error) {
+  fail((error as Error).message, 2);
+}
+const port: KernelPort = crashes.wrap(
   values.simulate !== undefined
     ? await openSimulation(values.simulate, values['sim-dir'] !== undefined ? { dir: values['sim-dir'] } : {})
-    : openRealKernel({ ...DEFAULT_ROOTS, run: values['run-root'] ?? DEFAULT_ROOTS.run });
+    : openRealKernel({ ...DEFAULT_ROOTS, run: values['run-root'] ?? DEFAULT_ROOTS.run }),
+);
 const roots = values['run-root'] !== undefined ? { ...port.roots, run: values['run-root'] } : port.roots;
 
 // Unix fd passing: logind's Inhibit() returns the lock as a file descriptor.
@@ -109,36 +125,50 @@ function refreshObjects(): void {
     }
   });
 }
-// Configuration: the last good one stays in force.
+// Configuration: the last good one stays in force. One that cannot be read at
+// start leaves no last good one: passthrough VMs are then refused at prepare
+// with its error (fail closed), until a load succeeds.
 const watcher = new ConfigWatcher({ path: configPath });
 let config: Config;
+let configError: InvalidConfig | null = null;
 try {
   config = await watcher.start();
 } catch (error) {
   config = emptyConfig();
-  log.error(`${(error as Error).message}; starting with no VM managed until it is fixed`, { CONFIG_FILE: configPath });
+  configError = error as InvalidConfig;
+  log.error(`${(error as Error).message}; VMs with <hostdev> or <shmem> are refused until it is fixed`, { CONFIG_FILE: configPath });
 }
 watcher.on('change', (next) => {
   config = next;
+  configError = null;
+  void applyDaemonSettings();
   refreshObjects();
   log.notice(`Configuration reloaded from '${configPath}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE: configPath });
 });
 watcher.on('error', (error) => log.error(`${error.message}; keeping the running configuration`, { CONFIG_FILE: configPath }));
 
-// Uids that may already own an shm file: root, and QEMU's user (QEMU creates a missing file itself).
-const trusted = [0];
-for (const user of config.daemon.qemuUser !== null ? [config.daemon.qemuUser] : DEFAULT_QEMU_USERS) {
-  try {
-    trusted.push(await resolveUid(user));
-  } catch {
-    // Not every distribution has every name ('libvirt-qemu' on Debian, 'qemu' on Fedora/NixOS).
-  }
-}
-
 const engine = new PciEngine(port, { writeTimeoutMs: config.daemon.writeTimeoutMs });
+// Uids that may already own an shm file: root, and QEMU's user (QEMU creates a missing file itself).
+let trusted: readonly number[] = [0];
+/** `[daemon]` settings take effect at start and at every reload. */
+async function applyDaemonSettings(): Promise<void> {
+  const next = [0];
+  for (const user of config.daemon.qemuUser !== null ? [config.daemon.qemuUser] : DEFAULT_QEMU_USERS) {
+    try {
+      next.push(await resolveUid(user));
+    } catch {
+      // Not every distribution has every name ('libvirt-qemu' on Debian, 'qemu' on Fedora, 'qemu-libvirtd' on NixOS).
+      if (config.daemon.qemuUser !== null) log.warning(`[daemon] qemu-user '${user}' does not resolve to a user, ignoring`);
+    }
+  }
+  trusted = next;
+  engine.configure({ writeTimeoutMs: config.daemon.writeTimeoutMs });
+}
+await applyDaemonSettings();
+
 const inhibitor = new SleepInhibitor(bus);
-const lifecycle = new Lifecycle({ engine, roots, trustedShmOwners: trusted, sleepLock: inhibitor });
-for (const note of await lifecycle.reconcile()) log.warning(note);
+const ledger = new DeviceLedger({ engine, state: new StateFile(roots.run), onSaved: () => crashes.saved() });
+const lifecycle = new Lifecycle({ ledger, roots, trustedShmOwners: () => trusted, sleepLock: inhibitor });
 
 const backend = new DaemonBackend({
   engine,
@@ -152,7 +182,20 @@ const backend = new DaemonBackend({
       notifier.ready('Ready');
     }
   },
+  configError: () => configError,
   accounts: { uid: resolveUid, gid: resolveGid, primaryGid: resolvePrimaryGid },
+  onUnmanagedWarning: (domainName, warning) => log.warning(warning, { VFIO_DOMAIN: domainName }),
+  onManual: (what, caller, owner, result, error) => {
+    const devices = result ? result.plan.devices.map((d) => d.address).join(', ') : '';
+    const fields = { MESSAGE_ID: MessageId.MANUAL_CHANGE, CALLER_UID: String(caller.uid), ...(devices ? { PCI_ADDRESS: devices } : {}) };
+    if (error !== null) {
+      log.warning(`${what === 'detach' ? 'DetachDevice' : 'ReattachDevice'} by '${caller.name}' (uid ${caller.uid}) refused: ${(error as Error).message}`, fields);
+    } else if (what === 'detach') {
+      log.info(`Detached by hand by '${caller.name}' (uid ${caller.uid}) for ${describeOwner(owner)}: ${devices}`, fields);
+    } else {
+      log.info(`Given back by hand by '${caller.name}' (uid ${caller.uid}): ${devices || 'nothing to do'}`, fields);
+    }
+  },
   onChange: () => refreshObjects(),
   onOutcome: (event, outcome) => {
     const base = { VFIO_DOMAIN: event.domainName, VFIO_HOOK: `${event.operation} ${event.subOperation}` };
@@ -186,8 +229,10 @@ const backend = new DaemonBackend({
     });
   },
 });
+const callers = new CallerTracker(bus);
 const manager = new ManagerInterface(backend, {
   version: VERSION,
+  currentCaller: () => callers.current(),
   configFile: configPath,
   machines: () => objects.machinePaths,
   onError: (member, error) => {
@@ -240,7 +285,21 @@ const libvirt = new LibvirtEvents({
   idle: () => lifecycle.idle(),
   onAvailable: (available) => {
     log.info(available ? 'libvirt-dbus is on the bus: following domain events' : 'libvirt-dbus left the bus');
+    backend.libvirtAvailable = available;
     if (available) {
+      // VMs that stopped while we were down: released from their records (see DaemonBackend.releaseStopped).
+      void libvirt
+        .allDomains()
+        .then(async (domains) => {
+          if (domains === null) return;
+          for (const { name, outcome } of await backend.releaseStopped(domains)) {
+            log.notice(`VM '${name}' held devices but libvirt reports it not running (it stopped while vfio-hookd was down): ${outcome.message}`, {
+              VFIO_DOMAIN: name,
+              MESSAGE_ID: MessageId.STALE_RELEASED,
+            });
+          }
+        })
+        .catch((error: Error) => log.warning(`Cannot release VMs that stopped while vfio-hookd was down: ${error.message}`));
       void libvirt
         .runningDomains()
         .then((names) => backend.domainsRunning(names))
@@ -259,9 +318,10 @@ const libvirt = new LibvirtEvents({
 });
 bus.export(ROOT_PATH, manager);
 
-refreshObjects();
-await refreshing;
-
+// Own the name before touching any state: a second daemon must exit here,
+// before it reads or rewrites what the running one records. Hooks that
+// arrive between owning the name and the end of recovery wait behind it on
+// the device queue.
 let reply: number;
 try {
   reply = await bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE);
@@ -272,8 +332,14 @@ if (reply !== dbus.RequestNameReply.PRIMARY_OWNER && reply !== dbus.RequestNameR
   fail(`The bus name '${BUS_NAME}' is already owned by another process (is vfio-hookd already running?), exiting`);
 }
 
+const recovered = await lifecycle.recover();
+for (const note of recovered) log.warning(note, { MESSAGE_ID: MessageId.STATE_RECOVERED });
+await backend.noteStartState();
+refreshObjects();
+await refreshing;
+
 await libvirt.start().catch((error: Error) => log.warning(`Cannot follow libvirt-dbus: ${error.message}`));
-for (const warning of await lifecycle.retakeSleepLocks((owner) => config.vms.has(owner))) log.warning(warning);
+for (const warning of await lifecycle.retakeSleepLocks()) log.warning(warning);
 
 notifier.ready(`Ready; ${config.vms.size} VM(s) managed`);
 notifier.startWatchdog();

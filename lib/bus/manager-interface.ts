@@ -37,11 +37,18 @@ export interface HookOutcome {
   readonly message: string;
 }
 
+/** Who called a method: uid, and the user name when it resolves (else `uid N`). */
+export interface BusCaller {
+  readonly uid: number;
+  readonly name: string;
+}
+
 export interface ManagerBackend {
   listMachines(): Promise<readonly MachineRow[]>;
   listDevices(): Promise<readonly DeviceRow[]>;
-  detachDevice(address: string): Promise<void>;
-  reattachDevice(address: string): Promise<void>;
+  /** `forVm` '' is a detach by hand, recorded for the caller. */
+  detachDevice(address: string, forVm: string, caller: BusCaller, force: boolean): Promise<void>;
+  reattachDevice(address: string, caller: BusCaller): Promise<void>;
   handleHook(event: HookEvent): Promise<HookOutcome>;
   reload(): Promise<void>;
 }
@@ -54,6 +61,12 @@ export interface ManagerInfo {
   readonly machines?: () => string[];
   /** Told about every error before it is mapped for the caller (to log it with its stack). */
   readonly onError?: (member: string, error: unknown) => void;
+  /**
+   * Who sent the method call being dispatched right now. Must be called
+   * synchronously at the start of the method (it reads the message dbus-next
+   * is dispatching); resolves the uid afterwards. Default: root.
+   */
+  readonly currentCaller?: () => Promise<BusCaller>;
   /** Monotonic clock in microseconds, for `duration_usec`. Default process.hrtime. */
   readonly monotonicUsec?: () => bigint;
 }
@@ -92,12 +105,18 @@ export class ManagerInterface extends dbus.interface.Interface {
     return this.#run('ListDevices', async () => (await this.#backend.listDevices()).map(deviceTuple));
   }
 
-  DetachDevice(address: string): Promise<void> {
-    return this.#run('DetachDevice', () => this.#backend.detachDevice(address));
+  DetachDevice(address: string, forVm: string, force: boolean): Promise<void> {
+    const caller = this.#caller();
+    return this.#run('DetachDevice', async () => this.#backend.detachDevice(address, forVm, await caller, force));
   }
 
   ReattachDevice(address: string): Promise<void> {
-    return this.#run('ReattachDevice', () => this.#backend.reattachDevice(address));
+    const caller = this.#caller();
+    return this.#run('ReattachDevice', async () => this.#backend.reattachDevice(address, await caller));
+  }
+
+  #caller(): Promise<BusCaller> {
+    return this.#info.currentCaller?.() ?? Promise.resolve({ uid: 0, name: 'root' });
   }
 
   HandleHook(domainName: string, operation: string, subOperation: string, extra: string, domainXml: string): Promise<void> {
@@ -135,7 +154,7 @@ ManagerInterface.configureMembers({
   methods: {
     ListMachines: { inSignature: '', outSignature: 'a(sso)' },
     ListDevices: { inSignature: '', outSignature: 'a(ssssuso)' },
-    DetachDevice: { inSignature: 's', outSignature: '' },
+    DetachDevice: { inSignature: 'ssb', outSignature: '' },
     ReattachDevice: { inSignature: 's', outSignature: '' },
     HandleHook: { inSignature: 'sssss', outSignature: '' },
     Reload: { inSignature: '', outSignature: '' },

@@ -4,6 +4,7 @@
  * device, what the host needs it for, whether the group is viable, and which
  * VM has claimed it.
  */
+import { ownerKey } from '../state/owner.js';
 import { className, formatClassCode } from '../pci/class-code.js';
 import { holdersOf, type Holder } from '../pci/holders.js';
 import { viability } from '../pci/iommu-group.js';
@@ -28,7 +29,8 @@ export interface DeviceView {
   consumers: string[];
   holders: Holder[];
   hostDependencies: string[];
-  claim: { owner: string; originalDriver: string | null } | null;
+  /** `owner` as `vm:NAME`, `manual:USER` or `unknown`; `originalDriver` null when driverless or unknown (`originalKnown`). */
+  claim: { owner: string; originalDriver: string | null; originalKnown: boolean } | null;
 }
 
 export interface GroupView {
@@ -66,7 +68,7 @@ export function devicesView(snapshot: HostSnapshot, claims: ReadonlyMap<string, 
       consumers: [...d.consumers],
       holders: holdersOf(d, snapshot.processes),
       hostDependencies: (snapshot.dependencies.get(d.address) ?? []).map((x) => x.description),
-      claim: claim ? { owner: claim.owner, originalDriver: claim.originalDriver } : null,
+      claim: claim ? { owner: ownerKey(claim.owner), originalDriver: claim.originalKnown ? claim.originalDriver : null, originalKnown: claim.originalKnown } : null,
     };
   });
   const groups = [...snapshot.groups.values()].map((g): GroupView => {
@@ -89,7 +91,10 @@ export function formatDevices(view: DevicesView): string {
     const notes: string[] = [];
     if (d.isBridge) notes.push('bridge');
     if (d.bootVga) notes.push('boot VGA');
-    if (d.claim) notes.push(`claimed by '${d.claim.owner}' (was ${d.claim.originalDriver ?? 'driverless'})`);
+    if (d.claim) {
+      const was = d.claim.originalKnown ? (d.claim.originalDriver ?? 'driverless') : 'unknown: the kernel chooses at reattach';
+      notes.push(`claimed by ${d.claim.owner} (was ${was})`);
+    }
     if (d.holders.length > 0) notes.push(`held by ${[...new Set(d.holders.map((h) => `${h.comm} (${h.pid})`))].join(', ')}`);
     if (d.hostDependencies.length > 0) notes.push(`host needs it: ${d.hostDependencies.join(', ')}`);
     return [d.address, `${d.className} [${d.classCode.slice(2, 6)}]`, ids, d.driver ?? '-', notes.join('; ')];

@@ -1,9 +1,14 @@
 /**
- * `vfio-hookctl`: look at and move PCI devices directly on sysfs (or on a
- * simulated host), without the daemon.
+ * `vfio-hookctl`: look at and move PCI devices.
  *
- * Exit codes: 0 done, 1 refused or failed (one line on stderr saying why),
- * 2 bad usage.
+ * One writer of the state: `detach` and `reattach` go through the daemon's
+ * `DetachDevice`/`ReattachDevice` when it runs (on the system bus, or the bus
+ * `--bus-address` names); only when it does not do they write sysfs and the
+ * state file here, under the state lock the daemon takes too, with the same
+ * write-ahead record (lib/lifecycle/device-ledger.ts).
+ *
+ * Exit codes: 0 done, 1 refused or failed (one sentence on stderr saying
+ * why, never a stack trace), 2 bad usage.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { InvalidArgs, VfioHookdError, q } from '../errors.js';
@@ -14,6 +19,10 @@ import type { KernelPort } from '../pci/kernel-port.js';
 import type { Plan, Step } from '../pci/plan.js';
 import { planDetach, planReattach } from '../pci/plan.js';
 import { StateFile } from '../state/state-file.js';
+import { DeviceLedger } from '../lifecycle/device-ledger.js';
+import { manualOwner, vmOwner, type Owner } from '../state/owner.js';
+import { callDaemon, daemonRunning } from './daemon-client.js';
+import os from 'node:os';
 import { openSimulation } from '../sim/index.js';
 import { devicesView, formatDevices } from './device-view.js';
 import { addAgentFailures, formatStatus, readStatus } from './status-view.js';
@@ -25,8 +34,6 @@ export interface CliIo {
   readonly stderr: (text: string) => void;
 }
 
-/** Who a device detached by hand is recorded for, unless `--for` says otherwise. */
-export const MANUAL_OWNER = 'vfio-hookctl';
 
 const USAGE = `Usage: vfio-hookctl [OPTIONS] COMMAND [ARGS]
 
@@ -40,11 +47,11 @@ Commands:
 Options:
   --json                  Machine-readable output (devices, and plans with --dry-run)
   --dry-run               Print the plan of detach/reattach without changing anything
-  --for NAME              Record detached devices as NAME's (a VM name); default '${MANUAL_OWNER}'
+  --for NAME              Record detached devices as VM NAME's; default: a detach by hand, by you
   --force                 detach: ignore the host-dependency safety rail (mounted disks,
-                          network interfaces that are up, the console); reattach: take
-                          back devices claimed by another owner. Never ignores a process
-                          holding the device.
+                          network interfaces that are up, the console). Never ignores a
+                          process holding the device. (reattach needs no force: a device
+                          of a VM that no longer runs is given back; one in use is refused.)
   --simulate FIXTURE      Work on a simulated host instead of this machine: a built-in
                           name (reference-host, single-gpu-host, nvidia-host,
                           split-board-host) or a JSON fixture. Its folder persists, so
@@ -57,7 +64,8 @@ Options:
   --dev-root DIR          device nodes (default /dev)
   --run-root DIR          runtime state, <DIR>/vfio-hookd/state.json (default /run)
   --write-timeout MS      Longest a sysfs write may take (default 10000)
-  --bus-address ADDRESS   status: the bus vfio-hookd is on (default: the system bus)
+  --bus-address ADDRESS   the bus vfio-hookd is on (default: the system bus); status, and
+                          detach/reattach when the daemon runs there
   --session-bus-address ADDRESS
                           status: your session bus, where your agent reports failed units
                           (default: $DBUS_SESSION_BUS_ADDRESS)
@@ -175,10 +183,10 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
   }
   if (command === 'devices' && args.length > 0) throw new UsageError(`'devices' takes no arguments, got ${q(args[0])}`);
   if (command !== 'devices' && args.length === 0) throw new UsageError(`'${command}' needs at least one PCI address, e.g. 0000:0b:00.0`);
-  const owner = values.for ?? MANUAL_OWNER;
-  if (values.for !== undefined && !/^[^\s/][^\n/]{0,199}$/.test(owner)) {
-    throw new InvalidArgs(`Invalid --for ${q(owner)}: expected a VM name`);
+  if (values.for !== undefined && !/^[^\s/][^\n/]{0,199}$/.test(values.for)) {
+    throw new InvalidArgs(`Invalid --for ${q(values.for)}: expected a VM name`);
   }
+  const owner: Owner = values.for !== undefined ? vmOwner(values.for) : manualOwner(invokingUser());
   const writeTimeoutMs = positiveInt('write-timeout', values['write-timeout']);
 
   let last = performance.now();
@@ -188,23 +196,37 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
     io.stderr(`vfio-hookctl: ${text} (${(now - last).toFixed(1)} ms, ${now.toFixed(0)} ms since start)\n`);
     last = now;
   };
+  // Through the daemon when it runs (not on a simulated host unless its bus is named).
+  if ((command === 'detach' || command === 'reattach') && !values['dry-run']) {
+    const viaBus = values.simulate === undefined || values['bus-address'] !== undefined;
+    if (viaBus && (await daemonRunning(values['bus-address']))) {
+      trace('vfio-hookd runs: asking it');
+      for (const address of args) {
+        if (command === 'detach') await callDaemon(values['bus-address'], 'DetachDevice', 'ssb', [address, values.for ?? '', values.force ?? false]);
+        else await callDaemon(values['bus-address'], 'ReattachDevice', 's', [address]);
+      }
+      io.stdout(`${command === 'detach' ? 'Detached' : 'Given back'} by vfio-hookd: ${args.join(', ')}\n`);
+      return 0;
+    }
+  }
+
   const port = await openPort(values);
   try {
     const engine = new PciEngine(port, {
       ...(writeTimeoutMs !== undefined ? { writeTimeoutMs } : {}),
       onStep: (step) => trace(stepText(step)),
     });
-    const state = new StateFile(port.roots.run);
-    const claims = await state.load();
+    const ledger = new DeviceLedger({ engine, state: new StateFile(port.roots.run) });
+    const state = await ledger.read();
     trace('opened host and state');
 
     if (command === 'devices') {
-      const view = devicesView(await engine.inspect(), claims);
+      const view = devicesView(await engine.inspect(), state.claims);
       io.stdout(values.json ? JSON.stringify(view, null, 2) + '\n' : formatDevices(view));
       return 0;
     }
 
-    const planOptions = { owner, claims, force: values.force ?? false };
+    const planOptions = { owner, claims: state.claims, force: values.force ?? false };
     if (values['dry-run']) {
       const snapshot = await engine.inspect();
       const plan = command === 'detach' ? planDetach(snapshot, args, planOptions) : planReattach(snapshot, args, planOptions);
@@ -212,24 +234,24 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
       return 0;
     }
 
-    if (command === 'detach') {
-      const result = await engine.detach(args, planOptions);
-      const groups = new Map(result.plan.devices.map((d) => [d.address, d.group]));
-      await state.save(StateFile.withClaims(claims, result.claims, groups));
-      trace(`saved ${state.path}`);
-      io.stdout(values.json ? JSON.stringify(result.plan, null, 2) + '\n' : planText(result.plan, false));
-      return 0;
-    }
-
-    const result = await engine.reattach(args, planOptions);
-    const next = new Map(claims);
-    for (const address of result.released) next.delete(address);
-    await state.save(next);
-    io.stdout(values.json ? JSON.stringify(result.plan, null, 2) + '\n' : planText(result.plan, false));
+    const result = command === 'detach' ? await ledger.detach(owner, args, values.force ?? false) : await ledger.reattach(owner, args);
+    trace(`saved ${ledger.file.path}`);
+    if (result !== null) io.stdout(values.json ? JSON.stringify(result.plan, null, 2) + '\n' : planText(result.plan, false));
     return 0;
   } finally {
     await port.close();
     trace('closed the kernel port');
+  }
+}
+
+/** Who runs us: the user behind sudo when there is one, else the process's user. */
+function invokingUser(): string {
+  const sudo = process.env['SUDO_USER'];
+  if (sudo && /^[a-z_][a-z0-9_.-]*\$?$/i.test(sudo)) return sudo;
+  try {
+    return os.userInfo().username;
+  } catch {
+    return `uid ${process.getuid?.() ?? -1}`;
   }
 }
 

@@ -4,6 +4,7 @@
  */
 import dbus from 'dbus-next';
 import { DaemonNotRunning } from '../errors.js';
+import { openBus } from './daemon-client.js';
 
 export interface MachineStatus {
   name: string;
@@ -18,7 +19,7 @@ export interface MachineStatus {
 }
 
 export async function readStatus(busAddress: string | undefined): Promise<MachineStatus[]> {
-  const bus = busAddress !== undefined ? dbus.sessionBus({ busAddress }) : dbus.systemBus();
+  const bus = await openBus(busAddress);
   try {
     let manager: dbus.ProxyObject;
     try {

@@ -46,3 +46,40 @@ export function didYouMean(key: string, candidates: Iterable<string>, quote: (s:
   const best = closestKey(key, candidates);
   return best === null ? '' : `; did you mean ${quote(best)}?`;
 }
+
+/** Folded for name comparison: case, spaces, `-`, `_` and `.` do not count. */
+function foldName(name: string): string {
+  return name.toLowerCase().replace(/[\s_.-]+/g, '');
+}
+
+/** Is `short` a subsequence of `long` (`win10` in `windows10`)? */
+function isSubsequence(short: string, long: string): boolean {
+  let i = 0;
+  for (const c of long) if (c === short[i]) i++;
+  return i === short.length;
+}
+
+/**
+ * The configured VM name a domain name probably meant (`[vm.win10]` for a
+ * domain `Windows 10`), or null: equal after folding case and separators, at
+ * most 2 edits apart, or one a subsequence of the other (the shorter at
+ * least 3 characters). Names are compared folded; the candidate is returned
+ * as written.
+ */
+export function closestName(name: string, candidates: Iterable<string>): string | null {
+  const folded = foldName(name);
+  let best: string | null = null;
+  let bestScore = Infinity;
+  for (const candidate of candidates) {
+    const other = foldName(candidate);
+    if (other === folded) return candidate;
+    const [short, long] = other.length <= folded.length ? [other, folded] : [folded, other];
+    const d = distance(folded, other);
+    const score = d <= 2 && d < Math.min(folded.length, other.length) ? d : short.length >= 3 && isSubsequence(short, long) ? 3 + long.length - short.length : Infinity;
+    if (score < bestScore) {
+      best = candidate;
+      bestScore = score;
+    }
+  }
+  return best;
+}

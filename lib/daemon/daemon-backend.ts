@@ -1,32 +1,40 @@
 /**
  * What the Manager object does: the daemon's behaviour behind the bus.
  *
- * `HandleHook` checks everything before any side effect: the hook arguments,
- * then (for the stages that act) the domain XML and the VM's settings, and
- * only then hands the VM to the lifecycle. A VM that is not managed, and
- * every stage that has nothing to do, gets its answer at once. libvirt is
- * never asked anything here: the hook is in flight, and a call back into
- * libvirt would wait for it.
+ * `HandleHook` checks everything a stage needs before any side effect. For
+ * `prepare`: the hook arguments, the domain XML, the VM's settings. For
+ * `started`, `stopped` and `release`: nothing of the configuration or the
+ * XML; those stages act on the record prepare wrote (lib/lifecycle), so a
+ * configuration edited, broken or removed while the VM ran never refuses a
+ * release. A VM that is not managed, and every stage without work, gets its
+ * answer at once. libvirt is never asked anything here: the hook is in
+ * flight, and a call back into libvirt would wait for it.
  *
- * Manual `DetachDevice`/`ReattachDevice` go through the lifecycle too, so
- * one queue orders every device and state change.
+ * Fail closed where we cannot judge: when the configuration could not be
+ * loaded at start, a VM whose XML has a PCI `<hostdev>` or a `<shmem>` is
+ * refused at prepare with the configuration's own error (we cannot tell
+ * whether it is ours); a VM with neither starts.
+ *
+ * Manual `DetachDevice`/`ReattachDevice` go through the same DeviceLedger, so
+ * one queue (and one lock, shared with vfio-hookctl) orders every device and
+ * state change.
  */
-import { InvalidArgs, q } from '../errors.js';
+import { InvalidArgs, InvalidConfig, q } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { mergeVmSettings } from '../config/merge.js';
-import { parseDomainXml } from '../domain/domain-xml.js';
+import { closestName } from '../config/did-you-mean.js';
+import { hasPassthroughDevices, parseDomainXml, type DomainInfo } from '../domain/domain-xml.js';
 import type { PciEngine } from '../pci/engine.js';
 import { parsePciAddress } from '../pci/address.js';
 import { readPciDevices } from '../pci/pci-device.js';
 import { className } from '../pci/class-code.js';
 import type { Lifecycle, HookOutcome as LifecycleOutcome } from '../lifecycle/lifecycle.js';
+import type { OperationResult } from '../lifecycle/device-ledger.js';
 import { parseHookEvent, stageOf, type HookEvent as ParsedHookEvent, type HookStage } from '../lifecycle/hook-event.js';
+import { manualOwner, ownerKey, vmOwner, type Owner } from '../state/owner.js';
 import type { DeviceRow, HookEvent, MachineRow } from '../bus/dbus-types.js';
 import type { ManagerBackend } from '../bus/manager-interface.js';
 import { toManagedVm, type AccountResolver } from './managed-vm.js';
-
-/** Who a device detached by `DetachDevice` is recorded for. */
-export const BUS_OWNER = 'dbus';
 
 /** A VM's state after each stage that changes it. */
 const STATE_AFTER: Partial<Record<HookStage, string>> = {
@@ -37,11 +45,19 @@ const STATE_AFTER: Partial<Record<HookStage, string>> = {
   release: 'released',
 };
 
+/** Who called a manual method: their uid and, when it resolves, their name. */
+export interface Caller {
+  readonly uid: number;
+  readonly name: string;
+}
+
 export interface DaemonBackendOptions {
   readonly engine: PciEngine;
   readonly lifecycle: Lifecycle;
   /** The configuration in force (the watcher keeps the last good one). */
   readonly config: () => Config;
+  /** Why the configuration could not be loaded at start (fail closed for passthrough VMs), or null. */
+  readonly configError?: () => InvalidConfig | null;
   /** Re-read the configuration; rejects with InvalidConfig and keeps the old one. */
   readonly reload: () => Promise<void>;
   readonly accounts: AccountResolver;
@@ -51,15 +67,41 @@ export interface DaemonBackendOptions {
   readonly onChange?: () => void;
   /** Told of every hook that was refused (bad arguments, or the stage failed), for the journal. */
   readonly onRefused?: (domainName: string, operation: string, subOperation: string, error: unknown) => void;
+  /** Told of a warning about a VM vfio-hookd does not manage (did-you-mean), for the journal. */
+  readonly onUnmanagedWarning?: (domainName: string, warning: string) => void;
+  /** Told of every manual detach or reattach, for the journal. */
+  readonly onManual?: (what: 'detach' | 'reattach', caller: Caller, owner: Owner, result: OperationResult | null, error: unknown) => void;
+}
+
+/** What a hook answer carries besides success: a note the hook prints on stderr ('' for none). */
+export interface HookAnswer extends LifecycleOutcome {
+  readonly note?: string;
 }
 
 export class DaemonBackend implements ManagerBackend {
   readonly #options: DaemonBackendOptions;
-  /** What the hooks told us of each managed VM since the daemon started. */
+  /** What the hooks told us of each VM since the daemon started. */
   readonly #seen = new Map<string, { state: string; message: string }>();
+  /** VMs that held devices when this daemon started (before any hook): candidates for a stale release. */
+  #heldAtStart = new Set<string>();
+  /** Whether libvirt-dbus is there to tell whether a VM still runs. */
+  #libvirtAvailable = false;
 
   constructor(options: DaemonBackendOptions) {
     this.#options = options;
+  }
+
+  /** Remember which VMs hold devices now, before any hook of this daemon (call once at start, after recovery). */
+  async noteStartState(): Promise<void> {
+    const state = await this.#options.lifecycle.ledger.read();
+    this.#heldAtStart = new Set(
+      [...state.claims.values()].flatMap((c) => (c.owner.kind === 'vm' ? [c.owner.name] : [])).concat([...state.machines.keys()]),
+    );
+  }
+
+  set libvirtAvailable(available: boolean) {
+    this.#libvirtAvailable = available;
+    this.#options.onChange?.();
   }
 
   /**
@@ -68,59 +110,67 @@ export class DaemonBackend implements ManagerBackend {
    * Device objects.
    */
   async listDevices(): Promise<readonly DeviceRow[]> {
-    const [devices, claims] = await Promise.all([readPciDevices(this.#options.engine.port), this.#options.lifecycle.claims()]);
-    return [...devices.values()].map((d) => ({
-      address: d.address,
-      vendorId: d.vendorId,
-      deviceId: d.deviceId,
-      className: className(d.classCode),
-      driver: d.driver,
-      iommuGroup: d.iommuGroup,
-      owner: claims.get(d.address)?.owner ?? null,
-    }));
+    const [devices, state] = await Promise.all([readPciDevices(this.#options.engine.port), this.#options.lifecycle.ledger.read()]);
+    return [...devices.values()].map((d) => {
+      const claim = state.claims.get(d.address);
+      return {
+        address: d.address,
+        vendorId: d.vendorId,
+        deviceId: d.deviceId,
+        className: className(d.classCode),
+        driver: d.driver,
+        iommuGroup: d.iommuGroup,
+        owner: claim ? ownerKey(claim.owner) : null,
+      };
+    });
   }
 
   /**
-   * Every VM the daemon knows: configured ones, ones that hold devices (a VM
-   * prepared before a restart), and ones whose hooks it has seen.
+   * Every VM the daemon knows: configured ones, recorded ones (a VM prepared
+   * before a restart), ones that hold devices, and ones whose hooks it has seen.
    */
   async listMachines(): Promise<readonly MachineRow[]> {
-    const claims = await this.#options.lifecycle.claims();
+    const state = await this.#options.lifecycle.ledger.read();
     const config = this.#options.config();
     const held = new Map<string, string[]>();
-    for (const [address, claim] of claims) {
-      if (claim.owner === BUS_OWNER) continue;
-      held.set(claim.owner, [...(held.get(claim.owner) ?? []), address]);
+    for (const [address, claim] of state.claims) {
+      if (claim.owner.kind !== 'vm') continue;
+      held.set(claim.owner.name, [...(held.get(claim.owner.name) ?? []), address]);
     }
-    const names = new Set([...config.vms.keys(), ...held.keys(), ...this.#seen.keys()]);
+    const names = new Set([...config.vms.keys(), ...state.machines.keys(), ...held.keys(), ...this.#seen.keys()]);
     return [...names].sort().map((name) => {
       const settings = config.vms.get(name);
+      const record = state.machines.get(name);
       const holds = held.get(name) ?? [];
       const seen = this.#seen.get(name);
+      const stale =
+        seen === undefined && this.#heldAtStart.has(name) && !this.#libvirtAvailable
+          ? `holds ${holds.join(', ') || 'its shm files'} since before vfio-hookd started; libvirt-dbus is not on the bus, so whether it still runs is unknown: ` +
+            `if it is off, give the devices back with 'vfio-hookctl reattach ${holds[0] ?? 'ADDRESS'}'`
+          : null;
       return {
         name,
-        state: seen?.state ?? (holds.length > 0 ? 'prepared' : 'defined'),
-        devices: holds.length > 0 ? holds : [...(settings?.devices ?? [])],
-        shmFiles: [settings?.lookingGlass?.name, settings?.scream?.name].filter((n): n is string => n !== undefined),
-        lastMessage: seen?.message ?? '',
-        user: settings?.user ?? '',
-        units: [...(settings?.units ?? [])],
+        state: seen?.state ?? (record !== undefined || holds.length > 0 ? 'prepared' : 'defined'),
+        devices: holds.length > 0 ? holds : [...(record?.devices ?? settings?.devices ?? [])],
+        shmFiles: record ? record.shm.map((f) => f.name) : [settings?.lookingGlass?.name, settings?.scream?.name].filter((n): n is string => n !== undefined),
+        lastMessage: seen?.message ?? stale ?? '',
+        user: (record ? record.user : settings?.user) ?? '',
+        units: [...((record ? record.units : settings?.units) ?? [])],
       };
     });
   }
 
   /**
    * libvirt says `name` started. For a configured VM whose prepare never
-   * reached us (no prepare seen, no devices held), returns the sentence to
-   * log: the hook is missing, not executable, or libvirtd was not restarted
-   * after install. Otherwise null.
+   * reached us (no prepare seen, no record), returns the sentence to log: the
+   * hook is missing, not executable, or libvirtd was not restarted after
+   * install. Otherwise null.
    */
   async domainStarted(name: string): Promise<string | null> {
     if (!this.#options.config().vms.has(name)) return null;
     const seen = this.#seen.get(name)?.state;
     if (seen === 'prepared' || seen === 'running') return null;
-    const holds = [...(await this.#options.lifecycle.claims()).values()].some((c) => c.owner === name);
-    if (holds) return null;
+    if (await this.#options.lifecycle.knows(name)) return null;
     const message =
       `VM '${name}' started, but its prepare hook never reached vfio-hookd: its devices and shm files were not prepared. ` +
       `Check that the hook is installed and executable (/etc/libvirt/hooks/qemu.d/vfio-hookd) and restart libvirtd once so it sees it`;
@@ -131,26 +181,72 @@ export class DaemonBackend implements ManagerBackend {
 
   /** At start, libvirt lists the running domains: managed ones that hold devices are running. */
   async domainsRunning(names: readonly string[]): Promise<void> {
-    const owners = new Set([...(await this.#options.lifecycle.claims()).values()].map((c) => c.owner));
     for (const name of names) {
-      if (!this.#seen.has(name) && (this.#options.config().vms.has(name) || owners.has(name))) {
+      if (!this.#seen.has(name) && (this.#options.config().vms.has(name) || (await this.#options.lifecycle.knows(name)))) {
         this.#seen.set(name, { state: 'running', message: 'running when vfio-hookd started' });
       }
     }
     this.#options.onChange?.();
   }
 
-  async detachDevice(address: string): Promise<void> {
+  /**
+   * libvirt's view at our start: `active` maps every domain libvirt has to
+   * whether it runs. A VM that held devices when this daemon started, of
+   * which no hook has reached this daemon since, and that libvirt reports
+   * shut off (or does not know), stopped while we were down: release it from
+   * its record. Returns the names released.
+   *
+   * Why this cannot release a VM that is starting right now: a VM whose
+   * prepare ran in this daemon has a hook seen (it is not in `heldAtStart`
+   * either); a VM prepared by the previous daemon whose QEMU is being started
+   * at this very moment sends `start begin` and `started begin` to us next,
+   * and libvirt answers domain queries only between hooks, so when libvirt
+   * says "not running" after our start, either its start failed (libvirt
+   * then sends release, which is idempotent) or a hook of it reaches us
+   * first and marks it seen. The check is repeated on the VM's own queue,
+   * right before acting.
+   */
+  async releaseStopped(active: ReadonlyMap<string, boolean>): Promise<{ name: string; outcome: LifecycleOutcome }[]> {
+    const released: { name: string; outcome: LifecycleOutcome }[] = [];
+    for (const name of [...this.#heldAtStart].sort()) {
+      if (this.#seen.has(name) || active.get(name) === true) continue;
+      this.#heldAtStart.delete(name);
+      const outcome = await this.#options.lifecycle.release(name);
+      this.#seen.set(name, { state: 'released', message: `released at start: libvirt reports it not running (${outcome.message})` });
+      released.push({ name, outcome });
+    }
+    if (released.length > 0) this.#options.onChange?.();
+    return released;
+  }
+
+  async detachDevice(address: string, forVm: string, caller: Caller, force = false): Promise<void> {
+    const owner = forVm === '' ? manualOwner(caller.name) : vmOwner(forVm);
+    let result: OperationResult | null = null;
     try {
-      await this.#options.lifecycle.detach(BUS_OWNER, [parsePciAddress(address)]);
+      result = await this.#options.lifecycle.ledger.detach(owner, [parsePciAddress(address)], force);
+      this.#options.onManual?.('detach', caller, owner, result, null);
+    } catch (error) {
+      this.#options.onManual?.('detach', caller, owner, result, error);
+      throw error;
     } finally {
       this.#options.onChange?.();
     }
   }
 
-  async reattachDevice(address: string): Promise<void> {
+  /**
+   * Give a device back, whoever holds it, unless its group is in use by a
+   * running VM (the plan refuses then, naming the VM and how to stop it).
+   */
+  async reattachDevice(address: string, caller: Caller): Promise<void> {
+    const normalised = parsePciAddress(address);
+    const owner = manualOwner(caller.name);
+    let result: OperationResult | null = null;
     try {
-      await this.#options.lifecycle.reattach(BUS_OWNER, [parsePciAddress(address)]);
+      result = await this.#options.lifecycle.ledger.reattach(owner, [normalised]);
+      this.#options.onManual?.('reattach', caller, owner, result, null);
+    } catch (error) {
+      this.#options.onManual?.('reattach', caller, owner, result, error);
+      throw error;
     } finally {
       this.#options.onChange?.();
     }
@@ -164,7 +260,7 @@ export class DaemonBackend implements ManagerBackend {
     }
   }
 
-  async handleHook(raw: HookEvent): Promise<LifecycleOutcome> {
+  async handleHook(raw: HookEvent): Promise<HookAnswer> {
     try {
       return await this.#handleHook(raw);
     } catch (error) {
@@ -177,27 +273,44 @@ export class DaemonBackend implements ManagerBackend {
     }
   }
 
-  async #handleHook(raw: HookEvent): Promise<LifecycleOutcome> {
+  async #handleHook(raw: HookEvent): Promise<HookAnswer> {
     const event = parseHookEvent(raw.domainName, raw.operation, raw.subOperation, raw.extra);
     const stage = stageOf(event);
     const lifecycle = this.#options.lifecycle;
-    if (stage === 'none') return lifecycle.handle(event, null);
-
-    const domain = parseDomainXml(raw.domainXml);
-    if (domain.name !== event.domainName) {
-      throw new InvalidArgs(
-        `The domain XML is for ${q(domain.name)} but the hook was called for ${q(event.domainName)}; libvirt passes the VM's own XML on stdin`,
-      );
+    if (stage === 'none' || stage === 'stopped') {
+      if (stage === 'stopped' && this.#seen.has(event.domainName)) this.#seen.set(event.domainName, { state: 'stopped', message: 'stopped' });
+      if (stage === 'stopped') this.#options.onChange?.();
+      return lifecycle.handle(event, null);
     }
-    const settings = mergeVmSettings(this.#options.config().vms.get(event.domainName), domain);
+
     let outcome: LifecycleOutcome;
-    if (settings === null) {
-      // Its table may have been removed while it ran: what it holds still goes back.
-      const holds = [...(await lifecycle.claims()).values()].some((c) => c.owner === event.domainName);
-      if (!(stage === 'release' && holds)) return lifecycle.handle(event, null);
-      outcome = await lifecycle.releaseOwner(event.domainName);
-    } else {
+    if (stage === 'prepare') {
+      const domain = parseDomainXml(raw.domainXml);
+      if (domain.name !== event.domainName) {
+        throw new InvalidArgs(
+          `The domain XML is for ${q(domain.name)} but the hook was called for ${q(event.domainName)}; libvirt passes the VM's own XML on stdin`,
+        );
+      }
+      const configError = this.#options.configError?.() ?? null;
+      if (configError !== null && hasPassthroughDevices(domain)) {
+        throw new InvalidConfig(
+          `Cannot tell whether VM ${q(event.domainName)} is managed: ${configError.message}. ` +
+            `It has <hostdev> or <shmem> devices, so it does not start until the configuration loads (fix it, then 'systemctl reload vfio-hookd'), refusing`,
+        );
+      }
+      const settings = mergeVmSettings(this.#options.config().vms.get(event.domainName), domain);
+      if (settings === null) {
+        const note = this.#unmanagedNote(domain);
+        if (note !== null) this.#options.onUnmanagedWarning?.(event.domainName, note);
+        return { ...(await lifecycle.handle(event, null)), note: note ?? '' };
+      }
       outcome = await lifecycle.handle(event, await toManagedVm(settings, this.#options.accounts));
+    } else {
+      // started, release, reconnect: act on the record; a VM without one has nothing to do.
+      if (!(await lifecycle.knows(event.domainName))) {
+        return lifecycle.handle(event, null).then((o) => (stage === 'release' ? { ...o, message: `VM '${event.domainName}' holds nothing: nothing to release` } : o));
+      }
+      outcome = await lifecycle.handle(event, null);
     }
     const state = STATE_AFTER[stage];
     if (state !== undefined) this.#seen.set(event.domainName, { state, message: outcome.message });
@@ -207,4 +320,34 @@ export class DaemonBackend implements ManagerBackend {
     this.#options.onChange?.();
     return outcome;
   }
+
+  /**
+   * For a VM the configuration does not name but whose XML passes devices
+   * through: is it probably meant to be managed? Its PCI devices configured
+   * for another VM, or its name close to a configured one. Null when neither.
+   */
+  #unmanagedNote(domain: DomainInfo): string | null {
+    if (!hasPassthroughDevices(domain)) return null;
+    const config = this.#options.config();
+    const notes: string[] = [];
+    for (const hostdev of domain.hostdevs) {
+      for (const vm of config.vms.values()) {
+        if (vm.devices.includes(hostdev.address)) {
+          notes.push(`its device ${q(hostdev.address)} is configured for [vm.${tableName(vm.name)}]`);
+        }
+      }
+    }
+    const close = closestName(domain.name, config.vms.keys());
+    if (close === null && notes.length === 0) return null;
+    return (
+      `VM ${q(domain.name)} is not managed by vfio-hookd, ` +
+      (notes.length > 0 ? `but ${notes.join(' and ')}` : `but its name is close to the configured [vm.${tableName(close!)}]`) +
+      `; did you mean that table? Name it [vm.${tableName(domain.name)}] to manage this VM; starting it as it is`
+    );
+  }
+}
+
+/** A TOML table key for a VM name: bare when it can be, quoted otherwise. */
+function tableName(name: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(name) ? name : JSON.stringify(name);
 }

@@ -89,6 +89,26 @@ export class LibvirtEvents {
     return names;
   }
 
+  /**
+   * Every domain libvirt has, with whether it runs (ListDomains(0), then
+   * each domain's `Active`), asked when no hook runs. Null without libvirt-dbus.
+   */
+  async allDomains(): Promise<Map<string, boolean> | null> {
+    await this.#options.idle();
+    const object = this.#object;
+    if (!object || this.#closed) return null;
+    const list = object.getInterface('org.libvirt.Connect')['ListDomains'] as (flags: number) => Promise<string[]>;
+    const domains = new Map<string, boolean>();
+    for (const path of await list(0)) {
+      const proxy = await this.#options.bus.getProxyObject(LIBVIRT_BUS_NAME, path);
+      const props = proxy.getInterface('org.freedesktop.DBus.Properties') as unknown as Props;
+      const name = (await props.Get('org.libvirt.Domain', 'Name')).value;
+      const active = (await props.Get('org.libvirt.Domain', 'Active')).value;
+      if (typeof name === 'string') domains.set(name, active === true);
+    }
+    return domains;
+  }
+
   close(): void {
     this.#closed = true;
     this.#detach();

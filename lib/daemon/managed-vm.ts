@@ -6,7 +6,7 @@
 import { InvalidConfig, q } from '../errors.js';
 import type { VmSettings } from '../config/types.js';
 import { DEFAULT_SHM_MODE } from '../config/schema.js';
-import type { ManagedVm } from '../lifecycle/lifecycle.js';
+import type { ManagedVm, ShmFileWant } from '../lifecycle/lifecycle.js';
 
 /** How names become ids (injected: the daemon uses getent, tests pass numbers). */
 export interface AccountResolver {
@@ -16,31 +16,31 @@ export interface AccountResolver {
 }
 
 export async function toManagedVm(settings: VmSettings, accounts: AccountResolver): Promise<ManagedVm> {
-  const shmFiles = [
+  const wanted = [
     ...(settings.lookingGlass ? [{ name: settings.lookingGlass.name, sizeBytes: settings.lookingGlass.sizeBytes }] : []),
     ...(settings.scream ? [{ name: settings.scream.name, sizeBytes: settings.scream.sizeBytes }] : []),
   ];
-  let uid = 0;
-  let gid = 0;
-  if (shmFiles.length > 0) {
+  const shmFiles: ShmFileWant[] = [];
+  if (wanted.length > 0) {
     if (settings.user === null) {
       throw new InvalidConfig(
         `VM ${q(settings.name)} has shared-memory files but no user to own them; set user = "NAME" in [vm.${settings.name}]`,
       );
     }
-    uid = await accounts.uid(settings.user);
+    const uid = await accounts.uid(settings.user);
     // The Looking Glass group (QEMU's group, so it can open the file) serves Scream too.
     const group = settings.lookingGlass?.group ?? null;
-    gid = group !== null ? await accounts.gid(group) : await accounts.primaryGid(settings.user);
+    const gid = group !== null ? await accounts.gid(group) : await accounts.primaryGid(settings.user);
+    const mode = settings.lookingGlass?.mode ?? DEFAULT_SHM_MODE;
+    for (const file of wanted) shmFiles.push({ ...file, uid, gid, mode });
   }
   return {
     name: settings.name,
     devices: settings.devices,
-    uid,
-    gid,
-    mode: settings.lookingGlass?.mode ?? DEFAULT_SHM_MODE,
     shmFiles,
     force: settings.force,
     removeShmOnStop: settings.removeShmOnStop,
+    user: settings.user,
+    units: settings.units,
   };
 }

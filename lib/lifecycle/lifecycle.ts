@@ -1,43 +1,57 @@
 /**
- * The lifecycle table of DESIGN.md, run for one VM at a time:
+ * The lifecycle table (docs: README "What happens at each hook"), run for
+ * one VM at a time:
  *
  * | stage     | what happens                                                       |
  * |-----------|--------------------------------------------------------------------|
- * | prepare   | create or repair the shm files, detach the devices; on failure,    |
- * |           | undo what this stage did (files removed or restored, devices back) |
- * | started   | re-check the shm files (QEMU may have created them): owner, mode,  |
- * |           | never their size (QEMU has them mapped)                            |
- * | stopped   | nothing yet (the user agent stops units: agent issue)              |
- * | release   | reattach the devices; remove shm files when configured             |
- * | reconnect | nothing changes: state is read back from disk                      |
- * | other     | nothing                                                            |
+ * | prepare   | record the VM (user, units, devices); create or repair the shm     |
+ * |           | files, recording each; detach the devices; take the sleep lock.    |
+ * |           | On failure undo what this stage did (files, devices, record)       |
+ * | started   | re-check the recorded shm files (owner, mode; never their size:    |
+ * |           | QEMU has them mapped)                                              |
+ * | stopped   | nothing here: the user agent stops the VM's units                  |
+ * | release   | give back every device the VM holds, release the sleep lock,       |
+ * |           | remove the recorded shm files when the record says so, drop the    |
+ * |           | record                                                             |
+ * | reconnect | nothing changes                                                    |
  *
- * Operations for one VM run in order (a queue per VM); changes to devices
- * and to the state file run one at a time across VMs, so two VMs can never
- * both claim a GPU. Not yet here (later issues): the sleep inhibitor and the
- * user units.
+ * What was done decides what is undone: `started`, `stopped` and `release`
+ * act on the machine record that prepare wrote into the state file, never on
+ * today's configuration or domain XML, so an edited, broken or removed
+ * configuration can never keep a GPU on vfio-pci after its VM is gone.
+ *
+ * Operations for one VM run in order (a queue per VM); device and state
+ * changes run one at a time across VMs and processes (DeviceLedger).
  */
 import PQueue from 'p-queue';
 import type { HostRoots } from '../roots.js';
-import type { PciEngine } from '../pci/engine.js';
-import { VFIO_DRIVER } from '../pci/iommu-group.js';
-import { StateFile, type ClaimRecord } from '../state/state-file.js';
 import { ensureShmFile, removeShmFile, type EnsureShmFileResult } from '../shm/index.js';
+import { vmOwner, sameOwner } from '../state/owner.js';
+import type { MachineRecord, ShmRecord } from '../state/state-file.js';
+import type { DeviceLedger } from './device-ledger.js';
 import { stageOf, type HookEvent, type HookStage } from './hook-event.js';
+
+/** One shared-memory file of a VM, as it must be. */
+export interface ShmFileWant {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly uid: number;
+  readonly gid: number;
+  /** Permission bits, e.g. 0o660. */
+  readonly mode: number;
+}
 
 /** Everything the lifecycle needs to know about a managed VM (from the configuration and the domain XML). */
 export interface ManagedVm {
   readonly name: string;
   readonly devices: readonly string[];
-  /** Owner of the shm files. */
-  readonly uid: number;
-  readonly gid: number;
-  /** Mode of the shm files, e.g. 0o660. */
-  readonly mode: number;
-  readonly shmFiles: readonly { readonly name: string; readonly sizeBytes: number }[];
+  readonly shmFiles: readonly ShmFileWant[];
   /** Ignore the host-dependency safety rail. */
   readonly force: boolean;
   readonly removeShmOnStop: boolean;
+  /** Whose agent starts the units ('' or null: nobody's). */
+  readonly user: string | null;
+  readonly units: readonly string[];
 }
 
 /** A lock that keeps the host from suspending (logind's sleep inhibitor), one per VM. */
@@ -47,12 +61,12 @@ export interface SleepLock {
 }
 
 export interface LifecycleOptions {
+  readonly ledger: DeviceLedger;
+  readonly roots: HostRoots;
+  /** Uids that may already own an shm file (root and the qemu user: QEMU creates missing files); read at each use. */
+  readonly trustedShmOwners: () => readonly number[];
   /** Held from a prepare that moved devices to the VM's release. Default: none. */
   readonly sleepLock?: SleepLock;
-  readonly engine: PciEngine;
-  readonly roots: HostRoots;
-  /** Uids that may already own an shm file (root and the qemu user: QEMU creates missing files). */
-  readonly trustedShmOwners: readonly number[];
 }
 
 export interface HookOutcome {
@@ -67,192 +81,182 @@ export interface HookOutcome {
 }
 
 export class Lifecycle {
-  readonly #engine: PciEngine;
+  readonly #ledger: DeviceLedger;
   readonly #roots: HostRoots;
-  readonly #trusted: readonly number[];
+  readonly #trusted: () => readonly number[];
   readonly #sleepLock: SleepLock | undefined;
-  readonly #state: StateFile;
   readonly #perVm = new Map<string, PQueue>();
-  /** Device and state changes, one at a time across VMs. */
-  readonly #devices = new PQueue({ concurrency: 1 });
 
   constructor(options: LifecycleOptions) {
-    this.#engine = options.engine;
+    this.#ledger = options.ledger;
     this.#roots = options.roots;
     this.#trusted = options.trustedShmOwners;
     this.#sleepLock = options.sleepLock;
-    this.#state = new StateFile(options.roots.run);
   }
 
-  get state(): StateFile {
-    return this.#state;
+  get ledger(): DeviceLedger {
+    return this.#ledger;
   }
 
-  /** Run the hook's stage for a VM, after every earlier event for the same VM. */
+  /**
+   * Run the hook's stage for a VM, after every earlier event for the same VM.
+   * `vm` (today's settings) is used by prepare only, and by started when
+   * nothing was recorded; null for a VM the configuration does not manage.
+   */
   handle(event: HookEvent, vm: ManagedVm | null): Promise<HookOutcome> {
     const stage = stageOf(event);
-    if (vm === null || stage === 'none') {
-      return Promise.resolve(outcome(stage, vm === null ? `VM '${event.domainName}' is not managed by vfio-hookd` : 'nothing to do'));
-    }
-    return this.#queueFor(vm.name).add(() => this.#run(stage, vm));
-  }
-
-  async #run(stage: HookStage, vm: ManagedVm): Promise<HookOutcome> {
+    const name = event.domainName;
     switch (stage) {
       case 'prepare':
-        return this.#prepare(vm);
-      case 'started': {
-        const shm = await this.#ensureShm(vm, false);
-        return { ...outcome(stage, `shm files of '${vm.name}' checked`), shm };
-      }
+        if (vm === null) return Promise.resolve(outcome(stage, `VM '${name}' is not managed by vfio-hookd`));
+        return this.#queueFor(name).add(() => this.#prepare(vm)) as Promise<HookOutcome>;
+      case 'started':
+        return this.#queueFor(name).add(() => this.#started(name, vm)) as Promise<HookOutcome>;
       case 'release':
-        return this.#release(vm);
-      case 'reconnect': {
-        const claims = await this.#state.load();
-        const owned = [...claims].filter(([, c]) => c.owner === vm.name).map(([a]) => a);
-        return outcome(stage, `VM '${vm.name}' reconnected; it holds ${owned.length === 0 ? 'no devices' : owned.join(', ')}`);
-      }
+        return this.release(name);
+      case 'reconnect':
+        return this.#queueFor(name).add(async () => {
+          await this.#ledger.read();
+          const held = this.#held(name);
+          return outcome(stage, `VM '${name}' reconnected; it holds ${held.length === 0 ? 'no devices' : held.join(', ')}`);
+        }) as Promise<HookOutcome>;
       default:
-        return outcome(stage, 'nothing to do');
+        return Promise.resolve(outcome(stage, 'nothing to do'));
     }
+  }
+
+  /** Has this VM a record of a prepare, or claims? (Then its later stages have work.) */
+  async knows(name: string): Promise<boolean> {
+    const state = await this.#ledger.read();
+    return state.machines.has(name) || [...state.claims.values()].some((c) => sameOwner(c.owner, vmOwner(name)));
   }
 
   async #prepare(vm: ManagedVm): Promise<HookOutcome> {
+    const previous = (await this.#ledger.read()).machines.get(vm.name);
+    const record: MachineRecord = {
+      stage: 'preparing',
+      devices: [...vm.devices],
+      user: vm.user,
+      units: [...vm.units],
+      removeShmOnStop: vm.removeShmOnStop,
+      // Files a previous prepare made stay ours until a release.
+      shm: previous?.shm.filter((f) => f.action === 'created') ?? [],
+      since: new Date().toISOString(),
+    };
+    await this.#ledger.updateMachines((m) => m.set(vm.name, record));
     const shm: EnsureShmFileResult[] = [];
     try {
       for (const file of vm.shmFiles) {
-        shm.push(await ensureShmFile(this.#spec(vm, file), { trustedOwners: [...this.#trusted, vm.uid] }));
+        const result = await ensureShmFile(this.#spec(file), { trustedOwners: [...this.#trusted(), file.uid] });
+        shm.push(result);
+        await this.#ledger.updateMachines((m) => {
+          const current = m.get(vm.name) ?? record;
+          m.set(vm.name, { ...current, shm: mergeShm(current.shm, shmRecord(file, result, this.#roots.shm)) });
+        });
       }
-      const detached = vm.devices.length > 0 ? await this.detach(vm.name, vm.devices, vm.force) : [];
+      const detached = vm.devices.length > 0 ? (await this.#ledger.detach(vmOwner(vm.name), vm.devices, vm.force)).moved : [];
+      await this.#ledger.updateMachines((m) => {
+        const current = m.get(vm.name) ?? record;
+        m.set(vm.name, { ...current, stage: 'prepared' });
+      });
       const warnings = vm.devices.length > 0 ? await this.#takeSleepLock(vm.name) : [];
       return {
         ...outcome('prepare', `VM '${vm.name}' prepared: ${describeDetached(detached)}, ${vm.shmFiles.length} shm file(s) ready`),
         shm,
-        detached,
+        detached: [...detached],
         warnings,
       };
     } catch (error) {
-      await this.#undoShm(vm, shm);
+      await this.#undoShm(shm);
+      await this.#ledger
+        .updateMachines((m) => {
+          if (previous) m.set(vm.name, previous);
+          else m.delete(vm.name);
+        })
+        .catch(() => undefined);
       throw error;
     }
   }
 
-  async #release(vm: ManagedVm): Promise<HookOutcome> {
-    const reattached = await this.reattach(vm.name);
-    this.#sleepLock?.release(vm.name);
-    if (vm.removeShmOnStop) {
-      for (const file of vm.shmFiles) {
-        await removeShmFile({ root: this.#roots.shm, name: file.name, uid: vm.uid }, { trustedOwners: [...this.#trusted, vm.uid] });
-      }
+  async #started(name: string, vm: ManagedVm | null): Promise<HookOutcome> {
+    const record = (await this.#ledger.read()).machines.get(name);
+    const files: ShmFileWant[] = record ? record.shm.map(({ name: n, sizeBytes, uid, gid, mode }) => ({ name: n, sizeBytes, uid, gid, mode })) : [...(vm?.shmFiles ?? [])];
+    if (files.length === 0 && record === undefined && vm === null) return outcome('started', 'nothing to do');
+    const shm: EnsureShmFileResult[] = [];
+    for (const file of files) {
+      shm.push(await ensureShmFile(this.#spec(file), { allowResize: false, trustedOwners: [...this.#trusted(), file.uid] }));
     }
-    return { ...outcome('release', `VM '${vm.name}' released: ${reattached.length} device(s) given back`), reattached };
+    return { ...outcome('started', `shm files of '${name}' checked`), shm };
   }
 
   /**
-   * Detach devices for `owner` (a VM, or a caller of DetachDevice) and record
-   * the claims. Runs on the one queue for device and state changes.
-   * Returns the addresses that moved.
+   * Release a VM from its record: every device it holds goes back, its sleep
+   * lock goes, its recorded shm files are removed when the record says so.
+   * Idempotent: a second release (or one after a refused prepare) finds
+   * nothing and says so. Never looks at the configuration.
    */
-  detach(owner: string, addresses: readonly string[], force = false): Promise<string[]> {
-    return this.#devices.add(async () => {
-      const claims = await this.#state.load();
-      const result = await this.#engine.detach(addresses, { owner, claims: asClaims(claims), force });
-      const groups = new Map(result.plan.devices.map((d) => [d.address, d.group]));
-      await this.#state.save(StateFile.withClaims(claims, result.claims, groups));
-      return result.plan.devices.filter((d) => d.changes).map((d) => d.address);
-    });
-  }
-
-  /**
-   * Give back devices claimed by `owner` (all of them when `addresses` is
-   * omitted) and drop their claims. Returns the addresses that moved.
-   */
-  reattach(owner: string, addresses?: readonly string[]): Promise<string[]> {
-    return this.#devices.add(async () => {
-      const claims = await this.#state.load();
-      const targets = addresses ?? [...claims].filter(([, c]) => c.owner === owner).map(([a]) => a);
-      if (targets.length === 0) return [];
-      const result = await this.#engine.reattach(targets, { owner, claims: asClaims(claims) });
-      const next = new Map(claims);
-      for (const a of result.released) next.delete(a);
-      await this.#state.save(next);
-      return result.plan.devices.filter((d) => d.changes).map((d) => d.address);
-    });
-  }
-
-  /**
-   * Release a VM the configuration no longer manages but which still holds
-   * devices (its table was removed while it ran): its devices go back all the
-   * same. Nothing else is known of it, so no shm file is touched.
-   */
-  async releaseOwner(name: string): Promise<HookOutcome> {
+  release(name: string): Promise<HookOutcome> {
     return this.#queueFor(name).add(async () => {
-      const reattached = await this.reattach(name);
+      const state = await this.#ledger.read();
+      const record = state.machines.get(name);
+      const result = await this.#ledger.reattach(vmOwner(name));
       this.#sleepLock?.release(name);
-      return { ...outcome('release', `VM '${name}' released: ${reattached.length} device(s) given back`), reattached };
-    });
-  }
-
-  /**
-   * Compare the state file with sysfs after a restart: a claimed device that
-   * is no longer on vfio-pci (someone rebound it, or the host rebooted
-   * without clearing /run) loses its claim. Changes no driver. Returns one
-   * sentence per dropped claim.
-   */
-  reconcile(): Promise<string[]> {
-    return this.#devices.add(async () => {
-      const claims = await this.#state.load();
-      if (claims.size === 0) return [];
-      const snapshot = await this.#engine.inspect();
-      const notes: string[] = [];
-      const next = new Map(claims);
-      for (const [address, claim] of claims) {
-        const device = snapshot.devices.get(address);
-        const onVfio = device !== undefined && (device.driver === VFIO_DRIVER || (device.driver === null && device.driverOverride === VFIO_DRIVER));
-        if (!onVfio) {
-          next.delete(address);
-          notes.push(
-            `Claim of '${claim.owner}' on '${address}' dropped: the device is ${device === undefined ? 'gone' : `on '${device.driver ?? 'no driver'}'`}, not on vfio-pci`,
-          );
+      const warnings: string[] = [];
+      if (record?.removeShmOnStop) {
+        for (const file of record.shm) {
+          try {
+            await removeShmFile({ root: this.#roots.shm, name: file.name, uid: file.uid }, { trustedOwners: [...this.#trusted(), file.uid] });
+          } catch (error) {
+            warnings.push(`Cannot remove ${file.path} (${(error as Error).message}), ignoring`);
+          }
         }
       }
-      if (notes.length > 0) await this.#state.save(next);
-      return notes;
-    });
+      if (record) await this.#ledger.updateMachines((m) => m.delete(name));
+      const reattached = result ? [...result.moved] : [];
+      const message =
+        result === null && record === undefined
+          ? `VM '${name}' holds nothing: nothing to release`
+          : `VM '${name}' released: ${reattached.length} device(s) given back`;
+      return { ...outcome('release', message), reattached, warnings };
+    }) as Promise<HookOutcome>;
+  }
+
+  /** Finish or undo what a crash left, and make the claims agree with sysfs (DeviceLedger.recover). */
+  recover(): Promise<string[]> {
+    return this.#ledger.recover();
   }
 
   /**
    * Take the sleep lock for every VM that holds devices (after a restart of
-   * the daemon, whose locks died with it); `isVm` tells VMs from other
-   * owners (a DetachDevice caller). Returns the warnings.
+   * the daemon, whose locks died with it). Returns the warnings.
    */
-  async retakeSleepLocks(isVm: (owner: string) => boolean): Promise<string[]> {
-    const owners = new Set([...(await this.#state.load()).values()].map((c) => c.owner).filter(isVm));
+  async retakeSleepLocks(): Promise<string[]> {
+    const state = await this.#ledger.read();
+    const owners = new Set<string>();
+    for (const claim of state.claims.values()) if (claim.owner.kind === 'vm') owners.add(claim.owner.name);
     const warnings: string[] = [];
     for (const owner of owners) warnings.push(...(await this.#takeSleepLock(owner)));
     return warnings;
   }
 
+  #held(vm: string): string[] {
+    return [...this.#ledger.cached.claims].filter(([, c]) => sameOwner(c.owner, vmOwner(vm))).map(([a]) => a);
+  }
+
   async #takeSleepLock(vm: string): Promise<string[]> {
     if (!this.#sleepLock) return [];
-    const held = [...(await this.#state.load())].filter(([, c]) => c.owner === vm).map(([a]) => a);
     try {
-      await this.#sleepLock.take(vm, `VM '${vm}' owns ${held.join(', ')}`);
+      await this.#sleepLock.take(vm, `VM '${vm}' owns ${this.#held(vm).join(', ')}`);
       return [];
     } catch (error) {
       return [`Cannot take logind's sleep inhibitor for VM '${vm}' (${(error as Error).message}); the host may suspend under the guest, ignoring`];
     }
   }
 
-  /** Current claims, by address (for listings). */
-  claims(): Promise<ReadonlyMap<string, ClaimRecord>> {
-    return this.#state.load();
-  }
-
   /** Resolves when no hook and no device change is running or queued (for a clean stop). */
   async idle(): Promise<void> {
     await Promise.all([...this.#perVm.values()].map((q) => q.onIdle()));
-    await this.#devices.onIdle();
+    await this.#ledger.idle();
   }
 
   #queueFor(name: string): PQueue {
@@ -264,22 +268,22 @@ export class Lifecycle {
     return queue;
   }
 
-  #spec(vm: ManagedVm, file: { name: string; sizeBytes: number }) {
-    return { root: this.#roots.shm, name: file.name, size: file.sizeBytes, uid: vm.uid, gid: vm.gid, mode: vm.mode };
+  #spec(file: ShmFileWant) {
+    return { root: this.#roots.shm, name: file.name, size: file.sizeBytes, uid: file.uid, gid: file.gid, mode: file.mode };
   }
 
   /** Put the shm files back as this prepare found them: remove created ones, restore repaired ones. */
-  async #undoShm(vm: ManagedVm, done: readonly EnsureShmFileResult[]): Promise<void> {
+  async #undoShm(done: readonly EnsureShmFileResult[]): Promise<void> {
     for (const result of [...done].reverse()) {
       const name = result.path.slice(result.path.lastIndexOf('/') + 1);
       try {
         if (result.action === 'created') {
-          await removeShmFile({ root: this.#roots.shm, name, uid: vm.uid }, { trustedOwners: [...this.#trusted, vm.uid] });
+          await removeShmFile({ root: this.#roots.shm, name, uid: result.after.uid }, { trustedOwners: [...this.#trusted(), result.after.uid] });
         } else if (result.action === 'repaired' && result.before) {
           const b = result.before;
           await ensureShmFile(
             { root: this.#roots.shm, name, size: b.size, uid: b.uid, gid: b.gid, mode: b.mode },
-            { trustedOwners: [...this.#trusted, vm.uid, b.uid] },
+            { trustedOwners: [...this.#trusted(), result.after.uid, b.uid] },
           );
         }
       } catch {
@@ -287,24 +291,31 @@ export class Lifecycle {
       }
     }
   }
-
-  async #ensureShm(vm: ManagedVm, allowResize: boolean): Promise<EnsureShmFileResult[]> {
-    const out: EnsureShmFileResult[] = [];
-    for (const file of vm.shmFiles) {
-      out.push(await ensureShmFile(this.#spec(vm, file), { allowResize, trustedOwners: [...this.#trusted, vm.uid] }));
-    }
-    return out;
-  }
 }
 
-function asClaims(records: ReadonlyMap<string, ClaimRecord>) {
-  return new Map([...records].map(([a, r]) => [a, { owner: r.owner, originalDriver: r.originalDriver, originalOverride: r.originalOverride }]));
+function shmRecord(file: ShmFileWant, result: EnsureShmFileResult, root: string): ShmRecord {
+  return {
+    name: file.name,
+    path: result.path || `${root}/${file.name}`,
+    sizeBytes: result.after.size,
+    uid: result.after.uid,
+    gid: result.after.gid,
+    mode: result.after.mode,
+    action: result.action,
+  };
+}
+
+/** One entry per file name; a file this VM created earlier stays 'created' (it is still ours to remove). */
+function mergeShm(list: readonly ShmRecord[], entry: ShmRecord): ShmRecord[] {
+  const old = list.find((f) => f.name === entry.name);
+  const merged = old?.action === 'created' ? { ...entry, action: 'created' as const } : entry;
+  return [...list.filter((f) => f.name !== entry.name), merged];
 }
 
 function describeDetached(addresses: readonly string[]): string {
   return addresses.length === 0 ? 'no device moved' : `${addresses.join(', ')} on vfio-pci`;
 }
 
-function outcome(stage: HookStage, message: string): HookOutcome {
+export function outcome(stage: HookStage, message: string): HookOutcome {
   return { stage, message, shm: [], detached: [], reattached: [], warnings: [] };
 }

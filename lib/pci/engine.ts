@@ -1,11 +1,18 @@
 /**
  * The PCI engine: read the host, plan, execute with rollback, and say what
  * each device was before so it can be given back.
+ *
+ * `detach`/`reattach` run a whole operation in memory (tests, dry runs).
+ * The daemon and the CLI go through lib/lifecycle/device-ledger.ts instead,
+ * which uses `plan*`, `execute`, `restore` and `binding` to write the
+ * operation's record before its first write and settle the claims after
+ * its last, so a crash at any instant can be finished or undone.
  */
 import type { KernelPort } from './kernel-port.js';
+import { sameOwner } from '../state/owner.js';
 import { readHost, type HostSnapshot } from './host-snapshot.js';
 import { planDetach, planReattach, type Claim, type Plan, type PlanOptions } from './plan.js';
-import { PlanExecutor, type ExecuteOptions } from './executor.js';
+import { PlanExecutor, type DeviceBinding, type DeviceOrigin, type ExecuteOptions } from './executor.js';
 
 export interface DetachResult {
   readonly plan: Plan;
@@ -21,12 +28,17 @@ export interface ReattachResult {
 
 export class PciEngine {
   readonly #port: KernelPort;
-  readonly #options: ExecuteOptions;
+  #options: ExecuteOptions;
 
   /** `options` apply to every run (write and settle timeouts, progress). */
   constructor(port: KernelPort, options: ExecuteOptions = {}) {
     this.#port = port;
     this.#options = options;
+  }
+
+  /** Change run options (a reloaded `[daemon] write-timeout`); applies to the next operation. */
+  configure(options: ExecuteOptions): void {
+    this.#options = { ...this.#options, ...options };
   }
 
   get port(): KernelPort {
@@ -37,17 +49,46 @@ export class PciEngine {
     return readHost(this.#port);
   }
 
+  async planDetach(addresses: readonly string[], options: PlanOptions): Promise<{ plan: Plan; snapshot: HostSnapshot }> {
+    const snapshot = await this.inspect();
+    return { plan: planDetach(snapshot, addresses, options), snapshot };
+  }
+
+  async planReattach(addresses: readonly string[], options: PlanOptions): Promise<{ plan: Plan; snapshot: HostSnapshot }> {
+    const snapshot = await this.inspect();
+    return { plan: planReattach(snapshot, addresses, options), snapshot };
+  }
+
+  /** Run a plan; on failure it is rolled back and the error says how. Returns the devices' states before. */
+  async execute(plan: Plan): Promise<readonly DeviceOrigin[]> {
+    return (await new PlanExecutor(this.#port, this.#options).run(plan)).origins;
+  }
+
+  /** Put devices into the given bindings (recovery, rollback); returns one note per device, never throws for one device. */
+  restore(targets: readonly DeviceOrigin[]): Promise<string[]> {
+    return new PlanExecutor(this.#port, this.#options).rollback(targets);
+  }
+
+  /** A device's driver and override now. */
+  binding(address: string): Promise<DeviceBinding> {
+    return new PlanExecutor(this.#port, this.#options).binding(address);
+  }
+
   /** Take the devices, their companions and their IOMMU groups to vfio-pci. */
   async detach(addresses: readonly string[], options: PlanOptions): Promise<DetachResult> {
-    const snapshot = await this.inspect();
-    const plan = planDetach(snapshot, addresses, options);
-    const { origins } = await new PlanExecutor(this.#port, this.#options).run(plan);
+    const { plan, snapshot } = await this.planDetach(addresses, options);
+    const origins = await this.execute(plan);
     const before = new Map(origins.map((o) => [o.address, o]));
     const claims = new Map<string, Claim>();
     for (const device of plan.devices) {
       const existing = options.claims?.get(device.address);
-      if (existing && existing.owner === options.owner) {
+      if (existing && sameOwner(existing.owner, options.owner)) {
         claims.set(device.address, existing); // keep the first original driver
+        continue;
+      }
+      if (existing?.owner.kind === 'unknown') {
+        // Adopted: nobody knows what it had before, and we do not pretend to.
+        claims.set(device.address, { ...existing, owner: options.owner });
         continue;
       }
       const origin = before.get(device.address);
@@ -56,6 +97,7 @@ export class PciEngine {
         owner: options.owner,
         originalDriver: origin ? origin.driver : was.driver,
         originalOverride: origin ? origin.override : was.driverOverride,
+        originalKnown: true,
       });
     }
     return { plan, claims };
@@ -63,9 +105,8 @@ export class PciEngine {
 
   /** Give the devices (and the rest of their groups) back to the drivers they had. */
   async reattach(addresses: readonly string[], options: PlanOptions): Promise<ReattachResult> {
-    const snapshot = await this.inspect();
-    const plan = planReattach(snapshot, addresses, options);
-    await new PlanExecutor(this.#port, this.#options).run(plan);
+    const { plan } = await this.planReattach(addresses, options);
+    await this.execute(plan);
     return { plan, released: plan.devices.map((d) => d.address) };
   }
 }

@@ -25,11 +25,20 @@ export interface ExecuteOptions {
   readonly onStep?: (step: Step) => void;
 }
 
-/** A device's state before this run first touched it. */
-export interface DeviceOrigin {
-  readonly address: string;
+/** A device's driver and `driver_override`. */
+export interface DeviceBinding {
   readonly driver: string | null;
   readonly override: string | null;
+}
+
+/** A device's state before this run first touched it (or the state to restore it to). */
+export interface DeviceOrigin extends DeviceBinding {
+  readonly address: string;
+  /**
+   * The driver it had is not known (a claim found without a record): restoring
+   * clears the override and lets the kernel choose. Default false.
+   */
+  readonly anyDriver?: boolean;
 }
 
 export interface ExecuteResult {
@@ -105,6 +114,7 @@ export class PlanExecutor {
   }
 
   async #restore(origin: DeviceOrigin): Promise<void> {
+    if (origin.anyDriver) return this.#restoreToAnyDriver(origin);
     let now = await this.#binding(origin.address);
     if (now.override !== origin.override) {
       if (origin.override === null) await this.#step({ op: 'clear-override', address: origin.address });
@@ -115,6 +125,14 @@ export class PlanExecutor {
       if (now.driver !== null) await this.#step({ op: 'unbind', address: origin.address, driver: now.driver });
       if (origin.driver !== null) await this.#step({ op: 'probe', address: origin.address, expect: origin.driver });
     }
+  }
+
+  /** Clear our override and let the kernel bind whatever matches (the original driver is unknown). */
+  async #restoreToAnyDriver(origin: DeviceOrigin): Promise<void> {
+    const now = await this.#binding(origin.address);
+    if (now.override !== null) await this.#step({ op: 'clear-override', address: origin.address });
+    if (now.driver === VFIO_DRIVER) await this.#step({ op: 'unbind', address: origin.address, driver: VFIO_DRIVER });
+    if (now.driver === null || now.driver === VFIO_DRIVER) await this.#step({ op: 'probe', address: origin.address, expect: null });
   }
 
   async #step(step: Step): Promise<void> {
@@ -263,7 +281,11 @@ export class PlanExecutor {
    * checks (a whole readPciDevice is a dozen reads, which a slow machine feels).
    * A missing driver_override reads as none; a missing device is an error.
    */
-  async #binding(address: string): Promise<{ driver: string | null; override: string | null }> {
+  binding(address: string): Promise<DeviceBinding> {
+    return this.#binding(address);
+  }
+
+  async #binding(address: string): Promise<DeviceBinding> {
     const [override, driver] = await Promise.all([
       this.#port.readFile(this.#attr(address, 'driver_override')),
       this.#driverOf(address),

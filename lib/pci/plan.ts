@@ -28,6 +28,7 @@ import { companionsOf, VFIO_DRIVER } from './iommu-group.js';
 import { describeHolders, groupHolders, holdersOf } from './holders.js';
 import type { HostSnapshot } from './host-snapshot.js';
 import type { PciDevice } from './pci-device.js';
+import { describeOwner, howToRelease, sameOwner, type Owner } from '../state/owner.js';
 
 export type Step =
   /** Write `driver` to `driver_override`, read it back. */
@@ -49,12 +50,14 @@ export type Step =
 
 /** Who holds a device now: an entry of the daemon's state. */
 export interface Claim {
-  /** The VM (or `vfio-hookctl` user) the device was detached for. */
-  readonly owner: string;
-  /** The driver it had before; null when it was driverless. */
+  /** The VM, the user who detached it by hand, or unknown (lib/state/owner.ts). */
+  readonly owner: Owner;
+  /** The driver it had before; null when it was driverless. Meaningless when `originalKnown` is false. */
   readonly originalDriver: string | null;
   /** The `driver_override` it had before (usually null). */
   readonly originalOverride: string | null;
+  /** False when nobody knows the driver it had (found on vfio-pci with no record): reattach lets the kernel choose. */
+  readonly originalKnown: boolean;
 }
 
 export interface PlannedDevice {
@@ -72,15 +75,15 @@ export interface PlannedDevice {
 
 export interface Plan {
   readonly kind: 'detach' | 'reattach';
-  readonly owner: string;
+  readonly owner: Owner;
   readonly devices: readonly PlannedDevice[];
   readonly groups: readonly number[];
   readonly steps: readonly Step[];
 }
 
 export interface PlanOptions {
-  /** The VM (or CLI user) this is for; recorded as the claim's owner. */
-  readonly owner: string;
+  /** Who this is for; recorded as the claim's owner. */
+  readonly owner: Owner;
   /** Current claims by address (from the daemon's state). Default: none. */
   readonly claims?: ReadonlyMap<string, Claim>;
   /**
@@ -163,12 +166,18 @@ function detachOrder(snapshot: HostSnapshot, addresses: Iterable<string>): strin
   return ordered;
 }
 
-function checkClaims(devices: readonly PciDevice[], options: PlanOptions, verb: string): void {
+/**
+ * Detach: a device claimed by another owner is refused, with how to make
+ * that owner let go. A claim of unknown owner (found on vfio-pci with no
+ * record) may be adopted: it is on vfio-pci already, and nobody else's.
+ */
+function checkDetachClaims(devices: readonly PciDevice[], options: PlanOptions): void {
   for (const d of devices) {
     const claim = options.claims?.get(d.address);
-    if (claim && claim.owner !== options.owner) {
+    if (claim && claim.owner.kind !== 'unknown' && !sameOwner(claim.owner, options.owner)) {
       throw new DeviceClaimed(
-        `Cannot ${verb} ${q(d.address)} for ${q(options.owner)}: it belongs to ${q(claim.owner)}; stop that VM first, refusing`,
+        `Cannot detach ${q(d.address)} for ${describeOwner(options.owner)}: it belongs to ${describeOwner(claim.owner)}; ` +
+          `${howToRelease(claim.owner, d.address)}, refusing`,
       );
     }
   }
@@ -181,7 +190,7 @@ export function planDetach(snapshot: HostSnapshot, addresses: readonly string[],
   const devices = order.map((a) => snapshot.devices.get(a)!);
   const moving = devices.filter((d) => d.driver !== VFIO_DRIVER);
 
-  checkClaims(devices, options, 'detach');
+  checkDetachClaims(devices, options);
 
   if (!options.force) {
     const blocked = moving
@@ -240,24 +249,25 @@ export function planReattach(snapshot: HostSnapshot, addresses: readonly string[
   const order = detachOrder(snapshot, reasons.keys()).reverse();
   const devices = order.map((a) => snapshot.devices.get(a)!);
 
-  if (!options.force) checkClaims(devices, options, 'reattach');
-
   const claimOf = (d: PciDevice): Claim | undefined => options.claims?.get(d.address);
   // A device returns only when it sits on vfio-pci (or is driverless with our
   // override) and its original driver was not vfio-pci itself.
   const moving = devices.filter((d) => {
     const claim = claimOf(d);
-    if (claim?.originalDriver === VFIO_DRIVER) return false;
+    if (claim?.originalKnown && claim.originalDriver === VFIO_DRIVER) return false;
     return d.driver === VFIO_DRIVER || (d.driver === null && d.driverOverride === VFIO_DRIVER);
   });
 
   const groups = [...new Set(devices.map((d) => d.iommuGroup!))].sort((a, b) => a - b);
   const inUse = groups.flatMap((g) => groupHolders(g, snapshot.processes).map((h) => ({ g, h })));
   if (inUse.length > 0 && moving.length > 0) {
+    // A running VM: name it (from the claim) and how to stop it.
+    const vm = devices.map((d) => claimOf(d)?.owner).find((o) => o?.kind === 'vm');
     throw new DeviceBusy(
       `Cannot reattach ${requested.map((d) => q(d.address)).join(', ')}: ` +
         inUse.map(({ g, h }) => `IOMMU group ${g} is in use by ${describeHolders([h])}`).join('; ') +
-        `; shut the VM down first, refusing`,
+        (vm?.kind === 'vm' ? `, which runs ${describeOwner(vm)}; shut it down first (virsh shutdown ${q(vm.name)})` : '; stop the program that uses it first') +
+        `, refusing`,
     );
   }
   const held = moving.flatMap((d) =>
@@ -278,7 +288,7 @@ export function planReattach(snapshot: HostSnapshot, addresses: readonly string[
     if (override !== null && override !== VFIO_DRIVER) steps.push({ op: 'set-override', address: d.address, driver: override });
     else steps.push({ op: 'clear-override', address: d.address });
     if (d.driver !== null) steps.push({ op: 'unbind', address: d.address, driver: d.driver });
-    steps.push({ op: 'probe', address: d.address, expect: claim ? claim.originalDriver : null });
+    steps.push({ op: 'probe', address: d.address, expect: claim?.originalKnown ? claim.originalDriver : null });
   }
 
   return {
@@ -290,7 +300,7 @@ export function planReattach(snapshot: HostSnapshot, addresses: readonly string[
       address: d.address,
       group: d.iommuGroup!,
       driver: d.driver,
-      target: moving.includes(d) ? (claimOf(d)?.originalDriver ?? null) : d.driver,
+      target: moving.includes(d) ? (claimOf(d)?.originalKnown ? (claimOf(d)?.originalDriver ?? null) : null) : d.driver,
       reason: reasons.get(d.address)!,
       changes: moving.includes(d),
     })),

@@ -26,6 +26,12 @@ export const MessageId = {
   HOOK_NOT_RECEIVED: '35724d19505e4ab482eaf63456eadfd1',
   /** A failed step was undone: the devices and files this step touched are back as they were. */
   ROLLBACK_DONE: '8f434d6819904c98a9adfd9a0586e93f',
+  /** A VM that held devices stopped while vfio-hookd was down; released from its record at start. */
+  STALE_RELEASED: '74a64f6328dd407e8f6386af23fba335',
+  /** A device was detached or given back by hand (DetachDevice/ReattachDevice), with the caller. */
+  MANUAL_CHANGE: 'dcfab31185fa4f15b714caa65ce20ad6',
+  /** The state file was damaged (or an operation unfinished) at start, and was recovered from sysfs. */
+  STATE_RECOVERED: 'a58203931ded49e59f63cf9e7e99316a',
 } as const;
 
 export type MessageIdName = keyof typeof MessageId;

@@ -5,6 +5,8 @@
  *
  * Run alone: node --import tsx test/bench/engine.bench.ts
  */
+import { vmOwner } from '../../lib/state/owner.js';
+const WIN10 = vmOwner('win10');
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,10 +23,10 @@ try {
 
   console.log(`bench engine: read host (25 devices, processes, mounts): ${stats(await timeRuns(200, () => engine.inspect()), 2)}`);
   const snapshot = await engine.inspect();
-  console.log(`bench engine: plan detach of the RX 590 (pure): ${stats(await timeRuns(2000, async () => planDetach(snapshot, ['0000:0b:00.0'], { owner: 'win10' })), 2)}`);
+  console.log(`bench engine: plan detach of the RX 590 (pure): ${stats(await timeRuns(2000, async () => planDetach(snapshot, ['0000:0b:00.0'], { owner: WIN10 })), 2)}`);
   const rounds = await timeRuns(100, async () => {
-    const { claims } = await engine.detach(['0000:0b:00.0'], { owner: 'win10' });
-    await engine.reattach(['0000:0b:00.0'], { owner: 'win10', claims });
+    const { claims } = await engine.detach(['0000:0b:00.0'], { owner: WIN10 });
+    await engine.reattach(['0000:0b:00.0'], { owner: WIN10, claims });
   });
   console.log(`bench engine: detach + reattach round trip on the simulated host: ${stats(rounds, 2)}`);
   console.log(`bench engine: rss after 100 round trips: ${(process.memoryUsage().rss / 2 ** 20).toFixed(1)} MiB (before: ${(rssBefore / 2 ** 20).toFixed(1)} MiB)`);

@@ -11,6 +11,9 @@ import { Lifecycle, type ManagedVm } from '../../lib/lifecycle/lifecycle.js';
 import { parseHookEvent } from '../../lib/lifecycle/hook-event.js';
 import { DeviceBusy, DeviceClaimed, InvalidConfig } from '../../lib/errors.js';
 import { driversOf, makeSim, type TestSim } from '../helpers/sim.js';
+import { DeviceLedger } from '../../lib/lifecycle/device-ledger.js';
+import { StateFile } from '../../lib/state/state-file.js';
+import { ownerKey } from '../../lib/state/owner.js';
 
 const MiB = 2 ** 20;
 const RX590 = ['0000:0b:00.0', '0000:0b:00.1'];
@@ -19,15 +22,14 @@ function win10(overrides: Partial<ManagedVm> = {}): ManagedVm {
   return {
     name: 'win10',
     devices: ['0000:0b:00.0'],
-    uid: 1000,
-    gid: 64055,
-    mode: 0o660,
     shmFiles: [
-      { name: 'looking-glass', sizeBytes: 64 * MiB },
-      { name: 'scream', sizeBytes: 2 * MiB },
+      { name: 'looking-glass', sizeBytes: 64 * MiB, uid: 1000, gid: 64055, mode: 0o660 },
+      { name: 'scream', sizeBytes: 2 * MiB, uid: 1000, gid: 64055, mode: 0o660 },
     ],
     force: false,
     removeShmOnStop: false,
+    user: 'alex',
+    units: [],
     ...overrides,
   };
 }
@@ -35,7 +37,12 @@ function win10(overrides: Partial<ManagedVm> = {}): ManagedVm {
 const ev = (op: string, sub: string, vm = 'win10') => parseHookEvent(vm, op, sub, '-');
 
 function lifecycle(sim: TestSim): Lifecycle {
-  return new Lifecycle({ engine: sim.engine, roots: sim.kernel.roots, trustedShmOwners: [0, 64055] });
+  const ledger = new DeviceLedger({ engine: sim.engine, state: new StateFile(sim.kernel.roots.run) });
+  return new Lifecycle({ ledger, roots: sim.kernel.roots, trustedShmOwners: () => [0, 64055] });
+}
+
+async function owners(life: Lifecycle): Promise<string[]> {
+  return [...(await life.ledger.read()).claims.values()].map((c) => ownerKey(c.owner));
 }
 
 async function shmStat(sim: TestSim, name: string) {
@@ -51,7 +58,7 @@ test('prepare makes the shm files and detaches the GPU; release gives the GPU ba
   t.deepEqual(await shmStat(sim, 'looking-glass'), { uid: 1000, gid: 64055, mode: 0o660, size: 64 * MiB });
   t.deepEqual(await shmStat(sim, 'scream'), { uid: 1000, gid: 64055, mode: 0o660, size: 2 * MiB });
   t.deepEqual(Object.values(await driversOf(sim, RX590)), ['vfio-pci', 'vfio-pci']);
-  t.deepEqual([...(await life.state.load()).values()].map((c) => c.owner), ['win10', 'win10']);
+  t.deepEqual(await owners(life), ['vm:win10', 'vm:win10']);
 
   await life.handle(ev('start', 'begin'), win10());
   await life.handle(ev('started', 'begin'), win10());
@@ -59,7 +66,8 @@ test('prepare makes the shm files and detaches the GPU; release gives the GPU ba
   const released = await life.handle(ev('release', 'end'), win10());
   t.is(released.message, "VM 'win10' released: 2 device(s) given back");
   t.deepEqual(await driversOf(sim, RX590), { '0000:0b:00.0': 'amdgpu', '0000:0b:00.1': 'snd_hda_intel' });
-  t.is((await life.state.load()).size, 0);
+  t.is((await life.ledger.read()).claims.size, 0);
+  t.is((await life.ledger.read()).machines.size, 0, 'the record is gone with the release');
   t.truthy(await shmStat(sim, 'looking-glass'), 'kept: remove-shm-on-stop is off');
 });
 
@@ -95,15 +103,15 @@ test('a second VM claiming the same GPU is refused and the first keeps it', asyn
   await life.handle(ev('prepare', 'begin'), win10());
   const other = win10({ name: 'win11', shmFiles: [] });
   const error = await t.throwsAsync(life.handle(ev('prepare', 'begin', 'win11'), other), { instanceOf: DeviceClaimed });
-  t.regex(error.message, /for 'win11': it belongs to 'win10'; stop that VM first, refusing$/);
+  t.regex(error.message, /for VM 'win11': it belongs to VM 'win10'; shut that VM down first \(virsh shutdown 'win10'\), refusing$/);
   t.deepEqual(Object.values(await driversOf(sim, RX590)), ['vfio-pci', 'vfio-pci']);
-  t.deepEqual([...(await life.state.load()).values()].map((c) => c.owner), ['win10', 'win10']);
+  t.deepEqual(await owners(life), ['vm:win10', 'vm:win10']);
 });
 
 test('started repairs owner and mode of a file QEMU created but never resizes it', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   const life = lifecycle(sim);
-  const vm = win10({ devices: [], shmFiles: [{ name: 'looking-glass', sizeBytes: 64 * MiB }] });
+  const vm = win10({ devices: [], shmFiles: [{ name: 'looking-glass', sizeBytes: 64 * MiB, uid: 1000, gid: 64055, mode: 0o660 }] });
   // QEMU created it as its own user, mode 0644.
   const file = path.join(sim.kernel.roots.shm, 'looking-glass');
   await fs.writeFile(file, Buffer.alloc(0));
@@ -153,7 +161,7 @@ test('events for one VM run in order even when they arrive together', async (t) 
   t.deepEqual(await driversOf(sim, RX590), { '0000:0b:00.0': 'amdgpu', '0000:0b:00.1': 'snd_hda_intel' });
 });
 
-test('reconcile drops the claim of a device someone gave back by hand, and changes no driver', async (t) => {
+test('recovery drops the claim of a device someone gave back by hand, and changes no driver', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   const life = lifecycle(sim);
   await life.handle(ev('prepare', 'begin'), win10());
@@ -165,10 +173,10 @@ test('reconcile drops the claim of a device someone gave back by hand, and chang
   await sim.kernel.write(path.join(devices, 'drivers_probe'), '0000:0b:00.1', never);
 
   const restarted = lifecycle(sim);
-  t.deepEqual(await restarted.reconcile(), [
-    "Claim of 'win10' on '0000:0b:00.1' dropped: the device is on 'snd_hda_intel', not on vfio-pci",
+  t.deepEqual(await restarted.recover(), [
+    "Claim of VM 'win10' on '0000:0b:00.1' dropped: the device is on 'snd_hda_intel', not on vfio-pci",
   ]);
-  t.deepEqual([...(await restarted.claims()).keys()], ['0000:0b:00.0']);
+  t.deepEqual([...(await restarted.ledger.read()).claims.keys()], ['0000:0b:00.0']);
   t.deepEqual(await driversOf(sim, RX590), { '0000:0b:00.0': 'vfio-pci', '0000:0b:00.1': 'snd_hda_intel' });
-  t.deepEqual(await restarted.reconcile(), [], 'nothing more to drop');
+  t.deepEqual(await restarted.recover(), [], 'nothing more to drop');
 });
