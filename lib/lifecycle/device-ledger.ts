@@ -95,9 +95,15 @@ export class DeviceLedger {
     this.#onSaved?.();
   }
 
-  /** The current state, read afresh (waits for a running operation). */
+  /**
+   * The current state, read afresh after any operation of this process. No
+   * lock: every save is an atomic rename, so a reader sees a whole state.
+   */
   read(): Promise<State> {
-    return this.#exclusive(async (state) => state);
+    return this.#queue.add(async () => {
+      this.#cached = await this.#file.load();
+      return this.#cached;
+    }) as Promise<State>;
   }
 
   /** The state as this process last saw it, without touching the disk. */

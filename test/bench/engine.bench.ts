@@ -6,7 +6,6 @@
  * Run alone: node --import tsx test/bench/engine.bench.ts
  */
 import { vmOwner } from '../../lib/state/owner.js';
-const WIN10 = vmOwner('win10');
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +13,8 @@ import { buildSimHost, BUILTIN_HOSTS, SimKernel } from '../../lib/sim/index.js';
 import { PciEngine } from '../../lib/pci/engine.js';
 import { planDetach } from '../../lib/pci/plan.js';
 import { stats, timeRuns } from './figures.js';
+
+const WIN10 = vmOwner('win10');
 
 const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-bench-'));
 try {

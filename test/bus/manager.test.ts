@@ -104,7 +104,7 @@ test('introspection lists org.vfiohookd1.Manager with its methods, properties an
     'org.vfiohookd1.Manager interface - - -',
     '.ListDevices method - a(ssssuso) -',
     '.ListMachines method - a(sso) -',
-    '.DetachDevice method s - -',
+    '.DetachDevice method ssb - -',
     '.ReattachDevice method s - -',
     '.HandleHook method sssss - -',
     '.Reload method - - -',
@@ -131,7 +131,7 @@ test('ListDevices returns the reference GPU on amdgpu in IOMMU group 25 with its
 
 test('DetachDevice moves both functions of the card to vfio-pci and ReattachDevice gives them back', async (t) => {
   const { bus, daemon } = await setup(t);
-  const detach = await busctl(bus, ['call', NAME, PATH, IFACE, 'DetachDevice', 's', GPU]);
+  const detach = await busctl(bus, ['call', NAME, PATH, IFACE, 'DetachDevice', 'ssb', GPU, '', 'false']);
   t.is(detach.code, 0, detach.stderr);
   t.is(await driverOf(daemon, GPU), 'vfio-pci');
   t.is(await driverOf(daemon, GPU_AUDIO), 'vfio-pci');
@@ -140,7 +140,7 @@ test('DetachDevice moves both functions of the card to vfio-pci and ReattachDevi
   };
   const row = listed.data[0].find((r) => r[0] === GPU);
   t.is(row?.[3], 'vfio-pci');
-  t.is(row?.[5], 'dbus');
+  t.is(row?.[5], 'manual:root', 'a detach by hand, by the caller (root)');
 
   const reattach = await busctl(bus, ['call', NAME, PATH, IFACE, 'ReattachDevice', 's', GPU]);
   t.is(reattach.code, 0, reattach.stderr);
@@ -152,7 +152,7 @@ test('DetachDevice moves both functions of the card to vfio-pci and ReattachDevi
 
 test('DetachDevice of the root disk fails with HostDependency naming / and no stack trace', async (t) => {
   const { bus, daemon } = await setup(t);
-  const result = await dbusSend(bus, 'DetachDevice', ['string:0000:01:00.0']);
+  const result = await dbusSend(bus, 'DetachDevice', ['string:0000:01:00.0', 'string:', 'boolean:false']);
   t.not(result.code, 0);
   t.regex(result.stderr, /^Error org\.vfiohookd1\.HostDependency: /);
   t.true(result.stderr.includes("'/'"), result.stderr);
@@ -163,7 +163,7 @@ test('DetachDevice of the root disk fails with HostDependency naming / and no st
 
 test('DetachDevice of a malformed address fails with InvalidArgs', async (t) => {
   const { bus } = await setup(t);
-  const result = await dbusSend(bus, 'DetachDevice', ['string:bogus']);
+  const result = await dbusSend(bus, 'DetachDevice', ['string:bogus', 'string:', 'boolean:false']);
   t.not(result.code, 0);
   t.regex(result.stderr, /^Error org\.freedesktop\.DBus\.Error\.InvalidArgs: .*'bogus'/);
   t.notRegex(result.stderr, /^\s+at /m);
@@ -171,7 +171,7 @@ test('DetachDevice of a malformed address fails with InvalidArgs', async (t) => 
 
 test('an unprivileged user is denied DetachDevice but may read Version and call ListDevices', async (t) => {
   const { bus, daemon } = await setup(t);
-  const denied = await dbusSend(bus, 'DetachDevice', [`string:${GPU}`], true);
+  const denied = await dbusSend(bus, 'DetachDevice', [`string:${GPU}`, 'string:', 'boolean:false'], true);
   t.not(denied.code, 0);
   t.regex(denied.stderr, /^Error org\.freedesktop\.DBus\.Error\.AccessDenied: /);
   t.is(await driverOf(daemon, GPU), 'amdgpu');

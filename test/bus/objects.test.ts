@@ -41,7 +41,7 @@ test('each configured VM and each PCI device has an object whose properties foll
 
   const values = await changed;
   t.is(values['Driver']?.value, 'vfio-pci');
-  t.is(values['Owner']?.value, 'win10');
+  t.is(values['Owner']?.value, 'vm:win10');
   t.is(await busctl('get-property', ...machine, 'State'), 's "prepared"');
   t.is(await busctl('get-property', ...machine, 'Devices'), 'as 2 "0000:0b:00.0" "0000:0b:00.1"');
   t.regex(await busctl('get-property', ...machine, 'LastMessage'), /^s "VM \\'win10\\' prepared: 0000:0b:00\.1, 0000:0b:00\.0 on vfio-pci/); // busctl escapes quotes

@@ -387,9 +387,12 @@ test('MESSAGE_IDs are 32 lowercase hex characters and all different', (t) => {
     'DEVICE_REATTACHED',
     'HOOK_NOT_RECEIVED',
     'HOOK_REFUSED',
+    'MANUAL_CHANGE',
     'ROLLBACK_DONE',
     'SHM_FILE_CREATED',
     'SHM_FILE_REPAIRED',
+    'STALE_RELEASED',
+    'STATE_RECOVERED',
     'UNIT_FAILED',
   ]);
   for (const id of ids) t.regex(id, /^[0-9a-f]{32}$/);
