@@ -175,6 +175,8 @@ export interface DaemonProcess {
  * It is stopped (SIGTERM, then SIGKILL) in teardown.
  */
 export interface DaemonOptions {
+  /** More environment for the daemon (the crash tests' VFIO_HOOKD_CRASH_AFTER). */
+  readonly env?: NodeJS.ProcessEnv;
   /** Built-in host name or JSON fixture path. Default 'reference-host'. */
   readonly fixture?: string;
   /** Text of the configuration file (written to `<dir>/vfio-hookd.toml`). Default: an empty file. */
@@ -202,7 +204,7 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
   if (opts.config !== undefined || opts.dir === undefined) await fs.writeFile(configPath, opts.config ?? '');
   const notifyPath = path.join(dir, `notify-${Date.now()}-${Math.random().toString(16).slice(2)}`);
   const notify = NotifyListener.open(t, notifyPath);
-  const env: NodeJS.ProcessEnv = { ...process.env, NOTIFY_SOCKET: notify.path };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env, NOTIFY_SOCKET: notify.path };
   delete env['WATCHDOG_USEC'];
   delete env['WATCHDOG_PID'];
   if (opts.watchdogUsec !== undefined) env['WATCHDOG_USEC'] = String(opts.watchdogUsec);
