@@ -140,7 +140,10 @@ try {
 }
 watcher.on('change', (next) => {
   config = next;
-  configError = null;
+  if (configError !== null) {
+    configError = null;
+    dbus.interface.Interface.emitPropertiesChanged(manager, { ConfigError: '' }, []);
+  }
   void applyDaemonSettings();
   refreshObjects();
   log.notice(`Configuration reloaded from '${configPath}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE: configPath });
@@ -233,6 +236,7 @@ const callers = new CallerTracker(bus);
 const manager = new ManagerInterface(backend, {
   version: VERSION,
   currentCaller: () => callers.current(),
+  configError: () => configError?.message ?? '',
   configFile: configPath,
   machines: () => objects.machinePaths,
   onError: (member, error) => {

@@ -57,6 +57,8 @@ export interface ManagerInfo {
   readonly version: string;
   /** Path of the configuration file, or '' when none is used. */
   readonly configFile: string;
+  /** The `ConfigError` property: why the configuration is not in force, or ''. Default ''. */
+  readonly configError?: () => string;
   /** Object paths of the Machine objects now exported (the `Machines` property). Default none. */
   readonly machines?: () => string[];
   /** Told about every error before it is mapped for the caller (to log it with its stack). */
@@ -87,6 +89,11 @@ export class ManagerInterface extends dbus.interface.Interface {
 
   get ConfigFile(): string {
     return this.#info.configFile;
+  }
+
+  /** Why the configuration could not be loaded at start ('' when it loaded), and where the file really is. */
+  get ConfigError(): string {
+    return this.#info.configError?.() ?? '';
   }
 
   get Machines(): string[] {
@@ -149,6 +156,7 @@ ManagerInterface.configureMembers({
   properties: {
     Version: { signature: 's', access: 'read' },
     ConfigFile: { signature: 's', access: 'read' },
+    ConfigError: { signature: 's', access: 'read' },
     Machines: { signature: 'ao', access: 'read' },
   },
   methods: {

@@ -25,7 +25,7 @@ import { callDaemon, daemonRunning } from './daemon-client.js';
 import os from 'node:os';
 import { openSimulation } from '../sim/index.js';
 import { devicesView, formatDevices } from './device-view.js';
-import { addAgentFailures, formatStatus, readStatus } from './status-view.js';
+import { addAgentFailures, formatDaemonStatus, formatStatus, readDaemonStatus, readStatus } from './status-view.js';
 
 export const VERSION = '0.1.0';
 
@@ -176,9 +176,10 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
   if (!['status', 'devices', 'detach', 'reattach'].includes(command)) throw new UsageError(`Unknown command ${q(command)}`);
   if (command === 'status') {
     if (args.length > 0) throw new UsageError(`'status' takes no arguments, got ${q(args[0])}`);
+    const daemon = await readDaemonStatus(values['bus-address']);
     const machines = await readStatus(values['bus-address']);
     await addAgentFailures(machines, values['session-bus-address']);
-    io.stdout(values.json ? JSON.stringify({ machines }, null, 2) + '\n' : formatStatus(machines));
+    io.stdout(values.json ? JSON.stringify({ daemon, machines }, null, 2) + '\n' : formatDaemonStatus(daemon) + formatStatus(machines));
     return 0;
   }
   if (command === 'devices' && args.length > 0) throw new UsageError(`'devices' takes no arguments, got ${q(args[0])}`);

@@ -2,6 +2,7 @@
  * `vfio-hookctl status`: what the running daemon knows of each VM, read from
  * its Machine objects on the system bus (properties only: anyone may run it).
  */
+import fs from 'node:fs/promises';
 import dbus from 'dbus-next';
 import { DaemonNotRunning } from '../errors.js';
 import { openBus } from './daemon-client.js';
@@ -16,6 +17,40 @@ export interface MachineStatus {
   lastMessage: string;
   /** Units the caller's agent reports failed for this VM, with the reason ([] when none, or no agent to ask). */
   failedUnits: { unit: string; reason: string }[];
+}
+
+/** What the daemon says of itself: its version, configuration file (and where it really is) and any error loading it. */
+export interface DaemonStatus {
+  version: string;
+  configFile: string;
+  configRealPath: string | null;
+  configError: string;
+}
+
+export async function readDaemonStatus(busAddress: string | undefined): Promise<DaemonStatus> {
+  const bus = await openBus(busAddress);
+  try {
+    const manager = await bus.getProxyObject('org.vfiohookd1', '/org/vfiohookd1').catch((error: Error) => {
+      throw new DaemonNotRunning(`vfio-hookd is not running: nobody owns 'org.vfiohookd1' (${error.message}); start it with 'systemctl start vfio-hookd'`);
+    });
+    const props = manager.getInterface('org.freedesktop.DBus.Properties');
+    const all = await (props['GetAll'] as (i: string) => Promise<Record<string, { value: unknown }>>)('org.vfiohookd1.Manager');
+    const str = (k: string): string => (typeof all[k]?.value === 'string' ? (all[k].value as string) : '');
+    const configFile = str('ConfigFile');
+    const real = configFile === '' ? null : await fs.realpath(configFile).catch(() => null);
+    return { version: str('Version'), configFile, configRealPath: real, configError: str('ConfigError') };
+  } finally {
+    bus.disconnect();
+  }
+}
+
+export function formatDaemonStatus(d: DaemonStatus): string {
+  const where = d.configRealPath !== null && d.configRealPath !== d.configFile ? ` (really '${d.configRealPath}')` : '';
+  return (
+    `vfio-hookd ${d.version}, configuration '${d.configFile}'${where}` +
+    (d.configError ? `\n  configuration error: ${d.configError}; VMs with <hostdev> or <shmem> are refused until it loads` : '') +
+    '\n'
+  );
 }
 
 export async function readStatus(busAddress: string | undefined): Promise<MachineStatus[]> {
