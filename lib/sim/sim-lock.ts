@@ -9,7 +9,9 @@
  * a recorded pid is still alive (a lock file would have to). A second
  * writer finds the name taken (EADDRINUSE), connects to the holder and waits
  * for that connection to close, which happens when the holder lets go or
- * dies; then it tries again. No polling, no timer.
+ * dies; then it tries again. No polling, no timer. Abstract names belong to
+ * a network namespace: processes sharing a folder must share one (the
+ * tests, the CLI and a daemon started with --simulate all do).
  *
  * The lock is held only while a write decides and applies its change, never
  * while a write blocks (an unbind waiting for a VFIO fd, a hanging driver):

@@ -90,6 +90,17 @@ async function step<T>(operation: () => Promise<T>): Promise<T> {
 type Step = <T>(operation: () => Promise<T>) => Promise<T>;
 const uncounted: Step = (operation) => operation();
 
+/** Run `make`, and when its folder is missing, make the folder and run it again. */
+async function inFolder(file: string, make: () => Promise<void>, run: Step): Promise<void> {
+  try {
+    await run(make);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    await run(() => fs.mkdir(path.dirname(file), { recursive: true }));
+    await run(make);
+  }
+}
+
 async function apply(ops: readonly FileOp[], run: Step): Promise<void> {
   for (const o of ops) {
     switch (o.op) {
@@ -97,13 +108,11 @@ async function apply(ops: readonly FileOp[], run: Step): Promise<void> {
         await run(() => fs.mkdir(o.path, { recursive: true }));
         break;
       case 'write':
-        await run(() => fs.mkdir(path.dirname(o.path), { recursive: true }));
-        await run(() => fs.writeFile(o.path, o.content));
+        await inFolder(o.path, () => fs.writeFile(o.path, o.content), run);
         break;
       case 'link':
-        await run(() => fs.mkdir(path.dirname(o.path), { recursive: true }));
         await run(() => fs.rm(o.path, { force: true }));
-        await run(() => fs.symlink(o.target, o.path));
+        await inFolder(o.path, () => fs.symlink(o.target, o.path), run);
         break;
       case 'remove':
         await run(() => fs.rm(o.path, { recursive: true, force: true }));
