@@ -140,6 +140,7 @@ function relativeOp(dir: string, o: FileOp): FileOp {
  */
 export async function commitTransition(dir: string, write: SimWrite, ops: readonly FileOp[]): Promise<void> {
   if (ops.length === 0) return;
+  // The pid and the write are for a person reading a left-over record; rolling forward needs only the ops.
   const record: PendingRecord = { version: 1, pid: process.pid, write, ops: ops.map((o) => relativeOp(dir, o)) };
   const temp = path.join(dir, PENDING_TEMP_FILE);
   const pending = path.join(dir, PENDING_WRITE_FILE);
