@@ -10,12 +10,18 @@
  * `sys/class/{block,net,drm,graphics}`; a bound device has a `driver` link and
  * its driver a link back; processes are `proc/<pid>/{comm,fd/N}` with fd links
  * whose text is the path the process sees (`/dev/dri/card1`).
+ *
+ * Binding and unbinding are planned here as file operations and applied by
+ * the simulated kernel as one transition (sim-transition.ts), so a process
+ * killed inside a write leaves the folder as before or as after it.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { rootsUnder, type HostRoots } from '../roots.js';
 import { InvalidArgs, InvalidConfig, q } from '../errors.js';
 import { parseFixture, type Fixture, type FixtureDevice } from './fixture.js';
+import { withSimLock } from './sim-lock.js';
+import { applyFileOps, relLinkOp, rollForward, type FileOp } from './sim-transition.js';
 
 export const SIM_STATE_FILE = 'sim.json';
 
@@ -47,7 +53,7 @@ async function writeFile(file: string, content: string): Promise<void> {
 }
 
 /** A relative symlink, as sysfs makes them. */
-export async function relLink(linkPath: string, target: string): Promise<void> {
+async function relLink(linkPath: string, target: string): Promise<void> {
   await fs.mkdir(path.dirname(linkPath), { recursive: true });
   await fs.rm(linkPath, { force: true });
   await fs.symlink(path.relative(path.dirname(linkPath), target), linkPath);
@@ -138,7 +144,7 @@ export async function buildSimHost(fixtureInput: unknown, dir: string): Promise<
   await fs.writeFile(path.join(dir, SIM_STATE_FILE), JSON.stringify({ fixture }, null, 2) + '\n');
   const host: SimHost = { dir, roots, fixture };
   for (const d of fixture.devices) {
-    if (d.driver) await bindSimDevice(host, d.address, d.driver);
+    if (d.driver) await applyFileOps(planBind(host, d.address, d.driver));
   }
   return host;
 }
@@ -152,7 +158,10 @@ export async function openSimHost(dir: string): Promise<SimHost> {
     throw new InvalidArgs(`${q(dir)} is not a simulated host (no ${SIM_STATE_FILE}); build one with --simulate FIXTURE`);
   }
   const { fixture } = JSON.parse(text) as { fixture: unknown };
-  return { dir, roots: rootsUnder(dir), fixture: parseFixture(fixture, dir) };
+  const host: SimHost = { dir, roots: rootsUnder(dir), fixture: parseFixture(fixture, dir) };
+  // The folder is what the last process left: finish the write it was killed in, before anything is read.
+  await withSimLock(dir, () => rollForward(dir));
+  return host;
 }
 
 function fixtureDevice(host: SimHost, address: string): FixtureDevice {
@@ -166,78 +175,87 @@ function hostDriverOf(d: FixtureDevice): string | null {
 }
 
 /** What the host driver makes when it binds: DRM nodes, frame buffers, interfaces, disks. */
-async function createDriverChildren(host: SimHost, d: FixtureDevice, devDir: string): Promise<void> {
+function driverChildrenOps(host: SimHost, d: FixtureDevice, devDir: string): FileOp[] {
   const sys = host.roots.sysfs;
+  const ops: FileOp[] = [];
   for (const node of d.drm) {
-    await fs.mkdir(path.join(devDir, 'drm', node), { recursive: true });
-    await writeFile(path.join(devDir, 'drm', node, 'dev'), '226:0\n');
-    await relLink(path.join(sys, 'class/drm', node), path.join(devDir, 'drm', node));
-    await writeFile(path.join(host.roots.dev, 'dri', node), '');
+    ops.push({ op: 'write', path: path.join(devDir, 'drm', node, 'dev'), content: '226:0\n' });
+    ops.push(relLinkOp(path.join(sys, 'class/drm', node), path.join(devDir, 'drm', node)));
+    ops.push({ op: 'write', path: path.join(host.roots.dev, 'dri', node), content: '' });
   }
   for (const fb of d.fb) {
-    await fs.mkdir(path.join(devDir, 'graphics', fb), { recursive: true });
-    await relLink(path.join(sys, 'class/graphics', fb), path.join(devDir, 'graphics', fb));
-    await writeFile(path.join(host.roots.dev, fb), '');
+    ops.push({ op: 'mkdir', path: path.join(devDir, 'graphics', fb) });
+    ops.push(relLinkOp(path.join(sys, 'class/graphics', fb), path.join(devDir, 'graphics', fb)));
+    ops.push({ op: 'write', path: path.join(host.roots.dev, fb), content: '' });
   }
   for (const n of d.net) {
     const netDir = path.join(devDir, 'net', n.name);
     // IFF_UP | IFF_BROADCAST | IFF_MULTICAST when up, as `ip link` leaves them.
-    await writeFile(path.join(netDir, 'flags'), n.up ? '0x1003\n' : '0x1002\n');
-    await writeFile(path.join(netDir, 'operstate'), n.up ? 'up\n' : 'down\n');
-    await relLink(path.join(sys, 'class/net', n.name), netDir);
+    ops.push({ op: 'write', path: path.join(netDir, 'flags'), content: n.up ? '0x1003\n' : '0x1002\n' });
+    ops.push({ op: 'write', path: path.join(netDir, 'operstate'), content: n.up ? 'up\n' : 'down\n' });
+    ops.push(relLinkOp(path.join(sys, 'class/net', n.name), netDir));
   }
   for (const b of d.block) {
     const diskDir = path.join(devDir, 'nvme', 'nvme0', b.name);
-    await writeFile(path.join(diskDir, 'dev'), `${b.dev}\n`);
-    await fs.mkdir(path.join(diskDir, 'holders'), { recursive: true });
-    await relLink(path.join(sys, 'class/block', b.name), diskDir);
-    await writeFile(path.join(host.roots.dev, b.name), '');
+    ops.push({ op: 'write', path: path.join(diskDir, 'dev'), content: `${b.dev}\n` });
+    ops.push({ op: 'mkdir', path: path.join(diskDir, 'holders') });
+    ops.push(relLinkOp(path.join(sys, 'class/block', b.name), diskDir));
+    ops.push({ op: 'write', path: path.join(host.roots.dev, b.name), content: '' });
     for (const p of b.partitions) {
       const partDir = path.join(diskDir, p.name);
-      await writeFile(path.join(partDir, 'dev'), `${p.dev}\n`);
-      await fs.mkdir(path.join(partDir, 'holders'), { recursive: true });
-      await relLink(path.join(sys, 'class/block', p.name), partDir);
-      await writeFile(path.join(host.roots.dev, p.name), '');
+      ops.push({ op: 'write', path: path.join(partDir, 'dev'), content: `${p.dev}\n` });
+      ops.push({ op: 'mkdir', path: path.join(partDir, 'holders') });
+      ops.push(relLinkOp(path.join(sys, 'class/block', p.name), partDir));
+      ops.push({ op: 'write', path: path.join(host.roots.dev, p.name), content: '' });
     }
   }
+  return ops;
 }
 
-async function removeDriverChildren(host: SimHost, d: FixtureDevice, devDir: string): Promise<void> {
+function removeDriverChildrenOps(host: SimHost, d: FixtureDevice, devDir: string): FileOp[] {
   const sys = host.roots.sysfs;
   const names = [
     ...d.drm.map((n) => ['class/drm', n, path.join('dri', n)] as const),
     ...d.fb.map((n) => ['class/graphics', n, n] as const),
     ...d.block.flatMap((b) => [b.name, ...b.partitions.map((p) => p.name)]).map((n) => ['class/block', n, n] as const),
   ];
+  const ops: FileOp[] = [];
   for (const [cls, name, devNode] of names) {
-    await fs.rm(path.join(sys, cls, name), { force: true });
-    await fs.rm(path.join(host.roots.dev, devNode), { force: true });
+    ops.push({ op: 'remove', path: path.join(sys, cls, name) });
+    ops.push({ op: 'remove', path: path.join(host.roots.dev, devNode) });
   }
-  for (const n of d.net) await fs.rm(path.join(sys, 'class/net', n.name), { force: true });
-  for (const child of ['drm', 'graphics', 'net', 'nvme']) await fs.rm(path.join(devDir, child), { recursive: true, force: true });
+  for (const n of d.net) ops.push({ op: 'remove', path: path.join(sys, 'class/net', n.name) });
+  for (const child of ['drm', 'graphics', 'net', 'nvme']) ops.push({ op: 'remove', path: path.join(devDir, child) });
+  return ops;
 }
 
-/** Bind a device to a driver, with everything the driver makes. No checks: the kernel model decides. */
-export async function bindSimDevice(host: SimHost, address: string, driver: string): Promise<void> {
+/**
+ * The file operations of binding a device to a driver, with everything the
+ * driver makes. No checks: the kernel model decides. Changes nothing.
+ */
+export function planBind(host: SimHost, address: string, driver: string): FileOp[] {
   const d = fixtureDevice(host, address);
   const sys = host.roots.sysfs;
   const devDir = path.join(sys, deviceRelPath(host.fixture, address));
   const driverDir = path.join(sys, 'bus/pci/drivers', driver);
-  await relLink(path.join(devDir, 'driver'), driverDir);
-  await relLink(path.join(driverDir, address), devDir);
+  const ops = [relLinkOp(path.join(devDir, 'driver'), driverDir), relLinkOp(path.join(driverDir, address), devDir)];
   if (driver === 'vfio-pci') {
-    if (d.group !== null) await writeFile(path.join(host.roots.dev, 'vfio', String(d.group)), '');
+    if (d.group !== null) ops.push({ op: 'write', path: path.join(host.roots.dev, 'vfio', String(d.group)), content: '' });
   } else if (driver === hostDriverOf(d)) {
-    await createDriverChildren(host, d, devDir);
+    ops.push(...driverChildrenOps(host, d, devDir));
   }
+  return ops;
 }
 
-export async function unbindSimDevice(host: SimHost, address: string, driver: string): Promise<void> {
+/** The file operations of unbinding a device from its driver, decided from the folder as it is now. Changes nothing. */
+export async function planUnbind(host: SimHost, address: string, driver: string): Promise<FileOp[]> {
   const d = fixtureDevice(host, address);
   const sys = host.roots.sysfs;
   const devDir = path.join(sys, deviceRelPath(host.fixture, address));
-  await fs.rm(path.join(devDir, 'driver'), { force: true });
-  await fs.rm(path.join(sys, 'bus/pci/drivers', driver, address), { force: true });
+  const ops: FileOp[] = [
+    { op: 'remove', path: path.join(devDir, 'driver') },
+    { op: 'remove', path: path.join(sys, 'bus/pci/drivers', driver, address) },
+  ];
   if (driver === 'vfio-pci') {
     // /dev/vfio/<group> lives while any device of the group is on vfio-pci.
     const stillVfio = await Promise.all(
@@ -245,10 +263,11 @@ export async function unbindSimDevice(host: SimHost, address: string, driver: st
         .filter((x) => x.group === d.group && x.address !== address)
         .map(async (x) => (await fs.readlink(path.join(sys, 'bus/pci/drivers/vfio-pci', x.address)).catch(() => null)) !== null),
     );
-    if (d.group !== null && !stillVfio.some(Boolean)) await fs.rm(path.join(host.roots.dev, 'vfio', String(d.group)), { force: true });
+    if (d.group !== null && !stillVfio.some(Boolean)) ops.push({ op: 'remove', path: path.join(host.roots.dev, 'vfio', String(d.group)) });
   } else {
-    await removeDriverChildren(host, d, devDir);
+    ops.push(...removeDriverChildrenOps(host, d, devDir));
   }
+  return ops;
 }
 
 /** The fd link text of a VFIO device fd (an anonymous inode, as procfs shows it). */

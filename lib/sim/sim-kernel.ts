@@ -19,10 +19,42 @@
  * - `drivers/<d>/bind`: ENODEV when no such device or the driver does not
  *   match (override names another driver), EBUSY when already bound.
  *
+ * Each write is one transition, as in the kernel: a process killed at any
+ * instant inside a write leaves, for the next process that opens the folder,
+ * the state before the write or the state after it, never a mix (a `driver`
+ * link without its back link, a DRM node without its device). The write
+ * decides its file operations under the host's write lock (sim-lock.ts),
+ * records them, applies them, drops the record; an open rolls a left-over
+ * record forward (sim-transition.ts). A write that blocks (unbind from
+ * vfio-pci while a VFIO fd is open, a hanging driver) waits before it takes
+ * the lock, so it does not hold up writes to other devices.
+ *
  * Differences from the real kernel, on purpose: a write abandoned after a
- * timeout has no effect here (a real one may still finish later).
+ * timeout has no effect here (a real one may still finish later). A reader
+ * in another process that reads while a write is being applied may see it
+ * half done (so may a reader of real sysfs during a probe); a process that
+ * opens the folder afterwards never does.
+ *
+ * Crash switches, for tests (honoured only by the simulator, never by the
+ * real adapter):
+ *
+ * - `VFIO_HOOKD_SIM_KILL_AFTER_WRITES=N`: this process sends itself SIGKILL
+ *   right after its Nth call of `write()` on a simulated kernel settles,
+ *   before the caller sees the result. Every call counts, whatever its
+ *   outcome (done, a kernel error such as ENODEV, a timeout, a refused path,
+ *   a 0-byte write the kernel ignores), counted from 1 over the process's
+ *   life and across SimKernel instances. The write's own effect is complete
+ *   by then: the kill lands between two sysfs writes, where a daemon
+ *   crash test wants it. A process that makes fewer than N writes is not
+ *   killed.
+ * - `VFIO_HOOKD_SIM_KILL_AT_FILE_OP=N`: SIGKILL right before the Nth file
+ *   operation inside the simulated writes (sim-transition.ts), to test that
+ *   a write is one transition.
+ *
+ * An invalid value (not a positive whole number) makes every write fail
+ * with InvalidArgs.
  */
-import fs, { watch } from 'node:fs';
+import { watch } from 'node:fs';
 import path from 'node:path';
 import { isWithin } from '../roots.js';
 import { UnsafePath, q } from '../errors.js';
@@ -30,7 +62,14 @@ import { KernelWriteError, KernelWriteTimeout, type KernelPort } from '../pci/ke
 import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from '../pci/_internal/fs-reads.js';
 import { isPciAddress } from '../pci/address.js';
 import { parseOverride } from '../pci/pci-device.js';
-import { bindSimDevice, deviceRelPath, hostDriverOf, openSimHost, unbindSimDevice, VFIO_DEVICE_LINK, type SimHost } from './sim-host.js';
+import { deviceRelPath, hostDriverOf, openSimHost, planBind, planUnbind, VFIO_DEVICE_LINK, type SimHost } from './sim-host.js';
+import { withSimLock } from './sim-lock.js';
+import { commitTransition, envCount, KILL_AT_FILE_OP_ENV, rollForward, type FileOp } from './sim-transition.js';
+
+export const KILL_AFTER_WRITES_ENV = 'VFIO_HOOKD_SIM_KILL_AFTER_WRITES';
+
+/** Writes settled in this process, for the kill switch. */
+let settledWrites = 0;
 
 export class SimKernel implements KernelPort {
   readonly #host: SimHost;
@@ -60,6 +99,17 @@ export class SimKernel implements KernelPort {
   async close(): Promise<void> {}
 
   async write(file: string, data: string, signal: AbortSignal): Promise<void> {
+    const killAfter = envCount(KILL_AFTER_WRITES_ENV);
+    envCount(KILL_AT_FILE_OP_ENV); // refuse a bad value before the write, not halfway through it
+    try {
+      await this.#write(file, data, signal);
+    } finally {
+      settledWrites += 1;
+      if (settledWrites === killAfter) process.kill(process.pid, 'SIGKILL');
+    }
+  }
+
+  async #write(file: string, data: string, signal: AbortSignal): Promise<void> {
     const sys = this.#host.roots.sysfs;
     if (!isWithin(sys, file)) {
       throw new UnsafePath(`Write to ${q(file)} is outside the sysfs root ${q(sys)}, refusing`);
@@ -68,15 +118,31 @@ export class SimKernel implements KernelPort {
     const parts = path.relative(sys, file).split(path.sep);
     const [a, b, c, d, e] = parts;
     if (a === 'bus' && b === 'pci') {
-      if (c === 'drivers_probe' && parts.length === 3) return this.#probe(file, data);
-      if (c === 'devices' && d !== undefined && parts.length === 5 && e === 'driver_override') return this.#setOverride(file, d, data);
+      if (c === 'drivers_probe' && parts.length === 3) return this.#transition(file, data, () => this.#probe(file, data));
+      if (c === 'devices' && d !== undefined && parts.length === 5 && e === 'driver_override') {
+        return this.#transition(file, data, () => this.#setOverride(file, d, data));
+      }
       if (c === 'drivers' && d !== undefined && parts.length === 5) {
         if (e === 'unbind') return this.#unbind(file, d, data, signal);
-        if (e === 'bind') return this.#bind(file, d, data);
+        if (e === 'bind') return this.#transition(file, data, () => this.#bind(file, d, data));
       }
     }
     if (!(await existsPath(file))) throw new KernelWriteError(file, 'ENOENT', `${file}: no such attribute`);
     throw new KernelWriteError(file, 'EPERM', `${file}: writing this attribute is not simulated`);
+  }
+
+  /**
+   * Decide a write's file operations and make them as one transition. The
+   * decision reads the folder under the write lock, after finishing a write
+   * another process died in, so it sees a state a kernel can be in.
+   */
+  async #transition(file: string, data: string, decide: () => Promise<FileOp[]>): Promise<void> {
+    const dir = this.#host.dir;
+    await withSimLock(dir, async () => {
+      await rollForward(dir);
+      const ops = await decide();
+      await commitTransition(dir, { file: path.relative(dir, file), data }, ops);
+    });
   }
 
   #fixtureDevice(address: string) {
@@ -105,12 +171,12 @@ export class SimKernel implements KernelPort {
     return address;
   }
 
-  async #setOverride(file: string, address: string, data: string): Promise<void> {
+  async #setOverride(file: string, address: string, data: string): Promise<FileOp[]> {
     if (!this.#fixtureDevice(address)) throw new KernelWriteError(file, 'ENOENT', `${file}: no such device`);
     const cut = data.indexOf('\n');
     const value = cut === -1 ? data : data.slice(0, cut);
     if (value.includes('\0') || value.length >= 4095) throw new KernelWriteError(file, 'EINVAL', `${file}: invalid value`);
-    await fs.promises.writeFile(path.join(this.#deviceDir(address), 'driver_override'), `${value === '' ? '(null)' : value}\n`);
+    return [{ op: 'write', path: path.join(this.#deviceDir(address), 'driver_override'), content: `${value === '' ? '(null)' : value}\n` }];
   }
 
   /** Would `driver` bind this device (pci_match_device with driver_override)? */
@@ -159,7 +225,7 @@ export class SimKernel implements KernelPort {
     return (await this.#processFds()).some((p) => p.vfioDevices.includes(address));
   }
 
-  async #attach(file: string, address: string, driver: string): Promise<void> {
+  async #attach(file: string, address: string, driver: string): Promise<FileOp[]> {
     const d = this.#fixtureDevice(address)!;
     const spec = this.#host.fixture.drivers[driver];
     if (!spec) throw new KernelWriteError(file, 'ENODEV', `${file}: driver ${q(driver)} is not loaded`);
@@ -169,38 +235,41 @@ export class SimKernel implements KernelPort {
       throw new KernelWriteError(file, 'EINVAL', `${file}: IOMMU group ${d.group} is in use`);
     }
     if (spec.failsProbe) throw new KernelWriteError(file, 'ENODEV', `${file}: ${driver} probe failed`);
-    await bindSimDevice(this.#host, address, driver);
+    return planBind(this.#host, address, driver);
   }
 
-  async #probe(file: string, data: string): Promise<void> {
+  async #probe(file: string, data: string): Promise<FileOp[]> {
     const address = this.#address(file, data);
-    if ((await this.#driverOf(address)) !== null) return;
+    if ((await this.#driverOf(address)) !== null) return [];
     const override = await this.#overrideOf(address);
     const d = this.#fixtureDevice(address)!;
     const target = override ?? hostDriverOf(d);
-    if (target === null || !(target in this.#host.fixture.drivers)) return; // nothing matches: stays driverless, no error
+    if (target === null || !(target in this.#host.fixture.drivers)) return []; // nothing matches: stays driverless, no error
     try {
-      await this.#attach(file, address, target);
+      return await this.#attach(file, address, target);
     } catch (error) {
       // A driver whose probe fails leaves the device driverless; drivers_probe still succeeds.
-      if (error instanceof KernelWriteError && error.code === 'ENODEV') return;
+      if (error instanceof KernelWriteError && error.code === 'ENODEV') return [];
       throw error;
     }
   }
 
-  async #bind(file: string, driver: string, data: string): Promise<void> {
+  async #bind(file: string, driver: string, data: string): Promise<FileOp[]> {
     const address = this.#address(file, data);
     if (!(driver in this.#host.fixture.drivers)) throw new KernelWriteError(file, 'ENOENT', `${file}: no such driver`);
     if (!(await this.#matches(address, driver))) throw new KernelWriteError(file, 'ENODEV', `${file}: ${driver} does not match ${address}`);
     if ((await this.#driverOf(address)) !== null) throw new KernelWriteError(file, 'EBUSY', `${file}: ${address} already has a driver`);
-    await this.#attach(file, address, driver);
+    return this.#attach(file, address, driver);
   }
 
   async #unbind(file: string, driver: string, data: string, signal: AbortSignal): Promise<void> {
     const address = this.#address(file, data);
-    if ((await this.#driverOf(address)) !== driver) {
-      throw new KernelWriteError(file, 'ENODEV', `${file}: ${address} is not bound to ${driver}`);
-    }
+    const bound = async (): Promise<void> => {
+      if ((await this.#driverOf(address)) !== driver) {
+        throw new KernelWriteError(file, 'ENODEV', `${file}: ${address} is not bound to ${driver}`);
+      }
+    };
+    await bound();
     const spec = this.#host.fixture.drivers[driver];
     if (spec?.hangsOnUnbind) {
       await this.#blockUntil(async () => false, file, signal);
@@ -209,7 +278,11 @@ export class SimKernel implements KernelPort {
       // 6.12: "No device request channel registered, blocked until released by user".
       await this.#blockUntil(async () => !(await this.#deviceFdOpen(address)), file, signal);
     }
-    await unbindSimDevice(this.#host, address, driver);
+    // Checked again under the lock: the device may have moved while this write waited.
+    await this.#transition(file, data, async () => {
+      await bound();
+      return planUnbind(this.#host, address, driver);
+    });
   }
 
   /**
