@@ -79,12 +79,14 @@ export async function buildSimHost(fixtureInput: unknown, dir: string): Promise<
       'class/drm',
       'class/graphics',
       'class/vtconsole',
+      'class/input',
       'devices/virtual/devlink',
       'devices/virtual/block',
     ].map((d) => fs.mkdir(path.join(sys, d), { recursive: true })),
   );
   await fs.mkdir(roots.shm, { recursive: true });
   await fs.mkdir(path.join(roots.dev, 'vfio'), { recursive: true });
+  await fs.mkdir(path.join(roots.dev, 'input'), { recursive: true });
   await fs.writeFile(path.join(roots.dev, 'vfio', 'vfio'), '');
   await fs.mkdir(path.join(roots.run), { recursive: true });
   await writeFile(path.join(sys, 'bus/pci/drivers_probe'), '');
@@ -165,7 +167,74 @@ function hostDriverOf(d: FixtureDevice): string | null {
   return d.hostDriver !== undefined ? d.hostDriver : (d.driver ?? null);
 }
 
-/** What the host driver makes when it binds: DRM nodes, frame buffers, interfaces, disks. */
+/**
+ * Capability bitmaps of each simulated input kind, copied from real devices
+ * (`/proc/bus/input/devices` of a Logitech K120 keyboard, an M105 mouse and an
+ * Xbox 360 pad on x86_64): 64-bit words, highest first, as sysfs prints them.
+ */
+const INPUT_CAPABILITIES: Readonly<Record<FixtureDevice['input'][number]['kind'], Readonly<Record<string, string>>>> = {
+  keyboard: {
+    ev: '120013',
+    key: '1000000000007 ff9f207ac14057ff febeffdfffefffff fffffffffffffffe',
+    rel: '0',
+    abs: '0',
+    msc: '10',
+    led: '7',
+  },
+  mouse: { ev: '17', key: '1f0000 0 0 0 0', rel: '903', abs: '0', msc: '10', led: '0' },
+  gamepad: { ev: '20000b', key: '7cdb000000000000 0 0 0 0', rel: '0', abs: '3003f', msc: '0', led: '0' },
+};
+
+const HID_IDS: Readonly<Record<FixtureDevice['input'][number]['kind'], string>> = {
+  keyboard: '046D:C31C',
+  mouse: '046D:C077',
+  gamepad: '045E:028E',
+};
+
+interface SimInput {
+  readonly number: number;
+  readonly name: string;
+  readonly kind: FixtureDevice['input'][number]['kind'];
+  /** The input device's directory relative to its PCI device's. */
+  readonly relDir: string;
+  /** The root hub's directory relative to the PCI device's (removed on unbind). */
+  readonly hub: string;
+  readonly phys: string;
+}
+
+/**
+ * Where a device's inputs live, as the kernel lays out USB HID:
+ * `ADDR/usbB/B-P/B-P:1.0/0003:VVVV:PPPP.NNNN/input/inputN`. Input numbers are
+ * counted over the whole host in fixture order, bus numbers over its USB
+ * controllers, so every build of a fixture gives the same names.
+ */
+function simInputs(fixture: Fixture, address: string): SimInput[] {
+  let number = 0;
+  let bus = 0;
+  for (const d of fixture.devices) {
+    if (/^0x0c03/.test(d.class)) bus += 1;
+    if (d.address !== address) {
+      number += d.input.length;
+      continue;
+    }
+    return d.input.map((input, i) => {
+      const port = `${bus}-${i + 1}`;
+      const n = number + i;
+      const hid = `0003:${HID_IDS[input.kind]}.${(n + 1).toString(16).toUpperCase().padStart(4, '0')}`;
+      return {
+        number: n,
+        name: input.name,
+        kind: input.kind,
+        hub: `usb${bus}`,
+        relDir: path.join(`usb${bus}`, port, `${port}:1.0`, hid, 'input', `input${n}`),
+        phys: `usb-${address}-${i + 1}/input0`,
+      };
+    });
+  }
+  return [];
+}
+
+/** What the host driver makes when it binds: DRM nodes, frame buffers, interfaces, disks, input devices. */
 async function createDriverChildren(host: SimHost, d: FixtureDevice, devDir: string): Promise<void> {
   const sys = host.roots.sysfs;
   for (const node of d.drm) {
@@ -200,6 +269,19 @@ async function createDriverChildren(host: SimHost, d: FixtureDevice, devDir: str
       await writeFile(path.join(host.roots.dev, p.name), '');
     }
   }
+  for (const input of simInputs(host.fixture, d.address)) {
+    const inputDir = path.join(devDir, input.relDir);
+    await writeFile(path.join(inputDir, 'name'), `${input.name}\n`);
+    await writeFile(path.join(inputDir, 'phys'), `${input.phys}\n`);
+    for (const [cap, bits] of Object.entries(INPUT_CAPABILITIES[input.kind])) {
+      await writeFile(path.join(inputDir, 'capabilities', cap), `${bits}\n`);
+    }
+    const event = `event${input.number}`;
+    await writeFile(path.join(inputDir, event, 'dev'), `13:${64 + input.number}\n`);
+    await relLink(path.join(sys, 'class/input', `input${input.number}`), inputDir);
+    await relLink(path.join(sys, 'class/input', event), path.join(inputDir, event));
+    await writeFile(path.join(host.roots.dev, 'input', event), '');
+  }
 }
 
 async function removeDriverChildren(host: SimHost, d: FixtureDevice, devDir: string): Promise<void> {
@@ -214,6 +296,13 @@ async function removeDriverChildren(host: SimHost, d: FixtureDevice, devDir: str
     await fs.rm(path.join(host.roots.dev, devNode), { force: true });
   }
   for (const n of d.net) await fs.rm(path.join(sys, 'class/net', n.name), { force: true });
+  const inputs = simInputs(host.fixture, d.address);
+  for (const input of inputs) {
+    await fs.rm(path.join(sys, 'class/input', `input${input.number}`), { force: true });
+    await fs.rm(path.join(sys, 'class/input', `event${input.number}`), { force: true });
+    await fs.rm(path.join(host.roots.dev, 'input', `event${input.number}`), { force: true });
+  }
+  for (const hub of new Set(inputs.map((i) => i.hub))) await fs.rm(path.join(devDir, hub), { recursive: true, force: true });
   for (const child of ['drm', 'graphics', 'net', 'nvme']) await fs.rm(path.join(devDir, child), { recursive: true, force: true });
 }
 
