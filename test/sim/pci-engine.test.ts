@@ -250,3 +250,137 @@ test('a LUKS volume on a partition keeps the disk in use', async (t) => {
     { kind: 'mount', description: "'/home dir' is mounted from 'dm-0' (ext4) on top of 'nvme0n1p1'" },
   ]);
 });
+
+const RX6800 = ['0000:01:00.0', '0000:01:00.1', '0000:01:00.2', '0000:01:00.3'];
+const CHIPSET = ['0000:00:00.0', '0000:00:00.2', '0000:00:14.0', '0000:00:14.3'];
+const CHIPSET_DRIVERS = { '0000:00:00.0': null, '0000:00:00.2': null, '0000:00:14.0': 'piix4_smbus', '0000:00:14.3': null };
+const USB = { '0000:03:00.1': 'xhci_hcd', '0000:03:00.3': 'xhci_hcd' };
+const CHIPSET_ENDING =
+  "A chipset function never leaves the host, not even with --force, and neither does a device in its IOMMU group; check the address ('vfio-hookctl devices'), refusing";
+
+test('the RX 6800 takes its four functions across three groups, and the host bridge and the IOMMU stay as they were', async (t) => {
+  const sim = await makeSim(t, 'chipset-host');
+  const { plan, claims } = await sim.engine.detach(['0000:01:00.0'], { owner: 'win10' });
+  t.deepEqual(plan.devices.map((d) => d.address), ['0000:01:00.1', '0000:01:00.0', '0000:01:00.2', '0000:01:00.3']);
+  t.deepEqual(await driversOf(sim, RX6800), Object.fromEntries(RX6800.map((a) => [a, 'vfio-pci'])));
+  t.deepEqual(await driversOf(sim, CHIPSET), CHIPSET_DRIVERS);
+  t.is(await sim.overrideOf('0000:00:00.0'), '(null)');
+  t.is(await sim.overrideOf('0000:00:00.2'), '(null)');
+  t.deepEqual([await sim.exists('dev/vfio/0'), await sim.exists('dev/vfio/1'), await sim.exists('dev/vfio/2'), await sim.exists('dev/vfio/3')], [true, false, true, true]);
+
+  await sim.engine.reattach(['0000:01:00.0'], { owner: 'win10', claims });
+  t.deepEqual(await driversOf(sim, RX6800), {
+    '0000:01:00.0': 'amdgpu',
+    '0000:01:00.1': 'snd_hda_intel',
+    '0000:01:00.2': 'xhci_hcd',
+    '0000:01:00.3': null,
+  });
+  t.deepEqual(await driversOf(sim, CHIPSET), CHIPSET_DRIVERS);
+});
+
+test('the GPU audio still follows the GPU on the reference host, and nothing of the chipset moves', async (t) => {
+  const sim = await makeSim(t, 'reference-host');
+  const { plan } = await sim.engine.detach(['0000:0b:00.0'], { owner: 'win10' });
+  t.deepEqual(plan.devices.map((d) => d.address), ['0000:0b:00.1', '0000:0b:00.0']);
+  t.deepEqual(await driversOf(sim, RX590), VFIO_590);
+  t.deepEqual(await driversOf(sim, ['0000:00:00.0', '0000:00:00.2', '0000:00:14.0', '0000:06:00.1', '0000:06:00.3']), {
+    '0000:00:00.0': null,
+    '0000:00:00.2': null,
+    '0000:00:14.0': 'piix4_smbus',
+    '0000:06:00.1': 'xhci_hcd',
+    '0000:06:00.3': 'xhci_hcd',
+  });
+});
+
+test('the guest USB controller is detached alone, and the keyboard and mouse on its neighbour stay with the host', async (t) => {
+  const sim = await makeSim(t, 'chipset-host');
+  const { plan } = await sim.engine.detach(['0000:03:00.3'], { owner: 'win10' });
+  t.deepEqual(plan.devices.map((d) => [d.address, d.reason]), [['0000:03:00.3', 'requested']]);
+  t.deepEqual(await driversOf(sim, ['0000:03:00.0', '0000:03:00.1', '0000:03:00.3']), {
+    '0000:03:00.0': null,
+    '0000:03:00.1': 'xhci_hcd',
+    '0000:03:00.3': 'vfio-pci',
+  });
+  t.deepEqual([await sim.exists('sys/class/input/input0'), await sim.exists('sys/class/input/input1')], [true, true]);
+  t.false(await sim.exists('sys/class/input/input2'), 'the gamepad went with its controller');
+  t.false(await sim.exists('dev/input/event2'));
+});
+
+test('a USB controller with the keyboard and mouse beneath is refused, and --force takes it alone', async (t) => {
+  const sim = await makeSim(t, 'chipset-host');
+  const error = await t.throwsAsync(sim.engine.detach(['0000:03:00.1'], { owner: 'win10' }), { instanceOf: HostDependency });
+  t.is(
+    error.message,
+    "Cannot detach '0000:03:00.1': the host depends on it: '0000:03:00.1' (USB controller), requested: " +
+      "the keyboard 'CHERRY USB keyboard' (input0) is connected through it, the mouse 'Logitech USB Optical Mouse' (input1) is connected through it. " +
+      "Check the address ('vfio-hookctl devices'); pass --force only if you really mean it, refusing",
+  );
+  t.deepEqual(await driversOf(sim, Object.keys(USB)), USB);
+  t.is(await sim.overrideOf('0000:03:00.1'), '(null)');
+  t.true(await sim.exists('sys/class/input/input0'));
+
+  const { plan } = await sim.engine.detach(['0000:03:00.1'], { owner: 'win10', force: true });
+  t.deepEqual(plan.devices.map((d) => d.address), ['0000:03:00.1']);
+  t.deepEqual(await driversOf(sim, Object.keys(USB)), { '0000:03:00.1': 'vfio-pci', '0000:03:00.3': 'xhci_hcd' });
+  t.deepEqual([await sim.exists('sys/class/input/input0'), await sim.exists('dev/input/event1')], [false, false]);
+  t.true(await sim.exists('sys/class/input/input2'), "the gamepad on the other controller stays");
+});
+
+const chipsetRefusals: [string, string][] = [
+  ['0000:00:00.0', "'0000:00:00.0' (Host bridge), requested: a chipset function: the host bridge, the CPU's link to memory and PCI"],
+  ['0000:00:00.2', "'0000:00:00.2' (IOMMU), requested: a chipset function: the IOMMU itself, which isolates every device passed through"],
+  ['0000:00:14.0', "'0000:00:14.0' (SMBus), requested: a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit"],
+  [
+    '0000:00:14.3',
+    "'0000:00:14.0' (SMBus), IOMMU group 8 with '0000:00:14.3': a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit; " +
+      "'0000:00:14.3' (ISA bridge), requested: a chipset function: the ISA/LPC bridge, which carries the firmware flash, TPM, embedded controller and legacy I/O",
+  ],
+  // The FCH's own HD Audio: not a chipset function, but its group holds the SMBus on its driver.
+  ['0000:00:14.2', "'0000:00:14.0' (SMBus), IOMMU group 8 with '0000:00:14.2': a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit"],
+];
+
+for (const [address, blocked] of chipsetRefusals) {
+  for (const force of [false, true]) {
+    test(`detaching ${address}${force ? ' with --force' : ''} is refused as a chipset function, and nothing moves`, async (t) => {
+      const sim = await makeSim(t, 'chipset-host');
+      const error = await t.throwsAsync(sim.engine.detach([address], { owner: 'win10', force }), { instanceOf: HostDependency });
+      t.is(error.message, `Cannot detach '${address}': the host depends on it: ${blocked}. ${CHIPSET_ENDING}`);
+      t.deepEqual(await driversOf(sim, [...CHIPSET, '0000:00:14.2']), { ...CHIPSET_DRIVERS, '0000:00:14.2': 'snd_hda_intel' });
+      t.deepEqual(
+        await Promise.all(CHIPSET.map((a) => sim.overrideOf(a))),
+        ['(null)', '(null)', '(null)', '(null)'],
+      );
+      t.deepEqual(await driversOf(sim, RX6800.slice(0, 1)), { '0000:01:00.0': 'amdgpu' });
+    });
+  }
+}
+
+test('--force lifts the keyboard but not a chipset function in the same request', async (t) => {
+  const sim = await makeSim(t, 'chipset-host');
+  const request = ['0000:03:00.1', '0000:00:14.0'];
+  const plain = await t.throwsAsync(sim.engine.detach(request, { owner: 'win10' }), { instanceOf: HostDependency });
+  t.regex(plain.message, /^Cannot detach '0000:03:00\.1', '0000:00:14\.0': the host depends on it: '0000:00:14\.0' \(SMBus\), requested: a chipset function: .*; '0000:03:00\.1' \(USB controller\), requested: the keyboard /);
+  t.true(plain.message.endsWith(CHIPSET_ENDING));
+  const forced = await t.throwsAsync(sim.engine.detach(request, { owner: 'win10', force: true }), { instanceOf: HostDependency });
+  t.is(
+    forced.message,
+    "Cannot detach '0000:03:00.1', '0000:00:14.0': the host depends on it: '0000:00:14.0' (SMBus), requested: a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit. " +
+      CHIPSET_ENDING,
+  );
+  t.deepEqual(await driversOf(sim, ['0000:03:00.1', '0000:00:14.0']), { '0000:03:00.1': 'xhci_hcd', '0000:00:14.0': 'piix4_smbus' });
+});
+
+test('the listing names the chipset functions and the input devices the host needs', async (t) => {
+  const sim = await makeSim(t, 'chipset-host');
+  const snapshot = await sim.engine.inspect();
+  t.deepEqual(
+    [...snapshot.dependencies].map(([a, deps]) => [a, deps.map((d) => d.kind)]),
+    [
+      ['0000:00:00.0', ['chipset']],
+      ['0000:00:00.2', ['chipset']],
+      ['0000:00:14.0', ['chipset']],
+      ['0000:00:14.3', ['chipset']],
+      ['0000:03:00.1', ['input', 'input']],
+    ],
+  );
+});
