@@ -121,9 +121,13 @@ async function readFacts(port: KernelPort): Promise<HostFacts> {
     }),
   );
   // Input devices: `<sysfs>/class/input/inputN` links to the device's real
-  // directory, beneath the PCI device that carries it (for USB:
-  // `.../ADDR/usb3/3-2/3-2:1.0/0003:046D:C31C.0001/input/input5`); eventN,
-  // mouseN and jsN are its children and add nothing.
+  // directory, which sits in an `input/` folder of its parent device and so
+  // beneath the PCI device that carries it. Checked: the kernel's own
+  // `/proc/bus/input/devices` shows `S: Sysfs=/devices/LNXSYSTM:00/LNXPWRBN:00/input/input0`.
+  // The USB HID chain above it (`ADDR/usb3/3-2/3-2:1.0/0003:046D:C31C.0001/input/input5`)
+  // is as real machines show it, not re-checked against the source here;
+  // only "beneath the PCI device" matters. eventN, mouseN and jsN are
+  // children of inputN and add nothing.
   const inputDir = path.join(sys, 'class', 'input');
   const inputs = await Promise.all(
     (await port.readDir(inputDir))
@@ -234,7 +238,7 @@ export async function hostDependencies(
       }
     }
     const role = chipsetRole(device.classCode);
-    if (role !== null) deps.push({ kind: 'chipset', description: `a chipset function: ${role}` });
+    if (role !== null) deps.push({ kind: 'chipset', description: `${role} (a chipset function)` });
     const unique = [...new Map(deps.map((d) => [d.description, d])).values()];
     if (unique.length > 0) result.set(device.address, unique);
   }

@@ -108,8 +108,10 @@ export interface PlanOptions {
   readonly claims?: ReadonlyMap<string, Claim>;
   /**
    * Detach: ignore the host-dependency safety rail (mounted disks, network
-   * interfaces that are up, the console). Reattach: take back devices claimed
-   * by another owner. Never overrides a process holding the device. Default false.
+   * interfaces that are up, the console, a keyboard or mouse beneath the
+   * device), but never the chipset functions' (host-dependencies.ts canForce).
+   * Reattach: take back devices claimed by another owner. Never overrides a
+   * process holding the device. Default false.
    */
   readonly force?: boolean;
 }
@@ -162,6 +164,8 @@ function expand(snapshot: HostSnapshot, requested: readonly PciDevice[]): Map<st
     for (const member of snapshot.groups.get(group)?.devices ?? []) {
       const m = snapshot.devices.get(member);
       if (!m || m.isBridge) continue;
+      // A driverless chipset function keeps the group viable as it is, and
+      // vfio-pci could power it down (idle D3): leave it out of the plan.
       if (chipsetRole(m.classCode) !== null && isViableMember(m)) continue;
       add(member, `IOMMU group ${group} with ${q(address)}`);
     }

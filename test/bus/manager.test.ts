@@ -168,7 +168,7 @@ test('DetachDevice of a chipset function (the SMBus) fails with HostDependency, 
   t.is(
     result.stderr.trim(),
     "Error org.vfiohookd1.HostDependency: Cannot detach '0000:00:14.0': the host depends on it: '0000:00:14.0' (SMBus), requested: " +
-      "a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit. " +
+      "the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function). " +
       "A chipset function never leaves the host, not even with --force, and neither does a device in its IOMMU group; check the address ('vfio-hookctl devices'), refusing",
   );
   t.is(await driverOf(daemon, '0000:00:14.0'), 'piix4_smbus');

@@ -228,15 +228,15 @@ test('devices on the chipset host says the host needs its chipset functions and 
   t.is(result.code, 0, result.stderr);
   const lines = result.stdout.split('\n');
   const line = (address: string): string => lines.find((l) => l.startsWith(`  ${address} `)) ?? '';
-  t.regex(line('0000:00:00.2'), /^ {2}0000:00:00\.2 +IOMMU \[0806\] +1022:1481 +- +host needs it: a chipset function: the IOMMU itself, which isolates every device passed through$/);
-  t.regex(line('0000:00:14.0'), / piix4_smbus +host needs it: a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit$/);
+  t.regex(line('0000:00:00.2'), /^ {2}0000:00:00\.2 +IOMMU \[0806\] +1022:1481 +- +host needs it: the IOMMU itself, which isolates every device passed through \(a chipset function\)$/);
+  t.regex(line('0000:00:14.0'), / piix4_smbus +host needs it: the SMBus, where the memory's SPD, the sensors and fan control sit \(a chipset function\)$/);
   t.regex(
     line('0000:03:00.1'),
     / xhci_hcd +host needs it: the keyboard 'CHERRY USB keyboard' \(input0\) is connected through it, the mouse 'Logitech USB Optical Mouse' \(input1\) is connected through it$/,
   );
   t.regex(line('0000:03:00.3'), /^ {2}0000:03:00\.3 +USB controller \[0c03\] +1022:149c +xhci_hcd$/, 'a gamepad is not something the host needs');
   const view = await devicesJson(sim);
-  t.deepEqual(deviceIn(view, '0000:00:00.0').hostDependencies, ["a chipset function: the host bridge, the CPU's link to memory and PCI"]);
+  t.deepEqual(deviceIn(view, '0000:00:00.0').hostDependencies, ["the host bridge, the CPU's link to memory and PCI (a chipset function)"]);
 });
 
 test('detach of the IOMMU function is refused with --force too, exit 1, nothing moved', async (t) => {
@@ -246,7 +246,7 @@ test('detach of the IOMMU function is refused with --force too, exit 1, nothing 
   t.is(result.stdout, '');
   t.is(
     result.stderr,
-    "vfio-hookctl: Cannot detach '0000:00:00.2': the host depends on it: '0000:00:00.2' (IOMMU), requested: a chipset function: the IOMMU itself, which isolates every device passed through. " +
+    "vfio-hookctl: Cannot detach '0000:00:00.2': the host depends on it: '0000:00:00.2' (IOMMU), requested: the IOMMU itself, which isolates every device passed through (a chipset function). " +
       "A chipset function never leaves the host, not even with --force, and neither does a device in its IOMMU group; check the address ('vfio-hookctl devices'), refusing\n",
   );
   t.is(await sim.driverOf('0000:00:00.2'), null);

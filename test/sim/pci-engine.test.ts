@@ -327,16 +327,16 @@ test('a USB controller with the keyboard and mouse beneath is refused, and --for
 });
 
 const chipsetRefusals: [string, string][] = [
-  ['0000:00:00.0', "'0000:00:00.0' (Host bridge), requested: a chipset function: the host bridge, the CPU's link to memory and PCI"],
-  ['0000:00:00.2', "'0000:00:00.2' (IOMMU), requested: a chipset function: the IOMMU itself, which isolates every device passed through"],
-  ['0000:00:14.0', "'0000:00:14.0' (SMBus), requested: a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit"],
+  ['0000:00:00.0', "'0000:00:00.0' (Host bridge), requested: the host bridge, the CPU's link to memory and PCI (a chipset function)"],
+  ['0000:00:00.2', "'0000:00:00.2' (IOMMU), requested: the IOMMU itself, which isolates every device passed through (a chipset function)"],
+  ['0000:00:14.0', "'0000:00:14.0' (SMBus), requested: the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function)"],
   [
     '0000:00:14.3',
-    "'0000:00:14.0' (SMBus), IOMMU group 8 with '0000:00:14.3': a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit; " +
-      "'0000:00:14.3' (ISA bridge), requested: a chipset function: the ISA/LPC bridge, which carries the firmware flash, TPM, embedded controller and legacy I/O",
+    "'0000:00:14.0' (SMBus), IOMMU group 8 with '0000:00:14.3': the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function); " +
+      "'0000:00:14.3' (ISA bridge), requested: the ISA/LPC bridge, which carries the firmware flash, TPM, embedded controller and legacy I/O (a chipset function)",
   ],
   // The FCH's own HD Audio: not a chipset function, but its group holds the SMBus on its driver.
-  ['0000:00:14.2', "'0000:00:14.0' (SMBus), IOMMU group 8 with '0000:00:14.2': a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit"],
+  ['0000:00:14.2', "'0000:00:14.0' (SMBus), IOMMU group 8 with '0000:00:14.2': the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function)"],
 ];
 
 for (const [address, blocked] of chipsetRefusals) {
@@ -359,12 +359,12 @@ test('--force lifts the keyboard but not a chipset function in the same request'
   const sim = await makeSim(t, 'chipset-host');
   const request = ['0000:03:00.1', '0000:00:14.0'];
   const plain = await t.throwsAsync(sim.engine.detach(request, { owner: 'win10' }), { instanceOf: HostDependency });
-  t.regex(plain.message, /^Cannot detach '0000:03:00\.1', '0000:00:14\.0': the host depends on it: '0000:00:14\.0' \(SMBus\), requested: a chipset function: .*; '0000:03:00\.1' \(USB controller\), requested: the keyboard /);
+  t.regex(plain.message, /^Cannot detach '0000:03:00\.1', '0000:00:14\.0': the host depends on it: '0000:00:14\.0' \(SMBus\), requested: the SMBus, .* \(a chipset function\); '0000:03:00\.1' \(USB controller\), requested: the keyboard /);
   t.true(plain.message.endsWith(CHIPSET_ENDING));
   const forced = await t.throwsAsync(sim.engine.detach(request, { owner: 'win10', force: true }), { instanceOf: HostDependency });
   t.is(
     forced.message,
-    "Cannot detach '0000:03:00.1', '0000:00:14.0': the host depends on it: '0000:00:14.0' (SMBus), requested: a chipset function: the SMBus, where the memory's SPD, the sensors and fan control sit. " +
+    "Cannot detach '0000:03:00.1', '0000:00:14.0': the host depends on it: '0000:00:14.0' (SMBus), requested: the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function). " +
       CHIPSET_ENDING,
   );
   t.deepEqual(await driversOf(sim, ['0000:03:00.1', '0000:00:14.0']), { '0000:03:00.1': 'xhci_hcd', '0000:00:14.0': 'piix4_smbus' });

@@ -204,7 +204,7 @@ test('the host bridge is refused alone, without the IOMMU function beside it, fo
     const error = t.throws(() => planDetach(snapshot, ['0000:00:00.0'], { owner: 'win10', force }), { instanceOf: HostDependency });
     t.is(
       error.message,
-      "Cannot detach '0000:00:00.0': the host depends on it: '0000:00:00.0' (Host bridge), requested: a chipset function: the host bridge, the CPU's link to memory and PCI. " +
+      "Cannot detach '0000:00:00.0': the host depends on it: '0000:00:00.0' (Host bridge), requested: the host bridge, the CPU's link to memory and PCI (a chipset function). " +
         "A chipset function never leaves the host, not even with --force, and neither does a device in its IOMMU group; check the address ('vfio-hookctl devices'), refusing",
     );
   }
