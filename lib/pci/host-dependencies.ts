@@ -5,16 +5,36 @@
  * - a block device beneath the device that is mounted, swapped on, or held by
  *   another block device (dm/md: LUKS, LVM, RAID) that is;
  * - a network interface beneath it that is up;
- * - for the boot VGA, a virtual console drawn on a frame buffer.
+ * - for the boot VGA, a virtual console drawn on a frame buffer;
+ * - a keyboard or mouse beneath it (a USB controller with the host's
+ *   keyboard plugged in): the host cannot tell its own keyboard from one meant
+ *   for the guest, so it asks for `force` either way;
+ * - a chipset function (class-code.ts chipsetRole): the host bridge, the
+ *   LPC bridge, the IOMMU, the SMBus, memory controllers. Unlike the others
+ *   this one is never overridden by `force` (canForce).
  */
 import path from 'node:path';
+import { q } from '../errors.js';
+import { chipsetRole } from './class-code.js';
+import { inputKinds, type InputKind } from './input-capabilities.js';
 import type { KernelPort } from './kernel-port.js';
 import type { PciDevice } from './pci-device.js';
 
 export interface Dependency {
-  readonly kind: 'mount' | 'swap' | 'network' | 'console';
+  readonly kind: 'mount' | 'swap' | 'network' | 'console' | 'input' | 'chipset';
   /** One phrase for messages: `'/' is mounted from 'nvme0n1p2'`. */
   readonly description: string;
+}
+
+/**
+ * May `force` take the device despite this dependency? Everything but a
+ * chipset function: a mounted disk or an up NIC may really be meant for the
+ * guest (the user unmounts it first, or accepts the loss); a chipset function
+ * is never of use to a guest, and `force` given for another device of the
+ * group must not take it along.
+ */
+export function canForce(dependency: Dependency): boolean {
+  return dependency.kind !== 'chipset';
 }
 
 interface BlockDevice {
@@ -31,6 +51,7 @@ interface HostFacts {
   swaps: string[];
   nets: { name: string; realPath: string; up: boolean }[];
   consoles: { name: string; description: string }[];
+  inputs: { name: string; label: string; realPath: string; kinds: InputKind[] }[];
 }
 
 /** Octal escapes (`\040` for a space) as the kernel writes them in mountinfo and swaps. */
@@ -99,6 +120,31 @@ async function readFacts(port: KernelPort): Promise<HostFacts> {
       return bind?.trim() === '1' ? { name, description: description?.trim() ?? '' } : null;
     }),
   );
+  // Input devices: `<sysfs>/class/input/inputN` links to the device's real
+  // directory, which sits in an `input/` folder of its parent device and so
+  // beneath the PCI device that carries it. Checked: the kernel's own
+  // `/proc/bus/input/devices` shows `S: Sysfs=/devices/LNXSYSTM:00/LNXPWRBN:00/input/input0`.
+  // The USB HID chain above it (`ADDR/usb3/3-2/3-2:1.0/0003:046D:C31C.0001/input/input5`)
+  // is as real machines show it, not re-checked against the source here;
+  // only "beneath the PCI device" matters. eventN, mouseN and jsN are
+  // children of inputN and add nothing.
+  const inputDir = path.join(sys, 'class', 'input');
+  const inputs = await Promise.all(
+    (await port.readDir(inputDir))
+      .filter((n) => /^input\d+$/.test(n))
+      .map(async (name) => {
+        const link = path.join(inputDir, name);
+        const [realPath, label, ev, key, rel] = await Promise.all([
+          port.realPath(link),
+          port.readFile(path.join(link, 'name')),
+          port.readFile(path.join(link, 'capabilities', 'ev')),
+          port.readFile(path.join(link, 'capabilities', 'key')),
+          port.readFile(path.join(link, 'capabilities', 'rel')),
+        ]);
+        const kinds = inputKinds({ ev, key, rel });
+        return realPath === null || kinds.length === 0 ? null : { name, label: label?.trim() ?? '', realPath, kinds };
+      }),
+  );
   const [mountInfo, swaps] = await Promise.all([
     port.readFile(path.join(port.roots.proc, 'self', 'mountinfo')),
     port.readFile(path.join(port.roots.proc, 'swaps')),
@@ -109,6 +155,7 @@ async function readFacts(port: KernelPort): Promise<HostFacts> {
     swaps: swaps === null ? [] : parseSwaps(swaps),
     nets: nets.filter((n): n is NonNullable<typeof n> => n !== null),
     consoles: consoles.filter((c): c is NonNullable<typeof c> => c !== null),
+    inputs: inputs.filter((i): i is NonNullable<typeof i> => i !== null),
   };
 }
 
@@ -182,6 +229,16 @@ export async function hostDependencies(
         }
       }
     }
+    for (const input of facts.inputs) {
+      if (beneath(device, input.realPath)) {
+        deps.push({
+          kind: 'input',
+          description: `the ${input.kinds.join(' and ')} ${q(input.label)} (${input.name}) is connected through it`,
+        });
+      }
+    }
+    const role = chipsetRole(device.classCode);
+    if (role !== null) deps.push({ kind: 'chipset', description: `${role} (a chipset function)` });
     const unique = [...new Map(deps.map((d) => [d.description, d])).values()];
     if (unique.length > 0) result.set(device.address, unique);
   }

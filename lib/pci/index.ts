@@ -1,15 +1,20 @@
 /** Public API of the PCI engine. Adapters under `_internal/` are not exported. */
 export { parsePciAddress, isPciAddress, slotOf, compareAddresses } from './address.js';
-export { className, formatClassCode, isBridge, isDisplay } from './class-code.js';
+export { chipsetRole, className, formatClassCode, isAudio, isBridge, isDisplay, isUsbController } from './class-code.js';
 export type { KernelPort } from './kernel-port.js';
 export { KernelWriteError, KernelWriteTimeout } from './kernel-port.js';
 export type { PciDevice } from './pci-device.js';
 export { readPciDevice, readPciDevices } from './pci-device.js';
 export type { IommuGroup, Viability } from './iommu-group.js';
-export { groupsOf, viability, companionsOf, VFIO_DRIVER, VIABLE_DRIVERS } from './iommu-group.js';
+export { groupsOf, viability, cardFunctions, companionsOf, VFIO_DRIVER, VIABLE_DRIVERS } from './iommu-group.js';
 export type { Holder, ProcessTable } from './holders.js';
 export { holdersOf, groupHolders, describeHolders } from './holders.js';
 export type { Dependency } from './host-dependencies.js';
+export { canForce } from './host-dependencies.js';
+export type { InputKind, InputCapabilities } from './input-capabilities.js';
+export { inputKinds, parseCapabilityBitmap } from './input-capabilities.js';
+export type { UnassignedFunction } from './unassigned-functions.js';
+export { unassignedFunctions } from './unassigned-functions.js';
 export type { HostSnapshot } from './host-snapshot.js';
 export { readHost } from './host-snapshot.js';
 export type { Step, Plan, PlannedDevice, Claim, PlanOptions } from './plan.js';

@@ -4,6 +4,7 @@
  * kernel refuses the group to QEMU otherwise.
  */
 import { compareAddresses, slotOf } from './address.js';
+import { chipsetRole, isDisplay, isUsbController, subclassOf } from './class-code.js';
 import type { PciDevice } from './pci-device.js';
 
 export const VFIO_DRIVER = 'vfio-pci';
@@ -52,17 +53,58 @@ export function viability(group: IommuGroup, devices: ReadonlyMap<string, PciDev
 }
 
 /**
- * The functions that belong with a device: the other functions of the same
- * card (same bus and slot) and devices tied to it by `consumer:`/`supplier:`
- * links (the kernel links a GPU's HDMI audio to the GPU). Bridges excepted.
+ * The functions of a graphics card, by the pattern the kernel links them:
+ * function 0 a display controller, HD Audio at function 1, USB at 2, the
+ * USB-C (UCSI) controller at 3, class 0x0c80 for want of its own class
+ * (drivers/pci/quirks.c: quirk_gpu_hda, quirk_gpu_usb,
+ * quirk_gpu_usb_typec_ucsi, for AMD/ATI and NVIDIA). Empty when function 0 of
+ * the slot is not a display controller.
+ */
+export function cardFunctions(address: string, devices: ReadonlyMap<string, PciDevice>): string[] {
+  const slot = slotOf(address);
+  const fn0 = devices.get(`${slot}.0`);
+  if (!fn0 || !isDisplay(fn0.classCode)) return [];
+  const card = [fn0.address];
+  const expected: readonly [number, (classCode: number) => boolean][] = [
+    [1, (c) => subclassOf(c) === 0x0403],
+    [2, isUsbController],
+    [3, (c) => subclassOf(c) === 0x0c80],
+  ];
+  for (const [fn, matches] of expected) {
+    const d = devices.get(`${slot}.${fn}`);
+    if (d && matches(d.classCode)) card.push(d.address);
+  }
+  return card;
+}
+
+/**
+ * The functions that go with a device the user asked for, whatever IOMMU
+ * group they are in:
+ * - devices tied to it by `consumer:`/`supplier:` links: the kernel's own
+ *   statement that they are one card (a GPU and its HDMI audio);
+ * - the other functions of its graphics card (cardFunctions), for cards and
+ *   kernels that made no link.
+ * Other functions of the same slot are not companions: the hardware isolates
+ * functions it puts in separate IOMMU groups, and they are separate devices
+ * (the two USB controllers of AMD's chipset at 06:00.1 and 06:00.3, the host
+ * bridge 00:00.0 and the AMD IOMMU 00:00.2). Functions in the same group join
+ * the plan by group anyway. Bridges and chipset functions are never
+ * companions.
+ *
+ * Only requested devices have companions (plan.ts): a device that joined for
+ * any other reason pulls nothing but its own group.
  */
 export function companionsOf(address: string, devices: ReadonlyMap<string, PciDevice>): string[] {
   const device = devices.get(address);
   if (!device) return [];
-  const found = new Set<string>();
-  for (const d of devices.values()) {
-    if (d.address !== address && slotOf(d.address) === slotOf(address)) found.add(d.address);
-  }
-  for (const linked of [...device.consumers, ...device.suppliers]) found.add(linked);
-  return [...found].filter((a) => devices.get(a)?.isBridge === false).sort(compareAddresses);
+  const found = new Set<string>([...device.consumers, ...device.suppliers]);
+  const card = cardFunctions(address, devices);
+  if (card.includes(address)) for (const a of card) found.add(a);
+  found.delete(address);
+  return [...found]
+    .filter((a) => {
+      const d = devices.get(a);
+      return d !== undefined && !d.isBridge && chipsetRole(d.classCode) === null;
+    })
+    .sort(compareAddresses);
 }

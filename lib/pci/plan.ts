@@ -1,20 +1,40 @@
 /**
  * Plan, then act: turn "detach 0000:0b:00.0" into the ordered kernel steps,
  * as plain data, without touching anything. Every refusal (unknown device,
- * another VM's device, the root disk, a process holding the card) happens
- * here, before the first write.
+ * another VM's device, the root disk, a chipset function, a process holding
+ * the card) happens here, before the first write.
+ *
+ * What a detach takes (expand), in two steps and no further:
+ * 1. the requested devices and their companions (iommu-group.ts companionsOf):
+ *    devices the kernel links to them (a GPU's HDMI audio) and the other
+ *    functions of their graphics card (audio, USB, USB-C), in whatever IOMMU
+ *    group those sit. Only a requested device has companions: nothing that
+ *    joined for another reason pulls its slot siblings, so the host bridge
+ *    00:00.0 never brings the AMD IOMMU 00:00.2 along, and a USB controller
+ *    never brings the neighbouring controller of another group.
+ * 2. every non-bridge endpoint of the IOMMU group of each device of step 1,
+ *    because VFIO hands out whole groups (a companion in another group brings
+ *    its group too). A group member pulls nothing further: no companions, no
+ *    other groups. A chipset function in the group that keeps it viable as it
+ *    is (driverless: the host bridge, the AMD IOMMU) stays as it is, out of the
+ *    plan; one bound to a driver blocks the detach.
+ *
+ * Refusals that `force` does not lift: a chipset function in the plan
+ * (requested, or a bound group member), see host-dependencies.ts canForce.
+ * Everything else the host depends on (mounted disks, an up NIC, the console,
+ * a keyboard or mouse beneath a USB controller) is lifted by `force`.
  *
  * Order rules:
- * - detach takes every non-bridge endpoint of each affected IOMMU group, plus
- *   the functions that belong with a requested device (same slot, device
- *   links), to vfio-pci; consumers go before their suppliers (the HDMI audio
- *   before the GPU it is linked to), then address order;
- * - reattach runs in the reverse order: suppliers first.
+ * - detach moves the plan's devices to vfio-pci; consumers go before their
+ *   suppliers (the HDMI audio before the GPU it is linked to), then address
+ *   order;
+ * - reattach runs in the reverse order: suppliers first; it takes the same
+ *   closure as a detach of the same addresses.
  * - per device: override, unbind, probe (and read back); per group: wait for
  *   `/dev/vfio/<group>`, then check the group is viable.
  */
 import { compareAddresses, parsePciAddress } from './address.js';
-import { className } from './class-code.js';
+import { chipsetRole, className } from './class-code.js';
 import {
   DeviceBusy,
   DeviceClaimed,
@@ -24,7 +44,8 @@ import {
   NoSuchDevice,
   q,
 } from '../errors.js';
-import { companionsOf, VFIO_DRIVER } from './iommu-group.js';
+import { companionsOf, isViableMember, VFIO_DRIVER } from './iommu-group.js';
+import { canForce } from './host-dependencies.js';
 import { describeHolders, groupHolders, holdersOf } from './holders.js';
 import type { HostSnapshot } from './host-snapshot.js';
 import type { PciDevice } from './pci-device.js';
@@ -62,6 +83,8 @@ export interface Claim {
 
 export interface PlannedDevice {
   readonly address: string;
+  /** The 24-bit class code, for messages about the device (unassigned-functions.ts). */
+  readonly classCode: number;
   readonly group: number;
   /** Driver now, as planned from. */
   readonly driver: string | null;
@@ -88,8 +111,10 @@ export interface PlanOptions {
   readonly claims?: ReadonlyMap<string, Claim>;
   /**
    * Detach: ignore the host-dependency safety rail (mounted disks, network
-   * interfaces that are up, the console). Reattach: take back devices claimed
-   * by another owner. Never overrides a process holding the device. Default false.
+   * interfaces that are up, the console, a keyboard or mouse beneath the
+   * device), but never the chipset functions' (host-dependencies.ts canForce).
+   * Reattach: take back devices claimed by another owner. Never overrides a
+   * process holding the device. Default false.
    */
   readonly force?: boolean;
 }
@@ -123,27 +148,29 @@ function requestedDevices(snapshot: HostSnapshot, addresses: readonly string[]):
 }
 
 /**
- * The closure of the request: requested devices, their companions, and every
- * non-bridge endpoint of every group any of them is in (repeated until
- * nothing new joins, since a companion may sit in another group).
+ * The closure of the request (the rule is in the header comment): requested
+ * devices, their companions, then the groups of both. Reasons are kept in
+ * the order devices joined, first reason wins.
  */
 function expand(snapshot: HostSnapshot, requested: readonly PciDevice[]): Map<string, string> {
   const reasons = new Map<string, string>();
-  const queue: string[] = [];
   const add = (address: string, reason: string): void => {
-    if (reasons.has(address)) return;
-    reasons.set(address, reason);
-    queue.push(address);
+    if (!reasons.has(address)) reasons.set(address, reason);
   };
   for (const d of requested) add(d.address, 'requested');
-  while (queue.length > 0) {
-    const address = queue.shift()!;
-    const device = snapshot.devices.get(address)!;
-    for (const c of companionsOf(address, snapshot.devices)) add(c, `same card as ${q(address)}`);
-    if (device.iommuGroup !== null) {
-      for (const member of snapshot.groups.get(device.iommuGroup)?.devices ?? []) {
-        if (!snapshot.devices.get(member)?.isBridge) add(member, `IOMMU group ${device.iommuGroup} with ${q(address)}`);
-      }
+  for (const d of requested) {
+    for (const c of companionsOf(d.address, snapshot.devices)) add(c, `same card as ${q(d.address)}`);
+  }
+  for (const address of [...reasons.keys()]) {
+    const group = snapshot.devices.get(address)?.iommuGroup ?? null;
+    if (group === null) continue;
+    for (const member of snapshot.groups.get(group)?.devices ?? []) {
+      const m = snapshot.devices.get(member);
+      if (!m || m.isBridge) continue;
+      // A driverless chipset function keeps the group viable as it is, and
+      // vfio-pci could power it down (idle D3): leave it out of the plan.
+      if (chipsetRole(m.classCode) !== null && isViableMember(m)) continue;
+      add(member, `IOMMU group ${group} with ${q(address)}`);
     }
   }
   return reasons;
@@ -192,16 +219,19 @@ export function planDetach(snapshot: HostSnapshot, addresses: readonly string[],
 
   checkDetachClaims(devices, options);
 
-  if (!options.force) {
-    const blocked = moving
-      .filter((d) => snapshot.dependencies.has(d.address))
-      .map((d) => `${describe(d)}, ${reasons.get(d.address)}: ${snapshot.dependencies.get(d.address)!.map((dep) => dep.description).join(', ')}`);
-    if (blocked.length > 0) {
-      throw new HostDependency(
-        `Cannot detach ${requested.map((d) => q(d.address)).join(', ')}: the host depends on it: ${blocked.join('; ')}. ` +
-          `Check the address ('vfio-hookctl devices'); pass --force only if you really mean it, refusing`,
-      );
-    }
+  const blocked = moving.flatMap((d) => {
+    const deps = (snapshot.dependencies.get(d.address) ?? []).filter((dep) => !options.force || !canForce(dep));
+    return deps.length === 0 ? [] : [{ device: d, deps }];
+  });
+  if (blocked.length > 0) {
+    const chipset = blocked.some((b) => b.deps.some((dep) => !canForce(dep)));
+    throw new HostDependency(
+      `Cannot detach ${requested.map((d) => q(d.address)).join(', ')}: the host depends on it: ` +
+        blocked.map((b) => `${describe(b.device)}, ${reasons.get(b.device.address)}: ${b.deps.map((dep) => dep.description).join(', ')}`).join('; ') +
+        (chipset
+          ? `. A chipset function never leaves the host, not even with --force, and neither does a device in its IOMMU group; check the address ('vfio-hookctl devices'), refusing`
+          : `. Check the address ('vfio-hookctl devices'); pass --force only if you really mean it, refusing`),
+    );
   }
 
   const held = moving.flatMap((d) => holdersOf(d, snapshot.processes).map((h) => ({ device: d, holder: h })));
@@ -234,6 +264,7 @@ export function planDetach(snapshot: HostSnapshot, addresses: readonly string[],
     steps,
     devices: devices.map((d) => ({
       address: d.address,
+      classCode: d.classCode,
       group: d.iommuGroup!,
       driver: d.driver,
       target: VFIO_DRIVER,
@@ -298,6 +329,7 @@ export function planReattach(snapshot: HostSnapshot, addresses: readonly string[
     steps,
     devices: devices.map((d) => ({
       address: d.address,
+      classCode: d.classCode,
       group: d.iommuGroup!,
       driver: d.driver,
       target: moving.includes(d) ? (claimOf(d)?.originalKnown ? (claimOf(d)?.originalDriver ?? null) : null) : d.driver,

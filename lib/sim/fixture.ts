@@ -23,6 +23,18 @@ const BlockDevice = v.object({
   partitions: v.optional(v.array(v.object({ name: Name, dev: v.pipe(v.string(), v.regex(/^\d+:\d+$/)) })), []),
 });
 
+/** The kinds of input device a simulated USB controller can carry; `gamepad` is one the host does not depend on. */
+export const INPUT_KINDS = ['keyboard', 'mouse', 'gamepad'] as const;
+
+const InputDevice = v.object({
+  /** The `name` attribute, as the device reports it: `Logitech USB Keyboard`. */
+  name: v.pipe(
+    v.string(),
+    v.regex(/^[^\u0000-\u001f\u007f]{1,80}$/, 'expected a device name of 1 to 80 characters without control characters'),
+  ),
+  kind: v.picklist(INPUT_KINDS, `expected one of ${INPUT_KINDS.map((k) => q(k)).join(', ')}`),
+});
+
 const Device = v.object({
   address: Address,
   vendor: HexId,
@@ -52,6 +64,11 @@ const Device = v.object({
   net: v.optional(v.array(v.object({ name: Name, up: v.boolean() })), []),
   /** Block devices the host driver creates. */
   block: v.optional(v.array(BlockDevice), []),
+  /**
+   * Input devices plugged into this USB controller, one port each; they
+   * appear under the controller while its host driver is bound.
+   */
+  input: v.optional(v.array(InputDevice), []),
   comment: v.optional(v.string()),
 });
 
@@ -106,6 +123,16 @@ export function parseFixture(input: unknown, source: string): Fixture {
       if (ref !== undefined && !addresses.has(ref)) {
         throw new InvalidConfig(`Invalid simulated host ${q(source)}: ${q(d.address)} names ${q(ref)}, which is not a device of this host`);
       }
+    }
+    if (d.input.length > 0 && !/^0x0c03/.test(d.class)) {
+      throw new InvalidConfig(
+        `Invalid simulated host ${q(source)}: ${q(d.address)} has input devices but class ${q(d.class)}; only a USB controller (class 0x0c03xx) carries them`,
+      );
+    }
+    if (d.input.length > 0 && !(d.hostDriver !== undefined ? d.hostDriver : d.driver)) {
+      throw new InvalidConfig(
+        `Invalid simulated host ${q(source)}: ${q(d.address)} has input devices but no host driver to create them; set 'driver' or 'hostDriver'`,
+      );
     }
     for (const driver of [d.driver, d.hostDriver, d.override]) {
       if (driver && !(driver in fixture.drivers)) {

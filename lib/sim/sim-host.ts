@@ -85,12 +85,14 @@ export async function buildSimHost(fixtureInput: unknown, dir: string): Promise<
       'class/drm',
       'class/graphics',
       'class/vtconsole',
+      'class/input',
       'devices/virtual/devlink',
       'devices/virtual/block',
     ].map((d) => fs.mkdir(path.join(sys, d), { recursive: true })),
   );
   await fs.mkdir(roots.shm, { recursive: true });
   await fs.mkdir(path.join(roots.dev, 'vfio'), { recursive: true });
+  await fs.mkdir(path.join(roots.dev, 'input'), { recursive: true });
   await fs.writeFile(path.join(roots.dev, 'vfio', 'vfio'), '');
   await fs.mkdir(path.join(roots.run), { recursive: true });
   await writeFile(path.join(sys, 'bus/pci/drivers_probe'), '');
@@ -174,7 +176,74 @@ function hostDriverOf(d: FixtureDevice): string | null {
   return d.hostDriver !== undefined ? d.hostDriver : (d.driver ?? null);
 }
 
-/** What the host driver makes when it binds: DRM nodes, frame buffers, interfaces, disks. */
+/**
+ * Capability bitmaps of each simulated input kind, copied from real devices
+ * (`/proc/bus/input/devices` of a Logitech K120 keyboard, an M105 mouse and an
+ * Xbox 360 pad on x86_64): 64-bit words, highest first, as sysfs prints them.
+ */
+const INPUT_CAPABILITIES: Readonly<Record<FixtureDevice['input'][number]['kind'], Readonly<Record<string, string>>>> = {
+  keyboard: {
+    ev: '120013',
+    key: '1000000000007 ff9f207ac14057ff febeffdfffefffff fffffffffffffffe',
+    rel: '0',
+    abs: '0',
+    msc: '10',
+    led: '7',
+  },
+  mouse: { ev: '17', key: '1f0000 0 0 0 0', rel: '903', abs: '0', msc: '10', led: '0' },
+  gamepad: { ev: '20000b', key: '7cdb000000000000 0 0 0 0', rel: '0', abs: '3003f', msc: '0', led: '0' },
+};
+
+const HID_IDS: Readonly<Record<FixtureDevice['input'][number]['kind'], string>> = {
+  keyboard: '046D:C31C',
+  mouse: '046D:C077',
+  gamepad: '045E:028E',
+};
+
+interface SimInput {
+  readonly number: number;
+  readonly name: string;
+  readonly kind: FixtureDevice['input'][number]['kind'];
+  /** The input device's directory relative to its PCI device's. */
+  readonly relDir: string;
+  /** The root hub's directory relative to the PCI device's (removed on unbind). */
+  readonly hub: string;
+  readonly phys: string;
+}
+
+/**
+ * Where a device's inputs live, as the kernel lays out USB HID:
+ * `ADDR/usbB/B-P/B-P:1.0/0003:VVVV:PPPP.NNNN/input/inputN`. Input numbers are
+ * counted over the whole host in fixture order, bus numbers over its USB
+ * controllers, so every build of a fixture gives the same names.
+ */
+function simInputs(fixture: Fixture, address: string): SimInput[] {
+  let number = 0;
+  let bus = 0;
+  for (const d of fixture.devices) {
+    if (/^0x0c03/.test(d.class)) bus += 1;
+    if (d.address !== address) {
+      number += d.input.length;
+      continue;
+    }
+    return d.input.map((input, i) => {
+      const port = `${bus}-${i + 1}`;
+      const n = number + i;
+      const hid = `0003:${HID_IDS[input.kind]}.${(n + 1).toString(16).toUpperCase().padStart(4, '0')}`;
+      return {
+        number: n,
+        name: input.name,
+        kind: input.kind,
+        hub: `usb${bus}`,
+        relDir: path.join(`usb${bus}`, port, `${port}:1.0`, hid, 'input', `input${n}`),
+        phys: `usb-${address}-${i + 1}/input0`,
+      };
+    });
+  }
+  return [];
+}
+
+/** What the host driver makes when it binds: DRM nodes, frame buffers, interfaces, disks, input devices. */
 function driverChildrenOps(host: SimHost, d: FixtureDevice, devDir: string): FileOp[] {
   const sys = host.roots.sysfs;
   const ops: FileOp[] = [];
@@ -209,6 +278,19 @@ function driverChildrenOps(host: SimHost, d: FixtureDevice, devDir: string): Fil
       ops.push({ op: 'write', path: path.join(host.roots.dev, p.name), content: '' });
     }
   }
+  for (const input of simInputs(host.fixture, d.address)) {
+    const inputDir = path.join(devDir, input.relDir);
+    ops.push({ op: 'write', path: path.join(inputDir, 'name'), content: `${input.name}\n` });
+    ops.push({ op: 'write', path: path.join(inputDir, 'phys'), content: `${input.phys}\n` });
+    for (const [cap, bits] of Object.entries(INPUT_CAPABILITIES[input.kind])) {
+      ops.push({ op: 'write', path: path.join(inputDir, 'capabilities', cap), content: `${bits}\n` });
+    }
+    const event = `event${input.number}`;
+    ops.push({ op: 'write', path: path.join(inputDir, event, 'dev'), content: `13:${64 + input.number}\n` });
+    ops.push(relLinkOp(path.join(sys, 'class/input', `input${input.number}`), inputDir));
+    ops.push(relLinkOp(path.join(sys, 'class/input', event), path.join(inputDir, event)));
+    ops.push({ op: 'write', path: path.join(host.roots.dev, 'input', event), content: '' });
+  }
   return ops;
 }
 
@@ -225,6 +307,13 @@ function removeDriverChildrenOps(host: SimHost, d: FixtureDevice, devDir: string
     ops.push({ op: 'remove', path: path.join(host.roots.dev, devNode) });
   }
   for (const n of d.net) ops.push({ op: 'remove', path: path.join(sys, 'class/net', n.name) });
+  const inputs = simInputs(host.fixture, d.address);
+  for (const input of inputs) {
+    ops.push({ op: 'remove', path: path.join(sys, 'class/input', `input${input.number}`) });
+    ops.push({ op: 'remove', path: path.join(sys, 'class/input', `event${input.number}`) });
+    ops.push({ op: 'remove', path: path.join(host.roots.dev, 'input', `event${input.number}`) });
+  }
+  for (const hub of new Set(inputs.map((i) => i.hub))) ops.push({ op: 'remove', path: path.join(devDir, hub) });
   for (const child of ['drm', 'graphics', 'net', 'nvme']) ops.push({ op: 'remove', path: path.join(devDir, child) });
   return ops;
 }

@@ -161,6 +161,19 @@ test('DetachDevice of the root disk fails with HostDependency naming / and no st
   t.is(await driverOf(daemon, '0000:01:00.0'), 'nvme');
 });
 
+test('DetachDevice of a chipset function (the SMBus) fails with HostDependency, and it stays on its driver', async (t) => {
+  const { bus, daemon } = await setup(t);
+  const result = await dbusSend(bus, 'DetachDevice', ['string:0000:00:14.0']);
+  t.not(result.code, 0);
+  t.is(
+    result.stderr.trim(),
+    "Error org.vfiohookd1.HostDependency: Cannot detach '0000:00:14.0': the host depends on it: '0000:00:14.0' (SMBus), requested: " +
+      "the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function). " +
+      "A chipset function never leaves the host, not even with --force, and neither does a device in its IOMMU group; check the address ('vfio-hookctl devices'), refusing",
+  );
+  t.is(await driverOf(daemon, '0000:00:14.0'), 'piix4_smbus');
+});
+
 test('DetachDevice of a malformed address fails with InvalidArgs', async (t) => {
   const { bus } = await setup(t);
   const result = await dbusSend(bus, 'DetachDevice', ['string:bogus', 'string:', 'boolean:false']);

@@ -227,6 +227,38 @@ test('devices prints one header per IOMMU group and the holders of the host card
   t.false(result.stdout.includes('Note: not every process could be read'), 'the simulated /proc is fully readable');
 });
 
+test('devices on the chipset host says the host needs its chipset functions and the controller of its keyboard', async (t) => {
+  const sim = await makeSim(t, 'chipset-host');
+  const result = await sim.run('devices');
+  t.is(result.code, 0, result.stderr);
+  const lines = result.stdout.split('\n');
+  const line = (address: string): string => lines.find((l) => l.startsWith(`  ${address} `)) ?? '';
+  t.regex(line('0000:00:00.2'), /^ {2}0000:00:00\.2 +IOMMU \[0806\] +1022:1481 +- +host needs it: the IOMMU itself, which isolates every device passed through \(a chipset function\)$/);
+  t.regex(line('0000:00:14.0'), / piix4_smbus +host needs it: the SMBus, where the memory's SPD, the sensors and fan control sit \(a chipset function\)$/);
+  t.regex(
+    line('0000:03:00.1'),
+    / xhci_hcd +host needs it: the keyboard 'CHERRY USB keyboard' \(input0\) is connected through it, the mouse 'Logitech USB Optical Mouse' \(input1\) is connected through it$/,
+  );
+  t.regex(line('0000:03:00.3'), /^ {2}0000:03:00\.3 +USB controller \[0c03\] +1022:149c +xhci_hcd$/, 'a gamepad is not something the host needs');
+  const view = await devicesJson(sim);
+  t.deepEqual(deviceIn(view, '0000:00:00.0').hostDependencies, ["the host bridge, the CPU's link to memory and PCI (a chipset function)"]);
+});
+
+test('detach of the IOMMU function is refused with --force too, exit 1, nothing moved', async (t) => {
+  const sim = await makeSim(t, 'chipset-host');
+  const result = await sim.run('detach', '00:00.2', '--for', 'win10', '--force');
+  t.is(result.code, 1);
+  t.is(result.stdout, '');
+  t.is(
+    result.stderr,
+    "vfio-hookctl: Cannot detach '0000:00:00.2': the host depends on it: '0000:00:00.2' (IOMMU), requested: the IOMMU itself, which isolates every device passed through (a chipset function). " +
+      "A chipset function never leaves the host, not even with --force, and neither does a device in its IOMMU group; check the address ('vfio-hookctl devices'), refusing\n",
+  );
+  t.is(await sim.driverOf('0000:00:00.2'), null);
+  t.is(await sim.overrideOf('0000:00:00.2'), '(null)');
+  t.false(await sim.exists('run/vfio-hookd/state.json'), 'no claim recorded');
+});
+
 // ---------------------------------------------------------------- detach and reattach
 
 test('detach for win10 then, in separate invocations, devices and reattach: the RX 590 goes to vfio-pci and back', async (t) => {
@@ -529,7 +561,7 @@ test('an unknown simulated host exits 1 listing the built-in names, and builds n
     code: 1,
     stdout: '',
     stderr:
-      "vfio-hookctl: Unknown simulated host 'no-such-host': choose one of 'reference-host', 'single-gpu-host', 'nvidia-host', 'split-board-host', or give a path to a JSON fixture\n",
+      "vfio-hookctl: Unknown simulated host 'no-such-host': choose one of 'reference-host', 'single-gpu-host', 'nvidia-host', 'split-board-host', 'chipset-host', or give a path to a JSON fixture\n",
   });
   t.deepEqual(await fs.readdir(simDir).catch(() => []), [], 'no simulated host in the folder');
 });

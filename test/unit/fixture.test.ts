@@ -22,8 +22,8 @@ function deviceOf(fixture: FixtureInput, address: string): DeviceInput {
   return device;
 }
 
-test('the built-in hosts are the four documented ones', (t) => {
-  t.deepEqual([...BUILTIN_HOSTS.keys()], ['reference-host', 'single-gpu-host', 'nvidia-host', 'split-board-host']);
+test('the built-in hosts are the five documented ones', (t) => {
+  t.deepEqual([...BUILTIN_HOSTS.keys()], ['reference-host', 'single-gpu-host', 'nvidia-host', 'split-board-host', 'chipset-host']);
 });
 
 for (const [name, input] of BUILTIN_HOSTS) {
@@ -133,4 +133,51 @@ test('parseFixture refuses a process comm longer than the kernel keeps', (t) => 
   input.processes = [{ pid: 4242, comm: 'looking-glass-client', fds: ['/dev/dri/card1'] }];
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
   t.regex(error.message, /^Invalid simulated host 'my-host\.json': processes\.0\.comm: /);
+});
+
+test('parseFixture fills the input devices of a USB controller, and none elsewhere', (t) => {
+  const fixture = parseFixture(copyOf('chipset-host'), 'chipset-host');
+  t.deepEqual(fixture.devices.find((d) => d.address === '0000:03:00.1')?.input, [
+    { name: 'CHERRY USB keyboard', kind: 'keyboard' },
+    { name: 'Logitech USB Optical Mouse', kind: 'mouse' },
+  ]);
+  t.deepEqual(fixture.devices.find((d) => d.address === '0000:01:00.0')?.input, []);
+});
+
+const badInputs: [string, unknown, string][] = [
+  ['an unknown kind', { name: 'Wacom Intuos', kind: 'tablet' }, "kind: expected one of 'keyboard', 'mouse', 'gamepad'"],
+  ['a missing kind', { name: 'CHERRY USB keyboard' }, 'kind: Invalid key: Expected "kind" but received undefined'],
+  ['a name with a newline', { name: 'evil\nname', kind: 'keyboard' }, 'name: expected a device name of 1 to 80 characters without control characters'],
+  ['an empty name', { name: '', kind: 'mouse' }, 'name: expected a device name of 1 to 80 characters without control characters'],
+  ['a name longer than 80 characters', { name: 'k'.repeat(81), kind: 'keyboard' }, 'name: expected a device name of 1 to 80 characters without control characters'],
+];
+
+for (const [what, entry, problem] of badInputs) {
+  test(`parseFixture refuses an input device with ${what}, naming its path`, (t) => {
+    const input = copyOf('chipset-host');
+    const index = input.devices.findIndex((d) => d.address === '0000:03:00.1');
+    (deviceOf(input, '0000:03:00.1') as { input: unknown[] }).input = [entry];
+    const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
+    t.is(error.message, `Invalid simulated host 'my-host.json': devices.${index}.input.0.${problem}`);
+  });
+}
+
+test('parseFixture refuses input devices on a device that is not a USB controller', (t) => {
+  const input = copyOf('chipset-host');
+  deviceOf(input, '0000:01:00.0').input = [{ name: 'CHERRY USB keyboard', kind: 'keyboard' }];
+  const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
+  t.is(
+    error.message,
+    "Invalid simulated host 'my-host.json': '0000:01:00.0' has input devices but class '0x030000'; only a USB controller (class 0x0c03xx) carries them",
+  );
+});
+
+test('parseFixture refuses input devices on a USB controller without a host driver', (t) => {
+  const input = copyOf('chipset-host');
+  delete deviceOf(input, '0000:03:00.1').driver;
+  const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
+  t.is(
+    error.message,
+    "Invalid simulated host 'my-host.json': '0000:03:00.1' has input devices but no host driver to create them; set 'driver' or 'hostDriver'",
+  );
 });
