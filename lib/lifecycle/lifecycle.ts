@@ -29,12 +29,10 @@ import { stageOf, type HookEvent, type HookStage } from './hook-event.js';
 export interface ManagedVm {
   readonly name: string;
   readonly devices: readonly string[];
-  /** Owner of the shm files. */
+  /** The VM's user, owner of every shm file (each `shmFiles[].uid` is the same); 0 when it has none. */
   readonly uid: number;
-  readonly gid: number;
-  /** Mode of the shm files, e.g. 0o660. */
-  readonly mode: number;
-  readonly shmFiles: readonly { readonly name: string; readonly sizeBytes: number }[];
+  /** Each shm file `/dev/shm/<name>` with its size and its own owner, group and mode (e.g. 0o660): Looking Glass and Scream may differ. */
+  readonly shmFiles: readonly { readonly name: string; readonly sizeBytes: number; readonly uid: number; readonly gid: number; readonly mode: number }[];
   /** Ignore the host-dependency safety rail. */
   readonly force: boolean;
   readonly removeShmOnStop: boolean;
@@ -264,8 +262,8 @@ export class Lifecycle {
     return queue;
   }
 
-  #spec(vm: ManagedVm, file: { name: string; sizeBytes: number }) {
-    return { root: this.#roots.shm, name: file.name, size: file.sizeBytes, uid: vm.uid, gid: vm.gid, mode: vm.mode };
+  #spec(_vm: ManagedVm, file: ManagedVm['shmFiles'][number]) {
+    return { root: this.#roots.shm, name: file.name, size: file.sizeBytes, uid: file.uid, gid: file.gid, mode: file.mode };
   }
 
   /** Put the shm files back as this prepare found them: remove created ones, restore repaired ones. */

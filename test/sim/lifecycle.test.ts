@@ -20,11 +20,9 @@ function win10(overrides: Partial<ManagedVm> = {}): ManagedVm {
     name: 'win10',
     devices: ['0000:0b:00.0'],
     uid: 1000,
-    gid: 64055,
-    mode: 0o660,
     shmFiles: [
-      { name: 'looking-glass', sizeBytes: 64 * MiB },
-      { name: 'scream', sizeBytes: 2 * MiB },
+      { name: 'looking-glass', sizeBytes: 64 * MiB, uid: 1000, gid: 64055, mode: 0o660 },
+      { name: 'scream', sizeBytes: 2 * MiB, uid: 1000, gid: 64055, mode: 0o660 },
     ],
     force: false,
     removeShmOnStop: false,
@@ -103,7 +101,7 @@ test('a second VM claiming the same GPU is refused and the first keeps it', asyn
 test('started repairs owner and mode of a file QEMU created but never resizes it', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   const life = lifecycle(sim);
-  const vm = win10({ devices: [], shmFiles: [{ name: 'looking-glass', sizeBytes: 64 * MiB }] });
+  const vm = win10({ devices: [], shmFiles: [{ name: 'looking-glass', sizeBytes: 64 * MiB, uid: 1000, gid: 64055, mode: 0o660 }] });
   // QEMU created it as its own user, mode 0644.
   const file = path.join(sim.kernel.roots.shm, 'looking-glass');
   await fs.writeFile(file, Buffer.alloc(0));
