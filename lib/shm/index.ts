@@ -36,5 +36,5 @@ export type {
   ShmFileType,
 } from './shm-file.js';
 
-export { checkAccountName, resolveGid, resolvePrimaryGid, resolveUid } from './accounts.js';
+export { checkAccountName, resolveGid, resolvePrimaryGid, resolveUid, userNameOf } from './accounts.js';
 export type { AccountLookupOptions } from './accounts.js';
