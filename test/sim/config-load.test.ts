@@ -1,8 +1,10 @@
 import { Buffer } from 'node:buffer';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 import test, { type ExecutionContext } from 'ava';
 
@@ -173,4 +175,48 @@ test('a FIFO where the file should be is refused without blocking', async (t) =>
     instanceOf: InvalidConfig,
     message: `Cannot read configuration '${path}': it is a FIFO, not a regular file`,
   });
+});
+
+/**
+ * Load `path` in a child process running as `uid`: the devices of 'win10',
+ * or the error message. Its TMPDIR (tsx's cache) is `tmp`, so nothing stays behind.
+ */
+async function loadAs(uid: number, path: string, tmp: string): Promise<string> {
+  const repo = fileURLToPath(new URL('../..', import.meta.url));
+  const module = join(repo, 'lib', 'config', 'load-config.ts');
+  const script =
+    `const { loadConfigFile } = await import(${JSON.stringify(module)});` +
+    `try { console.log((await loadConfigFile(${JSON.stringify(path)})).vms.get('win10')?.devices.join(',')); }` +
+    `catch (error) { console.log(error.message); }`;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import=tsx', '--input-type=module', '-e', script], {
+    cwd: repo,
+    uid,
+    gid: uid,
+    env: { ...process.env, TMPDIR: tmp },
+  });
+  return stdout.trim();
+}
+
+test("a daemon that is not root also trusts its own user's file, and still no one else's", async (t) => {
+  const top = await tempDir(t);
+  await fsp.chmod(top, 0o755);
+  const dir = join(top, 'conf');
+  await fsp.mkdir(dir, { mode: 0o755 });
+  const path = join(dir, 'vfio-hookd.toml');
+  await fsp.writeFile(path, GOOD, { mode: 0o644 });
+  await fsp.chown(dir, 12345, 12345);
+  await fsp.chown(path, 12345, 12345);
+  const tmp = join(top, 'tmp');
+  await fsp.mkdir(tmp, { mode: 0o1777 });
+  await fsp.chmod(tmp, 0o1777);
+  t.is(await loadAs(12345, path, tmp), '0000:0b:00.0');
+  t.is(
+    await loadAs(12346, path, tmp),
+    `Cannot trust configuration '${path}': the file is owned by uid 12345, the folder '${dir}' is owned by uid 12345; ` +
+      `${WHY}; run "chown root:root '${path}' '${dir}'", refusing`,
+  );
+  // Root's own file is trusted by everyone.
+  await fsp.chown(path, 0, 0);
+  await fsp.chown(dir, 0, 0);
+  t.is(await loadAs(12346, path, tmp), '0000:0b:00.0');
 });
