@@ -14,6 +14,12 @@
  * Event-driven reloads of unchanged text emit nothing, so an editor that
  * saves twice, or touches the file, causes no churn.
  *
+ * A file that is not to be trusted (someone other than root could change it,
+ * see load-config.ts) is refused like one that does not parse: an 'error',
+ * and the previous configuration stays. A chmod or chown of the file or its
+ * folder is an event too, so fixing them is picked up like fixing the text
+ * (a fix further up, or at a symlink's target, waits for reload()).
+ *
  * A file that disappears is an empty configuration, as at startup. The
  * debounce usually hides the moment between "old file renamed away" and "new
  * file renamed in"; if a tool leaves a real gap, listeners see the empty

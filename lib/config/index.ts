@@ -9,7 +9,7 @@ export type { ConfigWatcherEvents, ConfigWatcherOptions } from './config-watcher
 
 export { closestKey, didYouMean } from './did-you-mean.js';
 export { formatDuration, parseDuration } from './duration.js';
-export { formatFileMode, parseFileMode } from './file-mode.js';
+export { formatFileMode, parseFileMode, parseShmMode } from './file-mode.js';
 export { validateAccountName } from './account-name.js';
 export { validateUnitName } from './unit-name.js';
 
@@ -29,5 +29,5 @@ export {
 export { TomlLocator, formatTomlPath } from './toml-locator.js';
 export type { PathSegment, TomlPosition } from './toml-locator.js';
 export type { Config, DaemonSettings, LookingGlassSettings, ScreamSettings, VmSettings } from './types.js';
-export { validateVmTable } from './vm-settings.js';
+export { validateVmTable, vmSettingsWarnings } from './vm-settings.js';
 export type { VmTableResult } from './vm-settings.js';

@@ -159,6 +159,8 @@ function combine(file: VmSettings, meta: VmSettings, problems: string[]): VmSett
     scream = {
       name: pick('scream.name', file.scream.name, meta.scream.name, DEFAULT_SCREAM_NAME),
       sizeBytes: pick('scream.size', file.scream.sizeBytes, meta.scream.sizeBytes, DEFAULT_SCREAM_SIZE, (x) => q(formatSize(x))),
+      group: pick('scream.group', file.scream.group, meta.scream.group, null),
+      mode: pick('scream.mode', file.scream.mode, meta.scream.mode, DEFAULT_SHM_MODE, (x) => q(formatFileMode(x))),
     };
   }
   return {

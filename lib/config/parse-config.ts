@@ -12,7 +12,7 @@ import { TomlError, parse } from 'smol-toml';
 import { InvalidConfig, q } from '../errors.js';
 import { vmNameProblem } from '../domain/vm-name.js';
 import type { ConfigProblem } from './problems.js';
-import { fileProblemsError, problemsFromIssues } from './problems.js';
+import { fileProblemsError, formatFileProblems, problemsFromIssues } from './problems.js';
 import { CONFIG_FILE_SCHEMA, DEFAULT_WRITE_TIMEOUT_MS, describeValue, isTable } from './schema.js';
 import { TomlLocator } from './toml-locator.js';
 import type { Config, VmSettings } from './types.js';
@@ -20,11 +20,12 @@ import { validateVmTable } from './vm-settings.js';
 
 /** The configuration when there is no file: no VMs, default daemon settings. */
 export function emptyConfig(): Config {
-  return { daemon: { qemuUser: null, writeTimeoutMs: DEFAULT_WRITE_TIMEOUT_MS }, vms: new Map() };
+  return { daemon: { qemuUser: null, writeTimeoutMs: DEFAULT_WRITE_TIMEOUT_MS }, vms: new Map(), warnings: [] };
 }
 
 /**
- * Parse and validate a configuration text.
+ * Parse and validate a configuration text. Values that are accepted but
+ * probably unwise come back in `warnings`, positioned like the errors.
  *
  * @param source names the text in messages, normally its path.
  * @throws InvalidConfig with `source:line:column` for every problem found.
@@ -43,6 +44,7 @@ export function parseConfig(text: string, source: string): Config {
   }
   const locator = new TomlLocator(text);
   const problems: ConfigProblem[] = [];
+  const warnings: ConfigProblem[] = [];
 
   const top = v.safeParse(CONFIG_FILE_SCHEMA, data);
   if (!top.success) problems.push(...problemsFromIssues(top.issues, []));
@@ -61,6 +63,7 @@ export function parseConfig(text: string, source: string): Config {
       }
       const result = validateVmTable(name, table, ['vm', name]);
       problems.push(...result.problems);
+      warnings.push(...result.warnings);
       if (result.settings !== null) vms.set(name, result.settings);
     }
   }
@@ -73,6 +76,7 @@ export function parseConfig(text: string, source: string): Config {
       writeTimeoutMs: daemon?.['write-timeout'] ?? DEFAULT_WRITE_TIMEOUT_MS,
     },
     vms,
+    warnings: formatFileProblems(warnings, source, locator),
   };
 }
 

@@ -37,14 +37,19 @@ export function problemsFromIssues(issues: readonly BaseIssue<unknown>[], base: 
  * `/etc/vfio-hookd/vfio-hookd.toml:7:8: vm.win10.looking-glass.mode: invalid mode ...`.
  */
 export function fileProblemsError(problems: readonly ConfigProblem[], source: string, locator: TomlLocator): InvalidConfig {
-  const lines = problems
+  return new InvalidConfig(formatFileProblems(problems, source, locator).join('\n'));
+}
+
+/** Problems (or warnings) of a file as lines `source:line:column: path: message`, in file order. */
+export function formatFileProblems(problems: readonly ConfigProblem[], source: string, locator: TomlLocator): string[] {
+  return problems
     .map((problem) => {
       const { line, column } = problem.at === 'key' ? locator.keyPosition(problem.path) : locator.valuePosition(problem.path);
       const where = problem.path.length === 0 ? '' : `${formatTomlPath(problem.path)}: `;
       return { line, column, text: `${source}:${line}:${column}: ${where}${problem.message}` };
     })
-    .sort((a, b) => a.line - b.line || a.column - b.column);
-  return new InvalidConfig(lines.map((l) => l.text).join('\n'));
+    .sort((a, b) => a.line - b.line || a.column - b.column)
+    .map((l) => l.text);
 }
 
 /**

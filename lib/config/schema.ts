@@ -7,8 +7,10 @@
  *   qemu-user = "libvirt-qemu"  user QEMU runs as. QEMU creates a missing shm
  *                               file as itself, so an existing file owned by
  *                               this user is adopted and repaired, not refused.
- *                               Default: unset; the daemon tries 'libvirt-qemu'
- *                               (Debian, Ubuntu), then 'qemu' (Fedora, Arch).
+ *                               Default: unset; the daemon trusts each of
+ *                               'libvirt-qemu' (Debian, Ubuntu), 'qemu'
+ *                               (Fedora, Arch) and 'qemu-libvirtd' (NixOS)
+ *                               that exists.
  *   write-timeout = "10s"       how long one sysfs write may take before it is
  *                               abandoned as hung: a whole number with ms, s,
  *                               m or h, from 100ms to 10m. Default: "10s".
@@ -46,15 +48,33 @@
  *                               Default: false.
  *   name = "looking-glass"      the file /dev/shm/NAME, as in the domain's
  *                               <shmem name=...>. Default: "looking-glass".
- *   group = "qemu-libvirtd"     group of the file (name or numeric gid).
+ *   group = "qemu-libvirtd"     group of the file (name or numeric gid): QEMU's
+ *                               user must be in it to open the file when QEMU
+ *                               does not run as root.
  *                               Default: unset (the owner's primary group).
- *   mode = "0660"               permission bits, a quoted octal string, at most
- *                               "0777". Default: "0660".
+ *   mode = "0660"               permission bits, a quoted octal string. Write
+ *                               for others and any execute bit are refused
+ *                               (whoever writes the file writes into the
+ *                               guest's screen); read for others is accepted
+ *                               with a warning (everyone could watch the
+ *                               guest's screen). Default: "0660".
  *
  * [vm.NAME.scream]              optional: the Scream shm file
  *   size = "2M"                 a power of two, at least 1M. Default: "2M".
  *   name = "scream"             the file /dev/shm/NAME. Default: "scream".
+ *   group = "qemu-libvirtd"     group of the file, as for Looking Glass.
+ *                               Default: unset: the Looking Glass table's
+ *                               group when it has one (the same QEMU opens
+ *                               both files), else the owner's primary group.
+ *   mode = "0660"               permission bits, as for Looking Glass (read
+ *                               for others: everyone could listen to the
+ *                               guest). Default: "0660".
  * ```
+ *
+ * Warnings: a value that is accepted but probably unwise (a mode readable by
+ * others) does not stop the file from loading; parseConfig returns it in
+ * `Config.warnings` (`file:line:column: key: what, ignoring`) for the
+ * daemon to journal.
  *
  * Unknown keys are errors, with the closest known key suggested: a typo
  * silently ignored is a setting silently lost. The same VM keys, with the
@@ -79,7 +99,7 @@ import {
 import { validateAccountName } from './account-name.js';
 import { didYouMean } from './did-you-mean.js';
 import { formatDuration, parseDuration } from './duration.js';
-import { parseFileMode } from './file-mode.js';
+import { parseShmMode } from './file-mode.js';
 import { validateUnitName } from './unit-name.js';
 
 /** `write-timeout` default: 10 s. */
@@ -88,11 +108,15 @@ export const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
 export const MIN_WRITE_TIMEOUT_MS = 100;
 /** Longest `write-timeout`: a hook call blocks libvirtd's job for the VM for as long as it lasts. */
 export const MAX_WRITE_TIMEOUT_MS = 600_000;
-/** Users the daemon tries, in order, when `qemu-user` is unset. */
-export const DEFAULT_QEMU_USERS = ['libvirt-qemu', 'qemu'] as const;
+/**
+ * Users QEMU may run as, when `qemu-user` is unset: Debian and Ubuntu's,
+ * Fedora and Arch's, NixOS's (`virtualisation.libvirtd.qemu.runAsRoot =
+ * false`). Each one that exists on the host is trusted as an shm file owner.
+ */
+export const DEFAULT_QEMU_USERS = ['libvirt-qemu', 'qemu', 'qemu-libvirtd'] as const;
 /** `[vm.NAME.looking-glass]` `name` default. */
 export const DEFAULT_LOOKING_GLASS_NAME = 'looking-glass';
-/** `[vm.NAME.looking-glass]` `mode` default: owner and group read and write. */
+/** `[vm.NAME.looking-glass]` and `[vm.NAME.scream]` `mode` default: owner and group read and write. */
 export const DEFAULT_SHM_MODE = 0o660;
 /** `[vm.NAME.scream]` `name` default. */
 export const DEFAULT_SCREAM_NAME = 'scream';
@@ -198,13 +222,15 @@ export const LOOKING_GLASS_SCHEMA = table({
   hdr: v.optional(bool()),
   name: v.optional(parsed(validateShmName)),
   group: v.optional(parsed((s) => validateAccountName('group', s))),
-  mode: v.optional(parsed(parseFileMode)),
+  mode: v.optional(parsed(parseShmMode)),
 });
 
 /** `[vm.NAME.scream]`. */
 export const SCREAM_SCHEMA = table({
   size: v.optional(parsed((s) => validateScreamSize(parseSize(s)))),
   name: v.optional(parsed(validateShmName)),
+  group: v.optional(parsed((s) => validateAccountName('group', s))),
+  mode: v.optional(parsed(parseShmMode)),
 });
 
 /**

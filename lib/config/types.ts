@@ -7,7 +7,7 @@
 
 /** `[daemon]`. */
 export interface DaemonSettings {
-  /** `qemu-user`; `null` when unset (the daemon then tries 'libvirt-qemu', then 'qemu'). */
+  /** `qemu-user`; `null` when unset (the daemon then trusts each of DEFAULT_QEMU_USERS that exists). */
   readonly qemuUser: string | null;
   /** `write-timeout` in ms; default 10000. */
   readonly writeTimeoutMs: number;
@@ -35,6 +35,14 @@ export interface ScreamSettings {
   readonly name: string;
   /** `size`; default 2 MiB. */
   readonly sizeBytes: number;
+  /**
+   * `group` owning the file; `null` when unset (then the Looking Glass
+   * table's group, if the VM has one, else the owner's primary group: see
+   * lib/daemon/managed-vm.ts).
+   */
+  readonly group: string | null;
+  /** `mode` bits; default 0o660. */
+  readonly mode: number;
 }
 
 /** One VM, from `[vm.NAME]`, the domain's `<metadata>`, or both merged. */
@@ -61,4 +69,10 @@ export interface Config {
   readonly daemon: DaemonSettings;
   /** By libvirt domain name. */
   readonly vms: ReadonlyMap<string, VmSettings>;
+  /**
+   * Values accepted but probably unwise (a shm mode readable by others), a
+   * line each in file order: `source:line:column: key: what, ignoring`. For
+   * the daemon to journal when it loads the file; empty for most files.
+   */
+  readonly warnings: readonly string[];
 }

@@ -6,7 +6,7 @@
 import * as v from 'valibot';
 
 import { q } from '../errors.js';
-import { formatSize, lookingGlassSize } from '../shm/index.js';
+import { formatSize, lookingGlassSize, shmModeWarning } from '../shm/index.js';
 import type { ConfigProblem } from './problems.js';
 import { problemsFromIssues } from './problems.js';
 import {
@@ -24,6 +24,8 @@ export interface VmTableResult {
   /** The settings, or `null` when there were problems. */
   readonly settings: VmSettings | null;
   readonly problems: readonly ConfigProblem[];
+  /** Accepted but probably unwise values (a shm mode readable by others); each message ends in ', ignoring'. */
+  readonly warnings: readonly ConfigProblem[];
 }
 
 /**
@@ -36,7 +38,7 @@ export interface VmTableResult {
  */
 export function validateVmTable(name: string, input: unknown, base: readonly PathSegment[]): VmTableResult {
   const result = v.safeParse(VM_TABLE_SCHEMA, input);
-  if (!result.success) return { settings: null, problems: problemsFromIssues(result.issues, base) };
+  if (!result.success) return { settings: null, problems: problemsFromIssues(result.issues, base), warnings: [] };
   const spec = result.output;
   const problems: ConfigProblem[] = [];
   const at = (path: readonly PathSegment[], message: string): void => {
@@ -48,13 +50,24 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
 
   const lookingGlass = lookingGlassSettings(spec, at);
   const scream: ScreamSettings | null =
-    spec.scream === undefined ? null : { name: spec.scream.name ?? DEFAULT_SCREAM_NAME, sizeBytes: spec.scream.size ?? DEFAULT_SCREAM_SIZE };
+    spec.scream === undefined ? null : {
+      name: spec.scream.name ?? DEFAULT_SCREAM_NAME,
+      sizeBytes: spec.scream.size ?? DEFAULT_SCREAM_SIZE,
+      group: spec.scream.group ?? null,
+      mode: spec.scream.mode ?? DEFAULT_SHM_MODE,
+    };
   if (lookingGlass !== null && scream !== null && lookingGlass.name === scream.name) {
     // Without a `name` key in the text, the locator falls back to the scream table.
     at(['scream', 'name'], `Looking Glass and Scream would share the shm file ${q(scream.name)}; give them different names`);
   }
 
-  if (problems.length > 0) return { settings: null, problems };
+  if (problems.length > 0) return { settings: null, problems, warnings: [] };
+  const warnings: ConfigProblem[] = [];
+  for (const [key, file] of [['looking-glass', lookingGlass], ['scream', scream]] as const) {
+    const warning = file === null ? null : shmModeWarning(file.mode, SHM_CARRIES[key]);
+    // Pointed at the mode key; a default mode is never readable by others, so the key is there.
+    if (warning !== null) warnings.push({ path: [...base, key, 'mode'], at: 'value', message: warning });
+  }
   return {
     settings: {
       name,
@@ -67,7 +80,27 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
       units: spec.units ?? [],
     },
     problems,
+    warnings,
   };
+}
+
+/** What each shm file holds, for the warnings about who can read it. */
+const SHM_CARRIES = { 'looking-glass': "Looking Glass frames are the guest's screen", scream: "Scream carries the guest's sound" } as const;
+
+/**
+ * The warnings for a VM's effective settings (file and metadata merged, see
+ * merge.ts), for the hook's outcome: `VM 'win10': looking-glass.mode: mode
+ * '0664' lets every user ... , ignoring`. The file's own warnings are in
+ * `Config.warnings` already, with their positions; this is for settings that
+ * came from a domain's `<metadata>`, which is only read at hook time.
+ */
+export function vmSettingsWarnings(settings: VmSettings): string[] {
+  const warnings: string[] = [];
+  for (const [key, file] of [['looking-glass', settings.lookingGlass], ['scream', settings.scream]] as const) {
+    const warning = file === null ? null : shmModeWarning(file.mode, SHM_CARRIES[key]);
+    if (warning !== null) warnings.push(`VM ${q(settings.name)}: ${key}.mode: ${warning}`);
+  }
+  return warnings;
 }
 
 function checkDuplicates(

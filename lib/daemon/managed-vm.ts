@@ -1,12 +1,18 @@
 /**
  * From a VM's settings (configuration file and domain metadata, merged) to
- * what the lifecycle acts on: numeric owner, group and mode of the shm
- * files, and the list of files with their sizes.
+ * what the lifecycle acts on: each shm file with its size and its numeric
+ * owner, group and mode.
+ *
+ * Every file belongs to the VM's `user`. Each has its own group and mode:
+ * Looking Glass's from `[vm.NAME.looking-glass]`, Scream's from
+ * `[vm.NAME.scream]`. A Scream table without a `group` takes the Looking
+ * Glass table's (the same QEMU process opens both files, so the group that
+ * lets it open one lets it open the other), and without either the owner's
+ * primary group is used.
  */
 import { InvalidConfig, q } from '../errors.js';
 import type { VmSettings } from '../config/types.js';
-import { DEFAULT_SHM_MODE } from '../config/schema.js';
-import type { ManagedVm, ShmFileWant } from '../lifecycle/lifecycle.js';
+import type { ManagedVm } from '../lifecycle/lifecycle.js';
 
 /** How names become ids (injected: the daemon uses getent, tests pass numbers). */
 export interface AccountResolver {
@@ -16,23 +22,26 @@ export interface AccountResolver {
 }
 
 export async function toManagedVm(settings: VmSettings, accounts: AccountResolver): Promise<ManagedVm> {
+  const { lookingGlass, scream } = settings;
   const wanted = [
-    ...(settings.lookingGlass ? [{ name: settings.lookingGlass.name, sizeBytes: settings.lookingGlass.sizeBytes }] : []),
-    ...(settings.scream ? [{ name: settings.scream.name, sizeBytes: settings.scream.sizeBytes }] : []),
+    ...(lookingGlass ? [{ name: lookingGlass.name, sizeBytes: lookingGlass.sizeBytes, group: lookingGlass.group, mode: lookingGlass.mode }] : []),
+    ...(scream ? [{ name: scream.name, sizeBytes: scream.sizeBytes, group: scream.group ?? lookingGlass?.group ?? null, mode: scream.mode }] : []),
   ];
-  const shmFiles: ShmFileWant[] = [];
+  const shmFiles: ManagedVm['shmFiles'][number][] = [];
   if (wanted.length > 0) {
     if (settings.user === null) {
       throw new InvalidConfig(
         `VM ${q(settings.name)} has shared-memory files but no user to own them; set user = "NAME" in [vm.${settings.name}]`,
       );
     }
-    const uid = await accounts.uid(settings.user);
-    // The Looking Glass group (QEMU's group, so it can open the file) serves Scream too.
-    const group = settings.lookingGlass?.group ?? null;
-    const gid = group !== null ? await accounts.gid(group) : await accounts.primaryGid(settings.user);
-    const mode = settings.lookingGlass?.mode ?? DEFAULT_SHM_MODE;
-    for (const file of wanted) shmFiles.push({ ...file, uid, gid, mode });
+    const user = settings.user;
+    const uid = await accounts.uid(user);
+    // Looked up once, and only when a file has no group of its own.
+    let primary: Promise<number> | null = null;
+    for (const file of wanted) {
+      const gid = file.group !== null ? await accounts.gid(file.group) : await (primary ??= accounts.primaryGid(user));
+      shmFiles.push({ name: file.name, sizeBytes: file.sizeBytes, uid, gid, mode: file.mode });
+    }
   }
   return {
     name: settings.name,

@@ -11,14 +11,15 @@
  *     <vfio:force>no</vfio:force>                        <!-- force, 'yes' or 'no' -->
  *     <vfio:remove-shm-on-stop>yes</vfio:remove-shm-on-stop>
  *     <vfio:looking-glass resolution="2560x1440" group="qemu-libvirtd" mode="0660"/>
- *     <vfio:scream size="2M"/>
+ *     <vfio:scream size="2M" group="qemu-libvirtd" mode="0660"/>
  *     <vfio:unit>looking-glass-client@looking-glass.service</vfio:unit>  <!-- units = [...], repeatable -->
  *   </vfio:vm>
  * </metadata>
  * ```
  *
  * `<vfio:looking-glass>` takes the attributes `resolution`, `size`, `hdr`
- * ('yes'/'no'), `name`, `group`, `mode`; `<vfio:scream>` takes `size`, `name`:
+ * ('yes'/'no'), `name`, `group`, `mode`; `<vfio:scream>` takes `size`, `name`,
+ * `group`, `mode`:
  * the keys of the TOML tables of the same names. Every key means exactly what
  * it means in the configuration file and is validated by the same schema
  * (lib/config), so this module only maps the XML shape onto that of a TOML
@@ -52,6 +53,8 @@ export interface LookingGlassInput {
 export interface ScreamInput {
   readonly size?: string;
   readonly name?: string;
+  readonly group?: string;
+  readonly mode?: string;
 }
 
 /**
@@ -77,7 +80,7 @@ const ELEMENTS: Readonly<Record<string, { kind: Kind; attributes?: readonly stri
   force: { kind: 'boolean' },
   'remove-shm-on-stop': { kind: 'boolean' },
   'looking-glass': { kind: 'attributes', attributes: ['resolution', 'size', 'hdr', 'name', 'group', 'mode'] },
-  scream: { kind: 'attributes', attributes: ['size', 'name'] },
+  scream: { kind: 'attributes', attributes: ['size', 'name', 'group', 'mode'] },
   unit: { kind: 'text', repeat: true },
 };
 

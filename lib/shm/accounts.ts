@@ -65,6 +65,26 @@ export async function resolvePrimaryGid(user: string, options: AccountLookupOpti
   return resolve('passwd', user, options, 3);
 }
 
+/**
+ * The user name of a uid, for messages ("owned by uid 301 ('qemu-libvirtd')"),
+ * or `null` when it has none, or it cannot be looked up: a message never
+ * fails for want of a name.
+ */
+export async function userNameOf(uid: number, options: AccountLookupOptions = {}): Promise<string | null> {
+  if (!Number.isInteger(uid) || uid < 0 || uid > MAX_ID) return null;
+  try {
+    const getent = options.getent === undefined ? 'getent' : options.getent;
+    let line: string | null | undefined;
+    // getent passwd takes a number as a uid, not a name.
+    if (getent !== null) line = await lookUpWithGetent(getent, 'passwd', String(uid), options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    if (line === undefined) line = await lookUpInFile(join(options.etcRoot ?? '/etc', 'passwd'), String(uid), 2);
+    const name = line?.split(':')[0];
+    return name === undefined || name === '' ? null : name;
+  } catch {
+    return null;
+  }
+}
+
 async function resolve(db: Database, name: string, options: AccountLookupOptions, field = 2): Promise<number> {
   const kind = db === 'passwd' ? 'user' : 'group';
   if (typeof name === 'string' && /^[0-9]+$/.test(name)) {
@@ -131,13 +151,13 @@ function lookUpWithGetent(getent: string, db: Database, name: string, timeoutMs:
   });
 }
 
-/** The line for `name` in a passwd or group file, or `null`. */
-async function lookUpInFile(file: string, name: string): Promise<string | null> {
+/** The line whose `field` (0: the name, 2: the id) is `key` in a passwd or group file, or `null`. */
+async function lookUpInFile(file: string, key: string, field = 0): Promise<string | null> {
   const text = await readFile(file, 'utf8');
   for (const line of text.split('\n')) {
     // Comments and NIS compat lines (`+name`, `-name`, `+@netgroup`) are not entries.
     if (line.startsWith('#') || line.startsWith('+') || line.startsWith('-')) continue;
-    if (line.split(':')[0] === name) return line;
+    if (line.split(':')[field] === key) return line;
   }
   return null;
 }

@@ -21,6 +21,7 @@ export {
 export type { LookingGlassSizeOptions, Resolution } from './size.js';
 
 export { SHM_NAME_MAX_BYTES, validateShmName } from './shm-name.js';
+export { shmModeProblem, shmModeWarning } from './shm-mode.js';
 
 export { ensureShmFile, inspectShmFile, removeShmFile } from './shm-file.js';
 export type {
@@ -35,5 +36,5 @@ export type {
   ShmFileType,
 } from './shm-file.js';
 
-export { checkAccountName, resolveGid, resolvePrimaryGid, resolveUid } from './accounts.js';
+export { checkAccountName, resolveGid, resolvePrimaryGid, resolveUid, userNameOf } from './accounts.js';
 export type { AccountLookupOptions } from './accounts.js';

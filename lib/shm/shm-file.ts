@@ -19,7 +19,20 @@
  *   which also keeps working under `fs.protected_regular`, where even root
  *   may not O_CREAT-open another user's file in a sticky directory;
  * - all checks happen before the first change; a file we created is removed
- *   again if we fail, a file that existed gets its owner and mode restored.
+ *   again if we fail, a file that existed gets its size, owner and mode
+ *   restored.
+ *
+ * The file's memory is really reserved, not just its size set: ftruncate
+ * alone makes a sparse file, which succeeds on a full (or too small) tmpfs,
+ * and QEMU would then die of SIGBUS at the guest's first frame. Node has no
+ * posix_fallocate, so the space is reserved by writing through the
+ * descriptor (tmpfs allocates a page when it is first written): zeros into
+ * a file we created, the bytes read back into an existing one, so its
+ * contents are kept. Before writing, the free space of the shm root
+ * (statfs) is compared with what is missing, so a file that cannot fit is
+ * refused without filling the host's /dev/shm even for a moment; a write
+ * that still runs out of space (someone else filled it meanwhile) undoes
+ * the same way.
  *
  * Only the last component of the root is checked (lstat); the directories
  * above it are root's own (`/dev`) and not in reach of other users.
@@ -31,6 +44,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 
 import { InvalidArgs, InvalidConfig, UnsafePath, q } from '../errors.js';
+import { userNameOf, type AccountLookupOptions } from './accounts.js';
+import { shmModeProblem } from './shm-mode.js';
 import { validateShmName } from './shm-name.js';
 import { formatSize } from './size.js';
 
@@ -53,6 +68,12 @@ const OPEN_ATTEMPTS = 3;
 /** Largest uid/gid; (uid_t)-1 = 4294967295 means "no change" to chown and is not an id. */
 const MAX_ID = 0xfffffffe;
 
+/** Bytes written at a time while reserving a file's space. */
+const RESERVE_CHUNK = 1024 * 1024;
+
+/** st_blocks counts 512-byte units, whatever the file system's block size. */
+const BLOCK_UNIT = 512;
+
 /** What a shared-memory file should look like. */
 export interface ShmFileSpec {
   /** Directory holding the file, injected; the real one is `/dev/shm`. Must be absolute and a real directory, not a symlink. */
@@ -65,7 +86,10 @@ export interface ShmFileSpec {
   readonly uid: number;
   /** Group gid. */
   readonly gid: number;
-  /** Permission bits, 0 to 0o777 (no set-id or sticky bits), e.g. `0o660`. */
+  /**
+   * Permission bits, 0 to 0o777 (no set-id or sticky bits), e.g. `0o660`;
+   * without write for others and without execute bits (see shm-mode.ts).
+   */
   readonly mode: number;
 }
 
@@ -85,6 +109,8 @@ export interface EnsureShmFileOptions {
    * refused, never taken over.
    */
   readonly trustedOwners?: readonly number[];
+  /** How the uid of an untrusted owner is named in the refusal. Default: getent, see accounts.ts. */
+  readonly accounts?: AccountLookupOptions;
 }
 
 /** Owner, group, permission bits and size of a file. */
@@ -102,10 +128,17 @@ export interface EnsureShmFileResult {
   readonly action: 'created' | 'repaired' | 'unchanged';
   /**
    * One entry per change made to an existing file, for the journal:
-   * `owner 1000:1000 -> 1000:64055`, `mode 0644 -> 0660`, `size 2M -> 32M`.
+   * `owner 1000:1000 -> 1000:64055`, `mode 0644 -> 0660`, `size 2M -> 32M`,
+   * `reserved 32M` (a sparse file's memory was reserved).
    * Empty for `created` (see `after`) and `unchanged`.
    */
   readonly changes: readonly string[];
+  /**
+   * Problems that did not stop it, each ending in ', ignoring': a sparse
+   * file whose space is not reserved because `allowResize` is false (QEMU
+   * may have it mapped). Usually empty.
+   */
+  readonly warnings: readonly string[];
   /** The file as found; absent when it was created. */
   readonly before?: ShmFileState;
   /** The file as left. */
@@ -125,6 +158,8 @@ export interface ShmFileRef {
 export interface RemoveShmFileOptions {
   /** Uids that may own the file we remove. Default `[0, ref.uid]`, as for `ensureShmFile`. */
   readonly trustedOwners?: readonly number[];
+  /** How the uid of an untrusted owner is named in the refusal. Default: getent, see accounts.ts. */
+  readonly accounts?: AccountLookupOptions;
 }
 
 export interface RemoveShmFileResult {
@@ -156,15 +191,16 @@ export interface ShmFileInfo extends ShmFileState {
 
 /**
  * Make `<root>/<name>` a regular file of `size` bytes owned by `uid:gid` with
- * `mode`, creating it if missing and repairing it if not. Contents of a file
- * of the right size are kept.
+ * `mode`, its whole size backed by memory, creating it if missing and
+ * repairing it if not. Contents of an existing file are kept (up to `size`).
  *
  * @throws InvalidArgs for a bad spec or option, before anything is touched.
  * @throws UnsafePath when the root is not a real directory, or the entry is
  *   a symlink, not a regular file, has other hard links, or is owned by an
  *   untrusted uid (nothing is changed, a symlink's target is never touched).
  * @throws InvalidConfig when `allowResize` is false and the size differs
- *   (nothing is changed).
+ *   (nothing is changed), or when the shm root has too little free space
+ *   for the file (a created file is removed, an existing one put back).
  */
 export async function ensureShmFile(
   spec: ShmFileSpec,
@@ -177,12 +213,14 @@ export async function ensureShmFile(
   }
   const allowResize = options.allowResize ?? true;
 
+  const accounts = options.accounts ?? {};
+
   await checkRoot(spec.root);
-  const { handle, created } = await openOrCreate(path, trusted);
+  const { handle, created } = await openOrCreate(path, trusted, accounts);
   try {
     return created
       ? await finishCreated(handle, path, spec)
-      : await repairExisting(handle, path, spec, trusted, allowResize);
+      : await repairExisting(handle, path, spec, trusted, allowResize, accounts);
   } finally {
     await handle.close();
   }
@@ -209,6 +247,7 @@ export async function removeShmFile(
   const path = checkLocation(ref.root, ref.name);
   checkId('uid', ref.uid, ref.name);
   const trusted = checkTrustedOwners(options.trustedOwners, ref.uid, ref.name);
+  const accounts = options.accounts ?? {};
 
   await checkRoot(ref.root);
   let seen: Stats;
@@ -218,14 +257,14 @@ export async function removeShmFile(
     if (errorCode(error) === 'ENOENT') return { path, action: 'absent' };
     throw error;
   }
-  await refuseUnacceptable(path, seen, trusted, 'remove');
+  await refuseUnacceptable(path, seen, trusted, 'remove', accounts);
 
   let handle: FileHandle;
   try {
     handle = await fsp.open(path, OPEN_FOR_REMOVE_FLAGS);
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return { path, action: 'absent' };
-    if (isWrongTypeOnOpen(error)) await refuseChanged(path, trusted, 'remove');
+    if (isWrongTypeOnOpen(error)) await refuseChanged(path, trusted, 'remove', accounts);
     throw error;
   }
   try {
@@ -235,7 +274,7 @@ export async function removeShmFile(
         `Cannot remove shared memory file ${q(path)}: it was replaced while being checked; try again, refusing`,
       );
     }
-    await refuseUnacceptable(path, st, trusted, 'remove');
+    await refuseUnacceptable(path, st, trusted, 'remove', accounts);
     try {
       await fsp.unlink(path);
     } catch (error) {
@@ -290,6 +329,8 @@ function checkSpec(spec: ShmFileSpec): string {
       `Invalid mode ${q(shown)} for shared memory file ${q(spec.name)}: must be permission bits from 0000 to 0777, e.g. 0660`,
     );
   }
+  const problem = shmModeProblem(spec.mode);
+  if (problem !== null) throw new InvalidArgs(`Invalid mode ${q(formatMode(spec.mode))} for shared memory file ${q(spec.name)}: ${problem}`);
   return path;
 }
 
@@ -354,6 +395,7 @@ async function refuseUnacceptable(
   st: Stats,
   trusted: ReadonlySet<number>,
   verb: 'use' | 'remove',
+  accounts: AccountLookupOptions,
 ): Promise<void> {
   const prefix = `Cannot ${verb} shared memory file ${q(path)}`;
   if (st.isSymbolicLink()) {
@@ -371,8 +413,13 @@ async function refuseUnacceptable(
     throw new UnsafePath(`${prefix}: it has ${st.nlink} hard links, expected 1; remove it, refusing`);
   }
   if (!trusted.has(st.uid)) {
+    // Most often QEMU made it, running as a user the daemon was not told about.
+    const name = await userNameOf(st.uid, accounts);
+    const owner = name === null ? `uid ${st.uid}` : `uid ${st.uid} (${q(name)})`;
+    const user = name === null ? `uid ${st.uid}` : q(name);
     throw new UnsafePath(
-      `${prefix}: it is owned by uid ${st.uid}, which is not trusted (${[...trusted].join(', ')}); remove it, refusing`,
+      `${prefix}: it is owned by ${owner}, which is not trusted (${[...trusted].join(', ')}); ` +
+        `if QEMU runs as ${user}, set qemu-user = "${name ?? st.uid}" in [daemon] of the configuration, else remove the file, refusing`,
     );
   }
 }
@@ -381,14 +428,19 @@ async function refuseUnacceptable(
  * The entry changed type between our lstat and open (the open failed with
  * ELOOP, EISDIR, ...): look again and refuse with what is there now.
  */
-async function refuseChanged(path: string, trusted: ReadonlySet<number>, verb: 'use' | 'remove'): Promise<never> {
+async function refuseChanged(
+  path: string,
+  trusted: ReadonlySet<number>,
+  verb: 'use' | 'remove',
+  accounts: AccountLookupOptions,
+): Promise<never> {
   let st: Stats | null = null;
   try {
     st = await fsp.lstat(path);
   } catch {
     // vanished again; fall through to the generic refusal
   }
-  if (st !== null) await refuseUnacceptable(path, st, trusted, verb);
+  if (st !== null) await refuseUnacceptable(path, st, trusted, verb, accounts);
   throw new UnsafePath(`Cannot ${verb} shared memory file ${q(path)}: it changed while being checked; try again, refusing`);
 }
 
@@ -407,7 +459,7 @@ interface Opened {
  * FIFO, socket or device node is refused without ever being opened; the
  * fstat after the open is still the check that counts.
  */
-async function openOrCreate(path: string, trusted: ReadonlySet<number>): Promise<Opened> {
+async function openOrCreate(path: string, trusted: ReadonlySet<number>, accounts: AccountLookupOptions): Promise<Opened> {
   for (let attempt = 0; attempt < OPEN_ATTEMPTS; attempt++) {
     try {
       return { handle: await fsp.open(path, CREATE_FLAGS, CREATE_MODE), created: true };
@@ -422,13 +474,13 @@ async function openOrCreate(path: string, trusted: ReadonlySet<number>): Promise
       if (errorCode(error) === 'ENOENT') continue;
       throw error;
     }
-    await refuseUnacceptable(path, seen, trusted, 'use');
+    await refuseUnacceptable(path, seen, trusted, 'use', accounts);
 
     try {
       return { handle: await fsp.open(path, OPEN_FLAGS), created: false };
     } catch (error) {
       if (errorCode(error) === 'ENOENT') continue;
-      if (isWrongTypeOnOpen(error)) await refuseChanged(path, trusted, 'use');
+      if (isWrongTypeOnOpen(error)) await refuseChanged(path, trusted, 'use', accounts);
       throw error;
     }
   }
@@ -437,26 +489,27 @@ async function openOrCreate(path: string, trusted: ReadonlySet<number>): Promise
   );
 }
 
-/** Give a file we just created its owner, mode and size; remove it if that fails. */
+/** Give a file we just created its size, memory, owner and mode; remove it if that fails. */
 async function finishCreated(handle: FileHandle, path: string, spec: ShmFileSpec): Promise<EnsureShmFileResult> {
   const identity = await handle.stat();
   try {
-    // Size first, while the file is still root's and 0600; then hand it over.
+    // Size and memory first, while the file is still root's and 0600; then hand it over.
     await handle.truncate(spec.size);
+    await reserve(handle, spec, 'zeros');
     await handle.chown(spec.uid, spec.gid);
     // After chown: chown clears set-id bits, and fchmod ignores the umask.
     await handle.chmod(spec.mode);
-    return { path, action: 'created', changes: [], after: stateOf(await handle.stat()) };
+    return { path, action: 'created', changes: [], warnings: [], after: stateOf(await handle.stat()) };
   } catch (error) {
     await unlinkIfSame(path, identity);
-    throw error;
+    throw await refusalFor(error, path, spec.root, false);
   }
 }
 
 /**
  * Check an existing file on its descriptor, then change what differs: owner,
- * mode, size, in that order. Nothing is changed before every check passed;
- * if a change fails, the owner and mode are put back.
+ * mode, size, memory, in that order. Nothing is changed before every check
+ * passed; if a change fails, size, owner and mode are put back.
  */
 async function repairExisting(
   handle: FileHandle,
@@ -464,9 +517,10 @@ async function repairExisting(
   spec: ShmFileSpec,
   trusted: ReadonlySet<number>,
   allowResize: boolean,
+  accounts: AccountLookupOptions,
 ): Promise<EnsureShmFileResult> {
   const st = await handle.stat();
-  await refuseUnacceptable(path, st, trusted, 'use');
+  await refuseUnacceptable(path, st, trusted, 'use', accounts);
   const before = stateOf(st);
 
   const ownerDiffers = before.uid !== spec.uid || before.gid !== spec.gid;
@@ -480,6 +534,7 @@ async function repairExisting(
   }
 
   const changes: string[] = [];
+  const warnings: string[] = [];
   try {
     if (ownerDiffers) {
       await handle.chown(spec.uid, spec.gid);
@@ -496,22 +551,109 @@ async function repairExisting(
       await handle.truncate(spec.size);
       changes.push(`size ${formatSize(before.size)} -> ${formatSize(spec.size)}`);
     }
+    const backed = (await handle.stat()).blocks * BLOCK_UNIT;
+    if (backed < spec.size && allowResize) {
+      // At prepare QEMU has not mapped it yet, and its content means nothing until then; still,
+      // each page is read back and written again, so what a client left there is kept (a client
+      // writing at that very moment could lose that write; it only writes while the guest runs).
+      await reserve(handle, spec, 'keep');
+      changes.push(`reserved ${formatSize(spec.size)}`);
+    } else if (backed < spec.size) {
+      // allowResize is false: QEMU may have it mapped, and it is not ours to write now.
+      warnings.push(
+        `Shared memory file ${q(path)} is sparse (${formatAmount(backed)} of ${formatAmount(spec.size)} backed by memory) and may be mapped already, ` +
+          `so its space is not reserved now; if ${q(spec.root)} fills up the guest dies of SIGBUS, ignoring`,
+      );
+    }
   } catch (error) {
-    await restore(handle, before, ownerDiffers, modeDiffers);
-    throw error;
+    await restore(handle, before, ownerDiffers, modeDiffers, sizeDiffers);
+    throw await refusalFor(error, path, spec.root, true);
   }
 
   const after = stateOf(await handle.stat());
-  return { path, action: changes.length > 0 ? 'repaired' : 'unchanged', changes, before, after };
+  return { path, action: changes.length > 0 ? 'repaired' : 'unchanged', changes, warnings, before, after };
+}
+
+/** What is missing from the shm root; thrown by reserve, turned into a refusal once the undo is done. */
+class SpaceShortage extends Error {
+  constructor(readonly missing: number) {
+    super(`${missing} bytes short`);
+  }
 }
 
 /**
- * Best effort: put owner and mode back after a failed repair. Owner first,
+ * Back every page of the file's `spec.size` bytes with memory, by writing
+ * through the descriptor: zeros (a new file), or each chunk read back
+ * (`keep`, an existing file; a hole reads as zeros, so this never changes
+ * what is there). First compares what is missing with the root's free
+ * space, so a file that cannot fit never fills the root.
+ *
+ * @throws SpaceShortage when it does not fit, or the root fills up while writing.
+ */
+async function reserve(handle: FileHandle, spec: ShmFileSpec, fill: 'zeros' | 'keep'): Promise<void> {
+  const missing = Math.max(0, spec.size - (await handle.stat()).blocks * BLOCK_UNIT);
+  if (missing === 0) return;
+  if (missing > (await freeBytes(spec.root))) throw new SpaceShortage(missing);
+  const chunk = Buffer.alloc(Math.min(RESERVE_CHUNK, spec.size));
+  try {
+    for (let offset = 0; offset < spec.size; ) {
+      const length = Math.min(chunk.length, spec.size - offset);
+      if (fill === 'keep') {
+        let read = 0;
+        while (read < length) {
+          const { bytesRead } = await handle.read(chunk, read, length - read, offset + read);
+          // The file shrank under us (someone truncated it): the rest reads as zeros.
+          if (bytesRead === 0) {
+            chunk.fill(0, read, length);
+            break;
+          }
+          read += bytesRead;
+        }
+      }
+      let written = 0;
+      while (written < length) {
+        const { bytesWritten } = await handle.write(chunk, written, length - written, offset + written);
+        written += bytesWritten;
+      }
+      offset += length;
+    }
+  } catch (error) {
+    if (errorCode(error) === 'ENOSPC') throw new SpaceShortage(missing);
+    throw error;
+  }
+}
+
+/** Free space of the root for an unprivileged writer (f_bavail), in bytes. */
+async function freeBytes(root: string): Promise<number> {
+  const fs = await fsp.statfs(root);
+  return fs.bavail * fs.bsize;
+}
+
+/** The error to throw after an undo: a SpaceShortage becomes the refusal, with the free space left now. */
+async function refusalFor(error: unknown, path: string, root: string, existing: boolean): Promise<unknown> {
+  if (!(error instanceof SpaceShortage)) return error;
+  let free: string;
+  try {
+    free = formatAmount(await freeBytes(root), 1);
+  } catch {
+    free = 'too little';
+  }
+  return new InvalidConfig(
+    `Cannot reserve shared memory file ${q(path)}: needs ${formatAmount(error.missing)}${existing ? ' more' : ''}, ` +
+      `${q(root)} has ${free} free; free space there or make it larger (mount -o remount,size=... ${q(root)}), refusing`,
+  );
+}
+
+/**
+ * Best effort: put size, owner and mode back after a failed repair. Size
+ * first (a file grown for nothing shrinks back; the memory written into
+ * its old part stays reserved, its contents as they were), then owner,
  * because chown clears set-id bits the original mode may have had. Errors
  * here are dropped; the caller rethrows the error that made us restore.
  */
-async function restore(handle: FileHandle, before: ShmFileState, owner: boolean, mode: boolean): Promise<void> {
+async function restore(handle: FileHandle, before: ShmFileState, owner: boolean, mode: boolean, size: boolean): Promise<void> {
   try {
+    if (size) await handle.truncate(before.size);
     if (owner) await handle.chown(before.uid, before.gid);
     if (owner || mode) await handle.chmod(before.mode);
   } catch {
@@ -537,6 +679,23 @@ function stateOf(st: Stats): ShmFileState {
 
 function formatMode(mode: number): string {
   return mode.toString(8).padStart(4, '0');
+}
+
+/**
+ * An amount of memory as people read it: `32 MiB`, `512 B`; with `decimals`,
+ * always that many (`1.0 MiB`, as df -h), else only when not a whole number.
+ */
+function formatAmount(bytes: number, decimals?: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  if (unit === 0) return `${bytes} B`;
+  const shown = decimals !== undefined ? value.toFixed(decimals) : Number.isInteger(value) ? String(value) : value.toFixed(1);
+  return `${shown} ${units[unit]}`;
 }
 
 function typeOf(st: Stats): ShmFileType {

@@ -232,3 +232,60 @@ test.serial('an unreadable path is an error event, not a crash', async (t) => {
   t.is(event.type === 'error' ? event.error.message : '', `Cannot read configuration '${path}': it is a directory`);
   t.is(lgSize(watcher.current!), 32 * MiB);
 });
+
+test.serial('a file others may change is refused like a broken one: an error event, and the previous configuration stays', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'vfio-hookd.toml');
+  await fsp.writeFile(path, LG_1080, { mode: 0o644 });
+  const { watcher, next } = open(t, path);
+  const good = await watcher.start();
+  const why = 'it decides which devices leave the host, so only root may be able to change it';
+
+  // A chmod alone is an event too (inotify's IN_ATTRIB).
+  await fsp.chmod(path, 0o666);
+  const writable = await next();
+  t.is(writable.type === 'error' ? writable.error.message : '',
+    `Cannot trust configuration '${path}': the file is writable by group and others (mode 0666); ${why}; run "chmod go-w '${path}'", refusing`);
+  t.is(watcher.current, good);
+
+  // What an untrusted writer puts in it is never loaded.
+  await fsp.writeFile(path, LG_1440);
+  const stillWritable = await next();
+  t.is(stillWritable.type, 'error');
+  t.is(watcher.current, good);
+
+  // Another user's file renamed in: one atomic change, so one event.
+  const theirs = join(dir, '.vfio-hookd.toml.new');
+  await fsp.writeFile(theirs, LG_1440, { mode: 0o644 });
+  await fsp.chown(theirs, 12345, 12345);
+  await fsp.rename(theirs, path);
+  const foreign = await next();
+  t.is(foreign.type === 'error' ? foreign.error.message : '',
+    `Cannot trust configuration '${path}': the file is owned by uid 12345; ${why}; run "chown root:root '${path}'", refusing`);
+  t.is(watcher.current, good);
+  await t.throwsAsync(() => watcher.reload(), { instanceOf: InvalidConfig, message: foreign.type === 'error' ? foreign.error.message : '' });
+  t.is((await next()).type, 'error', 'reload() reports it to listeners too');
+
+  // Fixed, the file's text (now root's) is loaded.
+  await fsp.chown(path, 0, 0);
+  const fixed = await next();
+  t.is(fixed.type === 'change' ? lgSize(fixed.config) : 0, 64 * MiB);
+});
+
+test.serial('a refusal at start rejects start(), and the fix is picked up as a change', async (t) => {
+  const dir = await tempDir(t);
+  const path = join(dir, 'vfio-hookd.toml');
+  await fsp.writeFile(path, LG_1080, { mode: 0o644 });
+  await fsp.chmod(dir, 0o777);
+  const { watcher, next } = open(t, path);
+  await t.throwsAsync(() => watcher.start(), {
+    instanceOf: InvalidConfig,
+    message: `Cannot trust configuration '${path}': the folder '${dir}' is writable by group and others (mode 0777); ` +
+      `it decides which devices leave the host, so only root may be able to change it; run "chmod go-w '${dir}'", refusing`,
+  });
+  t.is(watcher.current, null);
+
+  await fsp.chmod(dir, 0o755);
+  const fixed = await next();
+  t.is(fixed.type === 'change' ? lgSize(fixed.config) : 0, 32 * MiB);
+});

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 
 import { InvalidArgs, InvalidConfig, Timeout } from '../../lib/errors.js';
-import { resolveGid, resolvePrimaryGid, resolveUid } from '../../lib/shm/accounts.js';
+import { resolveGid, resolvePrimaryGid, resolveUid, userNameOf } from '../../lib/shm/accounts.js';
 
 const PASSWD = [
   'root:x:0:0:root:/root:/bin/bash',
@@ -114,4 +114,16 @@ test("resolves a user's primary group from the passwd file, and a numeric uid as
   t.is(await resolvePrimaryGid('alex', { etcRoot: etc, getent: null }), 100);
   t.is(await resolvePrimaryGid('1000', { etcRoot: etc, getent: null }), 1000);
   t.is(await resolvePrimaryGid('root'), 0);
+});
+
+test('userNameOf names a uid through getent, or the passwd file without it, and is null when it cannot', async (t) => {
+  t.is(await userNameOf(0), 'root');
+  const etcRoot = await fakeEtc(t);
+  const files = { etcRoot, getent: 'vfio-hookd-no-such-getent' };
+  t.is(await userNameOf(301, files), 'qemu-libvirtd');
+  t.is(await userNameOf(1000, { etcRoot, getent: null }), 'alex');
+  // No entry, an impossible id, an unreadable file: no name, never an error.
+  t.is(await userNameOf(4242, files), null);
+  t.is(await userNameOf(-1, files), null);
+  t.is(await userNameOf(1000, { etcRoot: '/nonexistent/etc', getent: null }), null);
 });

@@ -26,6 +26,37 @@ if (process.getuid?.() !== 0) {
   throw new Error('test/sim/shm-file.test.ts must run as root: it checks chown and owner-based refusals');
 }
 
+/**
+ * Account lookups from a passwd of our own, so that refusals name users the
+ * same way on every machine (64055 is Debian's libvirt-qemu, 301 NixOS's
+ * qemu-libvirtd; STRANGER has no entry).
+ */
+const ETC = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-shm-etc-'));
+await fsp.writeFile(join(ETC, 'passwd'), `root:x:0:0::/root:/bin/sh\nlibvirt-qemu:x:${QEMU}:${QEMU}::/var/lib/libvirt:/usr/sbin/nologin\nqemu-libvirtd:x:301:301::/var/empty:/run/current-system/sw/bin/nologin\n`);
+const ACCOUNTS = { getent: null, etcRoot: ETC };
+
+/**
+ * Whether this process may mount a tmpfs (root, and not in a container that
+ * forbids it); the reason when not, for the skipped tests' titles.
+ */
+async function tmpfsUnavailable(): Promise<string | null> {
+  const dir = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-shm-probe-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir], { stdio: 'pipe' });
+    execFileSync('umount', [dir], { stdio: 'pipe' });
+    return null;
+  } catch (error) {
+    const stderr = (error as { stderr?: Buffer }).stderr?.toString().trim();
+    return `cannot mount a tmpfs here: ${stderr || (error as Error).message}`;
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+const NO_TMPFS = await tmpfsUnavailable();
+// Hooks and tests are declared only after the last top-level await (ava wants them in one go).
+test.after.always(() => fsp.rm(ETC, { recursive: true, force: true }));
+const tmpfsTest = NO_TMPFS === null ? test : (title: string, _fn: unknown) => test.skip(`${title} (skipped: ${NO_TMPFS})`, () => {});
+
 /** A fresh directory under the system temp dir, removed after the test. */
 async function tempDir(t: ExecutionContext, label: string): Promise<string> {
   const dir = await fsp.mkdtemp(join(os.tmpdir(), `vfio-hookd-shm-${label}-`));
@@ -62,11 +93,13 @@ test('creates a missing file with size, owner, group and mode', async (t) => {
     path,
     action: 'created',
     changes: [],
+    warnings: [],
     after: { uid: USER, gid: GROUP, mode: 0o660, size: 32 * MiB },
   });
   const st = await fsp.lstat(path);
   t.true(st.isFile());
   t.is(st.size, 32 * MiB);
+  t.true(st.blocks * 512 >= 32 * MiB, 'its memory is reserved, not a sparse file');
   t.is(st.uid, USER);
   t.is(st.gid, GROUP);
   t.is(st.mode & 0o7777, 0o660);
@@ -78,8 +111,8 @@ test.serial('sets the exact mode on a new file whatever the umask', async (t) =>
   const root = await tempDir(t, 'root');
   const old = process.umask(0o077);
   t.teardown(() => void process.umask(old));
-  await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB, mode: 0o666 }));
-  t.is((await fsp.stat(join(root, 'scream'))).mode & 0o7777, 0o666);
+  await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB, mode: 0o664 }));
+  t.is((await fsp.stat(join(root, 'scream'))).mode & 0o7777, 0o664);
 });
 
 test('repairs owner, mode and size of an existing file and reports each change', async (t) => {
@@ -93,11 +126,13 @@ test('repairs owner, mode and size of an existing file and reports each change',
   t.deepEqual(result, {
     path,
     action: 'repaired',
-    changes: [`owner ${USER}:${USER} -> ${USER}:${GROUP}`, 'mode 0644 -> 0660', 'size 2M -> 32M'],
+    changes: [`owner ${USER}:${USER} -> ${USER}:${GROUP}`, 'mode 0644 -> 0660', 'size 2M -> 32M', 'reserved 32M'],
+    warnings: [],
     before: { uid: USER, gid: USER, mode: 0o644, size: 2 * MiB },
     after: { uid: USER, gid: GROUP, mode: 0o660, size: 32 * MiB },
   });
   t.deepEqual(await snapshot(path), { uid: USER, gid: GROUP, mode: 0o660, size: 32 * MiB, nlink: 1, ino });
+  t.true((await fsp.stat(path)).blocks * 512 >= 32 * MiB);
   // Growing keeps what was there.
   const head = Buffer.alloc(12);
   const fh = await fsp.open(path, 'r');
@@ -115,7 +150,8 @@ test('adopts and repairs a file QEMU created when the qemu uid is trusted', asyn
   const result = await ensureShmFile(lgSpec(root), { trustedOwners: [0, USER, QEMU] });
 
   t.is(result.action, 'repaired');
-  t.deepEqual(result.changes, [`owner ${QEMU}:${QEMU} -> ${USER}:${GROUP}`, 'mode 0644 -> 0660']);
+  // QEMU makes its file with ftruncate: sparse, so its memory is reserved too.
+  t.deepEqual(result.changes, [`owner ${QEMU}:${QEMU} -> ${USER}:${GROUP}`, 'mode 0644 -> 0660', 'reserved 32M']);
   t.deepEqual(await snapshot(path), { uid: USER, gid: GROUP, mode: 0o660, size: 32 * MiB, nlink: 1, ino });
 });
 
@@ -124,7 +160,7 @@ test('repairs a shrunk file down to size as well as up', async (t) => {
   const path = join(root, 'scream');
   await makeFile(path, '', USER, GROUP, 0o660, 64 * MiB);
   const result = await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }));
-  t.deepEqual(result.changes, ['size 64M -> 2M']);
+  t.deepEqual(result.changes, ['size 64M -> 2M', 'reserved 2M']);
   t.is((await fsp.stat(path)).size, 2 * MiB);
 });
 
@@ -139,7 +175,7 @@ test('leaves a correct file unchanged and its contents intact', async (t) => {
   const result = await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }));
 
   const state = { uid: USER, gid: GROUP, mode: 0o660, size: 2 * MiB };
-  t.deepEqual(result, { path, action: 'unchanged', changes: [], before: state, after: state });
+  t.deepEqual(result, { path, action: 'unchanged', changes: [], warnings: [], before: state, after: state });
   t.true((await fsp.readFile(path)).equals(content));
   const after = await fsp.stat(path);
   t.is(after.ino, before.ino);
@@ -244,9 +280,11 @@ test('refuses a file owned by an untrusted uid and leaves it as it was', async (
   await makeFile(path, 'theirs', STRANGER, STRANGER, 0o644);
   const before = await snapshot(path);
 
-  await t.throwsAsync(ensureShmFile(lgSpec(root)), {
+  await t.throwsAsync(ensureShmFile(lgSpec(root), { accounts: ACCOUNTS }), {
     instanceOf: UnsafePath,
-    message: `Cannot use shared memory file '${path}': it is owned by uid ${STRANGER}, which is not trusted (0, ${USER}); remove it, refusing`,
+    message:
+      `Cannot use shared memory file '${path}': it is owned by uid ${STRANGER}, which is not trusted (0, ${USER}); ` +
+      `if QEMU runs as uid ${STRANGER}, set qemu-user = "${STRANGER}" in [daemon] of the configuration, else remove the file, refusing`,
   });
 
   t.deepEqual(await snapshot(path), before);
@@ -259,9 +297,25 @@ test('refuses a file of the qemu user unless that uid is trusted', async (t) => 
   await makeFile(path, '', QEMU, QEMU, 0o644, 32 * MiB);
   const before = await snapshot(path);
 
-  await t.throwsAsync(ensureShmFile(lgSpec(root), { trustedOwners: [USER] }), {
+  await t.throwsAsync(ensureShmFile(lgSpec(root), { trustedOwners: [USER], accounts: ACCOUNTS }), {
     instanceOf: UnsafePath,
-    message: `Cannot use shared memory file '${path}': it is owned by uid ${QEMU}, which is not trusted (${USER}); remove it, refusing`,
+    message:
+      `Cannot use shared memory file '${path}': it is owned by uid ${QEMU} ('libvirt-qemu'), which is not trusted (${USER}); ` +
+      `if QEMU runs as 'libvirt-qemu', set qemu-user = "libvirt-qemu" in [daemon] of the configuration, else remove the file, refusing`,
+  });
+  t.deepEqual(await snapshot(path), before);
+});
+
+test("names NixOS's qemu-libvirtd when it owns the file", async (t) => {
+  const root = await tempDir(t, 'root');
+  const path = join(root, 'scream');
+  await makeFile(path, '', 301, 301, 0o644, 2 * MiB);
+  const before = await snapshot(path);
+  await t.throwsAsync(ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }), { accounts: ACCOUNTS }), {
+    instanceOf: UnsafePath,
+    message:
+      `Cannot use shared memory file '${path}': it is owned by uid 301 ('qemu-libvirtd'), which is not trusted (0, ${USER}); ` +
+      `if QEMU runs as 'qemu-libvirtd', set qemu-user = "qemu-libvirtd" in [daemon] of the configuration, else remove the file, refusing`,
   });
   t.deepEqual(await snapshot(path), before);
 });
@@ -328,6 +382,8 @@ test('refuses invalid sizes, ids, modes, roots and options before touching anyth
     [{ gid: 1.5 }, "Invalid gid '1.5' for shared memory file 'looking-glass': must be a whole number from 0 to 4294967294"],
     [{ mode: 0o4660 }, "Invalid mode '4660' for shared memory file 'looking-glass': must be permission bits from 0000 to 0777, e.g. 0660"],
     [{ mode: -1 }, "Invalid mode '-1' for shared memory file 'looking-glass': must be permission bits from 0000 to 0777, e.g. 0660"],
+    [{ mode: 0o666 }, "Invalid mode '0666' for shared memory file 'looking-glass': other users could write to it, and so into the guest's screen or sound; use '0660'"],
+    [{ mode: 0o760 }, "Invalid mode '0760' for shared memory file 'looking-glass': execute bits mean nothing on a shared memory file and only widen what it allows; use '0660'"],
     [{ root: 'relative/shm' }, "Invalid shared memory root 'relative/shm': must be an absolute path such as '/dev/shm'"],
   ];
   for (const [overrides, message] of cases) {
@@ -369,6 +425,12 @@ test('allowResize=false still repairs owner and mode of a file of the right size
   const result = await ensureShmFile(lgSpec(root), { allowResize: false, trustedOwners: [0, USER, QEMU] });
   t.deepEqual(result.changes, [`owner ${QEMU}:${QEMU} -> ${USER}:${GROUP}`, 'mode 0644 -> 0660']);
   t.is((await fsp.stat(path)).size, 32 * MiB);
+  // QEMU may have it mapped: its space is not written, only warned about.
+  t.deepEqual(result.warnings, [
+    `Shared memory file '${path}' is sparse (0 B of 32 MiB backed by memory) and may be mapped already, ` +
+      `so its space is not reserved now; if '${root}' fills up the guest dies of SIGBUS, ignoring`,
+  ]);
+  t.is((await fsp.stat(path)).blocks, 0);
 });
 
 test('allowResize=false still creates a missing file', async (t) => {
@@ -422,6 +484,111 @@ test('puts owner and mode back when resizing an existing file fails', async (t) 
   t.deepEqual(await snapshot(path), before);
 });
 
+// --- the memory is reserved: a real small tmpfs ---
+
+/** A tmpfs of `size` (mount's syntax: '1m', '1536k') on a fresh directory, unmounted and removed after the test. */
+async function smallTmpfs(t: ExecutionContext, size: string): Promise<string> {
+  const dir = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-shm-tmpfs-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=1777`, 'tmpfs', dir]);
+  t.teardown(async () => {
+    execFileSync('umount', [dir]);
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+const fixFor = (root: string): string => `free space there or make it larger (mount -o remount,size=... '${root}'), refusing`;
+
+tmpfsTest('refuses to create a 32M file on a 1M tmpfs, with the free space, and leaves nothing', async (t) => {
+  const root = await smallTmpfs(t, '1m');
+  await t.throwsAsync(ensureShmFile(lgSpec(root)), {
+    instanceOf: InvalidConfig,
+    message: `Cannot reserve shared memory file '${join(root, 'looking-glass')}': needs 32 MiB, '${root}' has 1.0 MiB free; ${fixFor(root)}`,
+  });
+  t.deepEqual(await fsp.readdir(root), []);
+});
+
+tmpfsTest('refuses to create a file on a full tmpfs', async (t) => {
+  const root = await smallTmpfs(t, '4m');
+  await fsp.writeFile(join(root, 'other'), Buffer.alloc(4 * MiB, 1));
+  await t.throwsAsync(ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB })), {
+    instanceOf: InvalidConfig,
+    message: `Cannot reserve shared memory file '${join(root, 'scream')}': needs 2 MiB, '${root}' has 0 B free; ${fixFor(root)}`,
+  });
+  t.deepEqual(await fsp.readdir(root), ['other']);
+});
+
+tmpfsTest('a file that fits takes its memory from the tmpfs at once', async (t) => {
+  const root = await smallTmpfs(t, '4m');
+  const freeBefore = (await fsp.statfs(root)).bfree;
+  const result = await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }));
+  t.is(result.action, 'created');
+  const st = await fsp.stat(join(root, 'scream'));
+  t.is(st.blocks * 512, 2 * MiB);
+  const fs = await fsp.statfs(root);
+  t.is((freeBefore - fs.bfree) * fs.bsize, 2 * MiB);
+});
+
+tmpfsTest('fills a sparse file of the right size at prepare, and refuses one that cannot fit, putting it back', async (t) => {
+  const root = await smallTmpfs(t, '4m');
+  // As QEMU leaves it: ftruncate'd, its own, 0644.
+  const path = join(root, 'scream');
+  await makeFile(path, '', QEMU, QEMU, 0o644, 2 * MiB);
+  const result = await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }), { trustedOwners: [0, USER, QEMU] });
+  t.deepEqual(result.changes, [`owner ${QEMU}:${QEMU} -> ${USER}:${GROUP}`, 'mode 0644 -> 0660', 'reserved 2M']);
+  t.is((await fsp.stat(path)).blocks * 512, 2 * MiB);
+
+  // The same again with the rest of the tmpfs taken: 2 MiB missing, 1 MiB free.
+  await fsp.rm(path);
+  await fsp.writeFile(join(root, 'other'), Buffer.alloc(3 * MiB, 1));
+  await makeFile(path, '', QEMU, QEMU, 0o644, 2 * MiB);
+  const before = await snapshot(path);
+  await t.throwsAsync(ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }), { trustedOwners: [0, USER, QEMU] }), {
+    instanceOf: InvalidConfig,
+    message: `Cannot reserve shared memory file '${path}': needs 2 MiB more, '${root}' has 1.0 MiB free; ${fixFor(root)}`,
+  });
+  t.deepEqual(await snapshot(path), before, 'owner and mode are put back');
+  t.is((await fsp.stat(path)).blocks, 0);
+});
+
+tmpfsTest('refuses to grow a file beyond the free space, and shrinks it back with its contents', async (t) => {
+  const root = await smallTmpfs(t, '1536k');
+  const path = join(root, 'looking-glass');
+  const content = Buffer.alloc(1 * MiB);
+  for (let i = 0; i < content.length; i += 4096) content.write(`page ${i / 4096}`, i);
+  await makeFile(path, content, USER, USER, 0o644);
+  const before = await snapshot(path);
+
+  await t.throwsAsync(ensureShmFile(lgSpec(root, { size: 2 * MiB })), {
+    instanceOf: InvalidConfig,
+    message: `Cannot reserve shared memory file '${path}': needs 1 MiB more, '${root}' has 512.0 KiB free; ${fixFor(root)}`,
+  });
+  t.deepEqual(await snapshot(path), before);
+  t.true((await fsp.readFile(path)).equals(content));
+});
+
+tmpfsTest('a full tmpfs is no problem for a file whose memory is already there', async (t) => {
+  const root = await smallTmpfs(t, '2m');
+  const path = join(root, 'scream');
+  await makeFile(path, Buffer.alloc(2 * MiB, 7), USER, GROUP, 0o644);
+  const result = await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }));
+  t.deepEqual(result.changes, ['mode 0644 -> 0660']);
+  t.true((await fsp.readFile(path)).equals(Buffer.alloc(2 * MiB, 7)));
+});
+
+tmpfsTest('allowResize=false never writes a sparse file QEMU may have mapped, even with room', async (t) => {
+  const root = await smallTmpfs(t, '4m');
+  const path = join(root, 'scream');
+  await makeFile(path, '', USER, GROUP, 0o660, 2 * MiB);
+  const result = await ensureShmFile(lgSpec(root, { name: 'scream', size: 2 * MiB }), { allowResize: false });
+  t.is(result.action, 'unchanged');
+  t.deepEqual(result.warnings, [
+    `Shared memory file '${path}' is sparse (0 B of 2 MiB backed by memory) and may be mapped already, ` +
+      `so its space is not reserved now; if '${root}' fills up the guest dies of SIGBUS, ignoring`,
+  ]);
+  t.is((await fsp.stat(path)).blocks, 0);
+});
+
 // --- removeShmFile ---
 
 test('removeShmFile removes a regular file', async (t) => {
@@ -473,9 +640,11 @@ test('removeShmFile refuses a hard link and a file of an untrusted owner', async
 
   const theirs = join(root, 'scream');
   await makeFile(theirs, '', STRANGER, STRANGER, 0o600);
-  await t.throwsAsync(removeShmFile(lgSpec(root, { name: 'scream' })), {
+  await t.throwsAsync(removeShmFile(lgSpec(root, { name: 'scream' }), { accounts: ACCOUNTS }), {
     instanceOf: UnsafePath,
-    message: `Cannot remove shared memory file '${theirs}': it is owned by uid ${STRANGER}, which is not trusted (0, ${USER}); remove it, refusing`,
+    message:
+      `Cannot remove shared memory file '${theirs}': it is owned by uid ${STRANGER}, which is not trusted (0, ${USER}); ` +
+      `if QEMU runs as uid ${STRANGER}, set qemu-user = "${STRANGER}" in [daemon] of the configuration, else remove the file, refusing`,
   });
   t.deepEqual((await fsp.readdir(root)).sort(), ['looking-glass', 'scream']);
 });

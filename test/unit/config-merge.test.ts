@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import test from 'ava';
 
 import { InvalidArgs, InvalidConfig } from '../../lib/errors.js';
-import { mergeVmSettings, parseConfig, type VmSettings } from '../../lib/config/index.js';
+import { mergeVmSettings, parseConfig, vmSettingsWarnings, type VmSettings } from '../../lib/config/index.js';
 import { VFIO_XMLNS, parseDomainXml, type DomainInfo } from '../../lib/domain/index.js';
 
 const MiB = 1024 * 1024;
@@ -66,7 +66,7 @@ test('the reference host: the audio function joins from the XML, sizes agree', (
     force: false,
     removeShmOnStop: false,
     lookingGlass: { name: 'looking-glass', sizeBytes: 32 * MiB, resolution: '1920x1080', hdr: false, group: 'qemu-libvirtd', mode: 0o660 },
-    scream: { name: 'scream', sizeBytes: 2 * MiB },
+    scream: { name: 'scream', sizeBytes: 2 * MiB, group: null, mode: 0o660 },
     units: [],
   });
 });
@@ -161,7 +161,7 @@ test('metadata alone gives validated, normalised settings with the defaults', (t
     force: false,
     removeShmOnStop: false,
     lookingGlass: { name: 'looking-glass', sizeBytes: 32 * MiB, resolution: '1920x1080', hdr: false, group: null, mode: 0o600 },
-    scream: { name: 'scream', sizeBytes: 2 * MiB },
+    scream: { name: 'scream', sizeBytes: 2 * MiB, group: null, mode: 0o660 },
     units: ['looking-glass-client.service'],
   });
 });
@@ -226,6 +226,32 @@ test('refuses keys set differently in the file and the metadata, naming both val
     "VM 'win10': scream.name is 'audio' in the configuration file but 'sound' in the domain XML <metadata>; set it in one place",
     "VM 'win10': <shmem name='looking-glass'> is 64M in the domain XML but 32M in the configuration (1920x1080); make them agree",
   ]);
+});
+
+test('Scream group and mode come from the metadata too, and conflict like any key', (t) => {
+  const fromMeta = mergeVmSettings(table('[vm.win10]\nuser = "alex"\n'), xml("<vfio:scream group='qemu-libvirtd' mode='0600'/>"));
+  t.deepEqual(fromMeta?.scream, { name: 'scream', sizeBytes: 2 * MiB, group: 'qemu-libvirtd', mode: 0o600 });
+
+  const file = table('[vm.win10]\nuser = "alex"\n[vm.win10.scream]\ngroup = "kvm"\nmode = "0640"\n');
+  t.deepEqual(mergeVmSettings(file, xml("<vfio:scream group='kvm'/>"))?.scream, { name: 'scream', sizeBytes: 2 * MiB, group: 'kvm', mode: 0o640 });
+  const error = t.throws(() => mergeVmSettings(file, xml("<vfio:scream group='audio' mode='0600'/>")), { instanceOf: InvalidConfig });
+  t.deepEqual(error.message.split('\n'), [
+    "VM 'win10': scream.group is 'kvm' in the configuration file but 'audio' in the domain XML <metadata>; set it in one place",
+    "VM 'win10': scream.mode is '0640' in the configuration file but '0600' in the domain XML <metadata>; set it in one place",
+  ]);
+});
+
+test('metadata shm modes follow the file\'s rules: refused when others may write, a warning when they may read', (t) => {
+  t.throws(() => mergeVmSettings(undefined, xml("<vfio:scream mode='0666'/>")), {
+    instanceOf: InvalidConfig,
+    message: "Invalid vfio-hookd metadata in VM 'win10': scream.mode: invalid mode '0666': other users could write to it, and so into the guest's screen or sound; use '0660'",
+  });
+  const merged = mergeVmSettings(undefined, xml("<vfio:user>alex</vfio:user><vfio:looking-glass size='32M' mode='0644'/><vfio:scream/>"));
+  t.deepEqual(vmSettingsWarnings(merged!), [
+    "VM 'win10': looking-glass.mode: mode '0644' lets every user on the host read the shared memory file " +
+      "(Looking Glass frames are the guest's screen); use '0640' unless that is intended, ignoring",
+  ]);
+  t.deepEqual(vmSettingsWarnings(mergeVmSettings(table(REFERENCE), xml())!), []);
 });
 
 test('units need a user, from either source', (t) => {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 
 import test from 'ava';
 
-import { InvalidConfig } from '../../lib/errors.js';
+import { InvalidArgs, InvalidConfig } from '../../lib/errors.js';
 import {
   DEFAULT_WRITE_TIMEOUT_MS,
   emptyConfig,
@@ -10,6 +10,7 @@ import {
   parseConfig,
   parseDuration,
   parseFileMode,
+  parseShmMode,
   validateUnitName,
   type Config,
   type VmSettings,
@@ -49,6 +50,7 @@ test('an empty file is an empty configuration with the daemon defaults', (t) => 
   t.deepEqual(parseConfig('# nothing here\n\n', FILE), {
     daemon: { qemuUser: null, writeTimeoutMs: DEFAULT_WRITE_TIMEOUT_MS },
     vms: new Map(),
+    warnings: [],
   });
 });
 
@@ -60,7 +62,7 @@ test('the shipped example.toml parses to what its comments say', (t) => {
     user: 'alex',
     units: ['looking-glass-client.service', 'scream-ivshmem-pulse.service'],
     lookingGlass: { name: 'looking-glass', sizeBytes: 64 * MiB, resolution: '2560x1440', hdr: false, group: 'qemu-libvirtd', mode: 0o660 },
-    scream: { name: 'scream', sizeBytes: 2 * MiB },
+    scream: { name: 'scream', sizeBytes: 2 * MiB, group: 'qemu-libvirtd', mode: 0o660 },
   }));
 });
 
@@ -77,14 +79,14 @@ group = "qemu-libvirtd"
     devices: ['0000:0b:00.0'],
     user: 'alex',
     lookingGlass: { name: 'looking-glass', sizeBytes: 32 * MiB, resolution: '1920x1080', hdr: false, group: 'qemu-libvirtd', mode: 0o660 },
-    scream: { name: 'scream', sizeBytes: 2 * MiB },
+    scream: { name: 'scream', sizeBytes: 2 * MiB, group: null, mode: 0o660 },
   })],
   ['a quoted VM name with a space', '[vm."Windows 10"]\nforce = true\n', vm('Windows 10', { force: true })],
   ['a literal-quoted VM name', "[vm.'win.10']\nremove-shm-on-stop = true\n", vm('win.10', { removeShmOnStop: true })],
   ['an empty VM table (devices come from the XML)', '[vm.win10]\n', vm('win10')],
   ['inline tables', '[vm.win10]\nlooking-glass = { size = "64MiB", mode = "600" }\nscream = { size = "4M", name = "audio" }\n', vm('win10', {
     lookingGlass: { name: 'looking-glass', sizeBytes: 64 * MiB, resolution: null, hdr: false, group: null, mode: 0o600 },
-    scream: { name: 'audio', sizeBytes: 4 * MiB },
+    scream: { name: 'audio', sizeBytes: 4 * MiB, group: null, mode: 0o660 },
   })],
   ['dotted keys', 'vm.win10.looking-glass.resolution = "3840x2160"\nvm.win10.looking-glass.hdr = true\n', vm('win10', {
     lookingGlass: { name: 'looking-glass', sizeBytes: 256 * MiB, resolution: '3840x2160', hdr: true, group: null, mode: 0o660 },
@@ -97,6 +99,10 @@ group = "qemu-libvirtd"
     devices: ['0000:0b:00.0', '0000:0b:00.1'],
   })],
   ['units without a user (the metadata may give one; merge checks)', '[vm.win10]\nunits = ["a.service"]\n', vm('win10', { units: ['a.service'] })],
+  ['a Scream table with its own group and mode', '[vm.win10]\nuser = "alex"\n[vm.win10.scream]\ngroup = "qemu-libvirtd"\nmode = "0600"\n', vm('win10', {
+    user: 'alex',
+    scream: { name: 'scream', sizeBytes: 2 * MiB, group: 'qemu-libvirtd', mode: 0o600 },
+  })],
   ['a template unit with its instance', '[vm.win10]\nuser = "alex"\nunits = ["looking-glass-client@lg.service", "scream.target"]\n', vm('win10', {
     user: 'alex',
     units: ['looking-glass-client@lg.service', 'scream.target'],
@@ -145,6 +151,18 @@ const badFiles: ReadonlyArray<readonly [string, string, string]> = [
     `${F}:3:8: vm.win10.looking-glass.mode: invalid mode '4660': only permission bits are allowed (at most '0777'), no set-id or sticky bits`],
   ['an unquoted mode', '[vm.win10.looking-glass]\nsize = "32M"\nmode = 0o660\n',
     `${F}:3:8: vm.win10.looking-glass.mode: expected a string, got integer 432`],
+  // shm modes: nobody else may write the guest's screen or sound, nothing executes a shm file.
+  ['a Looking Glass mode writable by others', '[vm.win10.looking-glass]\nsize = "32M"\nmode = "0666"\n',
+    `${F}:3:8: vm.win10.looking-glass.mode: invalid mode '0666': other users could write to it, and so into the guest's screen or sound; use '0660'`],
+  ['a Looking Glass mode with an execute bit', '[vm.win10.looking-glass]\nsize = "32M"\nmode = "0670"\n',
+    `${F}:3:8: vm.win10.looking-glass.mode: invalid mode '0670': execute bits mean nothing on a shared memory file and only widen what it allows; use '0660'`],
+  ['a Scream mode with both', '[vm.win10.scream]\nmode = "777"\n',
+    `${F}:2:8: vm.win10.scream.mode: invalid mode '777': other users could write to it, and so into the guest's screen or sound; ` +
+      "execute bits mean nothing on a shared memory file and only widen what it allows; use '0660'"],
+  ['a Scream mode with only an owner execute bit', '[vm.win10.scream]\nmode = "0740"\n',
+    `${F}:2:8: vm.win10.scream.mode: invalid mode '0740': execute bits mean nothing on a shared memory file and only widen what it allows; use '0640'`],
+  ['a Scream group starting with a dash', '[vm.win10.scream]\ngroup = "-audio"\n',
+    `${F}:2:9: vm.win10.scream.group: invalid group name '-audio': must not start with '-'`],
   // Unknown keys, at the key, with a suggestion when one is close.
   ['a misspelt key', '[vm.win10]\nusr = "alex"\n', `${F}:2:1: vm.win10.usr: unknown key 'usr'; did you mean 'user'?`],
   ['an underscore for a dash', '[vm.win10]\nremove_shm_on_stop = true\n',
@@ -236,6 +254,35 @@ test('reports every problem of the file at once, a line each, in file order', (t
   ]);
 });
 
+// --- warnings: accepted, but said ---
+
+test('a shm mode readable by others is accepted with a warning for each file, pointed at its value', (t) => {
+  const text = '[vm.win10]\nuser = "alex"\n[vm.win10.looking-glass]\nsize = "32M"\nmode = "0664"\n[vm.win10.scream]\nmode = "0604"\n';
+  const config = parseConfig(text, FILE);
+  t.is(config.vms.get('win10')?.lookingGlass?.mode, 0o664);
+  t.is(config.vms.get('win10')?.scream?.mode, 0o604);
+  t.deepEqual(config.warnings, [
+    `${F}:5:8: vm.win10.looking-glass.mode: mode '0664' lets every user on the host read the shared memory file ` +
+      "(Looking Glass frames are the guest's screen); use '0660' unless that is intended, ignoring",
+    `${F}:7:8: vm.win10.scream.mode: mode '0604' lets every user on the host read the shared memory file ` +
+      "(Scream carries the guest's sound); use '0600' unless that is intended, ignoring",
+  ]);
+});
+
+test('modes that others cannot read give no warning, nor does the example', (t) => {
+  for (const mode of ['0660', '0640', '0600', '0620', '0000']) {
+    t.deepEqual(parseConfig(`[vm.win10.looking-glass]\nsize = "32M"\nmode = "${mode}"\n`, FILE).warnings, [], mode);
+  }
+  t.deepEqual(parseConfig(EXAMPLE, 'example.toml').warnings, []);
+});
+
+test('a file with an error reports the error, not its warnings', (t) => {
+  t.throws(() => parseConfig('[vm.win10.looking-glass]\nsize = "32M"\nmode = "0664"\n[vm.win10.scream]\nsize = "3M"\n', FILE), {
+    instanceOf: InvalidConfig,
+    message: `${F}:5:8: vm.win10.scream.size: invalid Scream size '3M': must be a power of two; use '2M' (the Scream default)`,
+  });
+});
+
 // --- the small value parsers ---
 
 const durations: ReadonlyArray<readonly [string, number]> = [['1ms', 1], ['500ms', 500], ['10s', 10_000], ['2m', 120_000], ['1h', 3_600_000]];
@@ -257,6 +304,26 @@ test('parseFileMode accepts 3 and 4 octal digits up to 0777', (t) => {
   t.is(parseFileMode('000'), 0);
   for (const text of ['66', '06600', '0o660', '0x1b6', '1777', '']) t.throws(() => parseFileMode(text), { message: /^Invalid mode/ });
 });
+
+const shmModes: ReadonlyArray<readonly [string, number | string]> = [
+  ['0660', 0o660],
+  ['0600', 0o600],
+  ['0640', 0o640],
+  ['0664', 0o664],
+  ['0644', 0o644],
+  ['0000', 0],
+  ['0662', "Invalid mode '0662': other users could write to it, and so into the guest's screen or sound; use '0660'"],
+  ['0760', "Invalid mode '0760': execute bits mean nothing on a shared memory file and only widen what it allows; use '0660'"],
+  ['0100', "Invalid mode '0100': execute bits mean nothing on a shared memory file and only widen what it allows; use '0600'"],
+  ['0755', "Invalid mode '0755': execute bits mean nothing on a shared memory file and only widen what it allows; use '0640'"],
+  ['0669', "Invalid mode '0669': expected an octal mode like '0660'"],
+];
+for (const [text, expected] of shmModes) {
+  test(`parseShmMode('${text}') ${typeof expected === 'number' ? 'accepts it' : 'refuses it'}`, (t) => {
+    if (typeof expected === 'number') t.is(parseShmMode(text), expected);
+    else t.throws(() => parseShmMode(text), { instanceOf: InvalidArgs, message: expected });
+  });
+}
 
 test('validateUnitName accepts the unit types a user session starts', (t) => {
   for (const name of ['a.service', 'a.socket', 'a.target', 'a.timer', 'a.path', 'a@b.service', 'a\\x2db:c_d.e.service']) {

@@ -284,7 +284,7 @@ test('reads every metadata setting into the shape of a config table', (t) => {
     <vfio:force>no</vfio:force>
     <vfio:remove-shm-on-stop>yes</vfio:remove-shm-on-stop>
     <vfio:looking-glass resolution='2560x1440' hdr='yes' name='lg' group='qemu-libvirtd' mode='0660'/>
-    <vfio:scream size='2M' name='scream'/>
+    <vfio:scream size='2M' name='scream' group='audio' mode='0640'/>
     <vfio:unit>looking-glass-client@lg.service</vfio:unit>
     <vfio:unit>scream-receiver.service</vfio:unit>
   `));
@@ -294,7 +294,7 @@ test('reads every metadata setting into the shape of a config table', (t) => {
     force: false,
     'remove-shm-on-stop': true,
     'looking-glass': { resolution: '2560x1440', hdr: true, name: 'lg', group: 'qemu-libvirtd', mode: '0660' },
-    scream: { size: '2M', name: 'scream' },
+    scream: { size: '2M', name: 'scream', group: 'audio', mode: '0640' },
     units: ['looking-glass-client@lg.service', 'scream-receiver.service'],
   });
 });
@@ -324,6 +324,8 @@ const badMetadata: ReadonlyArray<readonly [string, string, string]> = [
   ['a foreign element inside <vm>', '<user>alex</user>', `${META}: unknown element <user> (no namespace) in <vfio:vm>`],
   ['a misspelt attribute', "<vfio:looking-glass resolutoin='1920x1080'/>",
     `${META}: unknown attribute 'resolutoin' on <vfio:looking-glass>, which takes 'resolution', 'size', 'hdr', 'name', 'group', 'mode'; did you mean 'resolution'?`],
+  ['a misspelt Scream attribute', "<vfio:scream grop='audio'/>",
+    `${META}: unknown attribute 'grop' on <vfio:scream>, which takes 'size', 'name', 'group', 'mode'; did you mean 'group'?`],
   ['an attribute on a text element', "<vfio:user name='alex'/>", `${META}: unknown attribute 'name' on <vfio:user>, which takes no attributes`],
   ['a repeated single element', '<vfio:user>a</vfio:user><vfio:user>b</vfio:user>', `${META}: <vfio:user> appears more than once; keep one`],
   ['a boolean that is not yes/no', '<vfio:force>true</vfio:force>', `${META}: invalid value 'true' for <vfio:force>: expected 'yes' or 'no'`],
