@@ -133,6 +133,7 @@ let config: Config;
 let configError: InvalidConfig | null = null;
 try {
   config = await watcher.start();
+  for (const warning of config.warnings) log.warning(warning, { CONFIG_FILE: configPath });
 } catch (error) {
   config = emptyConfig();
   configError = error as InvalidConfig;
@@ -147,6 +148,7 @@ watcher.on('change', (next) => {
   void applyDaemonSettings();
   refreshObjects();
   log.notice(`Configuration reloaded from '${configPath}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE: configPath });
+  for (const warning of next.warnings) log.warning(warning, { CONFIG_FILE: configPath });
 });
 watcher.on('error', (error) => log.error(`${error.message}; keeping the running configuration`, { CONFIG_FILE: configPath }));
 

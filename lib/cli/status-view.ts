@@ -31,7 +31,7 @@ export async function readDaemonStatus(busAddress: string | undefined): Promise<
   const bus = await openBus(busAddress);
   try {
     const manager = await bus.getProxyObject('org.vfiohookd1', '/org/vfiohookd1').catch((error: Error) => {
-      throw new DaemonNotRunning(`vfio-hookd is not running: nobody owns 'org.vfiohookd1' (${error.message}); start it with 'systemctl start vfio-hookd'`);
+      throw new DaemonNotRunning(`vfio-hookd is not running: nobody owns 'org.vfiohookd1' on the system bus (${error.message}); start it with 'systemctl start vfio-hookd'`);
     });
     const props = manager.getInterface('org.freedesktop.DBus.Properties');
     const all = await (props['GetAll'] as (i: string) => Promise<Record<string, { value: unknown }>>)('org.vfiohookd1.Manager');

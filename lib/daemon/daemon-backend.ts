@@ -22,6 +22,7 @@
 import { InvalidArgs, InvalidConfig, q } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { mergeVmSettings } from '../config/merge.js';
+import { vmSettingsWarnings } from '../config/vm-settings.js';
 import { closestName } from '../config/did-you-mean.js';
 import { hasPassthroughDevices, parseDomainXml, type DomainInfo } from '../domain/domain-xml.js';
 import type { PciEngine } from '../pci/engine.js';
@@ -304,7 +305,15 @@ export class DaemonBackend implements ManagerBackend {
         if (note !== null) this.#options.onUnmanagedWarning?.(event.domainName, note);
         return { ...(await lifecycle.handle(event, null)), note: note ?? '' };
       }
-      outcome = await lifecycle.handle(event, await toManagedVm(settings, this.#options.accounts));
+      const vm = { ...(await toManagedVm(settings, this.#options.accounts)), givenToGuest: domain.hostdevs.map((h) => h.address) };
+      outcome = await lifecycle.handle(event, vm);
+      const warnings = [...vmSettingsWarnings(settings), ...outcome.warnings];
+      outcome = { ...outcome, warnings };
+      this.#seen.set(event.domainName, { state: 'prepared', message: outcome.message });
+      this.#options.onOutcome?.(event, outcome);
+      this.#options.onChange?.();
+      // The hook prints the warnings on its stderr (libvirt shows them in its log).
+      return { ...outcome, note: warnings.join('; ') };
     } else {
       // started, release, reconnect: act on the record; a VM without one has nothing to do.
       if (!(await lifecycle.knows(event.domainName))) {

@@ -29,6 +29,7 @@ import { ensureShmFile, removeShmFile, type EnsureShmFileResult } from '../shm/i
 import { vmOwner, sameOwner } from '../state/owner.js';
 import type { MachineRecord, ShmRecord } from '../state/state-file.js';
 import type { DeviceLedger } from './device-ledger.js';
+import { unassignedFunctions } from '../pci/unassigned-functions.js';
 import { stageOf, type HookEvent, type HookStage } from './hook-event.js';
 
 /** One shared-memory file of a VM, as it must be. */
@@ -52,6 +53,8 @@ export interface ManagedVm {
   /** Whose agent starts the units ('' or null: nobody's). */
   readonly user: string | null;
   readonly units: readonly string[];
+  /** PCI addresses the domain XML gives the guest (`<hostdev>`), to warn of card functions left out. Default: not checked. */
+  readonly givenToGuest?: readonly string[];
 }
 
 /** A lock that keeps the host from suspending (logind's sleep inhibitor), one per VM. */
@@ -154,12 +157,17 @@ export class Lifecycle {
           m.set(vm.name, { ...current, shm: mergeShm(current.shm, shmRecord(file, result, this.#roots.shm)) });
         });
       }
-      const detached = vm.devices.length > 0 ? (await this.#ledger.detach(vmOwner(vm.name), vm.devices, vm.force)).moved : [];
+      const result = vm.devices.length > 0 ? await this.#ledger.detach(vmOwner(vm.name), vm.devices, vm.force) : null;
+      const detached = result?.moved ?? [];
       await this.#ledger.updateMachines((m) => {
         const current = m.get(vm.name) ?? record;
         m.set(vm.name, { ...current, stage: 'prepared' });
       });
-      const warnings = vm.devices.length > 0 ? await this.#takeSleepLock(vm.name) : [];
+      const warnings = [
+        ...shm.flatMap((r) => r.warnings),
+        ...(result !== null && vm.givenToGuest !== undefined ? unassignedFunctions(result.plan, vm.givenToGuest, vm.name).map((u) => u.message) : []),
+        ...(vm.devices.length > 0 ? await this.#takeSleepLock(vm.name) : []),
+      ];
       return {
         ...outcome('prepare', `VM '${vm.name}' prepared: ${describeDetached(detached)}, ${vm.shmFiles.length} shm file(s) ready`),
         shm,
@@ -186,7 +194,7 @@ export class Lifecycle {
     for (const file of files) {
       shm.push(await ensureShmFile(this.#spec(file), { allowResize: false, trustedOwners: [...this.#trusted(), file.uid] }));
     }
-    return { ...outcome('started', `shm files of '${name}' checked`), shm };
+    return { ...outcome('started', `shm files of '${name}' checked`), shm, warnings: shm.flatMap((r) => r.warnings) };
   }
 
   /**

@@ -163,7 +163,7 @@ test('DetachDevice of the root disk fails with HostDependency naming / and no st
 
 test('DetachDevice of a chipset function (the SMBus) fails with HostDependency, and it stays on its driver', async (t) => {
   const { bus, daemon } = await setup(t);
-  const result = await dbusSend(bus, 'DetachDevice', ['string:0000:00:14.0']);
+  const result = await dbusSend(bus, 'DetachDevice', ['string:0000:00:14.0', 'string:', 'boolean:false']);
   t.not(result.code, 0);
   t.is(
     result.stderr.trim(),

@@ -73,7 +73,7 @@ test('a changed configuration file is picked up without a restart, and a broken 
 
 test('vfio-hookctl status shows what the daemon knows of each VM, and says so when it is not running', async (t) => {
   const bus = await startPrivateBus(t);
-  await startDaemon(t, bus, { config: WIN10_CONFIG });
+  const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
   const client = dbus.sessionBus({ busAddress: bus.address });
   t.teardown(() => client.disconnect());
   const manager = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.vfiohookd1.Manager');
@@ -85,6 +85,7 @@ test('vfio-hookctl status shows what the daemon knows of each VM, and says so wh
   t.is(
     stdout,
     [
+      `vfio-hookd 0.1.0, configuration '${daemon.configPath}'`,
       'win10: prepared (user 1000)',
       '  devices: 0000:0b:00.0, 0000:0b:00.1',
       '  shm files: looking-glass, scream',
@@ -101,4 +102,11 @@ test('vfio-hookctl status shows what the daemon knows of each VM, and says so wh
     run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', empty.address], { cwd: REPO }),
   );
   t.regex((error as unknown as { stderr: string }).stderr, /^vfio-hookctl: vfio-hookd is not running: nobody owns 'org\.vfiohookd1' on the system bus .*systemctl start vfio-hookd'\n$/);
+
+  // No bus socket at all: one sentence, exit 1, never a stack trace.
+  const nobus = await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', 'unix:path=/nonexistent/bus'], { cwd: REPO }).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
+  t.is((nobus as { code: number }).code, 1);
+  t.regex((nobus as { stderr: string }).stderr, /^vfio-hookctl: Cannot connect to the bus unix:path=\/nonexistent\/bus \(.*\); is dbus running\?\n$/);
 });
