@@ -14,7 +14,7 @@
 import { InvalidArgs, q } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { mergeVmSettings } from '../config/merge.js';
-import { parseDomainXml } from '../domain/domain-xml.js';
+import { parseDomainXmlOffThread } from '../domain/parse-off-thread.js';
 import type { PciEngine } from '../pci/engine.js';
 import { parsePciAddress } from '../pci/address.js';
 import { readPciDevices } from '../pci/pci-device.js';
@@ -183,7 +183,8 @@ export class DaemonBackend implements ManagerBackend {
     const lifecycle = this.#options.lifecycle;
     if (stage === 'none') return lifecycle.handle(event, null);
 
-    const domain = parseDomainXml(raw.domainXml);
+    // A large document is parsed on a worker thread: the bus keeps answering meanwhile.
+    const domain = await parseDomainXmlOffThread(raw.domainXml);
     if (domain.name !== event.domainName) {
       throw new InvalidArgs(
         `The domain XML is for ${q(domain.name)} but the hook was called for ${q(event.domainName)}; libvirt passes the VM's own XML on stdin`,
