@@ -189,6 +189,7 @@ const backend = new DaemonBackend({
 const manager = new ManagerInterface(backend, {
   version: VERSION,
   configFile: configPath,
+  runRoot: roots.run,
   machines: () => objects.machinePaths,
   onError: (member, error) => {
     // Hook refusals are logged once by onRefused; everything else here, with the stack for unknown errors.
