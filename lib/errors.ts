@@ -130,8 +130,34 @@ export class AccessDenied extends VfioHookdError {
   readonly dbusName = 'org.freedesktop.DBus.Error.AccessDenied';
 }
 
-/** Quote a value for a message: single quotes, control characters made visible. */
+/** Values up to this many characters are quoted whole: a VM name (at most 251 bytes), a path, a unit name. */
+export const QUOTE_WHOLE_MAX = 256;
+
+/** How many characters of a longer value are kept. */
+export const QUOTE_KEEP = 64;
+
+// One code point: a surrogate pair, or any single UTF-16 unit.
+const CODE_POINT_RE = /[\ud800-\udbff][\udc00-\udfff]|[\s\S]/g;
+
+/**
+ * Quote a value for a message: single quotes, control characters made
+ * visible (`\x0a`). A value longer than `QUOTE_WHOLE_MAX` characters is cut
+ * to its first `QUOTE_KEEP` and its length given, `'aaaa…' (10000
+ * characters)`, so that a refusal always fits in what busctl, libvirt and the
+ * journal show, whatever a caller sent. Characters are code points: a cut
+ * never splits a surrogate pair.
+ */
 export function q(value: unknown): string {
-  const text = String(value).replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-  return `'${text}'`;
+  let text = String(value);
+  let suffix = '';
+  // A string has at least as many UTF-16 units as code points: the cheap test first.
+  if (text.length > QUOTE_WHOLE_MAX) {
+    const count = text.length - (text.match(/[\ud800-\udbff][\udc00-\udfff]/g)?.length ?? 0);
+    if (count > QUOTE_WHOLE_MAX) {
+      text = (text.slice(0, 2 * QUOTE_KEEP).match(CODE_POINT_RE) ?? []).slice(0, QUOTE_KEEP).join('');
+      suffix = `…' (${count} characters)`;
+    }
+  }
+  const shown = text.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return suffix === '' ? `'${shown}'` : `'${shown}${suffix}`;
 }

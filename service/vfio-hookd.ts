@@ -240,6 +240,7 @@ const manager = new ManagerInterface(backend, {
   currentCaller: () => callers.current(),
   configError: () => configError?.message ?? '',
   configFile: configPath,
+  runRoot: roots.run,
   machines: () => objects.machinePaths,
   onError: (member, error) => {
     // Hook refusals are logged once by onRefused; everything else here, with the stack for unknown errors.

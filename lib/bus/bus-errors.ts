@@ -7,6 +7,16 @@
  * anything else becomes `org.freedesktop.DBus.Error.Failed` with a short
  * text (the first line of its message, no stack). The caller of this module
  * logs the original error, with its stack, to the journal.
+ *
+ * The hook's method (`HandleHookFile`) marks its errors: every message
+ * starts with `HOOK_REFUSAL_MARKER` and is one line (`toHookDBusError`).
+ * hooks/qemu reads busctl's `Call failed: <message>` and takes only a
+ * message that starts with the marker as the daemon's judgement; anything
+ * else (no bus, no owner of the name, activation failed, a timeout, the
+ * daemon gone mid-call) reaches it from the bus or from systemd, never
+ * starts that way, and is "no answer". The marker is the start of text only
+ * the daemon writes, so no VM name or refusal text can forge it: a name sits
+ * inside the message, never at its start.
  */
 import dbus from 'dbus-next';
 import { VfioHookdError } from '../errors.js';
@@ -28,6 +38,24 @@ export function toDBusError(error: unknown): InstanceType<typeof dbus.DBusError>
   if (error instanceof dbus.DBusError) return new dbus.DBusError(error.type, error.text);
   if (error instanceof VfioHookdError) return new dbus.DBusError(error.dbusName, error.message);
   return new dbus.DBusError(DBUS_ERROR_FAILED, shortText(error));
+}
+
+/** Start of every error message `HandleHookFile` sends (hooks/qemu matches it at the start of the text only). */
+export const HOOK_REFUSAL_MARKER = 'vfio-hookd: ';
+
+// Runs of control characters (newlines above all) become one space: the hook shows one line.
+const CONTROL_RUN_RE = /\s*[\u0000-\u001f\u007f]+\s*/g;
+
+/** Text made one line: every run of control characters becomes one space. */
+export function oneLine(text: string): string {
+  return text.replace(CONTROL_RUN_RE, ' ').trim();
+}
+
+/** `toDBusError`, with the message made one line and marked as the daemon's own refusal. */
+export function toHookDBusError(error: unknown): InstanceType<typeof dbus.DBusError> {
+  const mapped = toDBusError(error);
+  const text = oneLine(mapped.text ?? '');
+  return new dbus.DBusError(mapped.type, HOOK_REFUSAL_MARKER + (text === '' ? 'Refused without a reason; see the journal of vfio-hookd' : text));
 }
 
 /** Run `work`, turning any rejection into a `DBusError` (via `toDBusError`) after handing the original to `onError`. */

@@ -6,9 +6,30 @@
  *
  * Every method replies once, when its work is done: dbus-next waits for the
  * returned Promise. A failure is an error reply, never a stack trace.
+ *
+ * Methods:
+ * - `HandleHookFile(s domain_name, s operation, s sub_operation, s extra,
+ *   s domain_xml_file) -> s note`: the hook's call. The domain XML is in
+ *   `domain_xml_file`, a file the hook made in `<run>/vfio-hookd`
+ *   (hook-xml-file.ts says which files are read, and why not an argument:
+ *   one argv element holds at most 128 KiB, and busctl cannot pass a file
+ *   descriptor). `note` is one line for the hook to show on success ('' for
+ *   none). Every error message starts with `vfio-hookd: ` and is one line:
+ *   the hook tells the daemon's refusals from bus failures by that start
+ *   (bus-errors.ts).
+ * - `HandleHook(s domain_name, s operation, s sub_operation, s extra,
+ *   s domain_xml)`: the same with the XML inline (up to what one argument
+ *   carries), kept for hooks of earlier versions and scripts; its errors are
+ *   not marked, as those hooks add `vfio-hookd: ` themselves.
+ * - `ListMachines() -> a(sso)`, `ListDevices() -> a(ssssuso)`,
+ *   `DetachDevice(s)`, `ReattachDevice(s)`, `Reload()`; properties
+ *   `Version`, `ConfigFile`, `Machines`; signal `HookHandled(sssbst)` after
+ *   every hook call of either kind.
  */
 import dbus from 'dbus-next';
-import { mapErrors } from './bus-errors.js';
+import { DEFAULT_ROOTS } from '../roots.js';
+import { hookXmlDir, readHookXmlFile } from '../domain/hook-xml-file.js';
+import { mapErrors, oneLine, toHookDBusError } from './bus-errors.js';
 import {
   deviceTuple,
   hookEvent,
@@ -35,6 +56,13 @@ interface IntrospectXml {
 export interface HookOutcome {
   /** One short line: what was done, or why nothing was ('not managed'). */
   readonly message: string;
+  /**
+   * A sentence for the hook to show on stderr although the hook succeeded
+   * (`HandleHookFile` returns it; the hook prints it after `vfio-hookd: `),
+   * e.g. a did-you-mean for a VM that is not managed. Made one line. Default
+   * none.
+   */
+  readonly note?: string;
 }
 
 /** Who called a method: uid, and the user name when it resolves (else `uid N`). */
@@ -71,6 +99,8 @@ export interface ManagerInfo {
   readonly currentCaller?: () => Promise<BusCaller>;
   /** Monotonic clock in microseconds, for `duration_usec`. Default process.hrtime. */
   readonly monotonicUsec?: () => bigint;
+  /** Runtime root: `HandleHookFile` reads the hook's files in `<runRoot>/vfio-hookd` only. Default `/run`. */
+  readonly runRoot?: string;
 }
 
 export class ManagerInterface extends dbus.interface.Interface {
@@ -127,19 +157,55 @@ export class ManagerInterface extends dbus.interface.Interface {
   }
 
   HandleHook(domainName: string, operation: string, subOperation: string, extra: string, domainXml: string): Promise<void> {
-    const event = hookEvent(domainName, operation, subOperation, extra, domainXml);
-    const clock = this.#info.monotonicUsec ?? (() => process.hrtime.bigint() / 1000n);
-    const start = clock();
+    const start = this.#clock();
     return this.#run('HandleHook', async () => {
+      await this.#hook(hookEvent(domainName, operation, subOperation, extra, domainXml), start);
+    });
+  }
+
+  /**
+   * The hook's call, the XML in a file. Errors in reading the file reach
+   * `onError` as `HandleHookFile`, those of the hook itself as `HandleHook`
+   * (the daemon journals those once, as a refused hook).
+   */
+  async HandleHookFile(domainName: string, operation: string, subOperation: string, extra: string, domainXmlFile: string): Promise<string> {
+    const start = this.#clock();
+    try {
+      let domainXml: string;
       try {
-        const outcome = await this.#backend.handleHook(event);
-        this.HookHandled(hookHandledTuple(event, true, outcome.message, clock() - start));
+        domainXml = await readHookXmlFile(hookXmlDir(this.#info.runRoot ?? DEFAULT_ROOTS.run), domainXmlFile);
       } catch (error) {
-        const message = error instanceof Error ? (error.message.split('\n', 1)[0] ?? '') : String(error);
-        this.HookHandled(hookHandledTuple(event, false, message, clock() - start));
+        this.#info.onError?.('HandleHookFile', error);
+        this.HookHandled(hookHandledTuple(hookEvent(domainName, operation, subOperation, extra, ''), false, firstLine(error), this.#clock() - start));
         throw error;
       }
-    });
+      let outcome: HookOutcome;
+      try {
+        outcome = await this.#hook(hookEvent(domainName, operation, subOperation, extra, domainXml), start);
+      } catch (error) {
+        this.#info.onError?.('HandleHook', error);
+        throw error;
+      }
+      return oneLine(outcome.note ?? '');
+    } catch (error) {
+      throw toHookDBusError(error);
+    }
+  }
+
+  #clock(): bigint {
+    return (this.#info.monotonicUsec ?? (() => process.hrtime.bigint() / 1000n))();
+  }
+
+  /** Hand the event to the backend and signal `HookHandled` either way. */
+  async #hook(event: HookEvent, start: bigint): Promise<HookOutcome> {
+    try {
+      const outcome = await this.#backend.handleHook(event);
+      this.HookHandled(hookHandledTuple(event, true, outcome.message, this.#clock() - start));
+      return outcome;
+    } catch (error) {
+      this.HookHandled(hookHandledTuple(event, false, firstLine(error), this.#clock() - start));
+      throw error;
+    }
   }
 
   Reload(): Promise<void> {
@@ -165,12 +231,17 @@ ManagerInterface.configureMembers({
     DetachDevice: { inSignature: 'ssb', outSignature: '' },
     ReattachDevice: { inSignature: 's', outSignature: '' },
     HandleHook: { inSignature: 'sssss', outSignature: '' },
+    HandleHookFile: { inSignature: 'sssss', outSignature: 's' },
     Reload: { inSignature: '', outSignature: '' },
   },
   signals: {
     HookHandled: { signature: 'sssbst' },
   },
 });
+
+function firstLine(error: unknown): string {
+  return error instanceof Error ? (error.message.split('\n', 1)[0] ?? '') : String(error);
+}
 
 /**
  * Introspection with `EmitsChangedSignal=const` on the properties that never

@@ -24,7 +24,8 @@ import type { Config } from '../config/types.js';
 import { mergeVmSettings } from '../config/merge.js';
 import { vmSettingsWarnings } from '../config/vm-settings.js';
 import { closestName } from '../config/did-you-mean.js';
-import { hasPassthroughDevices, parseDomainXml, type DomainInfo } from '../domain/domain-xml.js';
+import { hasPassthroughDevices, type DomainInfo } from '../domain/domain-xml.js';
+import { parseDomainXmlOffThread } from '../domain/parse-off-thread.js';
 import type { PciEngine } from '../pci/engine.js';
 import { parsePciAddress } from '../pci/address.js';
 import { readPciDevices } from '../pci/pci-device.js';
@@ -286,7 +287,8 @@ export class DaemonBackend implements ManagerBackend {
 
     let outcome: LifecycleOutcome;
     if (stage === 'prepare') {
-      const domain = parseDomainXml(raw.domainXml);
+      // A large document is parsed on a worker thread: the bus keeps answering meanwhile.
+      const domain = await parseDomainXmlOffThread(raw.domainXml);
       if (domain.name !== event.domainName) {
         throw new InvalidArgs(
           `The domain XML is for ${q(domain.name)} but the hook was called for ${q(event.domainName)}; libvirt passes the VM's own XML on stdin`,

@@ -11,6 +11,10 @@ export {
 } from './domain-xml.js';
 export type { DomainHostdev, DomainInfo, DomainShmem, ShmemModel } from './domain-xml.js';
 
+export { INLINE_PARSE_MAX_BYTES, parseDomainXmlOffThread } from './parse-off-thread.js';
+
+export { hookXmlDir, readHookXmlFile } from './hook-xml-file.js';
+
 export { VFIO_XMLNS, parseVmMetadata } from './metadata.js';
 export type { LookingGlassInput, ScreamInput, VmSettingsInput } from './metadata.js';
 

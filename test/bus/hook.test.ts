@@ -4,46 +4,16 @@
  * daemon on a private bus and a simulated reference host.
  */
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { REPO, startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
+import { startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
+import { daemonRuntime, installHook, leftovers, runHook, type InstalledHook } from '../helpers/hook.js';
 import { addSimProcess, BUILTIN_HOSTS } from '../../lib/sim/index.js';
 import { rootsUnder } from '../../lib/roots.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 
 const PLAIN_XML = "<domain type='kvm'><name>plain</name><memory>1048576</memory><devices><disk type='file'/></devices></domain>";
 const MiB = 2 ** 20;
-
-
-interface HookRun {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The hook as install.sh installs it: absolute busctl, and here the private bus's address. */
-async function installHook(t: ExecutionContext, busAddress: string): Promise<string> {
-  const dir = await tempDir(t, 'vfio-hookd-hook-', 0o755);
-  const text = (await fs.readFile(path.join(REPO, 'hooks', 'qemu'), 'utf8'))
-    .replace(/^BUSCTL=.*$/m, 'BUSCTL=/usr/bin/busctl')
-    .replace(/^BUS_ADDRESS=.*$/m, `BUS_ADDRESS='${busAddress}'`);
-  const hook = path.join(dir, 'vfio-hookd');
-  await fs.writeFile(hook, text, { mode: 0o755 });
-  return hook;
-}
-
-async function runHook(hook: string, args: [string, string, string, string], xml: string): Promise<HookRun> {
-  const child = spawn(hook, args, { env: { LC_ALL: 'C', PATH: '/usr/bin:/bin' }, stdio: ['pipe', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  child.stdin.end(xml);
-  const [code] = (await once(child, 'exit')) as [number | null];
-  return { code, stdout, stderr };
-}
 
 async function driverOf(daemon: DaemonProcess, address: string): Promise<string | null> {
   const link = await fs.readlink(path.join(daemon.simDir, 'sys/bus/pci/devices', address, 'driver')).catch(() => null);
@@ -59,10 +29,10 @@ async function shm(daemon: DaemonProcess, name: string) {
   return s && { uid: s.uid, gid: s.gid, mode: s.mode & 0o777, size: s.size };
 }
 
-async function setup(t: ExecutionContext, config = WIN10_CONFIG): Promise<{ bus: PrivateBus; daemon: DaemonProcess; hook: string }> {
+async function setup(t: ExecutionContext, config = WIN10_CONFIG): Promise<{ bus: PrivateBus; daemon: DaemonProcess; hook: InstalledHook }> {
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { config });
-  return { bus, daemon, hook: await installHook(t, bus.address) };
+  return { bus, daemon, hook: await installHook(t, bus.address, daemonRuntime(daemon)) };
 }
 
 test('a whole VM lifecycle through the hook moves the RX 590 to vfio-pci and back, with the shm files made', async (t) => {
@@ -131,11 +101,11 @@ test('with the daemon down, a VM without <hostdev> or <shmem> starts and one wit
   const plain = await runHook(hook, ['plain', 'prepare', 'begin', '-'], PLAIN_XML);
   t.is(plain.code, 0);
   t.is(plain.stdout, '');
-  t.regex(plain.stderr, /^vfio-hookd: cannot reach vfio-hookd \(.*\); VM 'plain' has no <hostdev> and no <shmem>, starting it anyway\n$/);
+  t.regex(plain.stderr, /^vfio-hookd: no answer from vfio-hookd \(.*\); VM 'plain' has no <hostdev> and no <shmem>, starting it anyway\n$/);
 
   const win10 = await runHook(hook, ['win10', 'prepare', 'begin', '-'], WIN10_XML);
   t.is(win10.code, 1);
-  t.regex(win10.stderr, /^vfio-hookd: cannot reach vfio-hookd \(.*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it/);
+  t.regex(win10.stderr, /^vfio-hookd: no answer from vfio-hookd \(.*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it/);
 });
 
 test('with no bus at all the hook still tells the two cases apart', async (t) => {
@@ -155,7 +125,7 @@ test('SIGTERM during a prepare lets it roll back, leaves no device driverless, a
 
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { fixture: fixturePath, config });
-  const hook = await installHook(t, bus.address);
+  const hook = await installHook(t, bus.address, daemonRuntime(daemon));
   const gpuOverride = path.join(daemon.simDir, 'sys/bus/pci/devices/0000:0b:00.0/driver_override');
   const watcher = fs.watch(path.dirname(await fs.realpath(gpuOverride)));
   const prepare = runHook(hook, ['win10', 'prepare', 'begin', '-'], WIN10_XML);
