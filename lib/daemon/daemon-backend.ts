@@ -309,13 +309,15 @@ export class DaemonBackend implements ManagerBackend {
       }
       const vm = { ...(await toManagedVm(settings, this.#options.accounts)), givenToGuest: domain.hostdevs.map((h) => h.address) };
       outcome = await lifecycle.handle(event, vm);
-      const warnings = [...vmSettingsWarnings(settings), ...outcome.warnings];
-      outcome = { ...outcome, warnings };
+      const own = vmSettingsWarnings(settings);
+      const warnings = [...own, ...outcome.warnings];
+      const notes = [...own, ...(outcome.notes ?? [])];
+      outcome = { ...outcome, warnings, notes };
       this.#seen.set(event.domainName, { state: 'prepared', message: outcome.message });
       this.#options.onOutcome?.(event, outcome);
       this.#options.onChange?.();
       // The hook prints the warnings on its stderr (libvirt shows them in its log).
-      return { ...outcome, note: warnings.join('; ') };
+      return { ...outcome, note: notes.join('; ') };
     } else {
       // started, release, reconnect: act on the record; a VM without one has nothing to do.
       if (!(await lifecycle.knows(event.domainName))) {

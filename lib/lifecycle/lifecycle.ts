@@ -81,6 +81,8 @@ export interface HookOutcome {
   readonly reattached: readonly string[];
   /** Problems that did not stop the stage (each ends in ', ignoring'). */
   readonly warnings: readonly string[];
+  /** Of those, what the VM's owner should see where they start it (the hook's stderr): the VM's own setup, not the host's. */
+  readonly notes?: readonly string[];
 }
 
 export class Lifecycle {
@@ -163,16 +165,17 @@ export class Lifecycle {
         const current = m.get(vm.name) ?? record;
         m.set(vm.name, { ...current, stage: 'prepared' });
       });
-      const warnings = [
+      const notes = [
         ...shm.flatMap((r) => r.warnings),
         ...(result !== null && vm.givenToGuest !== undefined ? unassignedFunctions(result.plan, vm.givenToGuest, vm.name).map((u) => u.message) : []),
-        ...(vm.devices.length > 0 ? await this.#takeSleepLock(vm.name) : []),
       ];
+      const warnings = [...notes, ...(vm.devices.length > 0 ? await this.#takeSleepLock(vm.name) : [])];
       return {
         ...outcome('prepare', `VM '${vm.name}' prepared: ${describeDetached(detached)}, ${vm.shmFiles.length} shm file(s) ready`),
         shm,
         detached: [...detached],
         warnings,
+        notes,
       };
     } catch (error) {
       await this.#undoShm(shm);
