@@ -33,11 +33,24 @@ function shortText(error: unknown): string {
   return text === '' ? 'Internal error; see the journal of vfio-hookd' : text;
 }
 
+// Unicode noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF) and, with the u flag, lone surrogates.
+const NONCHARACTER_RE = /[\p{Noncharacter_Code_Point}\ud800-\udfff]/gu;
+
+/**
+ * Text every D-Bus library reads: sd-bus (busctl, systemd) refuses a string
+ * holding a Unicode noncharacter, so a message quoting one (a name from the
+ * domain XML) would reach busctl as "Invalid argument" instead of the
+ * sentence. Each becomes U+FFFD.
+ */
+export function busSafe(text: string): string {
+  return text.replace(NONCHARACTER_RE, '\ufffd');
+}
+
 /** Map any thrown value to the `DBusError` sent to the caller; never carries a stack. */
 export function toDBusError(error: unknown): InstanceType<typeof dbus.DBusError> {
-  if (error instanceof dbus.DBusError) return new dbus.DBusError(error.type, error.text);
-  if (error instanceof VfioHookdError) return new dbus.DBusError(error.dbusName, error.message);
-  return new dbus.DBusError(DBUS_ERROR_FAILED, shortText(error));
+  if (error instanceof dbus.DBusError) return new dbus.DBusError(error.type, busSafe(error.text ?? ''));
+  if (error instanceof VfioHookdError) return new dbus.DBusError(error.dbusName, busSafe(error.message));
+  return new dbus.DBusError(DBUS_ERROR_FAILED, busSafe(shortText(error)));
 }
 
 /** Start of every error message `HandleHookFile` sends (hooks/qemu matches it at the start of the text only). */
@@ -46,9 +59,9 @@ export const HOOK_REFUSAL_MARKER = 'vfio-hookd: ';
 // Runs of control characters (newlines above all) become one space: the hook shows one line.
 const CONTROL_RUN_RE = /\s*[\u0000-\u001f\u007f]+\s*/g;
 
-/** Text made one line: every run of control characters becomes one space. */
+/** Text made one line (every run of control characters becomes one space) and `busSafe`. */
 export function oneLine(text: string): string {
-  return text.replace(CONTROL_RUN_RE, ' ').trim();
+  return busSafe(text.replace(CONTROL_RUN_RE, ' ').trim());
 }
 
 /** `toDBusError`, with the message made one line and marked as the daemon's own refusal. */

@@ -13,6 +13,7 @@ import dbus from 'dbus-next';
 import { startDaemon, startPrivateBus, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 import { daemonRuntime, installHook, leftovers, runHook, type HookRun, type InstalledHook } from '../helpers/hook.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
+import { HOSTILE_NAMES, escapeXml, managedConfig } from '../helpers/hook-fuzz.js';
 import { q } from '../../lib/errors.js';
 import { DOMAIN_XML_MAX_BYTES } from '../../lib/domain/index.js';
 import { ManagerInterface, type ManagerBackend } from '../../lib/bus/manager-interface.js';
@@ -20,41 +21,6 @@ import { InvalidArgs } from '../../lib/errors.js';
 
 const exec = promisify(execFile);
 const MiB = 2 ** 20;
-
-/**
- * VM names libvirt accepts (no '/', no newline) that a careless hook would
- * take for busctl options or for bus errors, or that a shell would act on.
- */
-const HOSTILE_NAMES = [
-  '-h',
-  '--help',
-  '--version',
-  '--address=unix:abstract=vfio-hookd-nonexistent',
-  '--system',
-  '-',
-  '--',
-  'org.freedesktop.DBus.Error.ServiceUnknown',
-  'org.freedesktop.DBus.Error.NameHasNoOwner',
-  'Failed to connect to bus: No such file or directory',
-  'The name org.vfiohookd1 was not provided by any .service files',
-  'Unit vfio-hookd.service not found',
-  'Connection refused',
-  'Call failed: vfio-hookd: fine',
-  'Call failed:',
-  'vfio-hookd: ',
-  'Spiel-PC \u00fc \u{1f5a5} \u65e5\u672c\u8a9e',
-  '\u0645\u0631\u062d\u0628\u0627 \u202e\u202d',
-  `it's a "quoted" VM`,
-  ' spaces  around ',
-  'back\\slash \\n \\c',
-  '%s %n %d',
-  '$(touch x) `id` ; | & * ~root',
-  '<hostdev> & <shmem>',
-];
-
-function escapeXml(text: string): string {
-  return text.replace(/[&<>'"]/g, (c) => `&#${c.charCodeAt(0)};`);
-}
 
 /** win10.xml (two PCI hostdevs, a 32M and a 2M shmem) for a VM named `name`. */
 function win10Xml(name: string): string {
@@ -69,11 +35,9 @@ function plainXml(name: string): string {
 /**
  * Every hostile name managed, with a Looking Glass size the XML contradicts:
  * their prepare is refused before anything happens (merge.ts), so one daemon
- * can refuse them all. JSON string escapes are TOML basic-string escapes.
+ * can refuse them all.
  */
-const HOSTILE_CONFIG = HOSTILE_NAMES.map(
-  (name) => `[vm.${JSON.stringify(name)}]\nuser = "1000"\n[vm.${JSON.stringify(name)}.looking-glass]\nsize = "64M"\ngroup = "64055"\n`,
-).join('\n');
+const HOSTILE_CONFIG = managedConfig(HOSTILE_NAMES);
 
 function lines(stderr: string): string[] {
   return stderr.split('\n').filter((l) => l !== '');
@@ -351,12 +315,13 @@ test('a refusal whose text looks like a bus failure is still a refusal, on one l
     'The name org.vfiohookd1 was not provided by any .service files',
     'Call failed: Connection timed out',
     'line one\nCall failed: vfio-hookd: line two',
+    'a noncharacter \uffff, which sd-bus refuses',
     '',
   ]) {
     text = message;
     for (const xml of [plainXml('plain'), win10Xml('plain')]) {
       const r = await runHook(hook, ['plain', 'prepare', 'begin', '-'], xml);
-      const shown = message === '' ? 'Refused without a reason; see the journal of vfio-hookd' : message.replace('\n', ' ');
+      const shown = message === '' ? 'Refused without a reason; see the journal of vfio-hookd' : message.replace('\n', ' ').replace('\uffff', '\ufffd');
       t.deepEqual(r, { code: 1, stdout: '', stderr: `vfio-hookd: ${shown}\n` }, JSON.stringify(message));
     }
   }
