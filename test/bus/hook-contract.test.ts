@@ -10,7 +10,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import dbus from 'dbus-next';
-import { startDaemon, startPrivateBus, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
+import { startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 import { daemonRuntime, installHook, leftovers, runHook, type HookRun, type InstalledHook } from '../helpers/hook.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 import { HOSTILE_NAMES, escapeXml, managedConfig } from '../helpers/hook-fuzz.js';
@@ -159,6 +159,29 @@ test('with the daemon down, steps of a VM that is not starting go on, so libvirt
       },
       `${operation} ${sub}`,
     );
+  }
+});
+
+test('a runtime folder the hook cannot write in is no answer: the XML alone decides', async (t) => {
+  const { bus } = await daemonUp(t, WIN10_CONFIG);
+  const hook = await installHook(t, bus.address, '/proc/vfio-hookd-cannot-be-made');
+  const plain = await runHook(hook, ['plain', 'prepare', 'begin', '-'], plainXml('plain'));
+  t.deepEqual(plain, {
+    code: 0,
+    stdout: '',
+    stderr: "vfio-hookd: no answer from vfio-hookd (cannot make a file in '/proc/vfio-hookd-cannot-be-made' for the domain XML); VM 'plain' has no <hostdev> and no <shmem>, starting it anyway\n",
+  });
+  const win10 = await runHook(hook, ['win10', 'prepare', 'begin', '-'], WIN10_XML);
+  t.is(win10.code, 1);
+  t.regex(win10.stderr, /^vfio-hookd: no answer from vfio-hookd \(cannot make a file in .*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it;[^\n]*\n$/);
+});
+
+test('a hook that cannot read its stdin refuses every VM rather than guess', async (t) => {
+  const hook = await installHook(t, 'unix:path=/nonexistent/vfio-hookd-test-bus');
+  const empty = await tempDir(t, 'vfio-hookd-empty-path-', 0o755);
+  for (const xml of [plainXml('plain'), WIN10_XML]) {
+    const r = await runHook(hook, ['plain', 'prepare', 'begin', '-'], xml, { LC_ALL: 'C', PATH: empty });
+    t.deepEqual(r, { code: 1, stdout: '', stderr: "vfio-hookd: cannot read the domain XML on stdin (is cat on the hook's PATH?), refusing\n" });
   }
 });
 
