@@ -67,7 +67,7 @@ async function rx590(daemon: DaemonProcess): Promise<[string | null, string | nu
   return [await driverOf(daemon, '0000:0b:00.0'), await driverOf(daemon, '0000:0b:00.1')];
 }
 
-test('a managed VM with a hostile name is refused with the daemon\'s sentence, never let through', async (t) => {
+test.serial('a managed VM with a hostile name is refused with the daemon\'s sentence, never let through', async (t) => {
   const { daemon, hook } = await daemonUp(t, HOSTILE_CONFIG);
   for (const name of HOSTILE_NAMES) {
     const r = await runHook(hook, [name, 'prepare', 'begin', '-'], win10Xml(name));
@@ -78,7 +78,7 @@ test('a managed VM with a hostile name is refused with the daemon\'s sentence, n
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('a VM with a hostile name that the daemon does not manage starts, with at most a note', async (t) => {
+test.serial('a VM with a hostile name that the daemon does not manage starts, with at most a note', async (t) => {
   const { hook } = await daemonUp(t, WIN10_CONFIG);
   for (const name of HOSTILE_NAMES) {
     for (const xml of [plainXml(name), win10Xml(name)]) {
@@ -92,7 +92,7 @@ test('a VM with a hostile name that the daemon does not manage starts, with at m
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('names libvirt would not make are refused with the name quoted on one line', async (t) => {
+test.serial('names libvirt would not make are refused with the name quoted on one line', async (t) => {
   const { hook } = await daemonUp(t, WIN10_CONFIG);
   const long = 'a'.repeat(10_000);
   const cases: [string, string][] = [
@@ -111,7 +111,7 @@ test('names libvirt would not make are refused with the name quoted on one line'
   }
 });
 
-test('with the daemon down, a VM about to start fails closed with <hostdev> or <shmem> and starts without, whatever its name', async (t) => {
+test.serial('with the daemon down, a VM about to start fails closed with <hostdev> or <shmem> and starts without, whatever its name', async (t) => {
   const bus = await startPrivateBus(t);
   const hook = await installHook(t, bus.address);
   const names = [...HOSTILE_NAMES, 'a'.repeat(10_000), 'a\nb', 'tab\there', ''];
@@ -137,7 +137,7 @@ test('with the daemon down, a VM about to start fails closed with <hostdev> or <
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('with the daemon down, steps of a VM that is not starting go on, so libvirt never kills a running VM for it', async (t) => {
+test.serial('with the daemon down, steps of a VM that is not starting go on, so libvirt never kills a running VM for it', async (t) => {
   const bus = await startPrivateBus(t);
   const hook = await installHook(t, bus.address);
   for (const [operation, sub] of [
@@ -162,7 +162,7 @@ test('with the daemon down, steps of a VM that is not starting go on, so libvirt
   }
 });
 
-test('a runtime folder the hook cannot write in is no answer: the XML alone decides', async (t) => {
+test.serial('a runtime folder the hook cannot write in is no answer: the XML alone decides', async (t) => {
   const { bus } = await daemonUp(t, WIN10_CONFIG);
   const hook = await installHook(t, bus.address, '/proc/vfio-hookd-cannot-be-made');
   const plain = await runHook(hook, ['plain', 'prepare', 'begin', '-'], plainXml('plain'));
@@ -176,7 +176,7 @@ test('a runtime folder the hook cannot write in is no answer: the XML alone deci
   t.regex(win10.stderr, /^vfio-hookd: no answer from vfio-hookd \(cannot make a file in .*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it;[^\n]*\n$/);
 });
 
-test('a hook that cannot read its stdin refuses every VM rather than guess', async (t) => {
+test.serial('a hook that cannot read its stdin refuses every VM rather than guess', async (t) => {
   const hook = await installHook(t, 'unix:path=/nonexistent/vfio-hookd-test-bus');
   const empty = await tempDir(t, 'vfio-hookd-empty-path-', 0o755);
   for (const xml of [plainXml('plain'), WIN10_XML]) {
@@ -185,7 +185,7 @@ test('a hook that cannot read its stdin refuses every VM rather than guess', asy
   }
 });
 
-test('too few arguments is refused whether or not the daemon runs', async (t) => {
+test.serial('too few arguments is refused whether or not the daemon runs', async (t) => {
   const hook = await installHook(t, 'unix:path=/nonexistent/vfio-hookd-test-bus');
   const r = await runHook(hook, ['win10', 'prepare', 'begin'], WIN10_XML);
   t.deepEqual(r, { code: 1, stdout: '', stderr: 'vfio-hookd: expected 4 arguments (VM OPERATION SUB-OPERATION EXTRA), got 3\n' });
@@ -197,7 +197,7 @@ function grown(xml: string, bytes: number): string {
   return xml.replace('<devices>', `<devices>\n${disk.repeat(Math.ceil(bytes / disk.length))}`);
 }
 
-test('a 1 MiB domain XML reaches the daemon: a managed VM is prepared and released, an unmanaged one answered', async (t) => {
+test.serial('a 1 MiB domain XML reaches the daemon: a managed VM is prepared and released, an unmanaged one answered', async (t) => {
   const { daemon, hook } = await daemonUp(t, WIN10_CONFIG);
   const big = grown(WIN10_XML, MiB);
   t.true(Buffer.byteLength(big) > MiB);
@@ -215,7 +215,7 @@ test('a 1 MiB domain XML reaches the daemon: a managed VM is prepared and releas
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('a domain XML over the 16 MiB cap is refused for every VM with the cap in the sentence', async (t) => {
+test.serial('a domain XML over the 16 MiB cap is refused for every VM with the cap in the sentence', async (t) => {
   const { hook } = await daemonUp(t, WIN10_CONFIG);
   const huge = plainXml('plain').replace('<memory>', `<description>${'x'.repeat(DOMAIN_XML_MAX_BYTES)}</description><memory>`);
   const bytes = Buffer.byteLength(huge) + 1; // the hook adds the newline that $(cat) took
@@ -228,7 +228,7 @@ test('a domain XML over the 16 MiB cap is refused for every VM with the cap in t
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('the bus keeps answering while a large hook is parsed, and answers first', async (t) => {
+test.serial('the bus keeps answering while a large hook is parsed, and answers first', async (t) => {
   const { bus, daemon } = await daemonUp(t, WIN10_CONFIG);
   const file = path.join(daemonRuntime(daemon), 'hook-xml.test');
   await fs.mkdir(daemonRuntime(daemon), { recursive: true });
@@ -247,7 +247,7 @@ test('the bus keeps answering while a large hook is parsed, and answers first', 
   t.deepEqual(order, ['ping', 'version', 'hook']);
 });
 
-test('HandleHookFile reads only a hook file in the runtime folder, and marks its refusals', async (t) => {
+test.serial('HandleHookFile reads only a hook file in the runtime folder, and marks its refusals', async (t) => {
   const { bus, daemon } = await daemonUp(t, WIN10_CONFIG);
   const runtime = daemonRuntime(daemon);
   await fs.mkdir(runtime, { recursive: true });
@@ -286,7 +286,7 @@ test('HandleHookFile reads only a hook file in the runtime folder, and marks its
   t.true((await fs.stat(path.join(runtime, 'hook-xml.ok'))).isFile(), 'the daemon leaves the file to the hook');
 });
 
-test('HandleHook with the XML inline still works for hooks of earlier versions, its errors unmarked', async (t) => {
+test.serial('HandleHook with the XML inline still works for hooks of earlier versions, its errors unmarked', async (t) => {
   const { bus } = await daemonUp(t, WIN10_CONFIG);
   const call = (...args: string[]) => exec('busctl', [`--address=${bus.address}`, '--', 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'HandleHook', 'sssss', ...args]);
   t.is((await call('plain', 'prepare', 'begin', '-', plainXml('plain'))).stdout, '');
@@ -311,7 +311,7 @@ async function fakeDaemon(t: ExecutionContext, handleHook: ManagerBackend['handl
   return installHook(t, bus.address, path.join(bus.dir, 'vfio-hookd'));
 }
 
-test('a note from the daemon is shown on one stderr line, whatever it holds', async (t) => {
+test.serial('a note from the daemon is shown on one stderr line, whatever it holds', async (t) => {
   let note = '';
   const hook = await fakeDaemon(t, async () => ({ message: 'done', note }));
   const notes: [string, string][] = [
@@ -327,7 +327,7 @@ test('a note from the daemon is shown on one stderr line, whatever it holds', as
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('a refusal whose text looks like a bus failure is still a refusal, on one line', async (t) => {
+test.serial('a refusal whose text looks like a bus failure is still a refusal, on one line', async (t) => {
   let text = '';
   const hook = await fakeDaemon(t, async () => {
     throw new InvalidArgs(text);
