@@ -20,6 +20,7 @@
  */
 import dbus from 'dbus-next';
 import { VfioHookdError } from '../errors.js';
+import { busSafe } from './dbus-types.js';
 
 export const DBUS_ERROR_FAILED = 'org.freedesktop.DBus.Error.Failed';
 
@@ -31,19 +32,6 @@ function shortText(error: unknown): string {
   const first = (raw.split('\n', 1)[0] ?? '').trim();
   const text = first.length > MAX_FAILED_TEXT ? `${first.slice(0, MAX_FAILED_TEXT - 3)}...` : first;
   return text === '' ? 'Internal error; see the journal of vfio-hookd' : text;
-}
-
-// Unicode noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF) and, with the u flag, lone surrogates.
-const NONCHARACTER_RE = /[\p{Noncharacter_Code_Point}\ud800-\udfff]/gu;
-
-/**
- * Text every D-Bus library reads: sd-bus (busctl, systemd) refuses a string
- * holding a Unicode noncharacter, so a message quoting one (a name from the
- * domain XML) would reach busctl as "Invalid argument" instead of the
- * sentence. Each becomes U+FFFD.
- */
-export function busSafe(text: string): string {
-  return text.replace(NONCHARACTER_RE, '\ufffd');
 }
 
 /** Map any thrown value to the `DBusError` sent to the caller; never carries a stack. */

@@ -8,7 +8,8 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import dbus from 'dbus-next';
-import { DBUS_ERROR_FAILED, HOOK_REFUSAL_MARKER, busSafe, mapErrors, oneLine, toDBusError, toHookDBusError } from '../../lib/bus/bus-errors.js';
+import { DBUS_ERROR_FAILED, HOOK_REFUSAL_MARKER, mapErrors, oneLine, toDBusError, toHookDBusError } from '../../lib/bus/bus-errors.js';
+import { busSafe, hookHandledTuple } from '../../lib/bus/dbus-types.js';
 import { HostDependency, InvalidArgs, NoSuchDevice } from '../../lib/errors.js';
 import { ManagerInterface, type ManagerBackend } from '../../lib/bus/manager-interface.js';
 
@@ -70,6 +71,8 @@ test('text for the bus: noncharacters and lone surrogates become U+FFFD, everyth
   for (const [input, expected] of cases) t.is(busSafe(input), expected, JSON.stringify(input));
   t.is(oneLine('a\n\n b\u0000c\u007f'), 'a b c');
   t.is(toDBusError(new InvalidArgs('x\uffff')).text, 'x\ufffd', 'every error, not only the hook\'s');
+  const event = { domainName: 'vm\ufdd0', operation: 'prepare', subOperation: 'begin', extra: '-', domainXml: '' };
+  t.deepEqual(hookHandledTuple(event, false, "VM 'vm\ufdd0'", 1n), ['vm\ufffd', 'prepare', 'begin', false, "VM 'vm\ufffd'", 1n], 'and the signal');
 });
 
 test('mapErrors hands the original error to onError and throws the mapped one', async (t) => {
