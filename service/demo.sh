@@ -71,7 +71,9 @@ for _ in $(seq 50); do [ -S "$work/bus" ] && break; sleep 0.1; done
 pids+=($!)
 for _ in $(seq 100); do busctl --system status org.vfiohookd1 >/dev/null 2>&1 && break; sleep 0.1; done
 
-hook() { echo "\$ hooks/qemu win10 $1 $2 - < win10.xml"; sh "$src/hooks/qemu" win10 "$1" "$2" - <"$work/win10.xml" && echo "  (exit 0, nothing on stdout)"; }
+# The hook leaves the domain XML for the daemon in its runtime folder: here the demo's.
+sed -e "s|^RUNTIME=.*|RUNTIME='$work/run/vfio-hookd'|" "$src/hooks/qemu" >"$work/hook"
+hook() { echo "\$ hooks/qemu win10 $1 $2 - < win10.xml"; sh "$work/hook" win10 "$1" "$2" - <"$work/win10.xml" && echo "  (exit 0, nothing on stdout)"; }
 group25() { hookctl devices | sed -n '/^IOMMU group 25 /,/^IOMMU group 26 /p' | sed '$d'; }
 
 show busctl introspect org.vfiohookd1 /org/vfiohookd1

@@ -20,6 +20,7 @@
  */
 import dbus from 'dbus-next';
 import { VfioHookdError } from '../errors.js';
+import { busSafe } from './dbus-types.js';
 
 export const DBUS_ERROR_FAILED = 'org.freedesktop.DBus.Error.Failed';
 
@@ -35,9 +36,9 @@ function shortText(error: unknown): string {
 
 /** Map any thrown value to the `DBusError` sent to the caller; never carries a stack. */
 export function toDBusError(error: unknown): InstanceType<typeof dbus.DBusError> {
-  if (error instanceof dbus.DBusError) return new dbus.DBusError(error.type, error.text);
-  if (error instanceof VfioHookdError) return new dbus.DBusError(error.dbusName, error.message);
-  return new dbus.DBusError(DBUS_ERROR_FAILED, shortText(error));
+  if (error instanceof dbus.DBusError) return new dbus.DBusError(error.type, busSafe(error.text ?? ''));
+  if (error instanceof VfioHookdError) return new dbus.DBusError(error.dbusName, busSafe(error.message));
+  return new dbus.DBusError(DBUS_ERROR_FAILED, busSafe(shortText(error)));
 }
 
 /** Start of every error message `HandleHookFile` sends (hooks/qemu matches it at the start of the text only). */
@@ -46,9 +47,9 @@ export const HOOK_REFUSAL_MARKER = 'vfio-hookd: ';
 // Runs of control characters (newlines above all) become one space: the hook shows one line.
 const CONTROL_RUN_RE = /\s*[\u0000-\u001f\u007f]+\s*/g;
 
-/** Text made one line: every run of control characters becomes one space. */
+/** Text made one line (every run of control characters becomes one space) and `busSafe`. */
 export function oneLine(text: string): string {
-  return text.replace(CONTROL_RUN_RE, ' ').trim();
+  return busSafe(text.replace(CONTROL_RUN_RE, ' ').trim());
 }
 
 /** `toDBusError`, with the message made one line and marked as the daemon's own refusal. */

@@ -4,6 +4,21 @@
  */
 import { devicePath, machinePath } from './object-path.js';
 
+// Unicode noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF) and, with the u flag, lone surrogates.
+const NONCHARACTER_RE = /[\p{Noncharacter_Code_Point}\ud800-\udfff]/gu;
+
+/**
+ * Text every D-Bus library reads: sd-bus (busctl, systemd) refuses a string
+ * holding a Unicode noncharacter, so a message quoting one (a name from the
+ * domain XML) would reach busctl as "Invalid argument" instead of the
+ * sentence, and a signal carrying one would be dropped. Each becomes U+FFFD.
+ * Applied to text that may quote what a caller sent: error messages, hook
+ * messages, VM names.
+ */
+export function busSafe(text: string): string {
+  return text.replace(NONCHARACTER_RE, '\ufffd');
+}
+
 /** `u` for "no IOMMU group" in `ListDevices`. */
 export const NO_GROUP = 0xffffffff;
 
@@ -51,7 +66,7 @@ export function hookEvent(domainName: string, operation: string, subOperation: s
 export type HookHandledTuple = [string, string, string, boolean, string, bigint];
 
 export function hookHandledTuple(event: HookEvent, success: boolean, message: string, durationUsec: bigint): HookHandledTuple {
-  return [event.domainName, event.operation, event.subOperation, success, message, durationUsec];
+  return [busSafe(event.domainName), busSafe(event.operation), busSafe(event.subOperation), success, busSafe(message), durationUsec];
 }
 
 /** What the daemon knows of a VM, before conversion. */
@@ -81,11 +96,11 @@ export function machineTuple(row: MachineRow): MachineTuple {
 /** Property values of `org.vfiohookd1.Machine`, by D-Bus property name. */
 export function machineProperties(row: MachineRow): Record<string, string | string[]> {
   return {
-    Name: row.name,
+    Name: busSafe(row.name),
     State: row.state,
     Devices: [...row.devices],
     ShmFiles: [...row.shmFiles],
-    LastMessage: row.lastMessage,
+    LastMessage: busSafe(row.lastMessage),
     User: row.user,
     Units: [...row.units],
   };

@@ -43,7 +43,9 @@ try {
   const pid = daemon.child.pid!;
   console.log(`bench daemon: rss after start: ${await rssMiB(pid)}`);
 
-  const hookText = (await fs.readFile(path.join(REPO, 'hooks/qemu'), 'utf8')).replace(/^BUS_ADDRESS=.*$/m, `BUS_ADDRESS='${bus.address}'`);
+  const hookText = (await fs.readFile(path.join(REPO, 'hooks/qemu'), 'utf8'))
+    .replace(/^BUS_ADDRESS=.*$/m, `BUS_ADDRESS='${bus.address}'`)
+    .replace(/^RUNTIME=.*$/m, `RUNTIME='${path.join(daemon.runRoot, 'vfio-hookd')}'`);
   const hook = path.join(daemon.dir, 'hook');
   await fs.writeFile(hook, hookText, { mode: 0o755 });
   const runHook = async (args: string[], xml: string): Promise<void> => {
@@ -58,6 +60,9 @@ try {
   );
   console.log(`bench daemon: bare busctl call of Peer.Ping: ${stats(ping)}`);
   console.log(`bench daemon: hook round trip, unmanaged VM (prepare begin): ${stats(await timeRuns(300, () => runHook(['plain', 'prepare', 'begin', '-'], PLAIN_XML)))}`);
+  const disk = "<disk type='file' device='disk'><source file='/var/lib/libvirt/images/data.qcow2'/><target dev='vdb'/></disk>\n";
+  const bigXml = PLAIN_XML.replace('<devices/>', `<devices>${disk.repeat(Math.ceil(2 ** 20 / disk.length))}</devices>`);
+  console.log(`bench daemon: hook round trip, unmanaged VM, 1 MiB domain XML (parsed on a worker thread): ${stats(await timeRuns(20, () => runHook(['plain', 'prepare', 'begin', '-'], bigXml)))}`);
   console.log(`bench daemon: hook round trip, managed VM, stage without work (start begin): ${stats(await timeRuns(300, () => runHook(['win10', 'start', 'begin', '-'], WIN10_XML)))}`);
   const cycles = await timeRuns(50, async () => {
     await runHook(['win10', 'prepare', 'begin', '-'], WIN10_XML);

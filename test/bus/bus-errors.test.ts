@@ -4,8 +4,12 @@
  * stack.
  */
 import test from 'ava';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import dbus from 'dbus-next';
-import { DBUS_ERROR_FAILED, mapErrors, toDBusError } from '../../lib/bus/bus-errors.js';
+import { DBUS_ERROR_FAILED, HOOK_REFUSAL_MARKER, mapErrors, oneLine, toDBusError, toHookDBusError } from '../../lib/bus/bus-errors.js';
+import { busSafe, hookHandledTuple } from '../../lib/bus/dbus-types.js';
 import { HostDependency, InvalidArgs, NoSuchDevice } from '../../lib/errors.js';
 import { ManagerInterface, type ManagerBackend } from '../../lib/bus/manager-interface.js';
 
@@ -39,6 +43,36 @@ test('keeps a DBusError as it is and gives a text to an empty error', (t) => {
 
 test('cuts a long unexpected message to 200 characters', (t) => {
   t.is(toDBusError(new Error('x'.repeat(500))).text.length, 200);
+});
+
+test('hook errors start with the marker and are one line, whatever the message', (t) => {
+  const cases: [unknown, string, string][] = [
+    [new InvalidArgs("Invalid hook operation 'explode'"), 'org.freedesktop.DBus.Error.InvalidArgs', "vfio-hookd: Invalid hook operation 'explode'"],
+    [new NoSuchDevice('line one\n  line two\r\n\tthree'), 'org.vfiohookd1.NoSuchDevice', 'vfio-hookd: line one line two three'],
+    [new InvalidArgs(''), 'org.freedesktop.DBus.Error.InvalidArgs', 'vfio-hookd: Refused without a reason; see the journal of vfio-hookd'],
+    [new TypeError('boom\n    at frame (/x.ts:1:1)'), DBUS_ERROR_FAILED, 'vfio-hookd: boom'],
+    [new InvalidArgs('vfio-hookd: already marked'), 'org.freedesktop.DBus.Error.InvalidArgs', 'vfio-hookd: vfio-hookd: already marked'],
+    [new InvalidArgs("VM 'a\uffffb\ufdd0'"), 'org.freedesktop.DBus.Error.InvalidArgs', "vfio-hookd: VM 'a\ufffdb\ufffd'"],
+  ];
+  for (const [error, type, text] of cases) {
+    const mapped = toHookDBusError(error);
+    t.deepEqual([mapped.type, mapped.text], [type, text]);
+    t.true(mapped.text.startsWith(HOOK_REFUSAL_MARKER));
+  }
+});
+
+test('text for the bus: noncharacters and lone surrogates become U+FFFD, everything else stays', (t) => {
+  const cases: [string, string][] = [
+    ['plain \u00fc \u{1f5a5} \ufffd \ufffc', 'plain \u00fc \u{1f5a5} \ufffd \ufffc'],
+    ['\ufdd0\ufdef\ufdcf\ufdf0', '\ufffd\ufffd\ufdcf\ufdf0'],
+    ['\ufffe\uffff\u{1fffe}\u{10ffff}', '\ufffd\ufffd\ufffd\ufffd'],
+    ['lone \ud800 and \udc00', 'lone \ufffd and \ufffd'],
+  ];
+  for (const [input, expected] of cases) t.is(busSafe(input), expected, JSON.stringify(input));
+  t.is(oneLine('a\n\n b\u0000c\u007f'), 'a b c');
+  t.is(toDBusError(new InvalidArgs('x\uffff')).text, 'x\ufffd', 'every error, not only the hook\'s');
+  const event = { domainName: 'vm\ufdd0', operation: 'prepare', subOperation: 'begin', extra: '-', domainXml: '' };
+  t.deepEqual(hookHandledTuple(event, false, "VM 'vm\ufdd0'", 1n), ['vm\ufffd', 'prepare', 'begin', false, "VM 'vm\ufffd'", 1n], 'and the signal');
 });
 
 test('mapErrors hands the original error to onError and throws the mapped one', async (t) => {
@@ -96,4 +130,56 @@ test('a failing HandleHook signals success=false with the message and rejects wi
   t.is(thrown.type, 'org.vfiohookd1.NoSuchDevice');
   t.deepEqual(signals, [['win10', 'prepare', 'begin', false, "No PCI device '0000:99:00.0'", 250n]]);
   t.deepEqual(errors, ['HandleHook']);
+});
+
+test('HandleHookFile reads the file, returns the note as one line, and marks every error', async (t) => {
+  const runRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-run-'));
+  t.teardown(() => fs.rm(runRoot, { recursive: true, force: true }));
+  await fs.mkdir(path.join(runRoot, 'vfio-hookd'));
+  const file = path.join(runRoot, 'vfio-hookd', 'hook-xml.abc');
+  await fs.writeFile(file, '<domain><name>plain</name></domain>', { mode: 0o600 });
+
+  const seen: string[] = [];
+  let clock = 0n;
+  let answer: () => Promise<{ message: string; note?: string }> = async () => ({ message: 'not managed', note: 'did you mean\n[vm.win10]?' });
+  const errors: string[] = [];
+  const manager = new ManagerInterface(
+    backend({
+      handleHook: async (event) => {
+        seen.push(event.domainXml);
+        clock += 5n;
+        return answer();
+      },
+    }),
+    { version: '1', configFile: '', runRoot, monotonicUsec: () => clock, onError: (member) => errors.push(member) },
+  );
+  const signals: unknown[] = [];
+  manager.HookHandled = ((tuple: unknown) => {
+    signals.push(tuple);
+    return tuple;
+  }) as typeof manager.HookHandled;
+
+  t.is(await manager.HandleHookFile('plain', 'prepare', 'begin', '-', file), 'did you mean [vm.win10]?');
+  t.deepEqual(seen, ['<domain><name>plain</name></domain>']);
+  answer = async () => ({ message: 'not managed' });
+  t.is(await manager.HandleHookFile('plain', 'prepare', 'begin', '-', file), '', 'no note: the empty string');
+
+  answer = async () => {
+    throw new NoSuchDevice("No PCI device '0000:99:00.0'");
+  };
+  const refused = (await t.throwsAsync(manager.HandleHookFile('plain', 'prepare', 'begin', '-', file))) as unknown as InstanceType<typeof dbus.DBusError>;
+  t.deepEqual([refused.type, refused.text], ['org.vfiohookd1.NoSuchDevice', "vfio-hookd: No PCI device '0000:99:00.0'"]);
+
+  const unreadable = (await t.throwsAsync(manager.HandleHookFile('plain', 'prepare', 'begin', '-', '/etc/passwd'))) as unknown as InstanceType<typeof dbus.DBusError>;
+  t.is(unreadable.type, 'org.freedesktop.DBus.Error.InvalidArgs');
+  t.is(unreadable.text, `vfio-hookd: Invalid domain XML file '/etc/passwd': expected a file named 'hook-*' in '${runRoot}/vfio-hookd', refusing`);
+  t.is(seen.length, 3, 'the backend never saw the unreadable one');
+
+  t.deepEqual(errors, ['HandleHook', 'HandleHookFile'], 'read errors and hook errors reach onError under their own member');
+  t.deepEqual(signals, [
+    ['plain', 'prepare', 'begin', true, 'not managed', 5n],
+    ['plain', 'prepare', 'begin', true, 'not managed', 5n],
+    ['plain', 'prepare', 'begin', false, "No PCI device '0000:99:00.0'", 5n],
+    ['plain', 'prepare', 'begin', false, `Invalid domain XML file '/etc/passwd': expected a file named 'hook-*' in '${runRoot}/vfio-hookd', refusing`, 0n],
+  ]);
 });

@@ -10,9 +10,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import dbus from 'dbus-next';
-import { startDaemon, startPrivateBus, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
+import { startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 import { daemonRuntime, installHook, leftovers, runHook, type HookRun, type InstalledHook } from '../helpers/hook.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
+import { HOSTILE_NAMES, escapeXml, managedConfig } from '../helpers/hook-fuzz.js';
 import { q } from '../../lib/errors.js';
 import { DOMAIN_XML_MAX_BYTES } from '../../lib/domain/index.js';
 import { ManagerInterface, type ManagerBackend } from '../../lib/bus/manager-interface.js';
@@ -20,41 +21,6 @@ import { InvalidArgs } from '../../lib/errors.js';
 
 const exec = promisify(execFile);
 const MiB = 2 ** 20;
-
-/**
- * VM names libvirt accepts (no '/', no newline) that a careless hook would
- * take for busctl options or for bus errors, or that a shell would act on.
- */
-const HOSTILE_NAMES = [
-  '-h',
-  '--help',
-  '--version',
-  '--address=unix:abstract=vfio-hookd-nonexistent',
-  '--system',
-  '-',
-  '--',
-  'org.freedesktop.DBus.Error.ServiceUnknown',
-  'org.freedesktop.DBus.Error.NameHasNoOwner',
-  'Failed to connect to bus: No such file or directory',
-  'The name org.vfiohookd1 was not provided by any .service files',
-  'Unit vfio-hookd.service not found',
-  'Connection refused',
-  'Call failed: vfio-hookd: fine',
-  'Call failed:',
-  'vfio-hookd: ',
-  'Spiel-PC \u00fc \u{1f5a5} \u65e5\u672c\u8a9e',
-  '\u0645\u0631\u062d\u0628\u0627 \u202e\u202d',
-  `it's a "quoted" VM`,
-  ' spaces  around ',
-  'back\\slash \\n \\c',
-  '%s %n %d',
-  '$(touch x) `id` ; | & * ~root',
-  '<hostdev> & <shmem>',
-];
-
-function escapeXml(text: string): string {
-  return text.replace(/[&<>'"]/g, (c) => `&#${c.charCodeAt(0)};`);
-}
 
 /** win10.xml (two PCI hostdevs, a 32M and a 2M shmem) for a VM named `name`. */
 function win10Xml(name: string): string {
@@ -69,11 +35,9 @@ function plainXml(name: string): string {
 /**
  * Every hostile name managed, with a Looking Glass size the XML contradicts:
  * their prepare is refused before anything happens (merge.ts), so one daemon
- * can refuse them all. JSON string escapes are TOML basic-string escapes.
+ * can refuse them all.
  */
-const HOSTILE_CONFIG = HOSTILE_NAMES.map(
-  (name) => `[vm.${JSON.stringify(name)}]\nuser = "1000"\n[vm.${JSON.stringify(name)}.looking-glass]\nsize = "64M"\ngroup = "64055"\n`,
-).join('\n');
+const HOSTILE_CONFIG = managedConfig(HOSTILE_NAMES);
 
 function lines(stderr: string): string[] {
   return stderr.split('\n').filter((l) => l !== '');
@@ -103,7 +67,7 @@ async function rx590(daemon: DaemonProcess): Promise<[string | null, string | nu
   return [await driverOf(daemon, '0000:0b:00.0'), await driverOf(daemon, '0000:0b:00.1')];
 }
 
-test('a managed VM with a hostile name is refused with the daemon\'s sentence, never let through', async (t) => {
+test.serial('a managed VM with a hostile name is refused with the daemon\'s sentence, never let through', async (t) => {
   const { daemon, hook } = await daemonUp(t, HOSTILE_CONFIG);
   for (const name of HOSTILE_NAMES) {
     const r = await runHook(hook, [name, 'prepare', 'begin', '-'], win10Xml(name));
@@ -114,7 +78,7 @@ test('a managed VM with a hostile name is refused with the daemon\'s sentence, n
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('a VM with a hostile name that the daemon does not manage starts, with at most a note', async (t) => {
+test.serial('a VM with a hostile name that the daemon does not manage starts, with at most a note', async (t) => {
   const { hook } = await daemonUp(t, WIN10_CONFIG);
   for (const name of HOSTILE_NAMES) {
     for (const xml of [plainXml(name), win10Xml(name)]) {
@@ -128,7 +92,7 @@ test('a VM with a hostile name that the daemon does not manage starts, with at m
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('names libvirt would not make are refused with the name quoted on one line', async (t) => {
+test.serial('names libvirt would not make are refused with the name quoted on one line', async (t) => {
   const { hook } = await daemonUp(t, WIN10_CONFIG);
   const long = 'a'.repeat(10_000);
   const cases: [string, string][] = [
@@ -147,7 +111,7 @@ test('names libvirt would not make are refused with the name quoted on one line'
   }
 });
 
-test('with the daemon down, a VM about to start fails closed with <hostdev> or <shmem> and starts without, whatever its name', async (t) => {
+test.serial('with the daemon down, a VM about to start fails closed with <hostdev> or <shmem> and starts without, whatever its name', async (t) => {
   const bus = await startPrivateBus(t);
   const hook = await installHook(t, bus.address);
   const names = [...HOSTILE_NAMES, 'a'.repeat(10_000), 'a\nb', 'tab\there', ''];
@@ -173,7 +137,7 @@ test('with the daemon down, a VM about to start fails closed with <hostdev> or <
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('with the daemon down, steps of a VM that is not starting go on, so libvirt never kills a running VM for it', async (t) => {
+test.serial('with the daemon down, steps of a VM that is not starting go on, so libvirt never kills a running VM for it', async (t) => {
   const bus = await startPrivateBus(t);
   const hook = await installHook(t, bus.address);
   for (const [operation, sub] of [
@@ -198,7 +162,30 @@ test('with the daemon down, steps of a VM that is not starting go on, so libvirt
   }
 });
 
-test('too few arguments is refused whether or not the daemon runs', async (t) => {
+test.serial('a runtime folder the hook cannot write in is no answer: the XML alone decides', async (t) => {
+  const { bus } = await daemonUp(t, WIN10_CONFIG);
+  const hook = await installHook(t, bus.address, '/proc/vfio-hookd-cannot-be-made');
+  const plain = await runHook(hook, ['plain', 'prepare', 'begin', '-'], plainXml('plain'));
+  t.deepEqual(plain, {
+    code: 0,
+    stdout: '',
+    stderr: "vfio-hookd: no answer from vfio-hookd (cannot make a file in '/proc/vfio-hookd-cannot-be-made' for the domain XML); VM 'plain' has no <hostdev> and no <shmem>, starting it anyway\n",
+  });
+  const win10 = await runHook(hook, ['win10', 'prepare', 'begin', '-'], WIN10_XML);
+  t.is(win10.code, 1);
+  t.regex(win10.stderr, /^vfio-hookd: no answer from vfio-hookd \(cannot make a file in .*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it;[^\n]*\n$/);
+});
+
+test.serial('a hook that cannot read its stdin refuses every VM rather than guess', async (t) => {
+  const hook = await installHook(t, 'unix:path=/nonexistent/vfio-hookd-test-bus');
+  const empty = await tempDir(t, 'vfio-hookd-empty-path-', 0o755);
+  for (const xml of [plainXml('plain'), WIN10_XML]) {
+    const r = await runHook(hook, ['plain', 'prepare', 'begin', '-'], xml, { LC_ALL: 'C', PATH: empty });
+    t.deepEqual(r, { code: 1, stdout: '', stderr: "vfio-hookd: cannot read the domain XML on stdin (is cat on the hook's PATH?), refusing\n" });
+  }
+});
+
+test.serial('too few arguments is refused whether or not the daemon runs', async (t) => {
   const hook = await installHook(t, 'unix:path=/nonexistent/vfio-hookd-test-bus');
   const r = await runHook(hook, ['win10', 'prepare', 'begin'], WIN10_XML);
   t.deepEqual(r, { code: 1, stdout: '', stderr: 'vfio-hookd: expected 4 arguments (VM OPERATION SUB-OPERATION EXTRA), got 3\n' });
@@ -210,7 +197,7 @@ function grown(xml: string, bytes: number): string {
   return xml.replace('<devices>', `<devices>\n${disk.repeat(Math.ceil(bytes / disk.length))}`);
 }
 
-test('a 1 MiB domain XML reaches the daemon: a managed VM is prepared and released, an unmanaged one answered', async (t) => {
+test.serial('a 1 MiB domain XML reaches the daemon: a managed VM is prepared and released, an unmanaged one answered', async (t) => {
   const { daemon, hook } = await daemonUp(t, WIN10_CONFIG);
   const big = grown(WIN10_XML, MiB);
   t.true(Buffer.byteLength(big) > MiB);
@@ -228,7 +215,7 @@ test('a 1 MiB domain XML reaches the daemon: a managed VM is prepared and releas
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('a domain XML over the 16 MiB cap is refused for every VM with the cap in the sentence', async (t) => {
+test.serial('a domain XML over the 16 MiB cap is refused for every VM with the cap in the sentence', async (t) => {
   const { hook } = await daemonUp(t, WIN10_CONFIG);
   const huge = plainXml('plain').replace('<memory>', `<description>${'x'.repeat(DOMAIN_XML_MAX_BYTES)}</description><memory>`);
   const bytes = Buffer.byteLength(huge) + 1; // the hook adds the newline that $(cat) took
@@ -241,7 +228,7 @@ test('a domain XML over the 16 MiB cap is refused for every VM with the cap in t
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('the bus keeps answering while a large hook is parsed, and answers first', async (t) => {
+test.serial('the bus keeps answering while a large hook is parsed, and answers first', async (t) => {
   const { bus, daemon } = await daemonUp(t, WIN10_CONFIG);
   const file = path.join(daemonRuntime(daemon), 'hook-xml.test');
   await fs.mkdir(daemonRuntime(daemon), { recursive: true });
@@ -260,7 +247,7 @@ test('the bus keeps answering while a large hook is parsed, and answers first', 
   t.deepEqual(order, ['ping', 'version', 'hook']);
 });
 
-test('HandleHookFile reads only a hook file in the runtime folder, and marks its refusals', async (t) => {
+test.serial('HandleHookFile reads only a hook file in the runtime folder, and marks its refusals', async (t) => {
   const { bus, daemon } = await daemonUp(t, WIN10_CONFIG);
   const runtime = daemonRuntime(daemon);
   await fs.mkdir(runtime, { recursive: true });
@@ -299,7 +286,7 @@ test('HandleHookFile reads only a hook file in the runtime folder, and marks its
   t.true((await fs.stat(path.join(runtime, 'hook-xml.ok'))).isFile(), 'the daemon leaves the file to the hook');
 });
 
-test('HandleHook with the XML inline still works for hooks of earlier versions, its errors unmarked', async (t) => {
+test.serial('HandleHook with the XML inline still works for hooks of earlier versions, its errors unmarked', async (t) => {
   const { bus } = await daemonUp(t, WIN10_CONFIG);
   const call = (...args: string[]) => exec('busctl', [`--address=${bus.address}`, '--', 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'HandleHook', 'sssss', ...args]);
   t.is((await call('plain', 'prepare', 'begin', '-', plainXml('plain'))).stdout, '');
@@ -324,7 +311,7 @@ async function fakeDaemon(t: ExecutionContext, handleHook: ManagerBackend['handl
   return installHook(t, bus.address, path.join(bus.dir, 'vfio-hookd'));
 }
 
-test('a note from the daemon is shown on one stderr line, whatever it holds', async (t) => {
+test.serial('a note from the daemon is shown on one stderr line, whatever it holds', async (t) => {
   let note = '';
   const hook = await fakeDaemon(t, async () => ({ message: 'done', note }));
   const notes: [string, string][] = [
@@ -340,7 +327,7 @@ test('a note from the daemon is shown on one stderr line, whatever it holds', as
   t.deepEqual(await leftovers(hook), []);
 });
 
-test('a refusal whose text looks like a bus failure is still a refusal, on one line', async (t) => {
+test.serial('a refusal whose text looks like a bus failure is still a refusal, on one line', async (t) => {
   let text = '';
   const hook = await fakeDaemon(t, async () => {
     throw new InvalidArgs(text);
@@ -351,12 +338,13 @@ test('a refusal whose text looks like a bus failure is still a refusal, on one l
     'The name org.vfiohookd1 was not provided by any .service files',
     'Call failed: Connection timed out',
     'line one\nCall failed: vfio-hookd: line two',
+    'a noncharacter \uffff, which sd-bus refuses',
     '',
   ]) {
     text = message;
     for (const xml of [plainXml('plain'), win10Xml('plain')]) {
       const r = await runHook(hook, ['plain', 'prepare', 'begin', '-'], xml);
-      const shown = message === '' ? 'Refused without a reason; see the journal of vfio-hookd' : message.replace('\n', ' ');
+      const shown = message === '' ? 'Refused without a reason; see the journal of vfio-hookd' : message.replace('\n', ' ').replace('\uffff', '\ufffd');
       t.deepEqual(r, { code: 1, stdout: '', stderr: `vfio-hookd: ${shown}\n` }, JSON.stringify(message));
     }
   }

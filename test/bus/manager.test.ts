@@ -107,6 +107,7 @@ test('introspection lists org.vfiohookd1.Manager with its methods, properties an
     '.DetachDevice method ssb - -',
     '.ReattachDevice method s - -',
     '.HandleHook method sssss - -',
+    '.HandleHookFile method sssss s -',
     '.Reload method - - -',
     '.Version property s "0.1.0" const',
     '.HookHandled signal sssbst - -',
@@ -196,6 +197,8 @@ test('an unprivileged user is denied DetachDevice but may read Version and call 
   }
   const hook = await dbusSend(bus, 'HandleHook', ['string:win10', 'string:prepare', 'string:begin', 'string:-', 'string:<domain/>'], true);
   t.regex(hook.stderr, /^Error org\.freedesktop\.DBus\.Error\.AccessDenied: /);
+  const hookFile = await dbusSend(bus, 'HandleHookFile', ['string:win10', 'string:prepare', 'string:begin', 'string:-', 'string:/run/vfio-hookd/hook-xml.x'], true);
+  t.regex(hookFile.stderr, /^Error org\.freedesktop\.DBus\.Error\.AccessDenied: /);
 
   const version = await busctl(bus, ['get-property', NAME, PATH, IFACE, 'Version'], true);
   t.is(version.code, 0, version.stderr);

@@ -342,8 +342,8 @@ export class E2eLibvirt {
     const hookText = (await fs.readFile(path.join(REPO, 'hooks', 'qemu'), 'utf8'))
       .replace(/^BUSCTL=.*$/m, 'BUSCTL=/usr/bin/busctl')
       .replace(/^BUS_ADDRESS=.*$/m, `BUS_ADDRESS='${address}'`)
-      // The daemon reads the hook's XML file only from its own run folder.
-      .replace(/^RUNTIME=.*$/m, `RUNTIME='${path.join(top, 'daemon', 'run', 'vfio-hookd')}'`);
+      // The hook leaves the domain XML in the daemon's runtime folder.
+      .replace(/^RUNTIME=.*$/m, `RUNTIME='${path.join(daemon.runRoot, 'vfio-hookd')}'`);
     await fs.writeFile(path.join(etc, 'hooks', 'qemu.d', 'vfio-hookd'), hookText, { mode: 0o755 });
     // A probe run by libvirtd right after ours (qemu.d runs in name order) and before QEMU exists:
     // what the shm files are at that moment, one file per hook, in the probe folder.

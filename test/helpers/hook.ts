@@ -47,10 +47,27 @@ export async function installHook(t: ExecutionContext, busAddress: string, runti
   return { path: hook, runtime: folder };
 }
 
+/** The environment libvirt gives its hooks (LC_ALL=C and a PATH; HOME, USER and the like do not matter here). */
+export const HOOK_ENV: Readonly<Record<string, string>> = { LC_ALL: 'C', PATH: '/usr/bin:/bin' };
+
 /** Run the hook as libvirt does; `xml` may be bytes (for input that is not UTF-8). */
-export async function runHook(hook: InstalledHook | string, args: readonly string[], xml: string | Buffer): Promise<HookRun> {
+export async function runHook(hook: InstalledHook | string, args: readonly string[], xml: string | Buffer, env = HOOK_ENV): Promise<HookRun> {
   const file = typeof hook === 'string' ? hook : hook.path;
-  const child = spawn(file, args, { env: { LC_ALL: 'C', PATH: '/usr/bin:/bin' }, stdio: ['pipe', 'pipe', 'pipe'] });
+  // ETXTBSY: a process forked by another test of this worker (before its exec)
+  // briefly holds the descriptor that wrote the hook. It passes at once; libvirt's
+  // hook was written long before it runs.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await runOnce(file, args, xml, env);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ETXTBSY' || attempt === 50) throw error;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+}
+
+async function runOnce(file: string, args: readonly string[], xml: string | Buffer, env: Readonly<Record<string, string>>): Promise<HookRun> {
+  const child = spawn(file, args, { env: { ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
