@@ -9,9 +9,10 @@
  * - refused (exit 1, the daemon's one line): a name libvirt would not make
  *   ('/', a control character, empty, over 251 bytes), an operation or
  *   sub-operation libvirt does not send, an extra argument with a control
- *   character or over 4096 characters, XML that is not UTF-8; and, at a
- *   stage that acts (prepare begin, started begin, stopped end, release end,
- *   reconnect begin), XML that is not a valid domain of that name (not XML,
+ *   character or over 4096 characters, XML that is not UTF-8; and, at
+ *   `prepare begin` (the one stage that reads the XML: the others act on the
+ *   record prepare made, so a release is never refused for its XML), XML
+ *   that is not a valid domain of that name (not XML,
  *   truncated, another root, no or two <name>, another name, a DOCTYPE, an
  *   unknown entity, nesting over 256, a bad hostdev, shmem, uuid or
  *   metadata); and a managed VM's prepare (its sizes disagree);
@@ -425,11 +426,11 @@ function fuzzCase(rng: Rng, index: number): FuzzCase | null {
   } else {
     const broken = brokenXml(rng, name);
     xml = broken.xml;
-    if (acting) {
+    if (operation === 'prepare' && subOperation === 'begin') {
       refused = true;
       why.push(`XML: ${broken.why}`);
-    } else if (managed && !refused) {
-      why.push(`XML ${broken.why}, but the stage does not act`);
+    } else if (!refused) {
+      why.push(`XML ${broken.why}, but only prepare reads the XML`);
     }
   }
 
