@@ -325,10 +325,29 @@ const libvirt = new LibvirtEvents({
 });
 bus.export(ROOT_PATH, manager);
 
-// Own the name before touching any state: a second daemon must exit here,
-// before it reads or rewrites what the running one records. Hooks that
-// arrive between owning the name and the end of recovery wait behind it on
-// the device queue.
+// A second daemon must exit before it reads or rewrites what the running one
+// records: ask the bus whether the name has an owner before touching any
+// state. The name itself is requested only after recovery and the first
+// refresh, so a client that sees it owned (the user agent) finds the Machine
+// objects already there. Two daemons started in the same instant could both
+// pass this check; their recoveries then run one after the other under the
+// state lock (recovery on a consistent state changes nothing) and the loser's
+// RequestName below fails. systemd never starts two anyway.
+try {
+  const driver = (await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus')).getInterface('org.freedesktop.DBus');
+  if ((await (driver['NameHasOwner'] as (n: string) => Promise<boolean>)(BUS_NAME)) === true) {
+    fail(`The bus name '${BUS_NAME}' is already owned by another process (is vfio-hookd already running?), exiting`);
+  }
+} catch (error) {
+  fail(`Cannot ask the bus who owns '${BUS_NAME}': ${(error as Error).message}`);
+}
+
+const recovered = await lifecycle.recover();
+for (const note of recovered) log.warning(note, { MESSAGE_ID: MessageId.STATE_RECOVERED });
+await backend.noteStartState();
+refreshObjects();
+await refreshing;
+
 let reply: number;
 try {
   reply = await bus.requestName(BUS_NAME, dbus.NameFlag.DO_NOT_QUEUE);
@@ -338,12 +357,6 @@ try {
 if (reply !== dbus.RequestNameReply.PRIMARY_OWNER && reply !== dbus.RequestNameReply.ALREADY_OWNER) {
   fail(`The bus name '${BUS_NAME}' is already owned by another process (is vfio-hookd already running?), exiting`);
 }
-
-const recovered = await lifecycle.recover();
-for (const note of recovered) log.warning(note, { MESSAGE_ID: MessageId.STATE_RECOVERED });
-await backend.noteStartState();
-refreshObjects();
-await refreshing;
 
 await libvirt.start().catch((error: Error) => log.warning(`Cannot follow libvirt-dbus: ${error.message}`));
 for (const warning of await lifecycle.retakeSleepLocks()) log.warning(warning);

@@ -279,9 +279,15 @@ export class DaemonBackend implements ManagerBackend {
     const event = parseHookEvent(raw.domainName, raw.operation, raw.subOperation, raw.extra);
     const stage = stageOf(event);
     const lifecycle = this.#options.lifecycle;
-    if (stage === 'none' || stage === 'stopped') {
-      if (stage === 'stopped' && this.#seen.has(event.domainName)) this.#seen.set(event.domainName, { state: 'stopped', message: 'stopped' });
-      if (stage === 'stopped') this.#options.onChange?.();
+    if (stage === 'none') return lifecycle.handle(event, null);
+    if (stage === 'stopped') {
+      // Nothing to do here but say so: the agents stop the VM's units when its State is 'stopped'
+      // (a VM seen, recorded or configured; after a restart of ours only the record may know it).
+      const name = event.domainName;
+      if (this.#seen.has(name) || this.#options.config().vms.has(name) || (await lifecycle.knows(name))) {
+        this.#seen.set(name, { state: 'stopped', message: `VM '${name}' stopped` });
+        this.#options.onChange?.();
+      }
       return lifecycle.handle(event, null);
     }
 
