@@ -196,7 +196,7 @@ const backend = new DaemonBackend({
     if (error !== null) {
       log.warning(`${what === 'detach' ? 'DetachDevice' : 'ReattachDevice'} by '${caller.name}' (uid ${caller.uid}) refused: ${(error as Error).message}`, fields);
     } else if (what === 'detach') {
-      log.info(`Detached by hand by '${caller.name}' (uid ${caller.uid}) for ${describeOwner(owner)}: ${devices}`, fields);
+      log.info(`Detached by hand by '${caller.name}' (uid ${caller.uid})${owner.kind === 'vm' ? ` for ${describeOwner(owner)}` : ''}: ${devices}`, fields);
     } else {
       log.info(`Given back by hand by '${caller.name}' (uid ${caller.uid}): ${devices || 'nothing to do'}`, fields);
     }

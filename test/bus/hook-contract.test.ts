@@ -193,3 +193,53 @@ test('a second daemon exits before it reads or writes any state', async (t) => {
   t.is(after.ino, before.ino, 'the state file was not rewritten');
   t.is(after.mtimeMs, before.mtimeMs);
 });
+
+test('every DetachDevice and ReattachDevice is journaled with the caller and the devices', async (t) => {
+  const bus = await startPrivateBus(t);
+  const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
+  const call = (member: string, sig: string, ...args: string[]) =>
+    run('busctl', [`--address=${bus.address}`, 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', member, sig, ...args]);
+  await call('DetachDevice', 'ssb', '0000:0b:00.0', '', 'false');
+  await call('ReattachDevice', 's', '0000:0b:00.0');
+  await call('DetachDevice', 'ssb', '0000:01:00.0', '', 'false').catch(() => undefined);
+  const lines = daemon.stderr().split('\n');
+  t.true(lines.some((l) => l.startsWith("<6>Detached by hand by 'root' (uid 0): 0000:0b:00.1, 0000:0b:00.0 [CALLER_UID=0 ")), daemon.stderr());
+  t.true(lines.some((l) => l.startsWith("<6>Given back by hand by 'root' (uid 0): 0000:0b:00.0, 0000:0b:00.1 [CALLER_UID=0 ")), daemon.stderr());
+  t.true(lines.some((l) => l.startsWith("<4>DetachDevice by 'root' (uid 0) refused: Cannot detach '0000:01:00.0': the host depends on it")), daemon.stderr());
+  t.deepEqual(await rx590(daemon), HOST);
+});
+
+test('[daemon] qemu-user takes effect on reload: a file QEMU made as that user is then adopted, not refused', async (t) => {
+  const bus = await startPrivateBus(t);
+  const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG.replace('[vm.win10.scream]\nsize = "2M"\n', '') });
+  // QEMU (uid 4321 here) made the Looking Glass file before we came.
+  const file = path.join(daemon.simDir, 'dev/shm/looking-glass');
+  await fs.writeFile(file, '');
+  await fs.truncate(file, 32 * 2 ** 20);
+  await fs.chown(file, 4321, 4321);
+  const refused = await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML.replace(/<shmem name='scream'>[\s\S]*?<\/shmem>/, ''));
+  t.false(refused.ok);
+  t.regex(refused.text, /owned by uid 4321.*qemu-user/);
+  t.deepEqual(await rx590(daemon), HOST, 'the refusal changed nothing');
+
+  await fs.writeFile(daemon.configPath, `[daemon]\nqemu-user = "4321"\n${WIN10_CONFIG.replace('[vm.win10.scream]\nsize = "2M"\n', '')}`);
+  await run('busctl', [`--address=${bus.address}`, 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'Reload']);
+  const adopted = await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML.replace(/<shmem name='scream'>[\s\S]*?<\/shmem>/, ''));
+  t.true(adopted.ok, adopted.text);
+  const s = await fs.stat(file);
+  t.deepEqual([s.uid, s.gid, s.mode & 0o777], [1000, 64055, 0o660], 'repaired to the configured owner, group and mode');
+  t.deepEqual(await rx590(daemon), VFIO);
+});
+
+test('without libvirt-dbus, a VM holding devices from before the daemon started says its claim may be stale and how to give it back', async (t) => {
+  const bus = await startPrivateBus(t);
+  const dir = await tempDir(t, 'vfio-hookd-stale-');
+  const first = await startDaemon(t, bus, { dir, config: WIN10_CONFIG });
+  t.true((await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML)).ok);
+  first.child.kill('SIGTERM');
+  await first.exited;
+  await startDaemon(t, bus, { dir });
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', '--bus-address', bus.address, 'status'], { cwd: path.resolve('.') });
+  t.regex(stdout, /win10: prepared/);
+  t.regex(stdout, /last: holds 0000:0b:00\.0, 0000:0b:00\.1 since before vfio-hookd started; libvirt-dbus is not on the bus, so whether it still runs is unknown: if it is off, give the devices back with 'vfio-hookctl reattach 0000:0b:00\.0'/);
+});

@@ -194,6 +194,31 @@ test.serial('a libvirtd restart with the VM running reaches vfio-hookd as reconn
   t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
 });
 
+test.serial('a VM that stops while vfio-hookd is down is released from its record when vfio-hookd starts again and libvirt-dbus says it is off', async (t) => {
+  const from = e2e.hooks.length;
+  await start();
+  await e2e.waitForHook('started', 'begin', from);
+  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci']);
+  // The daemon goes away (an upgrade, a crash, systemctl stop) and the VM stops meanwhile.
+  e2e.daemon.child.kill('SIGTERM');
+  t.is(await e2e.daemon.exited, 0);
+  const destroyed = await e2e.virsh(['destroy', E2E_DOMAIN]);
+  t.is(destroyed.code, 0, destroyed.stderr);
+  t.is((await e2e.virsh(['domstate', E2E_DOMAIN])).stdout.trim(), 'shut off');
+  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci'], 'nobody gave them back yet');
+
+  const daemon = await startDaemon(t, e2e.bus, { dir: path.dirname(e2e.daemon.simDir) });
+  // The daemon asks libvirt-dbus once no hook runs: wait (bounded) for the release it then makes.
+  const deadline = Date.now() + 30_000;
+  while ((await driverOf('0000:0b:00.0')) !== 'amdgpu' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
+  const journaled = daemon.stderr().split('\n').filter((l) => l.includes('held devices but libvirt reports it not running'));
+  t.is(journaled.length, 1, daemon.stderr());
+  const state = JSON.parse(await fs.readFile(path.join(daemon.runRoot, 'vfio-hookd', 'state.json'), 'utf8')) as { claims: object; machines: object };
+  t.deepEqual(state.claims, {});
+  t.deepEqual(state.machines, {});
+});
+
 test.serial('a managed VM started without its hook (installed, but libvirtd not restarted) is reported loudly through libvirt-dbus', async (t) => {
   // The field's most common complaint: libvirtd runs without our hook (it looks
   // for hooks only when it starts) while vfio-hookd has just been started.
