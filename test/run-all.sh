@@ -37,6 +37,15 @@ else
 fi
 count typecheck "$logdir/typecheck" "$rc"
 
+# Lint and format: ESLint (typescript-eslint, no floating promises, no import
+# cycles) and Prettier, each one check.
+echo "== lint"
+lint_pass=0; lint_fail=0
+if npx eslint .; then lint_pass=$((lint_pass + 1)); else lint_fail=$((lint_fail + 1)); fi
+if npx prettier --check . >/dev/null; then lint_pass=$((lint_pass + 1)); else echo "prettier: files not formatted (npm run format):"; npx prettier --list-different .; lint_fail=$((lint_fail + 1)); fi
+printf '# pass %d\n# fail %d\n' "$lint_pass" "$lint_fail" >"$logdir/lint"
+count lint "$logdir/lint" "$lint_fail"
+
 for tier in unit sim bus e2e; do
   if compgen -G "test/$tier/*.test.ts" >/dev/null; then
     echo "== tier $tier"
@@ -54,6 +63,7 @@ fi
 if compgen -G "test/bench/*.bench.ts" >/dev/null; then
   for bench in test/bench/*.bench.ts; do
     echo "== bench $bench (figures only, never fails on time)"
+    # The short run (npm run bench:long repeats the memory run over 2,000 lifecycles).
     node --import tsx "$bench" || echo "bench $bench exited non-zero (not counted)"
   done
 fi

@@ -3,7 +3,9 @@
  * built daemon, `dist/`): time from start to READY=1, the hook's round trip
  * (the real hooks/qemu, sh + busctl, as libvirt runs it) for an unmanaged VM
  * and a managed one, next to a bare `busctl call` of Peer.Ping on the same
- * bus, and resident memory after start and after 1,000 VM lifecycles.
+ * bus, and resident memory after start and after N VM lifecycles
+ * (VFIO_BENCH_LIFECYCLES, default 100 for `npm run bench`; `npm run bench:long`
+ * runs 2,000 and reports the memory at 1,000 and 2,000, to show no growth).
  * Prints figures; never fails on a time.
  *
  * Run alone: npm run build && node --import tsx test/bench/hook.bench.ts
@@ -70,15 +72,16 @@ try {
   });
   console.log(`bench daemon: hook prepare + release of the managed VM (RX 590 to vfio-pci and back, 2 shm files): ${stats(cycles)}`);
 
-  // 1,000 lifecycles over one client connection (the hook's own cost is measured above).
+  // N lifecycles over one client connection (the hook's own cost is measured above).
+  const lifecycles = Number(process.env['VFIO_BENCH_LIFECYCLES'] ?? '100');
   const client = dbus.sessionBus({ busAddress: bus.address });
   cleanups.push(() => client.disconnect());
   const manager = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.vfiohookd1.Manager');
   const handle = manager['HandleHook'] as (...a: string[]) => Promise<void>;
   const t1 = performance.now();
   let rssAtHalf = '';
-  for (let i = 0; i < 1000; i++) {
-    if (i === 500) rssAtHalf = await rssMiB(pid);
+  for (let i = 0; i < lifecycles; i++) {
+    if (i === lifecycles / 2) rssAtHalf = await rssMiB(pid);
     for (const [op, sub] of [
       ['prepare', 'begin'],
       ['start', 'begin'],
@@ -89,7 +92,10 @@ try {
       await handle('win10', op!, sub!, '-', WIN10_XML);
     }
   }
-  console.log(`bench daemon: 1,000 full lifecycles (5 hook calls each) in ${((performance.now() - t1) / 1000).toFixed(1)} s; rss after 500: ${rssAtHalf}, after 1,000: ${await rssMiB(pid)}`);
+  console.log(
+    `bench daemon: ${lifecycles} full lifecycles (5 hook calls each) in ${((performance.now() - t1) / 1000).toFixed(1)} s; ` +
+      `rss after ${lifecycles / 2}: ${rssAtHalf}, after ${lifecycles}: ${await rssMiB(pid)}`,
+  );
 } finally {
   for (const fn of cleanups.reverse()) await fn();
 }

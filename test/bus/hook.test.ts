@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
-import { daemonRuntime, installHook, leftovers, runHook, type InstalledHook } from '../helpers/hook.js';
+import { daemonRuntime, installHook, runHook, type InstalledHook } from '../helpers/hook.js';
 import { addSimProcess, BUILTIN_HOSTS } from '../../lib/sim/index.js';
 import { rootsUnder } from '../../lib/roots.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';

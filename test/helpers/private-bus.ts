@@ -137,8 +137,12 @@ export class NotifyListener {
     socket.on('error', () => {});
     socket.bind(socketPath);
     const listener = new NotifyListener(socketPath, socket);
-    t.teardown(() => socket.close());
+    t.teardown(() => listener.close());
     return listener;
+  }
+
+  close(): void {
+    this.#socket.close();
   }
 
   /** Lines `KEY=value` of every message so far. */
