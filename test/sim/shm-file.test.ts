@@ -16,6 +16,21 @@ import test, { type ExecutionContext } from 'ava';
 import { InvalidArgs, InvalidConfig, UnsafePath } from '../../lib/errors.js';
 import { ensureShmFile, inspectShmFile, removeShmFile, type ShmFileSpec } from '../../lib/shm/index.js';
 
+/**
+ * Decided once, before the tests: a test that cannot provoke its failure on
+ * this file system is skipped, with the reason in its title, never passed.
+ */
+const HUGE_REFUSED = await (async () => {
+  const dir = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-probe-'));
+  try {
+    return await refusesHugeFiles(dir);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+})();
+const onHugeRefusal = HUGE_REFUSED ? test : test.skip;
+const SKIP_REASON = HUGE_REFUSED ? '' : ` (skipped: ${os.tmpdir()} takes a 2^53-1 byte file as sparse, so the failure cannot be provoked here)`;
+
 const MiB = 1024 * 1024;
 const USER = 1000;
 const GROUP = 1001;
@@ -459,24 +474,14 @@ async function refusesHugeFiles(dir: string): Promise<boolean> {
   }
 }
 
-test('removes a file it created when setting it up fails', async (t) => {
+onHugeRefusal(`removes a file it created when setting it up fails${SKIP_REASON}`, async (t) => {
   const root = await tempDir(t, 'root');
-  if (!(await refusesHugeFiles(root))) {
-    t.log(`${os.tmpdir()} accepts a 2^53-1 byte file; cannot provoke a failure here`);
-    t.pass();
-    return;
-  }
   await t.throwsAsync(ensureShmFile(lgSpec(root, { size: Number.MAX_SAFE_INTEGER })), { code: 'EFBIG' });
   t.deepEqual(await fsp.readdir(root), []);
 });
 
-test('puts owner and mode back when resizing an existing file fails', async (t) => {
+onHugeRefusal(`puts owner and mode back when resizing an existing file fails${SKIP_REASON}`, async (t) => {
   const root = await tempDir(t, 'root');
-  if (!(await refusesHugeFiles(root))) {
-    t.log(`${os.tmpdir()} accepts a 2^53-1 byte file; cannot provoke a failure here`);
-    t.pass();
-    return;
-  }
   const path = join(root, 'looking-glass');
   await makeFile(path, 'old', USER, USER, 0o644, 2 * MiB);
   const before = await snapshot(path);
