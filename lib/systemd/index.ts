@@ -7,20 +7,19 @@
 export { NOTIFY_ENVIRONMENT, Notifier, statusLine } from './notify.js';
 export type { NotifierOptions } from './notify.js';
 
+export { JOURNAL_SOCKET, Journal, isJournalStream } from './journal.js';
+export type { JournalOptions } from './journal.js';
 export {
   DEFAULT_IDENTIFIER,
   DEFAULT_MAX_ENTRY_BYTES,
   FIELD_NAME_MAX,
-  JOURNAL_SOCKET,
-  Journal,
   LogPriority,
   MIN_MAX_ENTRY_BYTES,
   encodeEntry,
   formatStderr,
-  isJournalStream,
   isValidFieldName,
-} from './journal.js';
-export type { FieldValue, JournalFields, JournalOptions, Priority } from './journal.js';
+} from './journal-entry.js';
+export type { FieldValue, JournalFields, Priority } from './journal-entry.js';
 
 export { MessageId } from './message-ids.js';
 export type { MessageIdName, MessageIdValue } from './message-ids.js';
