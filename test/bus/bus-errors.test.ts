@@ -3,9 +3,9 @@
  * and message, anything else becomes Failed with one short line, never a
  * stack.
  */
+import { tempDir } from '../helpers/temp-dir.js';
 import test from 'ava';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import dbus from 'dbus-next';
 import { DBUS_ERROR_FAILED, HOOK_REFUSAL_MARKER, mapErrors, oneLine, toDBusError, toHookDBusError } from '../../lib/bus/bus-errors.js';
@@ -133,8 +133,7 @@ test('a failing HandleHook signals success=false with the message and rejects wi
 });
 
 test('HandleHookFile reads the file, returns the note as one line, and marks every error', async (t) => {
-  const runRoot = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-run-'));
-  t.teardown(() => fs.rm(runRoot, { recursive: true, force: true }));
+  const runRoot = await tempDir(t, 'vfio-hookd-run-');
   await fs.mkdir(path.join(runRoot, 'vfio-hookd'));
   const file = path.join(runRoot, 'vfio-hookd', 'hook-xml.abc');
   await fs.writeFile(file, '<domain><name>plain</name></domain>', { mode: 0o600 });

@@ -9,7 +9,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
@@ -21,13 +20,8 @@ export const POLICY_FILE = path.join(REPO, 'units', 'org.vfiohookd1.conf');
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 5_000;
 
-/** A fresh temp folder, removed in teardown (after the processes in it, as teardowns run last-first). */
-export async function tempDir(t: ExecutionContext, prefix: string, mode = 0o700): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
-  await fs.chmod(dir, mode);
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+export { tempDir } from './temp-dir.js';
+import { tempDir } from './temp-dir.js';
 
 /**
  * The shipped private-bus configuration (units/private-bus.conf.in) with our

@@ -5,10 +5,10 @@
  * command is a fresh runHookctl call (or a fresh process), so changes are
  * seen only through the folder, as between two real invocations.
  */
+import { tempDir as makeTempDir } from '../helpers/temp-dir.js';
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runHookctl } from '../../lib/cli/hookctl.js';
@@ -62,11 +62,7 @@ interface Sim {
   statePath: string;
 }
 
-async function tempDir(t: ExecutionContext): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookctl-'));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tempDir = (t: ExecutionContext): Promise<string> => makeTempDir(t, 'vfio-hookctl-');
 
 async function makeSim(t: ExecutionContext, fixture = 'reference-host'): Promise<Sim> {
   const dir = path.join(await tempDir(t), 'sim');

@@ -4,17 +4,16 @@
  * atomically, read version 1 files, and a damaged file must be refused with a
  * sentence that never echoes its content, then set aside on request.
  */
+import { tempDir } from '../helpers/temp-dir.js';
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { DamagedState } from '../../lib/errors.js';
 import { EMPTY_STATE, StateFile, type ClaimRecord, type State } from '../../lib/state/state-file.js';
 import { manualOwner, vmOwner } from '../../lib/state/owner.js';
 
 async function tempRun(t: ExecutionContext): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-state-'));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'vfio-hookd-state-');
   return path.join(dir, 'run');
 }
 

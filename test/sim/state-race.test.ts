@@ -6,10 +6,9 @@
  * lost one time in ten must fail here too (with the lock taken out, it
  * fails every time).
  */
+import { tempDir } from '../helpers/temp-dir.js';
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildSimHost, BUILTIN_HOSTS, SimKernel } from '../../lib/sim/index.js';
@@ -34,8 +33,7 @@ function cli(simDir: string, ...args: string[]): Promise<{ code: number; stderr:
 
 test(`the CLI and the daemon detaching at once never lose a claim (${ROUNDS} rounds)`, async (t) => {
   for (let round = 0; round < ROUNDS; round++) {
-    const simDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-race-'));
-    t.teardown(() => fs.rm(simDir, { recursive: true, force: true }));
+    const simDir = await tempDir(t, 'vfio-hookd-race-');
     await buildSimHost(structuredClone(BUILTIN_HOSTS.get('reference-host')), simDir);
     const kernel = await SimKernel.open(simDir);
     const ledger = new DeviceLedger({ engine: new PciEngine(kernel), state: new StateFile(kernel.roots.run) });

@@ -6,11 +6,10 @@
  * name handling, truncation, and the MESSAGE_ID table.
  */
 import fs from 'node:fs';
-import * as fsp from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import { join } from 'node:path';
 
+import { tempDir } from '../helpers/temp-dir.js';
 import test, { type ExecutionContext } from 'ava';
 
 import { InvalidArgs } from '../../lib/errors.js';
@@ -76,8 +75,7 @@ interface Setup {
 }
 
 async function setup(t: ExecutionContext): Promise<Setup> {
-  const dir = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-journal-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'vfio-hookd-journal-');
   const rx = await receiver(t, dir);
   const fd = fs.openSync(join(dir, 'stderr'), 'w');
   t.teardown(() => fs.closeSync(fd));

@@ -4,11 +4,10 @@
  * datagrams sd_notify would send, the watchdog pace, and the no-op and
  * failure paths. Every socket and timer is closed by the test that made it.
  */
-import * as fsp from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import { join } from 'node:path';
 
+import { tempDir as makeTempDir } from '../helpers/temp-dir.js';
 import test, { type ExecutionContext } from 'ava';
 
 import { InvalidArgs } from '../../lib/errors.js';
@@ -24,11 +23,7 @@ const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
   createSocket(type: 'unix_dgram', listener?: (buf: Buffer) => void): DgramSocket;
 };
 
-async function tempDir(t: ExecutionContext): Promise<string> {
-  const dir = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-notify-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tempDir = (t: ExecutionContext): Promise<string> => makeTempDir(t, 'vfio-hookd-notify-');
 
 interface Receiver {
   path: string;
