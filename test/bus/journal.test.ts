@@ -17,7 +17,7 @@ function fields(datagram: string): Record<string, string> {
 
 test('a detach is journaled with MESSAGE_ID, VFIO_DOMAIN and PCI_ADDRESS; a refusal with HOOK_REFUSED', async (t) => {
   const dir = await tempDir(t, 'vfio-hookd-journal-');
-  const journald = NotifyListener.open(t, path.join(dir, 'journal-socket'));
+  const journald = await NotifyListener.open(t, path.join(dir, 'journal-socket'));
   const bus = await startPrivateBus(t);
   await startDaemon(t, bus, { config: WIN10_CONFIG, journalSocket: journald.path });
 

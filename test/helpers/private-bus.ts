@@ -8,10 +8,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
+import { DatagramReceiver } from './datagram.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const POLICY_FILE = path.join(REPO, 'units', 'org.vfiohookd1.conf');
@@ -96,47 +96,28 @@ export async function startPrivateBus(t: ExecutionContext, extraPolicies: readon
   return { address, dir, stop };
 }
 
-interface UnixDgramSocket {
-  bind(path: string): void;
-  close(): void;
-  on(event: 'message', listener: (message: Buffer) => void): unknown;
-  on(event: 'error', listener: (error: Error) => void): unknown;
-}
-
-/** A `$NOTIFY_SOCKET` of our own: every datagram received, as text. */
+/** A `$NOTIFY_SOCKET` of our own (the one datagram receiver, test/helpers/datagram.ts): every datagram, as text. */
 export class NotifyListener {
-  readonly path: string;
-  readonly messages: string[] = [];
-  readonly #socket: UnixDgramSocket;
-  readonly #waiters = new Set<{ test: (m: string) => boolean; resolve: (m: string) => void }>();
+  readonly #rx: DatagramReceiver;
 
-  private constructor(socketPath: string, socket: UnixDgramSocket) {
-    this.path = socketPath;
-    this.#socket = socket;
-    socket.on('message', (message) => {
-      const text = message.toString('utf8');
-      this.messages.push(text);
-      for (const w of [...this.#waiters]) {
-        if (w.test(text)) {
-          this.#waiters.delete(w);
-          w.resolve(text);
-        }
-      }
-    });
+  private constructor(rx: DatagramReceiver) {
+    this.#rx = rx;
   }
 
-  static open(t: ExecutionContext, socketPath: string): NotifyListener {
-    const unix = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): UnixDgramSocket };
-    const socket = unix.createSocket('unix_dgram');
-    socket.on('error', () => {});
-    socket.bind(socketPath);
-    const listener = new NotifyListener(socketPath, socket);
-    t.teardown(() => listener.close());
-    return listener;
+  static async open(t: ExecutionContext, socketPath: string): Promise<NotifyListener> {
+    return new NotifyListener(await DatagramReceiver.open(t, socketPath));
+  }
+
+  get path(): string {
+    return this.#rx.path;
+  }
+
+  get messages(): string[] {
+    return this.#rx.texts;
   }
 
   close(): void {
-    this.#socket.close();
+    this.#rx.close();
   }
 
   /** Lines `KEY=value` of every message so far. */
@@ -144,12 +125,11 @@ export class NotifyListener {
     return this.messages.flatMap((m) => m.split('\n'));
   }
 
-  /** The first message (past or future) with the line `line`. */
-  waitFor(line: string): Promise<string> {
-    const test = (m: string): boolean => m.split('\n').includes(line);
-    const past = this.messages.find(test);
-    if (past !== undefined) return Promise.resolve(past);
-    return new Promise((resolve) => this.#waiters.add({ test, resolve }));
+  /** The first message (past or future) with the line `line`; the callers bound the wait themselves, this only after 10 minutes. */
+  async waitFor(line: string): Promise<string> {
+    const has = (b: Buffer): boolean => b.toString('utf8').split('\n').includes(line);
+    const all = await this.#rx.waitUntil((d) => d.some(has), `a datagram with ${line}`, 600_000);
+    return all.find(has)!.toString('utf8');
   }
 }
 
@@ -201,7 +181,7 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
   const configPath = path.join(dir, 'vfio-hookd.toml');
   if (opts.config !== undefined || opts.dir === undefined) await fs.writeFile(configPath, opts.config ?? '');
   const notifyPath = path.join(dir, `notify-${Date.now()}-${Math.random().toString(16).slice(2)}`);
-  const notify = NotifyListener.open(t, notifyPath);
+  const notify = await NotifyListener.open(t, notifyPath);
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env, NOTIFY_SOCKET: notify.path };
   delete env['WATCHDOG_USEC'];
   delete env['WATCHDOG_PID'];

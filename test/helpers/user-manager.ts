@@ -174,7 +174,7 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
     await chownTree(cg, user.uid, user.gid);
   }
 
-  const notify = NotifyListener.open(t, path.join(dir, 'notify'));
+  const notify = await NotifyListener.open(t, path.join(dir, 'notify'));
   await fs.chmod(notify.path, 0o666);
 
   const sessionBusAddress = `unix:path=${runtimeDir}/bus`;

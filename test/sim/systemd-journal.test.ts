@@ -6,23 +6,15 @@
  * name handling, truncation, and the MESSAGE_ID table.
  */
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 import { tempDir } from '../helpers/temp-dir.js';
+import { DatagramReceiver } from '../helpers/datagram.js';
 import test, { type ExecutionContext } from 'ava';
 
 import { InvalidArgs } from '../../lib/errors.js';
 import { DatagramError, Journal, MessageId, type JournalOptions } from '../../lib/systemd/index.js';
 
-interface DgramSocket {
-  bind(path: string): void;
-  close(): void;
-  once(event: 'listening' | 'error', listener: (arg?: unknown) => void): unknown;
-}
-const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
-  createSocket(type: 'unix_dgram', listener?: (buf: Buffer) => void): DgramSocket;
-};
 
 interface Receiver {
   path: string;
@@ -32,33 +24,8 @@ interface Receiver {
 
 /** A datagram socket bound at `dir/name`, closed in teardown. */
 async function receiver(t: ExecutionContext, dir: string, name = 'journal.sock'): Promise<Receiver> {
-  const path = join(dir, name);
-  const messages: Buffer[] = [];
-  const waiters: Array<() => void> = [];
-  const socket = unixDgram.createSocket('unix_dgram', (buf) => {
-    messages.push(buf);
-    for (const wake of waiters.splice(0)) wake();
-  });
-  await new Promise<void>((resolve, reject) => {
-    socket.once('listening', () => resolve());
-    socket.once('error', reject);
-    socket.bind(path);
-  });
-  t.teardown(() => socket.close());
-  const waitFor = (count: number, timeoutMs = 5000) =>
-    new Promise<Buffer[]>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`got ${messages.length} of ${count} datagrams in ${timeoutMs} ms`)), timeoutMs);
-      const check = () => {
-        if (messages.length >= count) {
-          clearTimeout(timer);
-          resolve(messages.slice());
-        } else {
-          waiters.push(check);
-        }
-      };
-      check();
-    });
-  return { path, messages, waitFor };
+  const rx = await DatagramReceiver.open(t, join(dir, name));
+  return { path: rx.path, messages: rx.datagrams, waitFor: (count, timeoutMs) => rx.waitForCount(count, timeoutMs) };
 }
 
 interface Setup {

@@ -4,24 +4,15 @@
  * datagrams sd_notify would send, the watchdog pace, and the no-op and
  * failure paths. Every socket and timer is closed by the test that made it.
  */
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 import { tempDir as makeTempDir } from '../helpers/temp-dir.js';
+import { DatagramReceiver } from '../helpers/datagram.js';
 import test, { type ExecutionContext } from 'ava';
 
 import { InvalidArgs } from '../../lib/errors.js';
 import { DatagramError, Notifier, statusLine } from '../../lib/systemd/index.js';
 
-interface DgramSocket {
-  bind(path: string): void;
-  close(): void;
-  on(event: 'message', listener: (buf: Buffer) => void): unknown;
-  once(event: 'listening' | 'error', listener: (arg?: unknown) => void): unknown;
-}
-const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
-  createSocket(type: 'unix_dgram', listener?: (buf: Buffer) => void): DgramSocket;
-};
 
 const tempDir = (t: ExecutionContext): Promise<string> => makeTempDir(t, 'vfio-hookd-notify-');
 
@@ -36,38 +27,15 @@ interface Receiver {
 
 /** A datagram socket bound at `dir/name`, closed in teardown. */
 async function receiver(t: ExecutionContext, dir: string, name = 'notify.sock'): Promise<Receiver> {
-  const path = join(dir, name);
-  const messages: string[] = [];
-  const waiters: Array<() => void> = [];
-  const socket = unixDgram.createSocket('unix_dgram', (buf) => {
-    messages.push(buf.toString('utf8'));
-    for (const wake of waiters.splice(0)) wake();
-  });
-  await new Promise<void>((resolve, reject) => {
-    socket.once('listening', () => resolve());
-    socket.once('error', reject);
-    socket.bind(path);
-  });
-  let open = true;
-  const close = () => {
-    if (open) socket.close();
-    open = false;
+  const rx = await DatagramReceiver.open(t, join(dir, name));
+  return {
+    path: rx.path,
+    get messages() {
+      return rx.texts;
+    },
+    waitFor: async (count, timeoutMs) => (await rx.waitForCount(count, timeoutMs)).map((b) => b.toString('utf8')),
+    close: () => rx.close(),
   };
-  t.teardown(close);
-  const waitFor = (count: number, timeoutMs = 5000) =>
-    new Promise<string[]>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`got ${messages.length} of ${count} datagrams in ${timeoutMs} ms`)), timeoutMs);
-      const check = () => {
-        if (messages.length >= count) {
-          clearTimeout(timer);
-          resolve(messages.slice());
-        } else {
-          waiters.push(check);
-        }
-      };
-      check();
-    });
-  return { path, messages, waitFor, close };
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
