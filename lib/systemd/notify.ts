@@ -52,7 +52,20 @@ export interface NotifierOptions {
   monotonicUsec?: () => bigint;
   /** How a datagram is sent. Default: a fresh AF_UNIX datagram socket per message (`unix-dgram`). */
   send?: DatagramSender;
+  /** The watchdog's interval timer. Default Node's `setInterval`/`clearInterval` (tests inject a clock of their own). */
+  timers?: IntervalTimers;
 }
+
+/** The two timer functions the watchdog uses; a handle must be unref-able. */
+export interface IntervalTimers {
+  setInterval(callback: () => void, ms: number): { unref(): unknown };
+  clearInterval(handle: { unref(): unknown }): void;
+}
+
+const NODE_TIMERS: IntervalTimers = {
+  setInterval: (callback, ms) => setInterval(callback, ms),
+  clearInterval: (handle) => clearInterval(handle as NodeJS.Timeout),
+};
 
 /** `STATUS=` is one line: control characters (newlines above all) become spaces, and the ends are trimmed. */
 export function statusLine(text: string): string {
@@ -74,7 +87,8 @@ export class Notifier {
   readonly #send: DatagramSender;
   #failing = false;
   #closed = false;
-  #watchdogTimer: NodeJS.Timeout | undefined;
+  readonly #timers: IntervalTimers;
+  #watchdogTimer: { unref(): unknown } | undefined;
 
   /**
    * Read `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from `env`
@@ -108,6 +122,7 @@ export class Notifier {
     this.#onError = options.onError;
     this.#monotonicUsec = options.monotonicUsec ?? (() => process.hrtime.bigint() / 1000n);
     this.#send = options.send ?? sendDatagram;
+    this.#timers = options.timers ?? NODE_TIMERS;
   }
 
   /** True when there is a `NOTIFY_SOCKET` to send to (and `close()` was not called). */
@@ -176,7 +191,7 @@ export class Notifier {
     if (this.#watchdogUsec === null || !this.enabled) return () => {};
     const periodMs = Math.min(MAX_TIMER_MS, Math.max(1, Math.floor(this.#watchdogUsec / 2 / 1000)));
     this.watchdog();
-    const timer = setInterval(() => this.watchdog(), periodMs);
+    const timer = this.#timers.setInterval(() => this.watchdog(), periodMs);
     timer.unref();
     this.#watchdogTimer = timer;
     return () => {
@@ -191,7 +206,7 @@ export class Notifier {
   }
 
   #stopWatchdog(): void {
-    if (this.#watchdogTimer !== undefined) clearInterval(this.#watchdogTimer);
+    if (this.#watchdogTimer !== undefined) this.#timers.clearInterval(this.#watchdogTimer);
     this.#watchdogTimer = undefined;
   }
 

@@ -38,7 +38,27 @@ async function receiver(t: ExecutionContext, dir: string, name = 'notify.sock'):
   };
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * An injected clock for the watchdog: intervals are kept, not run; `tick()`
+ * runs every live one once, as elapsed time would. "Nothing happens after
+ * stop()" is then a fact about the timer, not a wait that hopes.
+ */
+class FakeTimers {
+  readonly live = new Set<{ callback: () => void; ms: number; unref(): unknown }>();
+  readonly periods: number[] = [];
+  setInterval = (callback: () => void, ms: number) => {
+    const handle = { callback, ms, unref: () => handle };
+    this.live.add(handle);
+    this.periods.push(ms);
+    return handle;
+  };
+  clearInterval = (handle: { unref(): unknown }) => {
+    this.live.delete(handle as never);
+  };
+  tick(): void {
+    for (const h of [...this.live]) h.callback();
+  }
+}
 
 /** Ref'd timers in this process (unref'd ones are not listed). */
 const refTimers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
@@ -127,50 +147,63 @@ test.serial('pings WATCHDOG=1 at half WATCHDOG_USEC on an unref\'d timer until s
   t.true(seen.every((m) => m === 'WATCHDOG=1'), JSON.stringify(seen));
 
   stop();
-  await sleep(50); // let a datagram sent just before stop() arrive
-  const count = rx.messages.length;
-  await sleep(350); // more than three periods
-  t.is(rx.messages.length, count, 'no pings after stop()');
 });
 
-test.serial('close() stops the watchdog and later sends do nothing', async (t) => {
+test('the watchdog interval is half WATCHDOG_USEC, and stop() clears it: no tick pings after', async (t) => {
   const rx = await receiver(t, await tempDir(t));
-  const notifier = Notifier.fromEnv({ NOTIFY_SOCKET: rx.path, WATCHDOG_USEC: '200000' });
+  const timers = new FakeTimers();
+  const notifier = Notifier.fromEnv({ NOTIFY_SOCKET: rx.path, WATCHDOG_USEC: '200000' }, { timers });
+  const stop = notifier.startWatchdog();
+  t.deepEqual(timers.periods, [100]);
+  await rx.waitFor(1); // the ping at once
+  timers.tick();
+  timers.tick();
+  await rx.waitFor(3);
+  stop();
+  t.is(timers.live.size, 0, 'the interval is cleared');
+  timers.tick();
+  notifier.status('marker');
+  t.deepEqual(await rx.waitFor(4), ['WATCHDOG=1', 'WATCHDOG=1', 'WATCHDOG=1', 'STATUS=marker'], 'no ping between stop() and the marker');
+});
+
+test('close() stops the watchdog and later sends do nothing', async (t) => {
+  const rx = await receiver(t, await tempDir(t));
+  const timers = new FakeTimers();
+  const notifier = Notifier.fromEnv({ NOTIFY_SOCKET: rx.path, WATCHDOG_USEC: '200000' }, { timers });
   notifier.startWatchdog();
   await rx.waitFor(1);
   notifier.close();
   t.false(notifier.enabled);
   t.false(notifier.ready());
-  await sleep(50);
-  const count = rx.messages.length;
-  await sleep(350);
-  t.is(rx.messages.length, count);
-  t.true(rx.messages.every((m) => m === 'WATCHDOG=1'));
+  t.is(timers.live.size, 0, 'the interval is cleared');
+  t.false(notifier.watchdog(), 'a ping after close() sends nothing');
+  t.deepEqual(rx.messages, ['WATCHDOG=1']);
 });
 
-test.serial('starting the watchdog again replaces the previous timer', async (t) => {
+test('starting the watchdog again replaces the previous timer', async (t) => {
   const rx = await receiver(t, await tempDir(t));
-  const notifier = Notifier.fromEnv({ NOTIFY_SOCKET: rx.path, WATCHDOG_USEC: '200000' });
+  const timers = new FakeTimers();
+  const notifier = Notifier.fromEnv({ NOTIFY_SOCKET: rx.path, WATCHDOG_USEC: '200000' }, { timers });
   const stopFirst = notifier.startWatchdog();
   const stopSecond = notifier.startWatchdog();
+  t.is(timers.live.size, 1, 'the first interval was replaced');
   stopFirst(); // stale: must not stop the second timer
-  await rx.waitFor(4, 5000);
+  t.is(timers.live.size, 1);
+  timers.tick();
+  await rx.waitFor(3);
   stopSecond();
-  await sleep(50);
-  const count = rx.messages.length;
-  await sleep(350);
-  t.is(rx.messages.length, count);
+  t.is(timers.live.size, 0);
 });
 
 test('WATCHDOG_PID of another process means no watchdog for us', async (t) => {
   const rx = await receiver(t, await tempDir(t));
-  const notifier = Notifier.fromEnv({ NOTIFY_SOCKET: rx.path, WATCHDOG_USEC: '200000', WATCHDOG_PID: '4243' }, { pid: 4242 });
+  const timers = new FakeTimers();
+  const notifier = Notifier.fromEnv({ NOTIFY_SOCKET: rx.path, WATCHDOG_USEC: '200000', WATCHDOG_PID: '4243' }, { pid: 4242, timers });
   t.is(notifier.watchdogUsec, null);
   const stop = notifier.startWatchdog();
+  t.is(timers.live.size, 0, 'no interval at all');
   notifier.status('marker');
-  t.deepEqual(await rx.waitFor(1), ['STATUS=marker']);
-  await sleep(300);
-  t.deepEqual(rx.messages, ['STATUS=marker']);
+  t.deepEqual(await rx.waitFor(1), ['STATUS=marker'], 'and no ping before it');
   stop();
 });
 
