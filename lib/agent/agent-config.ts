@@ -19,7 +19,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { TomlError, parse } from 'smol-toml';
-import { validateUnitName } from '../config/unit-name.js';
+import { validateUnitName } from '../names/unit-name.js';
 
 export interface AgentConfig {
   /** Units by VM name; every name checked with validateUnitName. */

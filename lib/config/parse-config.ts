@@ -10,7 +10,7 @@ import * as v from 'valibot';
 import { TomlError, parse } from 'smol-toml';
 
 import { InvalidConfig, q } from '../errors.js';
-import { vmNameProblem } from '../domain/vm-name.js';
+import { vmNameProblem } from '../names/vm-name.js';
 import type { ConfigProblem } from './problems.js';
 import { fileProblemsError, formatFileProblems, problemsFromIssues } from './problems.js';
 import { CONFIG_FILE_SCHEMA, DEFAULT_WRITE_TIMEOUT_MS, describeValue, isTable } from './schema.js';

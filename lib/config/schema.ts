@@ -96,11 +96,11 @@ import {
   validateShmName,
   type Resolution,
 } from '../shm/index.js';
-import { validateAccountName } from './account-name.js';
-import { didYouMean } from './did-you-mean.js';
+import { validateAccountName } from '../names/account-name.js';
+import { didYouMean } from '../names/did-you-mean.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { parseShmMode } from './file-mode.js';
-import { validateUnitName } from './unit-name.js';
+import { validateUnitName } from '../names/unit-name.js';
 
 /** `write-timeout` default: 10 s. */
 export const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
