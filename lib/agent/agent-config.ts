@@ -18,8 +18,16 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { TomlError, parse } from 'smol-toml';
-import { validateUnitName } from '../config/unit-name.js';
+import * as v from 'valibot';
+
+import { fileProblemsError, problemsFromIssues, type ConfigProblem } from '../config/problems.js';
+import { formatTomlPath, TomlLocator, type PathSegment } from '../config/toml-locator.js';
+import { describeValue, isTable, list, parsed, table } from '../config/toml-schema.js';
+import { parseTomlText } from '../config/toml-syntax.js';
+import { InvalidConfig, q } from '../errors.js';
+import { didYouMean } from '../names/did-you-mean.js';
+import { validateUnitName } from '../names/unit-name.js';
+import { vmNameProblem } from '../names/vm-name.js';
 
 export interface AgentConfig {
   /** Units by VM name; every name checked with validateUnitName. */
@@ -28,57 +36,72 @@ export interface AgentConfig {
 
 export const EMPTY_AGENT_CONFIG: AgentConfig = { vms: new Map() };
 
+/** `[vm.NAME]`: the units to start with the VM. */
+const AGENT_VM_SCHEMA = table({
+  units: v.optional(list(parsed(validateUnitName))),
+});
+
 /** Where the file is for this process's user. */
 export function defaultAgentConfigPath(env: NodeJS.ProcessEnv = process.env): string {
   const configHome = env['XDG_CONFIG_HOME'] && path.isAbsolute(env['XDG_CONFIG_HOME']) ? env['XDG_CONFIG_HOME'] : path.join(env['HOME'] ?? os.homedir(), '.config');
   return path.join(configHome, 'vfio-hookd', 'agent.toml');
 }
 
-/** Parse the text; throws an Error naming `source` (and line:column for TOML errors) on the first problem. */
+/**
+ * Parse and check the text, the way the daemon's configuration is: every
+ * problem at once, a line each, `source:line:column: [vm.NAME] key: what`.
+ * A unit listed twice is kept once.
+ *
+ * @throws InvalidConfig for a TOML syntax error or any problem in the file.
+ */
 export function parseAgentConfig(text: string, source: string): AgentConfig {
-  let data: Record<string, unknown>;
-  try {
-    data = parse(text);
-  } catch (error) {
-    if (error instanceof TomlError) {
-      throw new Error(`${source}:${error.line}:${error.column}: invalid TOML: ${error.message.replace(/^Invalid TOML document: /, '').split('\n')[0]}`);
-    }
-    throw error;
-  }
+  const data = parseTomlText(text, source);
+  const problems: ConfigProblem[] = [];
   const vms = new Map<string, readonly string[]>();
   for (const [key, value] of Object.entries(data)) {
-    if (key !== 'vm') throw new Error(`${source}: unknown table or key '${key}' (only [vm.NAME] tables are read)`);
-    if (!value || typeof value !== 'object' || Array.isArray(value)) throw new Error(`${source}: 'vm' must be a table of [vm.NAME] tables`);
-    for (const [name, table] of Object.entries(value as Record<string, unknown>)) {
-      if (!table || typeof table !== 'object' || Array.isArray(table)) throw new Error(`${source}: [vm.${name}] must be a table`);
-      const units: string[] = [];
-      for (const [field, fieldValue] of Object.entries(table as Record<string, unknown>)) {
-        if (field !== 'units') throw new Error(`${source}: [vm.${name}]: unknown key '${field}' (only 'units')`);
-        if (!Array.isArray(fieldValue) || fieldValue.some((u) => typeof u !== 'string')) {
-          throw new Error(`${source}: [vm.${name}] units must be a list of unit names`);
+    if (key !== 'vm') {
+      problems.push({ path: [key], at: 'key', message: `unknown table or key ${q(key)} (only [vm.NAME] tables are read)${didYouMean(key, ['vm'])}` });
+    } else if (!isTable(value)) {
+      problems.push({ path: ['vm'], at: 'value', message: `expected tables of VMs ([vm.NAME]), got ${describeValue(value)}` });
+    } else {
+      for (const [name, vmTable] of Object.entries(value)) {
+        const nameProblem = vmNameProblem(name);
+        if (nameProblem !== null) {
+          problems.push({ path: ['vm', name], at: 'key', message: `invalid VM name ${q(name)}: ${nameProblem}` });
+          continue;
         }
-        for (const unit of fieldValue as string[]) {
-          try {
-            units.push(validateUnitName(unit));
-          } catch (e) {
-            throw new Error(`${source}: [vm.${name}] units: ${(e as Error).message}`);
-          }
-        }
+        const result = v.safeParse(AGENT_VM_SCHEMA, vmTable);
+        if (result.success) vms.set(name, [...new Set(result.output.units ?? [])]);
+        else problems.push(...problemsFromIssues(result.issues, ['vm', name]));
       }
-      vms.set(name, [...new Set(units)]);
     }
   }
+  if (problems.length > 0) throw fileProblemsError(problems, source, new TomlLocator(text), showAgentPath);
   return { vms };
 }
 
-/** Read the file; a missing file is EMPTY_AGENT_CONFIG, any other problem throws. */
+/**
+ * Paths as the file's headers read: `[vm.win10] units` (an element of it
+ * too: the column points at the element), `[vm."Windows 10"]`, `vm`.
+ */
+function showAgentPath(path: readonly PathSegment[]): string {
+  if (path[0] !== 'vm' || path.length < 2) return formatTomlPath(path);
+  const header = `[${formatTomlPath(path.slice(0, 2))}]`;
+  return path.length === 2 ? header : `${header} ${formatTomlPath(path.slice(2, 3))}`;
+}
+
+/**
+ * Read the file; a missing file is EMPTY_AGENT_CONFIG.
+ *
+ * @throws InvalidConfig when it cannot be read, or as parseAgentConfig does.
+ */
 export async function loadAgentConfig(file: string): Promise<AgentConfig> {
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return EMPTY_AGENT_CONFIG;
-    throw new Error(`Cannot read '${file}': ${(error as Error).message}`);
+    throw new InvalidConfig(`Cannot read ${q(file)}: ${(error as Error).message}`);
   }
   return parseAgentConfig(text, file);
 }

@@ -18,7 +18,7 @@
  * (MESSAGE_ID UNIT_FAILED) and listed in `failures`; it is not retried until
  * the machine is `running` again after a stop.
  */
-import { validateUnitName } from '../config/unit-name.js';
+import { validateUnitName } from '../names/unit-name.js';
 import { MessageId } from '../systemd/index.js';
 import type { AgentConfig } from './agent-config.js';
 import type { MachineView } from './machine-follower.js';

@@ -7,11 +7,8 @@
 export { ConfigWatcher } from './config-watcher.js';
 export type { ConfigWatcherEvents, ConfigWatcherOptions } from './config-watcher.js';
 
-export { closestKey, didYouMean } from './did-you-mean.js';
 export { formatDuration, parseDuration } from './duration.js';
 export { formatFileMode, parseFileMode, parseShmMode } from './file-mode.js';
-export { validateAccountName } from './account-name.js';
-export { validateUnitName } from './unit-name.js';
 
 export { CONFIG_MAX_BYTES, DEFAULT_CONFIG_PATH, loadConfigFile, readConfigText } from './load-config.js';
 export { mergeVmSettings } from './merge.js';

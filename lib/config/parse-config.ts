@@ -7,14 +7,15 @@
  */
 
 import * as v from 'valibot';
-import { TomlError, parse } from 'smol-toml';
 
-import { InvalidConfig, q } from '../errors.js';
-import { vmNameProblem } from '../domain/vm-name.js';
+import { q } from '../errors.js';
+import { vmNameProblem } from '../names/vm-name.js';
 import type { ConfigProblem } from './problems.js';
 import { fileProblemsError, formatFileProblems, problemsFromIssues } from './problems.js';
-import { CONFIG_FILE_SCHEMA, DEFAULT_WRITE_TIMEOUT_MS, describeValue, isTable } from './schema.js';
+import { CONFIG_FILE_SCHEMA, DEFAULT_WRITE_TIMEOUT_MS } from './schema.js';
+import { describeValue, isTable } from './toml-schema.js';
 import { TomlLocator } from './toml-locator.js';
+import { parseTomlText } from './toml-syntax.js';
 import type { Config, VmSettings } from './types.js';
 import { validateVmTable } from './vm-settings.js';
 
@@ -31,17 +32,7 @@ export function emptyConfig(): Config {
  * @throws InvalidConfig with `source:line:column` for every problem found.
  */
 export function parseConfig(text: string, source: string): Config {
-  let data: Record<string, unknown>;
-  try {
-    data = parse(text);
-  } catch (error) {
-    if (error instanceof TomlError) {
-      // smol-toml's message is "Invalid TOML document: REASON\n\nCODEBLOCK"; keep the reason.
-      const reason = error.message.replace(/^Invalid TOML document: /, '').split('\n')[0];
-      throw new InvalidConfig(`${source}:${error.line}:${error.column}: invalid TOML: ${reason}`);
-    }
-    throw error;
-  }
+  const data = parseTomlText(text, source);
   const locator = new TomlLocator(text);
   const problems: ConfigProblem[] = [];
   const warnings: ConfigProblem[] = [];

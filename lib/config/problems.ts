@@ -36,16 +36,30 @@ export function problemsFromIssues(issues: readonly BaseIssue<unknown>[], base: 
  * One InvalidConfig for the problems of a file, a line each, in file order:
  * `/etc/vfio-hookd/vfio-hookd.toml:7:8: vm.win10.looking-glass.mode: invalid mode ...`.
  */
-export function fileProblemsError(problems: readonly ConfigProblem[], source: string, locator: TomlLocator): InvalidConfig {
-  return new InvalidConfig(formatFileProblems(problems, source, locator).join('\n'));
+export function fileProblemsError(
+  problems: readonly ConfigProblem[],
+  source: string,
+  locator: TomlLocator,
+  showPath: (path: readonly PathSegment[]) => string = formatTomlPath,
+): InvalidConfig {
+  return new InvalidConfig(formatFileProblems(problems, source, locator, showPath).join('\n'));
 }
 
-/** Problems (or warnings) of a file as lines `source:line:column: path: message`, in file order. */
-export function formatFileProblems(problems: readonly ConfigProblem[], source: string, locator: TomlLocator): string[] {
+/**
+ * Problems (or warnings) of a file as lines `source:line:column: path: message`, in file order.
+ *
+ * @param showPath how a path is written; default `formatTomlPath` (`vm.win10.units[0]`).
+ */
+export function formatFileProblems(
+  problems: readonly ConfigProblem[],
+  source: string,
+  locator: TomlLocator,
+  showPath: (path: readonly PathSegment[]) => string = formatTomlPath,
+): string[] {
   return problems
     .map((problem) => {
       const { line, column } = problem.at === 'key' ? locator.keyPosition(problem.path) : locator.valuePosition(problem.path);
-      const where = problem.path.length === 0 ? '' : `${formatTomlPath(problem.path)}: `;
+      const where = problem.path.length === 0 ? '' : `${showPath(problem.path)}: `;
       return { line, column, text: `${source}:${line}:${column}: ${where}${problem.message}` };
     })
     .sort((a, b) => a.line - b.line || a.column - b.column)

@@ -23,7 +23,7 @@ import { InvalidArgs, InvalidConfig, q } from '../errors.js';
 import type { Config } from '../config/types.js';
 import { mergeVmSettings } from '../config/merge.js';
 import { vmSettingsWarnings } from '../config/vm-settings.js';
-import { closestName } from '../config/did-you-mean.js';
+import { closestName } from '../names/did-you-mean.js';
 import { hasPassthroughDevices, type DomainInfo } from '../domain/domain-xml.js';
 import { parseDomainXmlOffThread } from '../domain/parse-off-thread.js';
 import type { PciEngine } from '../pci/engine.js';

@@ -21,7 +21,7 @@ import { InvalidArgs, q } from '../errors.js';
 import { validateShmName } from '../shm/index.js';
 import { parseVmMetadata, type VmSettingsInput } from './metadata.js';
 import { parseLibvirtScaledSize } from './scaled-size.js';
-import { validateVmName } from './vm-name.js';
+import { validateVmName } from '../names/vm-name.js';
 import { parseXmlDocument, type XmlElement } from './xml-tree.js';
 
 /**

@@ -1,6 +1,6 @@
 /**
  * lib/domain: the libvirt domain XML the qemu hook forwards, reduced to what
- * vfio-hookd acts on, and libvirt's naming rules.
+ * vfio-hookd acts on (libvirt's naming rules are in lib/names).
  */
 
 export {
@@ -19,8 +19,6 @@ export { VFIO_XMLNS, parseVmMetadata } from './metadata.js';
 export type { LookingGlassInput, ScreamInput, VmSettingsInput } from './metadata.js';
 
 export { libvirtUnitScale, parseLibvirtScaledSize } from './scaled-size.js';
-
-export { VM_NAME_MAX_BYTES, validateVmName, vmNameProblem } from './vm-name.js';
 
 export { XML_MAX_DEPTH, parseXmlDocument } from './xml-tree.js';
 export type { XmlElement } from './xml-tree.js';

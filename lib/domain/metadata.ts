@@ -33,7 +33,7 @@
  */
 
 import { InvalidConfig, q } from '../errors.js';
-import { didYouMean } from '../config/did-you-mean.js';
+import { didYouMean } from '../names/did-you-mean.js';
 import type { XmlElement } from './xml-tree.js';
 
 /** The XML namespace of vfio-hookd's domain metadata. Version 1; a new shape gets a new URI. */

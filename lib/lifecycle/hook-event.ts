@@ -3,7 +3,7 @@
  * `qemu VM OPERATION SUB-OPERATION EXTRA`, the domain XML on stdin.
  */
 import { InvalidArgs, q } from '../errors.js';
-import { vmNameProblem } from '../domain/vm-name.js';
+import { vmNameProblem } from '../names/vm-name.js';
 
 /** Operations libvirt's qemu driver calls the hook with (libvirt hooks documentation). */
 export const OPERATIONS = ['prepare', 'start', 'started', 'stopped', 'release', 'migrate', 'restore', 'reconnect', 'attach'] as const;

@@ -11,10 +11,10 @@ import {
   parseDuration,
   parseFileMode,
   parseShmMode,
-  validateUnitName,
   type Config,
   type VmSettings,
 } from '../../lib/config/index.js';
+import { validateUnitName } from '../../lib/names/index.js';
 
 const MiB = 1024 * 1024;
 const FILE = '/etc/vfio-hookd/vfio-hookd.toml';

@@ -11,9 +11,9 @@ import {
   libvirtUnitScale,
   parseDomainXml,
   parseLibvirtScaledSize,
-  validateVmName,
   type DomainInfo,
 } from '../../lib/domain/index.js';
+import { validateVmName } from '../../lib/names/index.js';
 
 const MiB = 1024 * 1024;
 const WIN10 = readFileSync(new URL('../fixtures/domains/win10.xml', import.meta.url), 'utf8');
