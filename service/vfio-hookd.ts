@@ -30,7 +30,7 @@ import { resolveGid, resolvePrimaryGid, resolveUid } from '../lib/shm/index.js';
 import { VERSION } from '../lib/cli/hookctl.js';
 import { StateFile } from '../lib/state/state-file.js';
 import { DeviceLedger } from '../lib/lifecycle/device-ledger.js';
-import { describeOwner } from '../lib/state/owner.js';
+import { describeOwner } from '../lib/pci/owner.js';
 import { CallerTracker } from '../lib/bus/caller.js';
 import { CRASH_ENV, CrashCounter, parseCrashPoint } from '../lib/daemon/crash-points.js';
 import type { InvalidConfig } from '../lib/errors.js';

@@ -4,7 +4,7 @@
  * device, what the host needs it for, whether the group is viable, and which
  * VM has claimed it.
  */
-import { ownerKey } from '../state/owner.js';
+import { ownerKey } from '../pci/owner.js';
 import { className, formatClassCode } from '../pci/class-code.js';
 import { holdersOf, type Holder } from '../pci/holders.js';
 import { viability } from '../pci/iommu-group.js';

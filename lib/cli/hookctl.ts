@@ -20,7 +20,7 @@ import type { Plan, Step } from '../pci/plan.js';
 import { planDetach, planReattach } from '../pci/plan.js';
 import { StateFile } from '../state/state-file.js';
 import { DeviceLedger } from '../lifecycle/device-ledger.js';
-import { manualOwner, vmOwner, type Owner } from '../state/owner.js';
+import { manualOwner, vmOwner, type Owner } from '../pci/owner.js';
 import { callDaemon, daemonRunning } from './daemon-client.js';
 import os from 'node:os';
 import { openSimulation } from '../sim/index.js';

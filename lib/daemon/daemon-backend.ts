@@ -33,7 +33,7 @@ import { className } from '../pci/class-code.js';
 import type { Lifecycle, HookOutcome as LifecycleOutcome } from '../lifecycle/lifecycle.js';
 import type { OperationResult } from '../lifecycle/device-ledger.js';
 import { parseHookEvent, stageOf, type HookEvent as ParsedHookEvent, type HookStage } from '../lifecycle/hook-event.js';
-import { manualOwner, ownerKey, vmOwner, type Owner } from '../state/owner.js';
+import { manualOwner, ownerKey, vmOwner, type Owner } from '../pci/owner.js';
 import type { DeviceRow, HookEvent, MachineRow } from '../bus/dbus-types.js';
 import type { ManagerBackend } from '../bus/manager-interface.js';
 import { toManagedVm, type AccountResolver } from './managed-vm.js';

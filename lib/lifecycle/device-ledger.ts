@@ -28,7 +28,7 @@ import type { PciEngine } from '../pci/engine.js';
 import type { DeviceOrigin } from '../pci/executor.js';
 import { VFIO_DRIVER } from '../pci/iommu-group.js';
 import type { Claim, Plan } from '../pci/plan.js';
-import { UNKNOWN_OWNER, describeOwner, sameOwner, type Owner } from '../state/owner.js';
+import { UNKNOWN_OWNER, describeOwner, sameOwner, type Owner } from '../pci/owner.js';
 import { StateLock } from '../state/state-lock.js';
 import {
   EMPTY_STATE,

@@ -26,7 +26,7 @@
 import PQueue from 'p-queue';
 import type { HostRoots } from '../roots.js';
 import { ensureShmFile, removeShmFile, type EnsureShmFileResult } from '../shm/index.js';
-import { vmOwner, sameOwner } from '../state/owner.js';
+import { vmOwner, sameOwner } from '../pci/owner.js';
 import type { MachineRecord, ShmRecord } from '../state/state-file.js';
 import type { DeviceLedger } from './device-ledger.js';
 import { unassignedFunctions } from '../pci/unassigned-functions.js';

@@ -9,7 +9,7 @@
  * its last, so a crash at any instant can be finished or undone.
  */
 import type { KernelPort } from './kernel-port.js';
-import { sameOwner } from '../state/owner.js';
+import { sameOwner } from './owner.js';
 import { readHost, type HostSnapshot } from './host-snapshot.js';
 import { planDetach, planReattach, type Claim, type Plan, type PlanOptions } from './plan.js';
 import { PlanExecutor, type DeviceBinding, type DeviceOrigin, type ExecuteOptions } from './executor.js';

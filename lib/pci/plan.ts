@@ -49,7 +49,7 @@ import { canForce } from './host-dependencies.js';
 import { describeHolders, groupHolders, holdersOf } from './holders.js';
 import type { HostSnapshot } from './host-snapshot.js';
 import type { PciDevice } from './pci-device.js';
-import { describeOwner, howToRelease, sameOwner, type Owner } from '../state/owner.js';
+import { describeOwner, howToRelease, sameOwner, type Owner } from './owner.js';
 
 export type Step =
   /** Write `driver` to `driver_override`, read it back. */

@@ -28,7 +28,7 @@ import path from 'node:path';
 import * as v from 'valibot';
 import { DamagedState, q } from '../errors.js';
 import { isPciAddress } from '../pci/address.js';
-import { manualOwner, vmOwner, type Owner } from './owner.js';
+import { manualOwner, vmOwner, type Owner } from '../pci/owner.js';
 
 export const STATE_VERSION = 2;
 /** Largest state file read: far beyond any real one (a claim is ~200 bytes). */

@@ -5,7 +5,7 @@
  *
  * Run alone: node --import tsx test/bench/engine.bench.ts
  */
-import { vmOwner } from '../../lib/state/owner.js';
+import { vmOwner } from '../../lib/pci/owner.js';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';

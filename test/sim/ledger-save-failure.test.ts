@@ -6,7 +6,7 @@
 import test from 'ava';
 import { DeviceLedger, StateNotSaved } from '../../lib/lifecycle/device-ledger.js';
 import { StateFile, type State } from '../../lib/state/state-file.js';
-import { vmOwner } from '../../lib/state/owner.js';
+import { vmOwner } from '../../lib/pci/owner.js';
 import { driversOf, makeSim } from '../helpers/sim.js';
 
 const RX590 = ['0000:0b:00.0', '0000:0b:00.1'];

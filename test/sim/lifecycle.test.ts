@@ -13,7 +13,7 @@ import { DeviceBusy, DeviceClaimed, InvalidConfig } from '../../lib/errors.js';
 import { driversOf, makeSim, type TestSim } from '../helpers/sim.js';
 import { DeviceLedger } from '../../lib/lifecycle/device-ledger.js';
 import { StateFile } from '../../lib/state/state-file.js';
-import { ownerKey } from '../../lib/state/owner.js';
+import { ownerKey } from '../../lib/pci/owner.js';
 
 const MiB = 2 ** 20;
 const RX590 = ['0000:0b:00.0', '0000:0b:00.1'];

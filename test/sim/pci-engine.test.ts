@@ -2,7 +2,7 @@
  * The PCI engine against the simulated kernel: the reference host's RX 590
  * round trip, and every refusal and failure path with the state afterwards.
  */
-import { vmOwner } from '../../lib/state/owner.js';
+import { vmOwner } from '../../lib/pci/owner.js';
 import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';

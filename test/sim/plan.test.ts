@@ -1,7 +1,7 @@
 /**
  * Plans are data: their order is asserted here without running them.
  */
-import { vmOwner } from '../../lib/state/owner.js';
+import { vmOwner } from '../../lib/pci/owner.js';
 import test from 'ava';
 import { planDetach, planReattach, type Plan } from '../../lib/pci/plan.js';
 import { PlanExecutor } from '../../lib/pci/executor.js';

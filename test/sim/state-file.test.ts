@@ -10,7 +10,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { DamagedState } from '../../lib/errors.js';
 import { EMPTY_STATE, StateFile, type ClaimRecord, type State } from '../../lib/state/state-file.js';
-import { manualOwner, vmOwner } from '../../lib/state/owner.js';
+import { manualOwner, vmOwner } from '../../lib/pci/owner.js';
 
 async function tempRun(t: ExecutionContext): Promise<string> {
   const dir = await tempDir(t, 'vfio-hookd-state-');

@@ -15,7 +15,7 @@ import { buildSimHost, BUILTIN_HOSTS, SimKernel } from '../../lib/sim/index.js';
 import { PciEngine } from '../../lib/pci/engine.js';
 import { DeviceLedger } from '../../lib/lifecycle/device-ledger.js';
 import { StateFile } from '../../lib/state/state-file.js';
-import { ownerKey, vmOwner } from '../../lib/state/owner.js';
+import { ownerKey, vmOwner } from '../../lib/pci/owner.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ROUNDS = 6;
