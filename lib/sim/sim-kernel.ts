@@ -59,7 +59,7 @@ import path from 'node:path';
 import { isWithin } from '../roots.js';
 import { UnsafePath, q } from '../errors.js';
 import { KernelWriteError, KernelWriteTimeout, type KernelPort } from '../pci/kernel-port.js';
-import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from '../pci/_internal/fs-reads.js';
+import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from '../pci/fs-reads.js';
 import { isPciAddress } from '../pci/address.js';
 import { parseOverride } from '../pci/pci-device.js';
 import { deviceRelPath, hostDriverOf, openSimHost, planBind, planUnbind, VFIO_DEVICE_LINK, type SimHost } from './sim-host.js';
