@@ -19,7 +19,7 @@ import { chipsetRole } from './class-code.js';
 import { inputKinds, type InputKind } from './input-capabilities.js';
 import type { KernelPort } from './kernel-port.js';
 import type { PciDevice } from './pci-device.js';
-import { classAttr, classDir, classEntry, mountInfoFile, swapsFile } from './sysfs-layout.js';
+import { classAttr, classDir, classEntry, mountInfoFile, NODE_NAMES, swapsFile } from './sysfs-layout.js';
 
 export interface Dependency {
   readonly kind: 'mount' | 'swap' | 'network' | 'console' | 'input' | 'chipset';
@@ -160,8 +160,8 @@ function beneath(device: PciDevice, realPath: string): boolean {
 
 function blockUses(block: BlockDevice, facts: HostFacts): Dependency[] {
   const found: Dependency[] = [];
-  const names = new Set([`/dev/${block.name}`]);
-  if (block.dmName) names.add(`/dev/mapper/${block.dmName}`);
+  const names = new Set([NODE_NAMES.block(block.name)]);
+  if (block.dmName) names.add(NODE_NAMES.mapper(block.dmName));
   for (const m of facts.mounts) {
     if ((block.devNumber !== null && m.devNumber === block.devNumber) || names.has(m.source)) {
       found.push({ kind: 'mount', description: `'${m.mountPoint}' is mounted from '${block.name}' (${m.fsType})` });

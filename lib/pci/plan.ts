@@ -49,6 +49,7 @@ import { canForce } from './host-dependencies.js';
 import { describeHolders, groupHolders, holdersOf } from './holders.js';
 import type { HostSnapshot } from './host-snapshot.js';
 import type { PciDevice } from './pci-device.js';
+import { NODE_NAMES } from './sysfs-layout.js';
 import { describeOwner, howToRelease, sameOwner, type Owner } from '../state/owner.js';
 
 export type Step =
@@ -302,7 +303,7 @@ export function planReattach(snapshot: HostSnapshot, addresses: readonly string[
     );
   }
   const held = moving.flatMap((d) =>
-    holdersOf(d, snapshot.processes).filter((h) => !h.path.startsWith('/dev/vfio/')).map((h) => ({ d, h })),
+    holdersOf(d, snapshot.processes).filter((h) => !h.path.startsWith(NODE_NAMES.vfio)).map((h) => ({ d, h })),
   );
   if (held.length > 0) {
     throw new DeviceBusy(

@@ -243,8 +243,9 @@ export function classAttrIn<C extends SysfsClass>(dir: string, _cls: C, attr: Cl
 // --- device nodes ---
 
 /**
- * Device nodes as a process names them: the text of its `fd` links, the same
- * whatever root we read `/dev` from (holders.ts matches on these).
+ * Device nodes as the kernel and processes name them: the text of `fd`
+ * links, the sources in mountinfo and swaps, the same whatever root we read
+ * `/dev` from (holders.ts and host-dependencies.ts match on these).
  */
 export const NODE_NAMES = {
   /** Where DRM nodes live (`/dev/dri/card1`). */
@@ -258,6 +259,10 @@ export const NODE_NAMES = {
   drm: (name: string): string => `/dev/dri/${name}`,
   vfioGroup: (group: number): string => `/dev/vfio/${group}`,
   vfioDevice: (name: string): string => `/dev/vfio/devices/${name}`,
+  /** A disk or partition as mountinfo and swaps name it (`/dev/nvme0n1p2`). */
+  block: (name: string): string => `/dev/${name}`,
+  /** A device-mapper volume by its `dm/name` (`/dev/mapper/cryptroot`). */
+  mapper: (name: string): string => `/dev/mapper/${name}`,
 } as const;
 
 /** `<dev>/vfio/N`: appears when a group's devices are all on vfio-pci. */

@@ -4,7 +4,8 @@
  * other's changes, as on a real machine; `sim.json` keeps the fixture for the
  * simulated kernel's decisions (which driver probes what, which driver hangs).
  *
- * Layout follows the real kernel's: devices live under
+ * Layout follows the real kernel's, with every path taken from
+ * lib/pci/sysfs-layout.ts (what the engine reads): devices live under
  * `sys/devices/pci0000:00/<bridge>/<addr>`, reached through relative links
  * from `sys/bus/pci/devices`, `sys/kernel/iommu_groups/N/devices`,
  * `sys/class/{block,net,drm,graphics}`; a bound device has a `driver` link and
