@@ -7,12 +7,20 @@
  * the kernel to settle; that read-back is the one place we poll, since sysfs
  * links raise no event we could wait on.
  */
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BindFailed, GroupNotViable, Timeout, q } from '../errors.js';
-import { under } from '../roots.js';
 import { KernelWriteError, KernelWriteTimeout, type KernelPort } from './kernel-port.js';
-import { deviceDir, parseOverride, readPciDevice, type PciDevice } from './pci-device.js';
+import { parseOverride, readPciDevice, type PciDevice } from './pci-device.js';
+import {
+  iommuGroupDevicesDir,
+  linkName,
+  pciDeviceDir,
+  pciDeviceEntry,
+  pciDriverDir,
+  pciDriverFile,
+  pciDriversProbe,
+  vfioGroupNode,
+} from './sysfs-layout.js';
 import { groupsOf, viability, VFIO_DRIVER } from './iommu-group.js';
 import type { Plan, Step } from './plan.js';
 
@@ -138,12 +146,12 @@ export class PlanExecutor {
   async #step(step: Step): Promise<void> {
     switch (step.op) {
       case 'set-override':
-        await this.#write(this.#attr(step.address, 'driver_override'), step.driver);
+        await this.#write(pciDeviceEntry(this.#port.roots, step.address, 'driver_override'), step.driver);
         await this.#expectOverride(step.address, step.driver);
         return;
       case 'clear-override':
         // "\n", never "": a zero-byte write is ignored by sysfs and does not clear it.
-        await this.#write(this.#attr(step.address, 'driver_override'), '\n');
+        await this.#write(pciDeviceEntry(this.#port.roots, step.address, 'driver_override'), '\n');
         await this.#expectOverride(step.address, null);
         return;
       case 'unbind':
@@ -151,7 +159,7 @@ export class PlanExecutor {
       case 'probe':
         return this.#probe(step.address, step.expect);
       case 'await-vfio-node': {
-        const node = under(this.#port.roots.dev, 'vfio', String(step.group));
+        const node = vfioGroupNode(this.#port.roots, step.group);
         const ok = await this.#settle(() => this.#port.exists(node));
         if (!ok) {
           throw new Timeout(
@@ -162,7 +170,7 @@ export class PlanExecutor {
       }
       case 'check-viable': {
         const devices = new Map<string, PciDevice>();
-        const members = await this.#port.readDir(under(this.#port.roots.sysfs, 'kernel', 'iommu_groups', String(step.group), 'devices'));
+        const members = await this.#port.readDir(iommuGroupDevicesDir(this.#port.roots, step.group));
         for (const address of members) {
           const d = await readPciDevice(this.#port, address);
           if (d) devices.set(address, d);
@@ -187,7 +195,7 @@ export class PlanExecutor {
     if (now.driver !== driver) {
       throw new BindFailed(`Cannot unbind ${q(address)} from ${q(driver)}: it is now on ${q(now.driver)}; something else changed it`);
     }
-    await this.#write(under(this.#port.roots.sysfs, 'bus', 'pci', 'drivers', driver, 'unbind'), address);
+    await this.#write(pciDriverFile(this.#port.roots, driver, 'unbind'), address);
     const gone = await this.#settle(async () => (await this.#driverOf(address)) === null);
     if (!gone) {
       throw new BindFailed(`${q(address)} is still on ${q(driver)} after unbind; the driver refused to let go`);
@@ -197,7 +205,7 @@ export class PlanExecutor {
   async #probe(address: string, expect: string | null): Promise<void> {
     let probeError: KernelWriteError | null = null;
     try {
-      await this.#write(under(this.#port.roots.sysfs, 'bus', 'pci', 'drivers_probe'), address);
+      await this.#write(pciDriversProbe(this.#port.roots), address);
     } catch (error) {
       if (!(error instanceof KernelWriteError)) throw error;
       probeError = error; // e.g. EINVAL while the group is attached to a container
@@ -208,12 +216,11 @@ export class PlanExecutor {
     // drivers_probe did not bind it: if it is driverless, bind explicitly.
     const driver = await this.#driverOf(address);
     if (driver === null) {
-      const driverDir = under(this.#port.roots.sysfs, 'bus', 'pci', 'drivers', expect);
-      if (!(await this.#port.exists(driverDir))) {
+      if (!(await this.#port.exists(pciDriverDir(this.#port.roots, expect)))) {
         throw new BindFailed(`Cannot bind ${q(address)} to ${q(expect)}: the driver is not loaded; run 'modprobe ${expect}'`);
       }
       try {
-        await this.#write(path.join(driverDir, 'bind'), address);
+        await this.#write(pciDriverFile(this.#port.roots, expect, 'bind'), address);
       } catch (error) {
         if (!(error instanceof KernelWriteError)) throw error;
         throw new BindFailed(
@@ -267,13 +274,9 @@ export class PlanExecutor {
     }
   }
 
-  #attr(address: string, name: string): string {
-    return path.join(deviceDir(this.#port, address), name);
-  }
-
   async #driverOf(address: string): Promise<string | null> {
-    const link = await this.#port.readLink(this.#attr(address, 'driver'));
-    return link === null ? null : path.basename(link);
+    const link = await this.#port.readLink(pciDeviceEntry(this.#port.roots, address, 'driver'));
+    return link === null ? null : linkName(link);
   }
 
   /**
@@ -287,10 +290,10 @@ export class PlanExecutor {
 
   async #binding(address: string): Promise<DeviceBinding> {
     const [override, driver] = await Promise.all([
-      this.#port.readFile(this.#attr(address, 'driver_override')),
+      this.#port.readFile(pciDeviceEntry(this.#port.roots, address, 'driver_override')),
       this.#driverOf(address),
     ]);
-    if (override === null && !(await this.#port.exists(deviceDir(this.#port, address)))) {
+    if (override === null && !(await this.#port.exists(pciDeviceDir(this.#port.roots, address)))) {
       throw new BindFailed(`${q(address)} vanished from sysfs while we worked on it`);
     }
     return { driver, override: parseOverride(override) };

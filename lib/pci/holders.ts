@@ -9,10 +9,10 @@
  * Link texts are the paths as the processes see them (`/dev/dri/card1`),
  * whatever root we read /dev from, so matching uses the kernel's own names.
  */
-import path from 'node:path';
 import type { KernelPort } from './kernel-port.js';
 import type { PciDevice } from './pci-device.js';
 import { VFIO_DRIVER } from './iommu-group.js';
+import { isPidName, NODE_NAMES, processEntry, processFd } from './sysfs-layout.js';
 
 export interface Holder {
   readonly pid: number;
@@ -29,26 +29,25 @@ export interface ProcessTable {
 }
 
 /** Only fds on these prefixes matter; everything else is dropped while scanning. */
-const DEVICE_NODE_PREFIXES = ['/dev/dri/', '/dev/nvidia', '/dev/vfio/'];
+const DEVICE_NODE_PREFIXES = [NODE_NAMES.dri, NODE_NAMES.nvidia, NODE_NAMES.vfio];
 
 export async function scanProcesses(port: KernelPort): Promise<ProcessTable> {
-  const pids = (await port.readDir(port.roots.proc)).filter((n) => /^\d+$/.test(n));
+  const pids = (await port.readDir(port.roots.proc)).filter(isPidName);
   let complete = true;
   const processes = await Promise.all(
     pids.map(async (name) => {
-      const fdDir = path.join(port.roots.proc, name, 'fd');
       let fdNames: string[];
       try {
-        fdNames = await port.readDir(fdDir);
+        fdNames = await port.readDir(processEntry(port.roots, name, 'fd'));
       } catch (error) {
         // EACCES: another user's process and we are not root. ESRCH/ENOENT: it exited.
         if ((error as NodeJS.ErrnoException).code === 'EACCES') complete = false;
         return null;
       }
-      const links = await Promise.all(fdNames.map((fd) => port.readLink(path.join(fdDir, fd)).catch(() => null)));
+      const links = await Promise.all(fdNames.map((fd) => port.readLink(processFd(port.roots, name, 'fd', fd)).catch(() => null)));
       const fds = links.filter((l): l is string => l !== null && DEVICE_NODE_PREFIXES.some((p) => l.startsWith(p)));
       if (fds.length === 0) return null;
-      const comm = ((await port.readFile(path.join(port.roots.proc, name, 'comm')).catch(() => null)) ?? '?').trim();
+      const comm = ((await port.readFile(processEntry(port.roots, name, 'comm')).catch(() => null)) ?? '?').trim();
       return { pid: Number(name), comm, fds: [...new Set(fds)] };
     }),
   );
@@ -60,11 +59,11 @@ export async function scanProcesses(port: KernelPort): Promise<ProcessTable> {
 
 /** The device nodes through which a process can hold this device. */
 export function nodesOf(device: PciDevice): { exact: string[]; prefixes: string[] } {
-  const exact = device.drm.map((n) => `/dev/dri/${n}`);
+  const exact = device.drm.map(NODE_NAMES.drm);
   const prefixes: string[] = [];
-  if (device.driver === 'nvidia') prefixes.push('/dev/nvidia');
-  if (device.driver === VFIO_DRIVER && device.iommuGroup !== null) exact.push(`/dev/vfio/${device.iommuGroup}`);
-  for (const v of device.vfioDevices) exact.push(`/dev/vfio/devices/${v}`);
+  if (device.driver === 'nvidia') prefixes.push(NODE_NAMES.nvidia);
+  if (device.driver === VFIO_DRIVER && device.iommuGroup !== null) exact.push(NODE_NAMES.vfioGroup(device.iommuGroup));
+  for (const v of device.vfioDevices) exact.push(NODE_NAMES.vfioDevice(v));
   return { exact, prefixes };
 }
 
@@ -81,7 +80,7 @@ export function holdersOf(device: PciDevice, table: ProcessTable): Holder[] {
 
 /** Processes holding `/dev/vfio/<group>`: while one does, the group is in use by a VM. */
 export function groupHolders(group: number, table: ProcessTable): Holder[] {
-  const node = `/dev/vfio/${group}`;
+  const node = NODE_NAMES.vfioGroup(group);
   return table.processes.filter((p) => p.fds.includes(node)).map((p) => ({ pid: p.pid, comm: p.comm, path: node }));
 }
 

@@ -19,6 +19,7 @@ import { chipsetRole } from './class-code.js';
 import { inputKinds, type InputKind } from './input-capabilities.js';
 import type { KernelPort } from './kernel-port.js';
 import type { PciDevice } from './pci-device.js';
+import { classAttr, classDir, classEntry, mountInfoFile, NODE_NAMES, swapsFile } from './sysfs-layout.js';
 
 export interface Dependency {
   readonly kind: 'mount' | 'swap' | 'network' | 'console' | 'input' | 'chipset';
@@ -85,37 +86,33 @@ export function parseSwaps(text: string): string[] {
 }
 
 async function readFacts(port: KernelPort): Promise<HostFacts> {
-  const sys = port.roots.sysfs;
-  const blockDir = path.join(sys, 'class', 'block');
+  const roots = port.roots;
   const blocks = await Promise.all(
-    (await port.readDir(blockDir)).map(async (name): Promise<BlockDevice | null> => {
-      const link = path.join(blockDir, name);
-      const realPath = await port.realPath(link);
+    (await port.readDir(classDir(roots, 'block'))).map(async (name): Promise<BlockDevice | null> => {
+      const realPath = await port.realPath(classEntry(roots, 'block', name));
       if (realPath === null) return null;
       const [dev, holders, dmName] = await Promise.all([
-        port.readFile(path.join(link, 'dev')),
-        port.readDir(path.join(link, 'holders')),
-        port.readFile(path.join(link, 'dm', 'name')),
+        port.readFile(classAttr(roots, 'block', name, 'dev')),
+        port.readDir(classAttr(roots, 'block', name, 'holders')),
+        port.readFile(classAttr(roots, 'block', name, 'dm/name')),
       ]);
       return { name, realPath, devNumber: dev?.trim() ?? null, holders, dmName: dmName?.trim() ?? null };
     }),
   );
-  const netDir = path.join(sys, 'class', 'net');
   const nets = await Promise.all(
-    (await port.readDir(netDir)).map(async (name) => {
-      const realPath = await port.realPath(path.join(netDir, name));
-      const flags = await port.readFile(path.join(netDir, name, 'flags'));
+    (await port.readDir(classDir(roots, 'net'))).map(async (name) => {
+      const realPath = await port.realPath(classEntry(roots, 'net', name));
+      const flags = await port.readFile(classAttr(roots, 'net', name, 'flags'));
       // IFF_UP is bit 0 of the interface flags.
       const up = flags !== null && (Number.parseInt(flags.trim(), 16) & 0x1) === 1;
       return realPath === null ? null : { name, realPath, up };
     }),
   );
-  const vtDir = path.join(sys, 'class', 'vtconsole');
   const consoles = await Promise.all(
-    (await port.readDir(vtDir)).map(async (name) => {
+    (await port.readDir(classDir(roots, 'vtconsole'))).map(async (name) => {
       const [bind, description] = await Promise.all([
-        port.readFile(path.join(vtDir, name, 'bind')),
-        port.readFile(path.join(vtDir, name, 'name')),
+        port.readFile(classAttr(roots, 'vtconsole', name, 'bind')),
+        port.readFile(classAttr(roots, 'vtconsole', name, 'name')),
       ]);
       return bind?.trim() === '1' ? { name, description: description?.trim() ?? '' } : null;
     }),
@@ -128,26 +125,24 @@ async function readFacts(port: KernelPort): Promise<HostFacts> {
   // is as real machines show it, not re-checked against the source here;
   // only "beneath the PCI device" matters. eventN, mouseN and jsN are
   // children of inputN and add nothing.
-  const inputDir = path.join(sys, 'class', 'input');
   const inputs = await Promise.all(
-    (await port.readDir(inputDir))
+    (await port.readDir(classDir(roots, 'input')))
       .filter((n) => /^input\d+$/.test(n))
       .map(async (name) => {
-        const link = path.join(inputDir, name);
         const [realPath, label, ev, key, rel] = await Promise.all([
-          port.realPath(link),
-          port.readFile(path.join(link, 'name')),
-          port.readFile(path.join(link, 'capabilities', 'ev')),
-          port.readFile(path.join(link, 'capabilities', 'key')),
-          port.readFile(path.join(link, 'capabilities', 'rel')),
+          port.realPath(classEntry(roots, 'input', name)),
+          port.readFile(classAttr(roots, 'input', name, 'name')),
+          port.readFile(classAttr(roots, 'input', name, 'capabilities/ev')),
+          port.readFile(classAttr(roots, 'input', name, 'capabilities/key')),
+          port.readFile(classAttr(roots, 'input', name, 'capabilities/rel')),
         ]);
         const kinds = inputKinds({ ev, key, rel });
         return realPath === null || kinds.length === 0 ? null : { name, label: label?.trim() ?? '', realPath, kinds };
       }),
   );
   const [mountInfo, swaps] = await Promise.all([
-    port.readFile(path.join(port.roots.proc, 'self', 'mountinfo')),
-    port.readFile(path.join(port.roots.proc, 'swaps')),
+    port.readFile(mountInfoFile(roots)),
+    port.readFile(swapsFile(roots)),
   ]);
   return {
     blocks: blocks.filter((b): b is BlockDevice => b !== null),
@@ -165,8 +160,8 @@ function beneath(device: PciDevice, realPath: string): boolean {
 
 function blockUses(block: BlockDevice, facts: HostFacts): Dependency[] {
   const found: Dependency[] = [];
-  const names = new Set([`/dev/${block.name}`]);
-  if (block.dmName) names.add(`/dev/mapper/${block.dmName}`);
+  const names = new Set([NODE_NAMES.block(block.name)]);
+  if (block.dmName) names.add(NODE_NAMES.mapper(block.dmName));
   for (const m of facts.mounts) {
     if ((block.devNumber !== null && m.devNumber === block.devNumber) || names.has(m.source)) {
       found.push({ kind: 'mount', description: `'${m.mountPoint}' is mounted from '${block.name}' (${m.fsType})` });

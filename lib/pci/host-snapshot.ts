@@ -6,9 +6,10 @@
  */
 import type { KernelPort } from './kernel-port.js';
 import { readPciDevices, type PciDevice } from './pci-device.js';
-import { groupsOf, type IommuGroup } from './iommu-group.js';
+import { groupsOf, VFIO_DRIVER, type IommuGroup } from './iommu-group.js';
 import { scanProcesses, type ProcessTable } from './holders.js';
 import { hostDependencies, type Dependency } from './host-dependencies.js';
+import { pciDriverDir } from './sysfs-layout.js';
 
 export interface HostSnapshot {
   readonly devices: ReadonlyMap<string, PciDevice>;
@@ -23,7 +24,7 @@ export async function readHost(port: KernelPort): Promise<HostSnapshot> {
   const [devices, processes, vfioLoaded] = await Promise.all([
     readPciDevices(port),
     scanProcesses(port),
-    port.exists(`${port.roots.sysfs}/bus/pci/drivers/vfio-pci`),
+    port.exists(pciDriverDir(port.roots, VFIO_DRIVER)),
   ]);
   const dependencies = await hostDependencies(port, devices.values());
   return { devices, groups: groupsOf(devices), processes, dependencies, vfioLoaded };

@@ -1,11 +1,19 @@
 /**
- * One PCI device as sysfs shows it, read from `<sysfs>/bus/pci/devices/ADDR`.
+ * One PCI device as sysfs shows it, read from `<sysfs>/bus/pci/devices/ADDR`
+ * (where each entry lives: sysfs-layout.ts).
  */
-import path from 'node:path';
 import { isPciAddress, compareAddresses } from './address.js';
 import { isBridge } from './class-code.js';
 import type { KernelPort } from './kernel-port.js';
-import { under } from '../roots.js';
+import {
+  CONSUMER_LINK_PREFIX,
+  SUPPLIER_LINK_PREFIX,
+  linkName,
+  pciDeviceDir,
+  pciDeviceEntry,
+  pciDevicesDir,
+  type PciDeviceAttribute,
+} from './sysfs-layout.js';
 
 export interface PciDevice {
   /** `DDDD:BB:DD.F`. */
@@ -63,22 +71,17 @@ function linkedAddresses(entries: readonly string[], prefix: string): string[] {
     .sort(compareAddresses);
 }
 
-export function deviceDir(port: KernelPort, address: string): string {
-  return under(port.roots.sysfs, 'bus', 'pci', 'devices', address);
-}
-
 /** Addresses of every PCI device, in lspci order. */
 export async function listAddresses(port: KernelPort): Promise<string[]> {
-  const names = await port.readDir(under(port.roots.sysfs, 'bus', 'pci', 'devices'));
+  const names = await port.readDir(pciDevicesDir(port.roots));
   return names.filter(isPciAddress).sort(compareAddresses);
 }
 
 /** Read one device; null when there is no such device. */
 export async function readPciDevice(port: KernelPort, address: string): Promise<PciDevice | null> {
-  const dir = deviceDir(port, address);
-  const sysfsPath = await port.realPath(dir);
+  const sysfsPath = await port.realPath(pciDeviceDir(port.roots, address));
   if (sysfsPath === null) return null;
-  const attr = (name: string): Promise<string | null> => port.readFile(path.join(dir, name));
+  const attr = (name: PciDeviceAttribute): Promise<string | null> => port.readFile(pciDeviceEntry(port.roots, address, name));
   const [vendor, device, subVendor, subDevice, cls, revision, override, bootVga, resetMethod] = await Promise.all([
     attr('vendor'),
     attr('device'),
@@ -91,14 +94,14 @@ export async function readPciDevice(port: KernelPort, address: string): Promise<
     attr('reset_method'),
   ]);
   const [driverLink, groupLink, entries, drm, vfioDev] = await Promise.all([
-    port.readLink(path.join(dir, 'driver')),
-    port.readLink(path.join(dir, 'iommu_group')),
-    port.readDir(dir),
-    port.readDir(path.join(dir, 'drm')),
-    port.readDir(path.join(dir, 'vfio-dev')),
+    port.readLink(pciDeviceEntry(port.roots, address, 'driver')),
+    port.readLink(pciDeviceEntry(port.roots, address, 'iommu_group')),
+    port.readDir(pciDeviceDir(port.roots, address)),
+    port.readDir(pciDeviceEntry(port.roots, address, 'drm')),
+    port.readDir(pciDeviceEntry(port.roots, address, 'vfio-dev')),
   ]);
   const classCode = cls === null ? 0 : Number.parseInt(cls.trim(), 16);
-  const group = groupLink === null ? null : Number.parseInt(path.basename(groupLink), 10);
+  const group = groupLink === null ? null : Number.parseInt(linkName(groupLink), 10);
   return {
     address,
     sysfsPath,
@@ -108,15 +111,15 @@ export async function readPciDevice(port: KernelPort, address: string): Promise<
     subsystemDeviceId: hexId(subDevice),
     classCode: Number.isNaN(classCode) ? 0 : classCode,
     revision: hexId(revision)?.slice(-2) ?? null,
-    driver: driverLink === null ? null : path.basename(driverLink),
+    driver: driverLink === null ? null : linkName(driverLink),
     driverOverride: parseOverride(override),
     iommuGroup: group === null || Number.isNaN(group) ? null : group,
     bootVga: bootVga === null ? null : bootVga.trim() === '1',
     resetMethods: resetMethod === null ? [] : resetMethod.trim().split(/\s+/).filter(Boolean),
     drm: drm.filter((n) => /^(card|renderD)\d+$/.test(n)).sort(),
     vfioDevices: vfioDev.filter((n) => /^vfio\d+$/.test(n)).sort(),
-    consumers: linkedAddresses(entries, 'consumer:pci:'),
-    suppliers: linkedAddresses(entries, 'supplier:pci:'),
+    consumers: linkedAddresses(entries, CONSUMER_LINK_PREFIX),
+    suppliers: linkedAddresses(entries, SUPPLIER_LINK_PREFIX),
     isBridge: isBridge(Number.isNaN(classCode) ? 0 : classCode),
   };
 }

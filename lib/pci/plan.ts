@@ -49,6 +49,7 @@ import { canForce } from './host-dependencies.js';
 import { describeHolders, groupHolders, holdersOf } from './holders.js';
 import type { HostSnapshot } from './host-snapshot.js';
 import type { PciDevice } from './pci-device.js';
+import { NODE_NAMES } from './sysfs-layout.js';
 import { describeOwner, howToRelease, sameOwner, type Owner } from './owner.js';
 
 export type Step =
@@ -71,7 +72,7 @@ export type Step =
 
 /** Who holds a device now: an entry of the daemon's state. */
 export interface Claim {
-  /** The VM, the user who detached it by hand, or unknown (lib/state/owner.ts). */
+  /** The VM, the user who detached it by hand, or unknown (lib/pci/owner.ts). */
   readonly owner: Owner;
   /** The driver it had before; null when it was driverless. Meaningless when `originalKnown` is false. */
   readonly originalDriver: string | null;
@@ -302,7 +303,7 @@ export function planReattach(snapshot: HostSnapshot, addresses: readonly string[
     );
   }
   const held = moving.flatMap((d) =>
-    holdersOf(d, snapshot.processes).filter((h) => !h.path.startsWith('/dev/vfio/')).map((h) => ({ d, h })),
+    holdersOf(d, snapshot.processes).filter((h) => !h.path.startsWith(NODE_NAMES.vfio)).map((h) => ({ d, h })),
   );
   if (held.length > 0) {
     throw new DeviceBusy(

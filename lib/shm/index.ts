@@ -30,11 +30,10 @@ export type {
   RemoveShmFileOptions,
   RemoveShmFileResult,
   ShmFileInfo,
-  ShmFileRef,
-  ShmFileSpec,
   ShmFileState,
-  ShmFileType,
 } from './shm-file.js';
+export type { ShmFileRef, ShmFileSpec } from './shm-file-spec.js';
+export type { ShmFileType } from './shm-entry.js';
 
 export { checkAccountName, resolveGid, resolvePrimaryGid, resolveUid, userNameOf } from './accounts.js';
 export type { AccountLookupOptions } from './accounts.js';

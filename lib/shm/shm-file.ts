@@ -4,94 +4,47 @@
  *
  * This runs as root in a directory every user can write to (`/dev/shm`,
  * mode 1777), so the one invariant everything here serves is: a root process
- * is never tricked into changing a file someone else chose. Concretely:
+ * is never tricked into changing a file someone else chose. How an entry is
+ * opened and checked for that is shm-entry.ts; here every change is made on
+ * the descriptor it opened (fchown, fchmod, ftruncate), never again by path,
+ * and all checks happen before the first change: a file we created is
+ * removed again if we fail, a file that existed gets its size, owner and
+ * mode restored.
  *
- * - the entry is opened with O_NOFOLLOW (a symlink is refused, its target is
- *   only ever read with readlink) and O_NONBLOCK (a planted FIFO cannot block
- *   the open), and O_NOCTTY (a planted tty cannot become our terminal);
- *   libuv adds O_CLOEXEC to every open, Node does not expose the flag;
- * - what we opened is checked with fstat on the descriptor (regular file, one
- *   link, owned by a trusted uid) and every change is made on that descriptor
- *   (fchown, fchmod, ftruncate), never again by path, so swapping the entry
- *   after the check changes nothing;
- * - a new file is created with O_EXCL and mode 0600, so it is ours and never
- *   briefly readable by others; an existing file is opened without O_CREAT,
- *   which also keeps working under `fs.protected_regular`, where even root
- *   may not O_CREAT-open another user's file in a sticky directory;
- * - all checks happen before the first change; a file we created is removed
- *   again if we fail, a file that existed gets its size, owner and mode
- *   restored.
- *
- * The file's memory is really reserved, not just its size set: ftruncate
- * alone makes a sparse file, which succeeds on a full (or too small) tmpfs,
- * and QEMU would then die of SIGBUS at the guest's first frame. Node has no
- * posix_fallocate, so the space is reserved by writing through the
- * descriptor (tmpfs allocates a page when it is first written): zeros into
- * a file we created, the bytes read back into an existing one, so its
- * contents are kept. Before writing, the free space of the shm root
- * (statfs) is compared with what is missing, so a file that cannot fit is
- * refused without filling the host's /dev/shm even for a moment; a write
- * that still runs out of space (someone else filled it meanwhile) undoes
- * the same way.
- *
- * Only the last component of the root is checked (lstat); the directories
- * above it are root's own (`/dev`) and not in reach of other users.
+ * The file's memory is really reserved, not just its size set
+ * (shm-space.ts); the arguments are checked before anything is touched
+ * (shm-file-spec.ts).
  */
 
-import { constants, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
 
 import { InvalidArgs, InvalidConfig, UnsafePath, q } from '../errors.js';
-import { userNameOf, type AccountLookupOptions } from './accounts.js';
-import { shmModeProblem } from './shm-mode.js';
-import { validateShmName } from './shm-name.js';
+import type { AccountLookupOptions } from './accounts.js';
+import {
+  OPEN_FOR_REMOVE_FLAGS,
+  checkRoot,
+  errorCode,
+  isWrongTypeOnOpen,
+  openOrCreate,
+  readLinkOrNull,
+  refuseChanged,
+  refuseUnacceptable,
+  typeOf,
+  type ShmFileType,
+} from './shm-entry.js';
+import {
+  checkId,
+  checkLocation,
+  checkSpec,
+  checkTrustedOwners,
+  formatMode,
+  type ShmFileRef,
+  type ShmFileSpec,
+} from './shm-file-spec.js';
+import { backedBytes, formatAmount, refusalFor, reserve } from './shm-space.js';
 import { formatSize } from './size.js';
-
-const { O_RDONLY, O_RDWR, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY } = constants;
-
-const CREATE_FLAGS = O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
-const OPEN_FLAGS = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
-const OPEN_FOR_REMOVE_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY;
-
-/** Mode of a file we just created, before it gets its final owner and mode. */
-const CREATE_MODE = 0o600;
-
-/*
- * How often to go round "create exclusively / open the existing one" when the
- * entry keeps appearing and vanishing between the two. Each round is a real
- * race with another process; three in a row means something is fighting us.
- */
-const OPEN_ATTEMPTS = 3;
-
-/** Largest uid/gid; (uid_t)-1 = 4294967295 means "no change" to chown and is not an id. */
-const MAX_ID = 0xfffffffe;
-
-/** Bytes written at a time while reserving a file's space. */
-const RESERVE_CHUNK = 1024 * 1024;
-
-/** st_blocks counts 512-byte units, whatever the file system's block size. */
-const BLOCK_UNIT = 512;
-
-/** What a shared-memory file should look like. */
-export interface ShmFileSpec {
-  /** Directory holding the file, injected; the real one is `/dev/shm`. Must be absolute and a real directory, not a symlink. */
-  readonly root: string;
-  /** Plain file name, checked with `validateShmName` (libvirt's `<shmem name=...>`). */
-  readonly name: string;
-  /** Size in bytes, a positive safe integer. */
-  readonly size: number;
-  /** Owner uid. */
-  readonly uid: number;
-  /** Group gid. */
-  readonly gid: number;
-  /**
-   * Permission bits, 0 to 0o777 (no set-id or sticky bits), e.g. `0o660`;
-   * without write for others and without execute bits (see shm-mode.ts).
-   */
-  readonly mode: number;
-}
 
 export interface EnsureShmFileOptions {
   /**
@@ -145,16 +98,6 @@ export interface EnsureShmFileResult {
   readonly after: ShmFileState;
 }
 
-/** Which file to remove; a full `ShmFileSpec` fits. */
-export interface ShmFileRef {
-  /** Directory holding the file, as in `ShmFileSpec.root`. */
-  readonly root: string;
-  /** Plain file name, as in `ShmFileSpec.name`. */
-  readonly name: string;
-  /** The intended owner; trusted by default, as in `ShmFileSpec.uid`. */
-  readonly uid: number;
-}
-
 export interface RemoveShmFileOptions {
   /** Uids that may own the file we remove. Default `[0, ref.uid]`, as for `ensureShmFile`. */
   readonly trustedOwners?: readonly number[];
@@ -169,16 +112,6 @@ export interface RemoveShmFileResult {
   /** The file as it was before removal; absent with `absent`. */
   readonly before?: ShmFileState;
 }
-
-export type ShmFileType =
-  | 'file'
-  | 'directory'
-  | 'symlink'
-  | 'fifo'
-  | 'socket'
-  | 'character-device'
-  | 'block-device'
-  | 'unknown';
 
 /** What is at `<root>/<name>`, as `lstat` sees it (links are not followed). */
 export interface ShmFileInfo extends ShmFileState {
@@ -309,186 +242,6 @@ export async function inspectShmFile(root: string, name: string): Promise<ShmFil
   return linkTarget === null ? info : { ...info, linkTarget };
 }
 
-// --- validation (no side effects) ---
-
-function checkSpec(spec: ShmFileSpec): string {
-  if (typeof spec !== 'object' || spec === null) {
-    throw new InvalidArgs(`Invalid shared memory file spec ${q(spec)}: expected an object`);
-  }
-  const path = checkLocation(spec.root, spec.name);
-  if (!Number.isSafeInteger(spec.size) || spec.size <= 0) {
-    throw new InvalidArgs(
-      `Invalid size ${q(spec.size)} for shared memory file ${q(spec.name)}: must be a whole number of bytes greater than zero`,
-    );
-  }
-  checkId('uid', spec.uid, spec.name);
-  checkId('gid', spec.gid, spec.name);
-  if (!Number.isInteger(spec.mode) || spec.mode < 0 || spec.mode > 0o777) {
-    const shown = Number.isInteger(spec.mode) && spec.mode >= 0 ? formatMode(spec.mode) : spec.mode;
-    throw new InvalidArgs(
-      `Invalid mode ${q(shown)} for shared memory file ${q(spec.name)}: must be permission bits from 0000 to 0777, e.g. 0660`,
-    );
-  }
-  const problem = shmModeProblem(spec.mode);
-  if (problem !== null) throw new InvalidArgs(`Invalid mode ${q(formatMode(spec.mode))} for shared memory file ${q(spec.name)}: ${problem}`);
-  return path;
-}
-
-/** Check root and name and return the joined path. */
-function checkLocation(root: string, name: string): string {
-  if (typeof root !== 'string' || !isAbsolute(root) || root.includes('\0')) {
-    throw new InvalidArgs(`Invalid shared memory root ${q(root)}: must be an absolute path such as '/dev/shm'`);
-  }
-  validateShmName(name);
-  return join(root, name);
-}
-
-function checkId(kind: 'uid' | 'gid', id: number, name: string): void {
-  if (!Number.isInteger(id) || id < 0 || id > MAX_ID) {
-    throw new InvalidArgs(
-      `Invalid ${kind} ${q(id)} for shared memory file ${q(name)}: must be a whole number from 0 to ${MAX_ID}`,
-    );
-  }
-}
-
-function checkTrustedOwners(list: readonly number[] | undefined, uid: number, name: string): ReadonlySet<number> {
-  if (list === undefined) return new Set([0, uid]);
-  if (!Array.isArray(list)) {
-    throw new InvalidArgs(`Invalid trustedOwners ${q(list)}: expected an array of uids`);
-  }
-  for (const owner of list) checkId('uid', owner, name);
-  return new Set(list);
-}
-
-// --- checks on the file system ---
-
-/** The root must be a real directory: not missing, not a symlink, not a file. */
-async function checkRoot(root: string): Promise<void> {
-  let st: Stats;
-  try {
-    st = await fsp.lstat(root);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') {
-      throw new UnsafePath(`Cannot use shared memory root ${q(root)}: it does not exist; mount a tmpfs there or fix the root, refusing`);
-    }
-    throw error;
-  }
-  if (st.isSymbolicLink()) {
-    const target = await readLinkOrNull(root);
-    throw new UnsafePath(
-      `Cannot use shared memory root ${q(root)}: it is a symbolic link${target === null ? '' : ` to ${q(target)}`}; use the real directory, refusing`,
-    );
-  }
-  if (!st.isDirectory()) {
-    throw new UnsafePath(
-      `Cannot use shared memory root ${q(root)}: it is a ${describeType(st)}, not a directory; use the real directory, refusing`,
-    );
-  }
-}
-
-/**
- * Throw UnsafePath unless `st` (from lstat or fstat) is a regular file with
- * one link, owned by a trusted uid. For a symlink, name where it points.
- */
-async function refuseUnacceptable(
-  path: string,
-  st: Stats,
-  trusted: ReadonlySet<number>,
-  verb: 'use' | 'remove',
-  accounts: AccountLookupOptions,
-): Promise<void> {
-  const prefix = `Cannot ${verb} shared memory file ${q(path)}`;
-  if (st.isSymbolicLink()) {
-    const target = await readLinkOrNull(path);
-    throw new UnsafePath(
-      `${prefix}: it is a symbolic link${target === null ? '' : ` to ${q(target)}`}; remove the link, refusing`,
-    );
-  }
-  if (!st.isFile()) {
-    throw new UnsafePath(`${prefix}: it is a ${describeType(st)}, not a regular file; remove it, refusing`);
-  }
-  if (st.nlink !== 1) {
-    // A second name means someone else can reach (or owns the other name of)
-    // the same inode: chowning or truncating it would change their file.
-    throw new UnsafePath(`${prefix}: it has ${st.nlink} hard links, expected 1; remove it, refusing`);
-  }
-  if (!trusted.has(st.uid)) {
-    // Most often QEMU made it, running as a user the daemon was not told about.
-    const name = await userNameOf(st.uid, accounts);
-    const owner = name === null ? `uid ${st.uid}` : `uid ${st.uid} (${q(name)})`;
-    const user = name === null ? `uid ${st.uid}` : q(name);
-    throw new UnsafePath(
-      `${prefix}: it is owned by ${owner}, which is not trusted (${[...trusted].join(', ')}); ` +
-        `if QEMU runs as ${user}, set qemu-user = "${name ?? st.uid}" in [daemon] of the configuration, else remove the file, refusing`,
-    );
-  }
-}
-
-/**
- * The entry changed type between our lstat and open (the open failed with
- * ELOOP, EISDIR, ...): look again and refuse with what is there now.
- */
-async function refuseChanged(
-  path: string,
-  trusted: ReadonlySet<number>,
-  verb: 'use' | 'remove',
-  accounts: AccountLookupOptions,
-): Promise<never> {
-  let st: Stats | null = null;
-  try {
-    st = await fsp.lstat(path);
-  } catch {
-    // vanished again; fall through to the generic refusal
-  }
-  if (st !== null) await refuseUnacceptable(path, st, trusted, verb, accounts);
-  throw new UnsafePath(`Cannot ${verb} shared memory file ${q(path)}: it changed while being checked; try again, refusing`);
-}
-
-// --- ensure: open, then create or repair ---
-
-interface Opened {
-  readonly handle: FileHandle;
-  readonly created: boolean;
-}
-
-/**
- * Open `path` read-write, creating it if missing, and say exactly whether we
- * created it: O_EXCL first (only we can have made a file it creates), and on
- * EEXIST an open without O_CREAT; if the entry vanished in between, go round
- * again. An existing entry is lstat'ed before it is opened, so a symlink,
- * FIFO, socket or device node is refused without ever being opened; the
- * fstat after the open is still the check that counts.
- */
-async function openOrCreate(path: string, trusted: ReadonlySet<number>, accounts: AccountLookupOptions): Promise<Opened> {
-  for (let attempt = 0; attempt < OPEN_ATTEMPTS; attempt++) {
-    try {
-      return { handle: await fsp.open(path, CREATE_FLAGS, CREATE_MODE), created: true };
-    } catch (error) {
-      if (errorCode(error) !== 'EEXIST') throw error;
-    }
-
-    let seen: Stats;
-    try {
-      seen = await fsp.lstat(path);
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') continue;
-      throw error;
-    }
-    await refuseUnacceptable(path, seen, trusted, 'use', accounts);
-
-    try {
-      return { handle: await fsp.open(path, OPEN_FLAGS), created: false };
-    } catch (error) {
-      if (errorCode(error) === 'ENOENT') continue;
-      if (isWrongTypeOnOpen(error)) await refuseChanged(path, trusted, 'use', accounts);
-      throw error;
-    }
-  }
-  throw new UnsafePath(
-    `Cannot use shared memory file ${q(path)}: it kept appearing and disappearing while being opened; check what else writes to the shm root, refusing`,
-  );
-}
-
 /** Give a file we just created its size, memory, owner and mode; remove it if that fails. */
 async function finishCreated(handle: FileHandle, path: string, spec: ShmFileSpec): Promise<EnsureShmFileResult> {
   const identity = await handle.stat();
@@ -551,7 +304,7 @@ async function repairExisting(
       await handle.truncate(spec.size);
       changes.push(`size ${formatSize(before.size)} -> ${formatSize(spec.size)}`);
     }
-    const backed = (await handle.stat()).blocks * BLOCK_UNIT;
+    const backed = await backedBytes(handle);
     if (backed < spec.size && allowResize) {
       // At prepare QEMU has not mapped it yet, and its content means nothing until then; still,
       // each page is read back and written again, so what a client left there is kept (a client
@@ -572,76 +325,6 @@ async function repairExisting(
 
   const after = stateOf(await handle.stat());
   return { path, action: changes.length > 0 ? 'repaired' : 'unchanged', changes, warnings, before, after };
-}
-
-/** What is missing from the shm root; thrown by reserve, turned into a refusal once the undo is done. */
-class SpaceShortage extends Error {
-  constructor(readonly missing: number) {
-    super(`${missing} bytes short`);
-  }
-}
-
-/**
- * Back every page of the file's `spec.size` bytes with memory, by writing
- * through the descriptor: zeros (a new file), or each chunk read back
- * (`keep`, an existing file; a hole reads as zeros, so this never changes
- * what is there). First compares what is missing with the root's free
- * space, so a file that cannot fit never fills the root.
- *
- * @throws SpaceShortage when it does not fit, or the root fills up while writing.
- */
-async function reserve(handle: FileHandle, spec: ShmFileSpec, fill: 'zeros' | 'keep'): Promise<void> {
-  const missing = Math.max(0, spec.size - (await handle.stat()).blocks * BLOCK_UNIT);
-  if (missing === 0) return;
-  if (missing > (await freeBytes(spec.root))) throw new SpaceShortage(missing);
-  const chunk = Buffer.alloc(Math.min(RESERVE_CHUNK, spec.size));
-  try {
-    for (let offset = 0; offset < spec.size; ) {
-      const length = Math.min(chunk.length, spec.size - offset);
-      if (fill === 'keep') {
-        let read = 0;
-        while (read < length) {
-          const { bytesRead } = await handle.read(chunk, read, length - read, offset + read);
-          // The file shrank under us (someone truncated it): the rest reads as zeros.
-          if (bytesRead === 0) {
-            chunk.fill(0, read, length);
-            break;
-          }
-          read += bytesRead;
-        }
-      }
-      let written = 0;
-      while (written < length) {
-        const { bytesWritten } = await handle.write(chunk, written, length - written, offset + written);
-        written += bytesWritten;
-      }
-      offset += length;
-    }
-  } catch (error) {
-    if (errorCode(error) === 'ENOSPC') throw new SpaceShortage(missing);
-    throw error;
-  }
-}
-
-/** Free space of the root for an unprivileged writer (f_bavail), in bytes. */
-async function freeBytes(root: string): Promise<number> {
-  const fs = await fsp.statfs(root);
-  return fs.bavail * fs.bsize;
-}
-
-/** The error to throw after an undo: a SpaceShortage becomes the refusal, with the free space left now. */
-async function refusalFor(error: unknown, path: string, root: string, existing: boolean): Promise<unknown> {
-  if (!(error instanceof SpaceShortage)) return error;
-  let free: string;
-  try {
-    free = formatAmount(await freeBytes(root), 1);
-  } catch {
-    free = 'too little';
-  }
-  return new InvalidConfig(
-    `Cannot reserve shared memory file ${q(path)}: needs ${formatAmount(error.missing)}${existing ? ' more' : ''}, ` +
-      `${q(root)} has ${free} free; free space there or make it larger (mount -o remount,size=... ${q(root)}), refusing`,
-  );
 }
 
 /**
@@ -671,75 +354,6 @@ async function unlinkIfSame(path: string, identity: Stats): Promise<void> {
   }
 }
 
-// --- small helpers ---
-
 function stateOf(st: Stats): ShmFileState {
   return { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, size: st.size };
-}
-
-function formatMode(mode: number): string {
-  return mode.toString(8).padStart(4, '0');
-}
-
-/**
- * An amount of memory as people read it: `32 MiB`, `512 B`; with `decimals`,
- * always that many (`1.0 MiB`, as df -h), else only when not a whole number.
- */
-function formatAmount(bytes: number, decimals?: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  if (unit === 0) return `${bytes} B`;
-  const shown = decimals !== undefined ? value.toFixed(decimals) : Number.isInteger(value) ? String(value) : value.toFixed(1);
-  return `${shown} ${units[unit]}`;
-}
-
-function typeOf(st: Stats): ShmFileType {
-  if (st.isFile()) return 'file';
-  if (st.isDirectory()) return 'directory';
-  if (st.isSymbolicLink()) return 'symlink';
-  if (st.isFIFO()) return 'fifo';
-  if (st.isSocket()) return 'socket';
-  if (st.isCharacterDevice()) return 'character-device';
-  if (st.isBlockDevice()) return 'block-device';
-  return 'unknown';
-}
-
-function describeType(st: Stats): string {
-  const names: Record<ShmFileType, string> = {
-    file: 'regular file',
-    directory: 'directory',
-    symlink: 'symbolic link',
-    fifo: 'FIFO',
-    socket: 'socket',
-    'character-device': 'character device',
-    'block-device': 'block device',
-    unknown: 'file of unknown type',
-  };
-  return names[typeOf(st)];
-}
-
-async function readLinkOrNull(path: string): Promise<string | null> {
-  try {
-    return await fsp.readlink(path);
-  } catch {
-    return null;
-  }
-}
-
-/** open(2) errors that mean the entry is not (or no longer) a regular file. */
-function isWrongTypeOnOpen(error: unknown): boolean {
-  const code = errorCode(error);
-  return code === 'ELOOP' || code === 'EISDIR' || code === 'ENXIO' || code === 'ENODEV';
-}
-
-function errorCode(error: unknown): string | undefined {
-  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') {
-    return error.code;
-  }
-  return undefined;
 }

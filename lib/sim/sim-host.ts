@@ -4,7 +4,8 @@
  * other's changes, as on a real machine; `sim.json` keeps the fixture for the
  * simulated kernel's decisions (which driver probes what, which driver hangs).
  *
- * Layout follows the real kernel's: devices live under
+ * Layout follows the real kernel's, with every path taken from
+ * lib/pci/sysfs-layout.ts (what the engine reads): devices live under
  * `sys/devices/pci0000:00/<bridge>/<addr>`, reached through relative links
  * from `sys/bus/pci/devices`, `sys/kernel/iommu_groups/N/devices`,
  * `sys/class/{block,net,drm,graphics}`; a bound device has a `driver` link and
@@ -17,8 +18,43 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { rootsUnder, type HostRoots } from '../roots.js';
+import { DEFAULT_ROOTS, rootsUnder, type HostRoots } from '../roots.js';
 import { InvalidArgs, InvalidConfig, q } from '../errors.js';
+import {
+  classAttr,
+  classAttrIn,
+  classDeviceDirIn,
+  classDir,
+  classEntry,
+  devlinkDir,
+  devlinkEntryIn,
+  devNode,
+  drmNode,
+  entryIn,
+  iommuGroupDeviceLink,
+  iommuGroupDir,
+  iommuGroupsDir,
+  mountInfoFile,
+  PCI_DRIVER_FILES,
+  pciDeviceDir,
+  pciDeviceRealDir,
+  pciDevicesDir,
+  pciDriverDeviceLink,
+  pciDriverDir,
+  pciDriverFile,
+  pciDriversProbe,
+  processDir,
+  processEntry,
+  processFd,
+  swapsFile,
+  SYSFS_CLASSES,
+  vfioContainerNode,
+  vfioGroupNode,
+  virtualDevicesDir,
+  type ClassAttribute,
+  type PciDeviceAttribute,
+  type SysfsClass,
+} from '../pci/sysfs-layout.js';
 import { parseFixture, type Fixture, type FixtureDevice } from './fixture.js';
 import { withSimLock } from './sim-lock.js';
 import { applyFileOps, relLinkOp, rollForward, type FileOp } from './sim-transition.js';
@@ -31,8 +67,14 @@ export interface SimHost {
   readonly fixture: Fixture;
 }
 
-/** A device's real directory, relative to the sysfs root. */
-export function deviceRelPath(fixture: Fixture, address: string): string {
+/** A device's real directory: under its root bus, beneath the bridges above it (`parent` in the fixture). */
+export function simDeviceDir(host: Pick<SimHost, 'roots' | 'fixture'>, address: string): string {
+  const chain = deviceChain(host.fixture, address);
+  return pciDeviceRealDir(host.roots, chain.length > 0 ? chain : [address]);
+}
+
+/** The addresses from the top bridge down to the device. */
+function deviceChain(fixture: Fixture, address: string): string[] {
   const chain: string[] = [];
   let current: FixtureDevice | undefined = fixture.devices.find((d) => d.address === address);
   const seen = new Set<string>();
@@ -43,8 +85,7 @@ export function deviceRelPath(fixture: Fixture, address: string): string {
     const parent: string | undefined = current.parent;
     current = parent === undefined ? undefined : fixture.devices.find((d) => d.address === parent);
   }
-  const top = chain[0] ?? address;
-  return path.join('devices', `pci${top.slice(0, 7)}`, ...chain);
+  return chain;
 }
 
 async function writeFile(file: string, content: string): Promise<void> {
@@ -75,35 +116,30 @@ export async function buildSimHost(fixtureInput: unknown, dir: string): Promise<
     throw new InvalidArgs(`Cannot build a simulated host in ${q(dir)}: the folder is not empty; remove it or choose another`);
   }
   const roots = rootsUnder(dir);
-  const sys = roots.sysfs;
+  const host: SimHost = { dir, roots, fixture };
   await Promise.all(
     [
-      'bus/pci/devices',
-      'kernel/iommu_groups',
-      'class/block',
-      'class/net',
-      'class/drm',
-      'class/graphics',
-      'class/vtconsole',
-      'class/input',
-      'devices/virtual/devlink',
-      'devices/virtual/block',
-    ].map((d) => fs.mkdir(path.join(sys, d), { recursive: true })),
+      pciDevicesDir(roots),
+      iommuGroupsDir(roots),
+      ...SYSFS_CLASSES.map((c) => classDir(roots, c)),
+      virtualDevicesDir(roots, 'devlink'),
+      virtualDevicesDir(roots, 'block'),
+    ].map((d) => fs.mkdir(d, { recursive: true })),
   );
   await fs.mkdir(roots.shm, { recursive: true });
-  await fs.mkdir(path.join(roots.dev, 'vfio'), { recursive: true });
-  await fs.mkdir(path.join(roots.dev, 'input'), { recursive: true });
-  await fs.writeFile(path.join(roots.dev, 'vfio', 'vfio'), '');
+  await fs.mkdir(devNode(roots, 'vfio'), { recursive: true });
+  await fs.mkdir(devNode(roots, 'input'), { recursive: true });
+  await fs.writeFile(vfioContainerNode(roots), '');
   await fs.mkdir(path.join(roots.run), { recursive: true });
-  await writeFile(path.join(sys, 'bus/pci/drivers_probe'), '');
+  await writeFile(pciDriversProbe(roots), '');
 
   for (const driver of Object.keys(fixture.drivers)) {
-    for (const f of ['bind', 'unbind', 'new_id', 'remove_id']) await writeFile(path.join(sys, 'bus/pci/drivers', driver, f), '');
+    for (const f of PCI_DRIVER_FILES) await writeFile(pciDriverFile(roots, driver, f), '');
   }
 
   for (const d of fixture.devices) {
-    const devDir = path.join(sys, deviceRelPath(fixture, d.address));
-    const attrs: Record<string, string> = {
+    const devDir = simDeviceDir(host, d.address);
+    const attrs: Partial<Record<PciDeviceAttribute, string>> = {
       vendor: `0x${d.vendor}\n`,
       device: `0x${d.device}\n`,
       subsystem_vendor: `0x${d.subsystemVendor ?? d.vendor}\n`,
@@ -116,35 +152,35 @@ export async function buildSimHost(fixtureInput: unknown, dir: string): Promise<
     };
     if (d.bootVga !== undefined) attrs['boot_vga'] = d.bootVga ? '1\n' : '0\n';
     if (d.resetMethod) attrs['reset_method'] = `${d.resetMethod.join(' ')}\n`;
-    for (const [name, content] of Object.entries(attrs)) await writeFile(path.join(devDir, name), content);
-    await relLink(path.join(sys, 'bus/pci/devices', d.address), devDir);
+    for (const [name, content] of Object.entries(attrs) as [PciDeviceAttribute, string][]) {
+      await writeFile(entryIn(devDir, name), content);
+    }
+    await relLink(pciDeviceDir(roots, d.address), devDir);
     if (d.group !== null) {
-      const groupDir = path.join(sys, 'kernel/iommu_groups', String(d.group));
-      await relLink(path.join(groupDir, 'devices', d.address), devDir);
-      await relLink(path.join(devDir, 'iommu_group'), groupDir);
+      await relLink(iommuGroupDeviceLink(roots, d.group, d.address), devDir);
+      await relLink(entryIn(devDir, 'iommu_group'), iommuGroupDir(roots, d.group));
     }
     for (const consumer of d.consumers) {
-      const link = path.join(sys, 'devices/virtual/devlink', `pci:${d.address}--pci:${consumer}`);
+      const link = devlinkDir(roots, d.address, consumer);
       await fs.mkdir(link, { recursive: true });
-      await relLink(path.join(devDir, `consumer:pci:${consumer}`), link);
-      await relLink(path.join(sys, deviceRelPath(fixture, consumer), `supplier:pci:${d.address}`), link);
+      await relLink(devlinkEntryIn(devDir, 'consumer', consumer), link);
+      await relLink(devlinkEntryIn(simDeviceDir(host, consumer), 'supplier', d.address), link);
     }
   }
 
   for (const p of fixture.processes) await addSimProcess({ roots }, p);
-  await writeFile(path.join(roots.proc, 'self', 'mountinfo'), fixture.mounts.map((m, i) => mountInfoLine(i, m) + '\n').join(''));
+  await writeFile(mountInfoFile(roots), fixture.mounts.map((m, i) => mountInfoLine(i, m) + '\n').join(''));
   await writeFile(
-    path.join(roots.proc, 'swaps'),
+    swapsFile(roots),
     'Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n' +
       fixture.swaps.map((s) => `${s}\t\tpartition\t8388604\t\t0\t\t-2\n`).join(''),
   );
   for (const c of fixture.consoles) {
-    await writeFile(path.join(sys, 'class/vtconsole', c.name, 'name'), `${c.description}\n`);
-    await writeFile(path.join(sys, 'class/vtconsole', c.name, 'bind'), c.bound ? '1\n' : '0\n');
+    await writeFile(classAttr(roots, 'vtconsole', c.name, 'name'), `${c.description}\n`);
+    await writeFile(classAttr(roots, 'vtconsole', c.name, 'bind'), c.bound ? '1\n' : '0\n');
   }
 
   await fs.writeFile(path.join(dir, SIM_STATE_FILE), JSON.stringify({ fixture }, null, 2) + '\n');
-  const host: SimHost = { dir, roots, fixture };
   for (const d of fixture.devices) {
     if (d.driver) await applyFileOps(planBind(host, d.address, d.driver));
   }
@@ -181,7 +217,8 @@ function hostDriverOf(d: FixtureDevice): string | null {
  * (`/proc/bus/input/devices` of a Logitech K120 keyboard, an M105 mouse and an
  * Xbox 360 pad on x86_64): 64-bit words, highest first, as sysfs prints them.
  */
-const INPUT_CAPABILITIES: Readonly<Record<FixtureDevice['input'][number]['kind'], Readonly<Record<string, string>>>> = {
+type InputCapability = ClassAttribute<'input'> extends infer A ? (A extends `capabilities/${infer C}` ? C : never) : never;
+const INPUT_CAPABILITIES: Readonly<Record<FixtureDevice['input'][number]['kind'], Readonly<Record<InputCapability, string>>>> = {
   keyboard: {
     ev: '120013',
     key: '1000000000007 ff9f207ac14057ff febeffdfffefffff fffffffffffffffe',
@@ -245,73 +282,77 @@ function simInputs(fixture: Fixture, address: string): SimInput[] {
 
 /** What the host driver makes when it binds: DRM nodes, frame buffers, interfaces, disks, input devices. */
 function driverChildrenOps(host: SimHost, d: FixtureDevice, devDir: string): FileOp[] {
-  const sys = host.roots.sysfs;
+  const roots = host.roots;
   const ops: FileOp[] = [];
   for (const node of d.drm) {
-    ops.push({ op: 'write', path: path.join(devDir, 'drm', node, 'dev'), content: '226:0\n' });
-    ops.push(relLinkOp(path.join(sys, 'class/drm', node), path.join(devDir, 'drm', node)));
-    ops.push({ op: 'write', path: path.join(host.roots.dev, 'dri', node), content: '' });
+    const nodeDir = classDeviceDirIn(devDir, 'drm', node);
+    ops.push({ op: 'write', path: classAttrIn(nodeDir, 'drm', 'dev'), content: '226:0\n' });
+    ops.push(relLinkOp(classEntry(roots, 'drm', node), nodeDir));
+    ops.push({ op: 'write', path: drmNode(roots, node), content: '' });
   }
   for (const fb of d.fb) {
-    ops.push({ op: 'mkdir', path: path.join(devDir, 'graphics', fb) });
-    ops.push(relLinkOp(path.join(sys, 'class/graphics', fb), path.join(devDir, 'graphics', fb)));
-    ops.push({ op: 'write', path: path.join(host.roots.dev, fb), content: '' });
+    const fbDir = classDeviceDirIn(devDir, 'graphics', fb);
+    ops.push({ op: 'mkdir', path: fbDir });
+    ops.push(relLinkOp(classEntry(roots, 'graphics', fb), fbDir));
+    ops.push({ op: 'write', path: devNode(roots, fb), content: '' });
   }
   for (const n of d.net) {
-    const netDir = path.join(devDir, 'net', n.name);
+    const netDir = classDeviceDirIn(devDir, 'net', n.name);
     // IFF_UP | IFF_BROADCAST | IFF_MULTICAST when up, as `ip link` leaves them.
-    ops.push({ op: 'write', path: path.join(netDir, 'flags'), content: n.up ? '0x1003\n' : '0x1002\n' });
-    ops.push({ op: 'write', path: path.join(netDir, 'operstate'), content: n.up ? 'up\n' : 'down\n' });
-    ops.push(relLinkOp(path.join(sys, 'class/net', n.name), netDir));
+    ops.push({ op: 'write', path: classAttrIn(netDir, 'net', 'flags'), content: n.up ? '0x1003\n' : '0x1002\n' });
+    ops.push({ op: 'write', path: classAttrIn(netDir, 'net', 'operstate'), content: n.up ? 'up\n' : 'down\n' });
+    ops.push(relLinkOp(classEntry(roots, 'net', n.name), netDir));
   }
   for (const b of d.block) {
+    // Disks sit beneath the NVMe controller's own device, as on a real machine.
     const diskDir = path.join(devDir, 'nvme', 'nvme0', b.name);
-    ops.push({ op: 'write', path: path.join(diskDir, 'dev'), content: `${b.dev}\n` });
-    ops.push({ op: 'mkdir', path: path.join(diskDir, 'holders') });
-    ops.push(relLinkOp(path.join(sys, 'class/block', b.name), diskDir));
-    ops.push({ op: 'write', path: path.join(host.roots.dev, b.name), content: '' });
+    ops.push({ op: 'write', path: classAttrIn(diskDir, 'block', 'dev'), content: `${b.dev}\n` });
+    ops.push({ op: 'mkdir', path: classAttrIn(diskDir, 'block', 'holders') });
+    ops.push(relLinkOp(classEntry(roots, 'block', b.name), diskDir));
+    ops.push({ op: 'write', path: devNode(roots, b.name), content: '' });
     for (const p of b.partitions) {
       const partDir = path.join(diskDir, p.name);
-      ops.push({ op: 'write', path: path.join(partDir, 'dev'), content: `${p.dev}\n` });
-      ops.push({ op: 'mkdir', path: path.join(partDir, 'holders') });
-      ops.push(relLinkOp(path.join(sys, 'class/block', p.name), partDir));
-      ops.push({ op: 'write', path: path.join(host.roots.dev, p.name), content: '' });
+      ops.push({ op: 'write', path: classAttrIn(partDir, 'block', 'dev'), content: `${p.dev}\n` });
+      ops.push({ op: 'mkdir', path: classAttrIn(partDir, 'block', 'holders') });
+      ops.push(relLinkOp(classEntry(roots, 'block', p.name), partDir));
+      ops.push({ op: 'write', path: devNode(roots, p.name), content: '' });
     }
   }
   for (const input of simInputs(host.fixture, d.address)) {
     const inputDir = path.join(devDir, input.relDir);
-    ops.push({ op: 'write', path: path.join(inputDir, 'name'), content: `${input.name}\n` });
-    ops.push({ op: 'write', path: path.join(inputDir, 'phys'), content: `${input.phys}\n` });
-    for (const [cap, bits] of Object.entries(INPUT_CAPABILITIES[input.kind])) {
-      ops.push({ op: 'write', path: path.join(inputDir, 'capabilities', cap), content: `${bits}\n` });
+    ops.push({ op: 'write', path: classAttrIn(inputDir, 'input', 'name'), content: `${input.name}\n` });
+    ops.push({ op: 'write', path: classAttrIn(inputDir, 'input', 'phys'), content: `${input.phys}\n` });
+    for (const [cap, bits] of Object.entries(INPUT_CAPABILITIES[input.kind]) as [InputCapability, string][]) {
+      ops.push({ op: 'write', path: classAttrIn(inputDir, 'input', `capabilities/${cap}`), content: `${bits}\n` });
     }
     const event = `event${input.number}`;
-    ops.push({ op: 'write', path: path.join(inputDir, event, 'dev'), content: `13:${64 + input.number}\n` });
-    ops.push(relLinkOp(path.join(sys, 'class/input', `input${input.number}`), inputDir));
-    ops.push(relLinkOp(path.join(sys, 'class/input', event), path.join(inputDir, event)));
-    ops.push({ op: 'write', path: path.join(host.roots.dev, 'input', event), content: '' });
+    const eventDir = path.join(inputDir, event);
+    ops.push({ op: 'write', path: classAttrIn(eventDir, 'input', 'dev'), content: `13:${64 + input.number}\n` });
+    ops.push(relLinkOp(classEntry(roots, 'input', `input${input.number}`), inputDir));
+    ops.push(relLinkOp(classEntry(roots, 'input', event), eventDir));
+    ops.push({ op: 'write', path: devNode(roots, 'input', event), content: '' });
   }
   return ops;
 }
 
 function removeDriverChildrenOps(host: SimHost, d: FixtureDevice, devDir: string): FileOp[] {
-  const sys = host.roots.sysfs;
-  const names = [
-    ...d.drm.map((n) => ['class/drm', n, path.join('dri', n)] as const),
-    ...d.fb.map((n) => ['class/graphics', n, n] as const),
-    ...d.block.flatMap((b) => [b.name, ...b.partitions.map((p) => p.name)]).map((n) => ['class/block', n, n] as const),
+  const roots = host.roots;
+  const names: (readonly [SysfsClass, string, string])[] = [
+    ...d.drm.map((n) => ['drm', n, drmNode(roots, n)] as const),
+    ...d.fb.map((n) => ['graphics', n, devNode(roots, n)] as const),
+    ...d.block.flatMap((b) => [b.name, ...b.partitions.map((p) => p.name)]).map((n) => ['block', n, devNode(roots, n)] as const),
   ];
   const ops: FileOp[] = [];
-  for (const [cls, name, devNode] of names) {
-    ops.push({ op: 'remove', path: path.join(sys, cls, name) });
-    ops.push({ op: 'remove', path: path.join(host.roots.dev, devNode) });
+  for (const [cls, name, node] of names) {
+    ops.push({ op: 'remove', path: classEntry(roots, cls, name) });
+    ops.push({ op: 'remove', path: node });
   }
-  for (const n of d.net) ops.push({ op: 'remove', path: path.join(sys, 'class/net', n.name) });
+  for (const n of d.net) ops.push({ op: 'remove', path: classEntry(roots, 'net', n.name) });
   const inputs = simInputs(host.fixture, d.address);
   for (const input of inputs) {
-    ops.push({ op: 'remove', path: path.join(sys, 'class/input', `input${input.number}`) });
-    ops.push({ op: 'remove', path: path.join(sys, 'class/input', `event${input.number}`) });
-    ops.push({ op: 'remove', path: path.join(host.roots.dev, 'input', `event${input.number}`) });
+    ops.push({ op: 'remove', path: classEntry(roots, 'input', `input${input.number}`) });
+    ops.push({ op: 'remove', path: classEntry(roots, 'input', `event${input.number}`) });
+    ops.push({ op: 'remove', path: devNode(roots, 'input', `event${input.number}`) });
   }
   for (const hub of new Set(inputs.map((i) => i.hub))) ops.push({ op: 'remove', path: path.join(devDir, hub) });
   for (const child of ['drm', 'graphics', 'net', 'nvme']) ops.push({ op: 'remove', path: path.join(devDir, child) });
@@ -324,12 +365,13 @@ function removeDriverChildrenOps(host: SimHost, d: FixtureDevice, devDir: string
  */
 export function planBind(host: SimHost, address: string, driver: string): FileOp[] {
   const d = fixtureDevice(host, address);
-  const sys = host.roots.sysfs;
-  const devDir = path.join(sys, deviceRelPath(host.fixture, address));
-  const driverDir = path.join(sys, 'bus/pci/drivers', driver);
-  const ops = [relLinkOp(path.join(devDir, 'driver'), driverDir), relLinkOp(path.join(driverDir, address), devDir)];
+  const devDir = simDeviceDir(host, address);
+  const ops = [
+    relLinkOp(entryIn(devDir, 'driver'), pciDriverDir(host.roots, driver)),
+    relLinkOp(pciDriverDeviceLink(host.roots, driver, address), devDir),
+  ];
   if (driver === 'vfio-pci') {
-    if (d.group !== null) ops.push({ op: 'write', path: path.join(host.roots.dev, 'vfio', String(d.group)), content: '' });
+    if (d.group !== null) ops.push({ op: 'write', path: vfioGroupNode(host.roots, d.group), content: '' });
   } else if (driver === hostDriverOf(d)) {
     ops.push(...driverChildrenOps(host, d, devDir));
   }
@@ -339,20 +381,19 @@ export function planBind(host: SimHost, address: string, driver: string): FileOp
 /** The file operations of unbinding a device from its driver, decided from the folder as it is now. Changes nothing. */
 export async function planUnbind(host: SimHost, address: string, driver: string): Promise<FileOp[]> {
   const d = fixtureDevice(host, address);
-  const sys = host.roots.sysfs;
-  const devDir = path.join(sys, deviceRelPath(host.fixture, address));
+  const devDir = simDeviceDir(host, address);
   const ops: FileOp[] = [
-    { op: 'remove', path: path.join(devDir, 'driver') },
-    { op: 'remove', path: path.join(sys, 'bus/pci/drivers', driver, address) },
+    { op: 'remove', path: entryIn(devDir, 'driver') },
+    { op: 'remove', path: pciDriverDeviceLink(host.roots, driver, address) },
   ];
   if (driver === 'vfio-pci') {
     // /dev/vfio/<group> lives while any device of the group is on vfio-pci.
     const stillVfio = await Promise.all(
       host.fixture.devices
         .filter((x) => x.group === d.group && x.address !== address)
-        .map(async (x) => (await fs.readlink(path.join(sys, 'bus/pci/drivers/vfio-pci', x.address)).catch(() => null)) !== null),
+        .map(async (x) => (await fs.readlink(pciDriverDeviceLink(host.roots, 'vfio-pci', x.address)).catch(() => null)) !== null),
     );
-    if (d.group !== null && !stillVfio.some(Boolean)) ops.push({ op: 'remove', path: path.join(host.roots.dev, 'vfio', String(d.group)) });
+    if (d.group !== null && !stillVfio.some(Boolean)) ops.push({ op: 'remove', path: vfioGroupNode(host.roots, d.group) });
   } else {
     ops.push(...removeDriverChildrenOps(host, d, devDir));
   }
@@ -374,25 +415,27 @@ export async function addSimProcess(
   host: Pick<SimHost, 'roots'>,
   process: { pid: number; comm: string; fds: readonly string[] },
 ): Promise<void> {
-  const dir = path.join(host.roots.proc, String(process.pid));
-  await writeFile(path.join(dir, 'comm'), `${process.comm}\n`);
-  await fs.mkdir(path.join(dir, 'fd'), { recursive: true });
-  await fs.mkdir(path.join(dir, 'fdinfo'), { recursive: true });
+  const { roots } = host;
+  const pid = process.pid;
+  await writeFile(processEntry(roots, pid, 'comm'), `${process.comm}\n`);
+  await fs.mkdir(processEntry(roots, pid, 'fd'), { recursive: true });
+  await fs.mkdir(processEntry(roots, pid, 'fdinfo'), { recursive: true });
   for (const [i, target] of process.fds.entries()) {
     const fd = String(i + 3);
     if (target.startsWith(VFIO_DEVICE_PREFIX)) {
-      await fs.symlink(VFIO_DEVICE_LINK, path.join(dir, 'fd', fd));
-      const syspath = `/sys/bus/pci/devices/${target.slice(VFIO_DEVICE_PREFIX.length)}`;
-      await writeFile(path.join(dir, 'fdinfo', fd), `pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nvfio-device-syspath: ${syspath}\n`);
+      await fs.symlink(VFIO_DEVICE_LINK, processFd(roots, pid, 'fd', fd));
+      // The device's path as the kernel names it, whatever root the folder stands for.
+      const syspath = pciDeviceDir(DEFAULT_ROOTS, target.slice(VFIO_DEVICE_PREFIX.length));
+      await writeFile(processFd(roots, pid, 'fdinfo', fd), `pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nvfio-device-syspath: ${syspath}\n`);
     } else {
       // Link text is the path as the process sees it; it dangles in the folder, as it should.
-      await fs.symlink(target, path.join(dir, 'fd', fd));
+      await fs.symlink(target, processFd(roots, pid, 'fd', fd));
     }
   }
 }
 
 export async function removeSimProcess(host: Pick<SimHost, 'roots'>, pid: number): Promise<void> {
-  await fs.rm(path.join(host.roots.proc, String(pid)), { recursive: true, force: true });
+  await fs.rm(processDir(host.roots, pid), { recursive: true, force: true });
 }
 
 export { hostDriverOf };

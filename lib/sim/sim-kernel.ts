@@ -59,10 +59,11 @@ import path from 'node:path';
 import { isWithin } from '../roots.js';
 import { UnsafePath, q } from '../errors.js';
 import { KernelWriteError, KernelWriteTimeout, type KernelPort } from '../pci/kernel-port.js';
-import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from '../pci/_internal/fs-reads.js';
+import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from '../pci/fs-reads.js';
 import { isPciAddress } from '../pci/address.js';
 import { parseOverride } from '../pci/pci-device.js';
-import { deviceRelPath, hostDriverOf, openSimHost, planBind, planUnbind, VFIO_DEVICE_LINK, type SimHost } from './sim-host.js';
+import { entryIn, isPidName, linkName, NODE_NAMES, pciWriteTarget, processEntry, processFd } from '../pci/sysfs-layout.js';
+import { hostDriverOf, openSimHost, planBind, planUnbind, simDeviceDir, VFIO_DEVICE_LINK, type SimHost } from './sim-host.js';
 import { withSimLock } from './sim-lock.js';
 import { commitTransition, envCount, KILL_AT_FILE_OP_ENV, rollForward, type FileOp } from './sim-transition.js';
 
@@ -115,16 +116,19 @@ export class SimKernel implements KernelPort {
       throw new UnsafePath(`Write to ${q(file)} is outside the sysfs root ${q(sys)}, refusing`);
     }
     if (data.length === 0) return; // sysfs never sees a 0-byte write
-    const parts = path.relative(sys, file).split(path.sep);
-    const [a, b, c, d, e] = parts;
-    if (a === 'bus' && b === 'pci') {
-      if (c === 'drivers_probe' && parts.length === 3) return this.#transition(file, data, () => this.#probe(file, data));
-      if (c === 'devices' && d !== undefined && parts.length === 5 && e === 'driver_override') {
-        return this.#transition(file, data, () => this.#setOverride(file, d, data));
+    const target = pciWriteTarget(this.#host.roots, file);
+    switch (target?.attribute) {
+      case 'drivers_probe':
+        return this.#transition(file, data, () => this.#probe(file, data));
+      case 'driver_override': {
+        const address = target.address;
+        return this.#transition(file, data, () => this.#setOverride(file, address, data));
       }
-      if (c === 'drivers' && d !== undefined && parts.length === 5) {
-        if (e === 'unbind') return this.#unbind(file, d, data, signal);
-        if (e === 'bind') return this.#transition(file, data, () => this.#bind(file, d, data));
+      case 'unbind':
+        return this.#unbind(file, target.driver, data, signal);
+      case 'bind': {
+        const driver = target.driver;
+        return this.#transition(file, data, () => this.#bind(file, driver, data));
       }
     }
     if (!(await existsPath(file))) throw new KernelWriteError(file, 'ENOENT', `${file}: no such attribute`);
@@ -150,16 +154,16 @@ export class SimKernel implements KernelPort {
   }
 
   #deviceDir(address: string): string {
-    return path.join(this.#host.roots.sysfs, deviceRelPath(this.#host.fixture, address));
+    return simDeviceDir(this.#host, address);
   }
 
   async #driverOf(address: string): Promise<string | null> {
-    const link = await readLinkOrNull(path.join(this.#deviceDir(address), 'driver'));
-    return link === null ? null : path.basename(link);
+    const link = await readLinkOrNull(entryIn(this.#deviceDir(address), 'driver'));
+    return link === null ? null : linkName(link);
   }
 
   async #overrideOf(address: string): Promise<string | null> {
-    return parseOverride(await readFileOrNull(path.join(this.#deviceDir(address), 'driver_override')));
+    return parseOverride(await readFileOrNull(entryIn(this.#deviceDir(address), 'driver_override')));
   }
 
   /** The address the kernel parses out of a bind/unbind/probe write. */
@@ -176,7 +180,7 @@ export class SimKernel implements KernelPort {
     const cut = data.indexOf('\n');
     const value = cut === -1 ? data : data.slice(0, cut);
     if (value.includes('\0') || value.length >= 4095) throw new KernelWriteError(file, 'EINVAL', `${file}: invalid value`);
-    return [{ op: 'write', path: path.join(this.#deviceDir(address), 'driver_override'), content: `${value === '' ? '(null)' : value}\n` }];
+    return [{ op: 'write', path: entryIn(this.#deviceDir(address), 'driver_override'), content: `${value === '' ? '(null)' : value}\n` }];
   }
 
   /** Would `driver` bind this device (pci_match_device with driver_override)? */
@@ -189,17 +193,17 @@ export class SimKernel implements KernelPort {
 
   /** Each simulated process's fd link texts (and, for VFIO device fds, the device they are for). */
   async #processFds(): Promise<{ links: string[]; vfioDevices: string[] }[]> {
-    const proc = this.#host.roots.proc;
+    const roots = this.#host.roots;
     const out: { links: string[]; vfioDevices: string[] }[] = [];
-    for (const pid of (await readDirOrEmpty(proc)).filter((n) => /^\d+$/.test(n))) {
+    for (const pid of (await readDirOrEmpty(roots.proc)).filter(isPidName)) {
       const links: string[] = [];
       const vfioDevices: string[] = [];
-      for (const fd of await readDirOrEmpty(path.join(proc, pid, 'fd'))) {
-        const link = await readLinkOrNull(path.join(proc, pid, 'fd', fd));
+      for (const fd of await readDirOrEmpty(processEntry(roots, pid, 'fd'))) {
+        const link = await readLinkOrNull(processFd(roots, pid, 'fd', fd));
         if (link === null) continue;
         links.push(link);
         if (link === VFIO_DEVICE_LINK) {
-          const info = await readFileOrNull(path.join(proc, pid, 'fdinfo', fd));
+          const info = await readFileOrNull(processFd(roots, pid, 'fdinfo', fd));
           const m = info === null ? null : /^vfio-device-syspath:\s*(\S+)$/m.exec(info);
           if (m) vfioDevices.push(path.basename(m[1]!));
         }
@@ -216,8 +220,8 @@ export class SimKernel implements KernelPort {
    */
   async #groupInContainer(group: number | null): Promise<boolean> {
     if (group === null) return false;
-    const node = `/dev/vfio/${group}`;
-    return (await this.#processFds()).some((p) => p.links.includes('/dev/vfio/vfio') && p.links.includes(node));
+    const node = NODE_NAMES.vfioGroup(group);
+    return (await this.#processFds()).some((p) => p.links.includes(NODE_NAMES.vfioContainer) && p.links.includes(node));
   }
 
   /** Does a process hold a VFIO device fd of this device? Unbind from vfio-pci blocks while one does. */

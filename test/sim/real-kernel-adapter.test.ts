@@ -70,13 +70,13 @@ async function childPids(): Promise<Set<number>> {
   return pids;
 }
 
-/** The writer child started since `before`: a `node -e` whose script reads requests from stdin. */
+/** The writer child started since `before`: a `node` running sysfs-writer-child.cjs. */
 async function writerPid(before: ReadonlySet<number>): Promise<number> {
   for (let i = 0; i < 400; i++) {
     for (const pid of await childPids()) {
       if (before.has(pid)) continue;
       const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-      if (cmdline.split('\0').includes('-e') && cmdline.includes('node:readline')) return pid;
+      if (cmdline.split('\0').some((arg) => arg.endsWith('/sysfs-writer-child.cjs'))) return pid;
     }
     await sleep(5);
   }

@@ -7,7 +7,7 @@ import type { HostRoots } from '../../roots.js';
 import { isWithin } from '../../roots.js';
 import { UnsafePath, q } from '../../errors.js';
 import type { KernelPort } from '../kernel-port.js';
-import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from './fs-reads.js';
+import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from '../fs-reads.js';
 import { SysfsWriter } from './sysfs-writer.js';
 
 export class RealKernel implements KernelPort {

@@ -9,32 +9,19 @@
  * child is killed and abandoned (it may stay in the kernel until the write
  * returns) and the next write starts a fresh one.
  *
- * The child is plain CommonJS run with `node -e`, so it needs neither a build
- * nor a loader, and it starts in ~40 ms once per adapter.
+ * The child is sysfs-writer-child.cjs beside this module: plain CommonJS, so
+ * it needs neither a build nor a loader, and it starts in ~40 ms once per
+ * adapter. The protocol (one JSON request and one reply per line) is
+ * described there. It sits next to this module in the sources and, copied by
+ * the build, in dist/; a missing file makes every write fail with "sysfs
+ * writer exited (1) before replying".
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { KernelWriteError, KernelWriteTimeout } from '../kernel-port.js';
 
-// One request per line: {"id","path","data"}; one reply per line. O_WRONLY
-// without O_CREAT: a sysfs attribute that is not there must fail (ENOENT),
-// never be created as a regular file under a mistaken root.
-const CHILD_SOURCE = `
-const fs = require('node:fs');
-const rl = require('node:readline').createInterface({ input: process.stdin });
-rl.on('line', (line) => {
-  const { id, path, data } = JSON.parse(line);
-  let reply;
-  try {
-    const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CLOEXEC);
-    try { fs.writeSync(fd, Buffer.from(data, 'utf8')); } finally { fs.closeSync(fd); }
-    reply = { id, ok: true };
-  } catch (e) {
-    reply = { id, ok: false, code: e.code || 'EIO', message: e.message };
-  }
-  process.stdout.write(JSON.stringify(reply) + '\\n');
-});
-`;
+const CHILD_PATH = fileURLToPath(new URL('./sysfs-writer-child.cjs', import.meta.url));
 
 interface Reply {
   id: number;
@@ -99,7 +86,7 @@ export class SysfsWriter {
 
   #ensureChild(): ChildProcessWithoutNullStreams {
     if (this.#child) return this.#child;
-    const child = spawn(process.execPath, ['-e', CHILD_SOURCE], {
+    const child = spawn(process.execPath, [CHILD_PATH], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
     });

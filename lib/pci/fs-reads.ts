@@ -1,6 +1,7 @@
 /**
- * The read half of KernelPort, shared by the real adapter and the simulated
- * host: both are folders of files and links.
+ * The read half of KernelPort, shared by the real adapter (_internal/) and
+ * the simulated kernel (lib/sim): both are folders of files and links. A
+ * missing entry reads as null (or []), anything else is thrown.
  */
 import fs from 'node:fs/promises';
 
