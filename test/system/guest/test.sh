@@ -110,6 +110,14 @@ eq "systemctl is-enabled vfio-hookd" "$(systemctl is-enabled vfio-hookd.service 
 eq "systemctl is-active vfio-hookd" "$(systemctl is-active vfio-hookd.service 2>&1)" active
 status=$(systemctl show -p StatusText --value vfio-hookd.service)
 if [ -n "$status" ]; then ok "the daemon's STATUS= reads '$status'"; else notok "the daemon sent a STATUS= line (systemctl show -p StatusText is empty)"; fi
+# The unit's sandbox must leave /sys writable (binding drivers is writing it): say so by name, before any hook.
+mainpid=$(systemctl show -p MainPID --value vfio-hookd.service)
+sysopts=$(awk '$5 == "/sys" { o = $6 } END { print o }' "/proc/$mainpid/mountinfo" 2>/dev/null)
+case ",$sysopts," in
+  *,ro,*) notok "the daemon sees /sys read-only (mount options '$sysopts'): its unit's sandbox forbids driver binding (ProtectKernelTunables=yes?)" ;;
+  ,,) notok "the daemon's /sys mount read from /proc/$mainpid/mountinfo" ;;
+  *) ok "the daemon sees /sys read-write in its sandbox ($sysopts)" ;;
+esac
 eq "the watchdog is armed (WatchdogUSec)" "$(systemctl show -p WatchdogUSec --value vfio-hookd.service)" 1min
 bounded 30 busctl --system introspect org.vfiohookd1 /org/vfiohookd1 > /tmp/introspect.txt 2>&1
 if [ $BRC -eq 0 ] && grep -q '^org.vfiohookd1.Manager ' /tmp/introspect.txt && grep -q '\.HandleHook' /tmp/introspect.txt; then
