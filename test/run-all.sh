@@ -60,6 +60,13 @@ if [ -x test/kernel/run.sh ]; then
   count kernel "$logdir/kernel" "${PIPESTATUS[0]}"
 fi
 
+# A second guest boot on the kernel tier's kernel: systemd as PID 1, install.sh, the hook.
+if [ -x test/system/run.sh ]; then
+  echo "== tier system"
+  test/system/run.sh 2>&1 | tee "$logdir/system"
+  count system "$logdir/system" "${PIPESTATUS[0]}"
+fi
+
 if compgen -G "test/bench/*.bench.ts" >/dev/null; then
   for bench in test/bench/*.bench.ts; do
     echo "== bench $bench (figures only, never fails on time)"
