@@ -2,7 +2,8 @@
  * What was done decides what is undone, and no VM starts unprepared: the
  * real daemon on a private bus and the simulated reference host, called as
  * the hook calls it. Every test asserts the state afterwards: driver links,
- * the state file, the shm files.
+ * the state file, the shm files. The tests run one at a time: each starts
+ * one or two daemons, and 27 at once starve a 2-core machine.
  */
 import test, { type ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
@@ -64,7 +65,7 @@ const EDITS: { name: string; edit: (file: string) => Promise<void> }[] = [
 ];
 
 for (const { name, edit } of EDITS) {
-  test(`release after ${name} while the VM ran gives the GPU back and removes the recorded shm files`, async (t) => {
+  test.serial(`release after ${name} while the VM ran gives the GPU back and removes the recorded shm files`, async (t) => {
     const { bus, daemon } = await setup(t);
     t.true((await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML)).ok);
     t.true((await hook(bus, 'win10', 'started', 'begin', WIN10_XML)).ok);
@@ -85,7 +86,7 @@ for (const { name, edit } of EDITS) {
 }
 
 for (const reason of ['unknown', 'shutdown', 'destroyed', 'crashed', 'migrated', 'saved', 'failed', 'from snapshot', 'daemon']) {
-  test(`release end '${reason}' gives the devices back and a second one is harmless`, async (t) => {
+  test.serial(`release end '${reason}' gives the devices back and a second one is harmless`, async (t) => {
     const { bus, daemon } = await setup(t);
     t.true((await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML)).ok);
     for (let i = 0; i < 2; i++) {
@@ -97,7 +98,7 @@ for (const reason of ['unknown', 'shutdown', 'destroyed', 'crashed', 'migrated',
   });
 }
 
-test('after a refused prepare, stopped end and release end failed are harmless', async (t) => {
+test.serial('after a refused prepare, stopped end and release end failed are harmless', async (t) => {
   const { bus, daemon } = await setup(t);
   // The RX 590 held by a process: prepare is refused.
   const kernel = await SimKernel.open(daemon.simDir);
@@ -114,7 +115,7 @@ test('after a refused prepare, stopped end and release end failed are harmless',
   t.false(await shmExists(daemon, 'looking-glass'), 'the refused prepare left no file');
 });
 
-test('a configuration broken at start refuses passthrough VMs with its own error and lets others start', async (t) => {
+test.serial('a configuration broken at start refuses passthrough VMs with its own error and lets others start', async (t) => {
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { config: '[vm.win10]\ndevices = [\n' });
   const refused = await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML);
@@ -145,7 +146,7 @@ const DAMAGE: Record<string, string | null> = {
 };
 
 for (const [kind, text] of Object.entries(DAMAGE)) {
-  test(`a state file that is ${kind} never stops the daemon: set aside, devices on vfio-pci become claims of unknown owner`, async (t) => {
+  test.serial(`a state file that is ${kind} never stops the daemon: set aside, devices on vfio-pci become claims of unknown owner`, async (t) => {
     const bus = await startPrivateBus(t);
     const dir = await tempDir(t, 'vfio-hookd-damaged-');
     const first = await startDaemon(t, bus, { dir, config: WIN10_CONFIG });
@@ -171,7 +172,7 @@ for (const [kind, text] of Object.entries(DAMAGE)) {
   });
 }
 
-test('a VM not in the configuration whose XML passes through a configured device is journaled with a did-you-mean, and starts', async (t) => {
+test.serial('a VM not in the configuration whose XML passes through a configured device is journaled with a did-you-mean, and starts', async (t) => {
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
   const xml = WIN10_XML.replace('<name>win10</name>', '<name>Windows 10</name>');
@@ -181,7 +182,7 @@ test('a VM not in the configuration whose XML passes through a configured device
   t.deepEqual(await rx590(daemon), HOST, 'not managed: nothing moved');
 });
 
-test('a second daemon exits before it reads or writes any state', async (t) => {
+test.serial('a second daemon exits before it reads or writes any state', async (t) => {
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
   t.true((await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML)).ok);
@@ -194,7 +195,7 @@ test('a second daemon exits before it reads or writes any state', async (t) => {
   t.is(after.mtimeMs, before.mtimeMs);
 });
 
-test('every DetachDevice and ReattachDevice is journaled with the caller and the devices', async (t) => {
+test.serial('every DetachDevice and ReattachDevice is journaled with the caller and the devices', async (t) => {
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
   const call = (member: string, sig: string, ...args: string[]) =>
@@ -209,7 +210,7 @@ test('every DetachDevice and ReattachDevice is journaled with the caller and the
   t.deepEqual(await rx590(daemon), HOST);
 });
 
-test('[daemon] qemu-user takes effect on reload: a file QEMU made as that user is then adopted, not refused', async (t) => {
+test.serial('[daemon] qemu-user takes effect on reload: a file QEMU made as that user is then adopted, not refused', async (t) => {
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG.replace('[vm.win10.scream]\nsize = "2M"\n', '') });
   // QEMU (uid 4321 here) made the Looking Glass file before we came.
@@ -231,7 +232,7 @@ test('[daemon] qemu-user takes effect on reload: a file QEMU made as that user i
   t.deepEqual(await rx590(daemon), VFIO);
 });
 
-test('without libvirt-dbus, a VM holding devices from before the daemon started says its claim may be stale and how to give it back', async (t) => {
+test.serial('without libvirt-dbus, a VM holding devices from before the daemon started says its claim may be stale and how to give it back', async (t) => {
   const bus = await startPrivateBus(t);
   const dir = await tempDir(t, 'vfio-hookd-stale-');
   const first = await startDaemon(t, bus, { dir, config: WIN10_CONFIG });
