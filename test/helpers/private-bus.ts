@@ -16,8 +16,7 @@ import { DatagramReceiver } from './datagram.js';
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const POLICY_FILE = path.join(REPO, 'units', 'org.vfiohookd1.conf');
 
-/** How long a process may take to start (tsx compiles on the fly) or stop. */
-/** How long a process may take to start (tsx compiles on the fly): 20 s was exceeded on a loaded 2-core machine. */
+/** How long a process may take to start (tsx compiles on the fly; 20 s was exceeded on a loaded 2-core machine) or stop. */
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 5_000;
 
