@@ -27,7 +27,7 @@ import { DaemonBackend } from '../lib/daemon/daemon-backend.js';
 import { DomainEventType, LibvirtEvents } from '../lib/daemon/libvirt-events.js';
 import { SleepInhibitor } from '../lib/daemon/sleep-inhibitor.js';
 import { resolveGid, resolvePrimaryGid, resolveUid } from '../lib/shm/index.js';
-import { VERSION } from '../lib/cli/hookctl.js';
+import { VERSION } from '../lib/version.js';
 import { StateFile } from '../lib/state/state-file.js';
 import { DeviceLedger } from '../lib/lifecycle/device-ledger.js';
 import { describeOwner } from '../lib/state/owner.js';
