@@ -18,7 +18,7 @@ import { PciEngine } from '../lib/pci/engine.js';
 import type { KernelPort } from '../lib/pci/kernel-port.js';
 import { openSimulation } from '../lib/sim/index.js';
 import { Journal, MessageId, Notifier } from '../lib/systemd/index.js';
-import { ROOT_PATH } from '../lib/bus/object-path.js';
+import { BUS_NAME, ROOT_PATH } from '../lib/bus/names.js';
 import { ManagerInterface } from '../lib/bus/manager-interface.js';
 import { BusObjects } from '../lib/bus/bus-objects.js';
 import { ConfigWatcher, DEFAULT_CONFIG_PATH, DEFAULT_QEMU_USERS, emptyConfig, type Config } from '../lib/config/index.js';
@@ -27,7 +27,7 @@ import { DaemonBackend } from '../lib/daemon/daemon-backend.js';
 import { DomainEventType, LibvirtEvents } from '../lib/daemon/libvirt-events.js';
 import { SleepInhibitor } from '../lib/daemon/sleep-inhibitor.js';
 import { resolveGid, resolvePrimaryGid, resolveUid } from '../lib/shm/index.js';
-import { VERSION } from '../lib/cli/hookctl.js';
+import { VERSION } from '../lib/version.js';
 import { StateFile } from '../lib/state/state-file.js';
 import { DeviceLedger } from '../lib/lifecycle/device-ledger.js';
 import { describeOwner } from '../lib/pci/owner.js';
@@ -35,7 +35,6 @@ import { CallerTracker } from '../lib/bus/caller.js';
 import { CRASH_ENV, CrashCounter, parseCrashPoint } from '../lib/daemon/crash-points.js';
 import type { InvalidConfig } from '../lib/errors.js';
 
-const BUS_NAME = 'org.vfiohookd1';
 const USAGE =
   'Usage: vfio-hookd [--config FILE] [--simulate FIXTURE [--sim-dir DIR]] [--bus-address ADDRESS] [--run-root DIR] [--journal-socket PATH]';
 /** How long a stop waits for a running hook to finish or roll back (below systemd's TimeoutStopSec). */

@@ -9,11 +9,8 @@
  * - `Failures` (a(sss)): the same with the VM and the reason: (vm, unit, reason).
  */
 import dbus from 'dbus-next';
+import { AGENT_INTERFACE } from '../bus/names.js';
 import type { UnitFailure } from './agent.js';
-
-export const AGENT_BUS_NAME = 'org.vfiohookd1.Agent';
-export const AGENT_PATH = '/org/vfiohookd1/agent';
-export const AGENT_INTERFACE = 'org.vfiohookd1.Agent';
 
 export interface AgentState {
   readonly activeUnits: readonly string[];

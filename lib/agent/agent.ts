@@ -19,6 +19,7 @@
  * the machine is `running` again after a stop.
  */
 import { validateUnitName } from '../names/unit-name.js';
+import type { MachineState } from '../bus/dbus-types.js';
 import { MessageId } from '../systemd/index.js';
 import type { AgentConfig } from './agent-config.js';
 import type { MachineView } from './machine-follower.js';
@@ -74,7 +75,8 @@ interface Entry {
   gone: boolean;
 }
 
-const STOP_STATES: ReadonlySet<string> = new Set(['stopped', 'released', 'failed']);
+/** States in which a machine's units are stopped; `running` starts them, the others leave them be. */
+const STOP_STATES: ReadonlySet<MachineState | ''> = new Set<MachineState>(['stopped', 'released', 'failed']);
 
 export class Agent {
   readonly #opts: AgentOptions;

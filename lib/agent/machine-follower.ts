@@ -9,19 +9,24 @@
  * `User` and `Units` are `null` when the daemon does not export them (older
  * daemons); the agent then falls back on its own configuration.
  */
+import { decodeMachineProperties, strings, type MachineState } from '../bus/dbus-types.js';
+import {
+  BUS_NAME,
+  DBUS_DRIVER_INTERFACE,
+  DBUS_DRIVER_NAME,
+  MACHINE_INTERFACE,
+  MANAGER_INTERFACE,
+  ManagerMember,
+  PROPERTIES_INTERFACE,
+  ROOT_PATH,
+} from '../bus/names.js';
 import { OrderedBus, unwrap, unwrapDict } from './ordered-bus.js';
-
-export const DAEMON_NAME = 'org.vfiohookd1';
-export const DAEMON_ROOT = '/org/vfiohookd1';
-export const MANAGER_INTERFACE = 'org.vfiohookd1.Manager';
-export const MACHINE_INTERFACE = 'org.vfiohookd1.Machine';
-const PROPERTIES = 'org.freedesktop.DBus.Properties';
 
 export interface MachineView {
   readonly path: string;
   readonly name: string;
-  /** defined | prepared | running | stopped | released | failed ('' until read). */
-  readonly state: string;
+  /** '' until read; a state this version does not know leaves the last one. */
+  readonly state: MachineState | '';
   /** The `User` property, or null when the daemon has none. */
   readonly user: string | null;
   /** The `Units` property, or null when the daemon has none. */
@@ -37,10 +42,6 @@ export interface MachineFollowerEvents {
   onDaemonGone?(): void;
   /** A read failed; the follower keeps running. */
   onError?(error: Error): void;
-}
-
-function strings(value: unknown): string[] | null {
-  return Array.isArray(value) && value.every((v) => typeof v === 'string') ? (value as string[]) : null;
 }
 
 export class MachineFollower {
@@ -60,17 +61,17 @@ export class MachineFollower {
   /** Subscribe, then read everything; resolves when the first read is done (also when no daemon is on the bus). */
   async start(): Promise<void> {
     this.#bus.onSignal((m) => {
-      if (m.interface === PROPERTIES && m.member === 'PropertiesChanged' && m.path?.startsWith(DAEMON_ROOT)) {
+      if (m.interface === PROPERTIES_INTERFACE && m.member === 'PropertiesChanged' && m.path?.startsWith(ROOT_PATH)) {
         this.#propertiesChanged(m.path, m.body[0] as string, unwrapDict(m.body[1]), (m.body[2] as string[] | undefined) ?? []);
-      } else if (m.interface === 'org.freedesktop.DBus' && m.member === 'NameOwnerChanged' && m.body[0] === DAEMON_NAME) {
+      } else if (m.interface === DBUS_DRIVER_INTERFACE && m.member === 'NameOwnerChanged' && m.body[0] === BUS_NAME) {
         const newOwner = m.body[2] as string;
         if (newOwner === '') this.#events.onDaemonGone?.();
         else void this.#readAll(true); // a restarted daemon: every machine's state may differ
       }
     });
     // sender= a well-known name matches whoever owns it when the signal is sent.
-    await this.#bus.addMatch(`type='signal',sender='${DAEMON_NAME}',interface='${PROPERTIES}',member='PropertiesChanged',path_namespace='${DAEMON_ROOT}'`);
-    await this.#bus.addMatch(`type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${DAEMON_NAME}'`);
+    await this.#bus.addMatch(`type='signal',sender='${BUS_NAME}',interface='${PROPERTIES_INTERFACE}',member='PropertiesChanged',path_namespace='${ROOT_PATH}'`);
+    await this.#bus.addMatch(`type='signal',sender='${DBUS_DRIVER_NAME}',interface='${DBUS_DRIVER_INTERFACE}',member='NameOwnerChanged',arg0='${BUS_NAME}'`);
     await this.#readAll();
   }
 
@@ -79,7 +80,7 @@ export class MachineFollower {
     let paths: string[];
     try {
       paths = await this.#bus.call(
-        { destination: DAEMON_NAME, path: DAEMON_ROOT, interface: PROPERTIES, member: 'Get', signature: 'ss', body: [MANAGER_INTERFACE, 'Machines'] },
+        { destination: BUS_NAME, path: ROOT_PATH, interface: PROPERTIES_INTERFACE, member: 'Get', signature: 'ss', body: [MANAGER_INTERFACE, ManagerMember.Machines] },
         (body) => strings(unwrap(body[0])) ?? [],
       );
     } catch (error) {
@@ -104,7 +105,7 @@ export class MachineFollower {
   async #readMachine(path: string): Promise<void> {
     try {
       await this.#bus.call(
-        { destination: DAEMON_NAME, path, interface: PROPERTIES, member: 'GetAll', signature: 's', body: [MACHINE_INTERFACE] },
+        { destination: BUS_NAME, path, interface: PROPERTIES_INTERFACE, member: 'GetAll', signature: 's', body: [MACHINE_INTERFACE] },
         (body) => {
           // Applied in wire order: this reply is newer than every signal before it and older than every one after.
           const values = unwrapDict(body[0]);
@@ -118,10 +119,10 @@ export class MachineFollower {
   }
 
   #propertiesChanged(path: string, iface: string, values: Record<string, unknown>, invalidated: string[]): void {
-    if (iface === MANAGER_INTERFACE && path === DAEMON_ROOT) {
-      const paths = strings(values['Machines']);
+    if (iface === MANAGER_INTERFACE && path === ROOT_PATH) {
+      const paths = strings(values[ManagerMember.Machines]);
       if (paths) void this.#setPaths(paths);
-      else if (invalidated.includes('Machines')) void this.#readAll();
+      else if (invalidated.includes(ManagerMember.Machines)) void this.#readAll();
       return;
     }
     if (iface === MACHINE_INTERFACE && this.#machines.has(path)) this.#apply(path, values, false);
@@ -129,17 +130,14 @@ export class MachineFollower {
 
   #apply(path: string, values: Record<string, unknown>, whole: boolean): void {
     const before = this.#machines.get(path);
-    const pick = <T>(key: string, convert: (v: unknown) => T | null, fallback: T): T => {
-      if (key in values) return convert(values[key]) ?? fallback;
-      return fallback;
-    };
+    const read = decodeMachineProperties(values);
     const view: MachineView = {
       path,
-      name: pick('Name', (v) => (typeof v === 'string' ? v : null), before?.name ?? ''),
-      state: pick('State', (v) => (typeof v === 'string' ? v : null), before?.state ?? ''),
+      name: read.name ?? before?.name ?? '',
+      state: read.state ?? before?.state ?? '',
       // A whole read without the property means the daemon does not have it.
-      user: pick('User', (v) => (typeof v === 'string' ? v : null), whole ? null : (before?.user ?? null)),
-      units: pick('Units', strings, whole ? null : (before?.units ?? null)),
+      user: read.user ?? (whole ? null : (before?.user ?? null)),
+      units: read.units ?? (whole ? null : (before?.units ?? null)),
     };
     this.#machines.set(path, view);
     this.#events.onMachine(view);

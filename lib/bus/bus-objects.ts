@@ -8,10 +8,8 @@
  */
 import dbus from 'dbus-next';
 import { deviceProperties, machineProperties, type DeviceRow, type MachineRow } from './dbus-types.js';
+import { DEVICE_INTERFACE, MACHINE_INTERFACE } from './names.js';
 import { devicePath, machinePath } from './object-path.js';
-
-export const MACHINE_INTERFACE = 'org.vfiohookd1.Machine';
-export const DEVICE_INTERFACE = 'org.vfiohookd1.Device';
 
 type Values = Record<string, unknown>;
 

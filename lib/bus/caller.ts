@@ -10,6 +10,7 @@
 import { execFile } from 'node:child_process';
 import dbus from 'dbus-next';
 import type { BusCaller } from './manager-interface.js';
+import { DBUS_DRIVER_INTERFACE, DBUS_DRIVER_NAME, DBUS_DRIVER_PATH } from './names.js';
 
 export class CallerTracker {
   readonly #bus: dbus.MessageBus;
@@ -32,7 +33,7 @@ export class CallerTracker {
 
   async #resolve(sender: string | undefined): Promise<BusCaller> {
     if (sender === undefined) return { uid: -1, name: 'unknown caller' };
-    const driver = (await this.#bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus')).getInterface('org.freedesktop.DBus');
+    const driver = (await this.#bus.getProxyObject(DBUS_DRIVER_NAME, DBUS_DRIVER_PATH)).getInterface(DBUS_DRIVER_INTERFACE);
     const uid = Number(await (driver['GetConnectionUnixUser'] as (name: string) => Promise<number>)(sender));
     return { uid, name: await this.#nameOf(uid) };
   }

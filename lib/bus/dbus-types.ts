@@ -69,11 +69,23 @@ export function hookHandledTuple(event: HookEvent, success: boolean, message: st
   return [busSafe(event.domainName), busSafe(event.operation), busSafe(event.subOperation), success, busSafe(message), durationUsec];
 }
 
+/**
+ * A Machine's `State`: `defined` (configured, not seen yet), `prepared`,
+ * `running`, `stopped`, `released`, `failed`. The daemon sets it, the agent
+ * acts on it, the CLI shows it.
+ */
+export const MACHINE_STATES = ['defined', 'prepared', 'running', 'stopped', 'released', 'failed'] as const;
+export type MachineState = (typeof MACHINE_STATES)[number];
+
+/** `value` as a MachineState; null when it is none this version knows (or not a string). */
+export function decodeMachineState(value: unknown): MachineState | null {
+  return (MACHINE_STATES as readonly unknown[]).includes(value) ? (value as MachineState) : null;
+}
+
 /** What the daemon knows of a VM, before conversion. */
 export interface MachineRow {
   readonly name: string;
-  /** `defined` (configured, not seen yet), `prepared`, `running`, `stopped`, `released`, `failed`. */
-  readonly state: string;
+  readonly state: MachineState;
   /** PCI addresses it holds now, or will take when it starts. */
   readonly devices: readonly string[];
   /** Its shared-memory file names. */
@@ -104,6 +116,46 @@ export function machineProperties(row: MachineRow): Record<string, string | stri
     User: row.user,
     Units: [...row.units],
   };
+}
+
+/**
+ * The `org.vfiohookd1.Machine` properties found in `values` (a `GetAll`
+ * reply or a `PropertiesChanged` body, variants unwrapped), decoded. A
+ * property that is absent, or of another type, is left out: the caller
+ * decides what that means (a daemon that does not export it, or no change).
+ * A `State` this version does not know is left out too.
+ */
+export function decodeMachineProperties(values: Readonly<Record<string, unknown>>): Partial<MachineRow> {
+  const out: { -readonly [K in keyof MachineRow]?: MachineRow[K] } = {};
+  const name = text(values['Name']);
+  if (name !== null) out.name = name;
+  const state = decodeMachineState(values['State']);
+  if (state !== null) out.state = state;
+  const devices = strings(values['Devices']);
+  if (devices !== null) out.devices = devices;
+  const shmFiles = strings(values['ShmFiles']);
+  if (shmFiles !== null) out.shmFiles = shmFiles;
+  const lastMessage = text(values['LastMessage']);
+  if (lastMessage !== null) out.lastMessage = lastMessage;
+  const user = text(values['User']);
+  if (user !== null) out.user = user;
+  const units = strings(values['Units']);
+  if (units !== null) out.units = units;
+  return out;
+}
+
+/** One `ListMachines` row as read: name, state (null when this version does not know it), machine path. */
+export function decodeMachineTuple(tuple: readonly unknown[]): { name: string; state: MachineState | null; path: string } {
+  return { name: text(tuple[0]) ?? '', state: decodeMachineState(tuple[1]), path: text(tuple[2]) ?? '' };
+}
+
+function text(value: unknown): string | null {
+  return typeof value === 'string' ? value : null;
+}
+
+/** An `as` value, or null when `value` is not an array of strings. */
+export function strings(value: unknown): string[] | null {
+  return Array.isArray(value) && value.every((v) => typeof v === 'string') ? (value as string[]) : null;
 }
 
 /** Property values of `org.vfiohookd1.Device`, by D-Bus property name. */

@@ -42,8 +42,7 @@ import {
   type MachineRow,
   type MachineTuple,
 } from './dbus-types.js';
-
-export const MANAGER_INTERFACE = 'org.vfiohookd1.Manager';
+import { MANAGER_INTERFACE } from './names.js';
 
 const CONST_PROPERTIES: ReadonlySet<string> = new Set(['Version', 'ConfigFile']);
 

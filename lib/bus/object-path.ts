@@ -7,7 +7,7 @@
  *   0000:0b:00.0  -> /org/vfiohookd1/device/_30000_3a0b_3a00_2e0
  */
 
-export const ROOT_PATH = '/org/vfiohookd1';
+import { DEVICE_PATH_PREFIX, MACHINE_PATH_PREFIX } from './names.js';
 
 export function encodeLabel(label: string): string {
   if (label === '') return '_';
@@ -42,9 +42,9 @@ export function decodeLabel(encoded: string): string | null {
 }
 
 export function machinePath(vmName: string): string {
-  return `${ROOT_PATH}/machine/${encodeLabel(vmName)}`;
+  return `${MACHINE_PATH_PREFIX}/${encodeLabel(vmName)}`;
 }
 
 export function devicePath(address: string): string {
-  return `${ROOT_PATH}/device/${encodeLabel(address)}`;
+  return `${DEVICE_PATH_PREFIX}/${encodeLabel(address)}`;
 }

@@ -5,10 +5,7 @@
  */
 import dbus from 'dbus-next';
 import { DaemonNotRunning, VfioHookdError } from '../errors.js';
-
-const BUS_NAME = 'org.vfiohookd1';
-const ROOT_PATH = '/org/vfiohookd1';
-const MANAGER = 'org.vfiohookd1.Manager';
+import { BUS_NAME, DBUS_DRIVER_INTERFACE, DBUS_DRIVER_NAME, DBUS_DRIVER_PATH, MANAGER_INTERFACE, ROOT_PATH } from '../bus/names.js';
 
 /** The daemon said no (its error name and sentence, as sent). */
 export class DaemonRefused extends VfioHookdError {
@@ -48,7 +45,7 @@ export async function daemonRunning(busAddress: string | undefined): Promise<boo
     return false;
   }
   try {
-    const driver = (await bus.getProxyObject('org.freedesktop.DBus', '/org/freedesktop/DBus')).getInterface('org.freedesktop.DBus');
+    const driver = (await bus.getProxyObject(DBUS_DRIVER_NAME, DBUS_DRIVER_PATH)).getInterface(DBUS_DRIVER_INTERFACE);
     return (await (driver['NameHasOwner'] as (n: string) => Promise<boolean>)(BUS_NAME)) === true;
   } catch {
     return false;
@@ -62,7 +59,7 @@ export async function callDaemon(busAddress: string | undefined, member: string,
   const bus = await openBus(busAddress);
   try {
     const reply = await bus.call(
-      new dbus.Message({ destination: BUS_NAME, path: ROOT_PATH, interface: MANAGER, member, signature, body }),
+      new dbus.Message({ destination: BUS_NAME, path: ROOT_PATH, interface: MANAGER_INTERFACE, member, signature, body }),
     );
     return reply?.body;
   } catch (error) {

@@ -24,10 +24,9 @@ import { manualOwner, vmOwner, type Owner } from '../pci/owner.js';
 import { callDaemon, daemonRunning } from './daemon-client.js';
 import os from 'node:os';
 import { openSimulation } from '../sim/index.js';
+import { VERSION } from '../version.js';
 import { devicesView, formatDevices } from './device-view.js';
 import { addAgentFailures, formatDaemonStatus, formatStatus, readDaemonStatus, readStatus } from './status-view.js';
-
-export const VERSION = '0.1.0';
 
 export interface CliIo {
   readonly stdout: (text: string) => void;

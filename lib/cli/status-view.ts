@@ -5,11 +5,25 @@
 import fs from 'node:fs/promises';
 import dbus from 'dbus-next';
 import { DaemonNotRunning } from '../errors.js';
+import { decodeMachineProperties, decodeMachineTuple, type MachineState } from '../bus/dbus-types.js';
+import {
+  AGENT_BUS_NAME,
+  AGENT_INTERFACE,
+  AGENT_PATH,
+  AgentMember,
+  BUS_NAME,
+  MACHINE_INTERFACE,
+  MANAGER_INTERFACE,
+  ManagerMember,
+  PROPERTIES_INTERFACE,
+  ROOT_PATH,
+} from '../bus/names.js';
 import { openBus } from './daemon-client.js';
 
 export interface MachineStatus {
   name: string;
-  state: string;
+  /** 'unknown' for a state this version does not know (a newer daemon). */
+  state: MachineState | 'unknown';
   user: string;
   devices: string[];
   shmFiles: string[];
@@ -30,15 +44,15 @@ export interface DaemonStatus {
 export async function readDaemonStatus(busAddress: string | undefined): Promise<DaemonStatus> {
   const bus = await openBus(busAddress);
   try {
-    const manager = await bus.getProxyObject('org.vfiohookd1', '/org/vfiohookd1').catch((error: Error) => {
-      throw new DaemonNotRunning(`vfio-hookd is not running: nobody owns 'org.vfiohookd1' on the system bus (${error.message}); start it with 'systemctl start vfio-hookd'`);
+    const manager = await bus.getProxyObject(BUS_NAME, ROOT_PATH).catch((error: Error) => {
+      throw notRunning(error);
     });
-    const props = manager.getInterface('org.freedesktop.DBus.Properties');
-    const all = await (props['GetAll'] as (i: string) => Promise<Record<string, { value: unknown }>>)('org.vfiohookd1.Manager');
+    const props = manager.getInterface(PROPERTIES_INTERFACE);
+    const all = await (props['GetAll'] as (i: string) => Promise<Record<string, { value: unknown }>>)(MANAGER_INTERFACE);
     const str = (k: string): string => (typeof all[k]?.value === 'string' ? (all[k].value as string) : '');
-    const configFile = str('ConfigFile');
+    const configFile = str(ManagerMember.ConfigFile);
     const real = configFile === '' ? null : await fs.realpath(configFile).catch(() => null);
-    return { version: str('Version'), configFile, configRealPath: real, configError: str('ConfigError') };
+    return { version: str(ManagerMember.Version), configFile, configRealPath: real, configError: str(ManagerMember.ConfigError) };
   } finally {
     bus.disconnect();
   }
@@ -58,27 +72,24 @@ export async function readStatus(busAddress: string | undefined): Promise<Machin
   try {
     let manager: dbus.ProxyObject;
     try {
-      manager = await bus.getProxyObject('org.vfiohookd1', '/org/vfiohookd1');
+      manager = await bus.getProxyObject(BUS_NAME, ROOT_PATH);
     } catch (error) {
-      throw new DaemonNotRunning(
-        `vfio-hookd is not running: nobody owns 'org.vfiohookd1' on the system bus (${(error as Error).message}); start it with 'systemctl start vfio-hookd'`,
-      );
+      throw notRunning(error as Error);
     }
-    const list = (await (manager.getInterface('org.vfiohookd1.Manager')['ListMachines'] as () => Promise<[string, string, string][]>)());
+    const list = await (manager.getInterface(MANAGER_INTERFACE)[ManagerMember.ListMachines] as () => Promise<unknown[][]>)();
     const out: MachineStatus[] = [];
-    for (const [name, state, path] of list) {
-      const props = (await bus.getProxyObject('org.vfiohookd1', path)).getInterface('org.freedesktop.DBus.Properties');
-      const all = (await (props['GetAll'] as (i: string) => Promise<Record<string, { value: unknown }>>)('org.vfiohookd1.Machine'));
-      const str = (k: string): string => (typeof all[k]?.value === 'string' ? (all[k].value as string) : '');
-      const arr = (k: string): string[] => (Array.isArray(all[k]?.value) ? (all[k].value as string[]) : []);
+    for (const { name, state, path } of list.map(decodeMachineTuple)) {
+      const props = (await bus.getProxyObject(BUS_NAME, path)).getInterface(PROPERTIES_INTERFACE);
+      const all = await (props['GetAll'] as (i: string) => Promise<Record<string, { value: unknown }>>)(MACHINE_INTERFACE);
+      const machine = decodeMachineProperties(Object.fromEntries(Object.entries(all).map(([k, v]) => [k, v.value])));
       out.push({
         name,
-        state,
-        user: str('User'),
-        devices: arr('Devices'),
-        shmFiles: arr('ShmFiles'),
-        units: arr('Units'),
-        lastMessage: str('LastMessage'),
+        state: state ?? 'unknown',
+        user: machine.user ?? '',
+        devices: [...(machine.devices ?? [])],
+        shmFiles: [...(machine.shmFiles ?? [])],
+        units: [...(machine.units ?? [])],
+        lastMessage: machine.lastMessage ?? '',
         failedUnits: [],
       });
     }
@@ -86,6 +97,10 @@ export async function readStatus(busAddress: string | undefined): Promise<Machin
   } finally {
     bus.disconnect();
   }
+}
+
+function notRunning(error: Error): DaemonNotRunning {
+  return new DaemonNotRunning(`vfio-hookd is not running: nobody owns '${BUS_NAME}' on the system bus (${error.message}); start it with 'systemctl start vfio-hookd'`);
 }
 
 /**
@@ -102,8 +117,8 @@ export async function addAgentFailures(machines: MachineStatus[], sessionBusAddr
   let bus: dbus.MessageBus | null = null;
   try {
     bus = dbus.sessionBus({ busAddress: address });
-    const agent = (await bus.getProxyObject('org.vfiohookd1.Agent', '/org/vfiohookd1/agent')).getInterface('org.freedesktop.DBus.Properties');
-    const failures = (await (agent['Get'] as (i: string, p: string) => Promise<{ value: [string, string, string][] }>)('org.vfiohookd1.Agent', 'Failures')).value;
+    const agent = (await bus.getProxyObject(AGENT_BUS_NAME, AGENT_PATH)).getInterface(PROPERTIES_INTERFACE);
+    const failures = (await (agent['Get'] as (i: string, p: string) => Promise<{ value: [string, string, string][] }>)(AGENT_INTERFACE, AgentMember.Failures)).value;
     for (const [vm, unit, reason] of failures) machines.find((m) => m.name === vm)?.failedUnits.push({ unit, reason });
   } catch {
     // No session bus or no agent running: status shows what the daemon knows.

@@ -34,12 +34,12 @@ import type { Lifecycle, HookOutcome as LifecycleOutcome } from '../lifecycle/li
 import type { OperationResult } from '../lifecycle/device-ledger.js';
 import { parseHookEvent, stageOf, type HookEvent as ParsedHookEvent, type HookStage } from '../lifecycle/hook-event.js';
 import { manualOwner, ownerKey, vmOwner, type Owner } from '../pci/owner.js';
-import type { DeviceRow, HookEvent, MachineRow } from '../bus/dbus-types.js';
+import type { DeviceRow, HookEvent, MachineRow, MachineState } from '../bus/dbus-types.js';
 import type { ManagerBackend } from '../bus/manager-interface.js';
 import { toManagedVm, type AccountResolver } from './managed-vm.js';
 
 /** A VM's state after each stage that changes it. */
-const STATE_AFTER: Partial<Record<HookStage, string>> = {
+const STATE_AFTER: Partial<Record<HookStage, MachineState>> = {
   prepare: 'prepared',
   started: 'running',
   reconnect: 'running',
@@ -83,7 +83,7 @@ export interface HookAnswer extends LifecycleOutcome {
 export class DaemonBackend implements ManagerBackend {
   readonly #options: DaemonBackendOptions;
   /** What the hooks told us of each VM since the daemon started. */
-  readonly #seen = new Map<string, { state: string; message: string }>();
+  readonly #seen = new Map<string, { state: MachineState; message: string }>();
   /** VMs that held devices when this daemon started (before any hook): candidates for a stale release. */
   #heldAtStart = new Set<string>();
   /** Whether libvirt-dbus is there to tell whether a VM still runs. */
