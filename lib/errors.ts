@@ -11,7 +11,7 @@
  * becomes `org.freedesktop.DBus.Error.Failed` with a short text.
  */
 
-export const BUS_ERROR_PREFIX = 'org.vfiohookd1.';
+const BUS_ERROR_PREFIX = 'org.vfiohookd1.';
 
 export abstract class VfioHookdError extends Error {
   /** The full D-Bus error name this error is sent as. */
@@ -40,12 +40,6 @@ export class NoSuchDevice extends VfioHookdError {
   readonly dbusName = busName('NoSuchDevice');
 }
 
-/** No VM of that name is known. */
-export class NoSuchMachine extends VfioHookdError {
-  override readonly name = 'NoSuchMachine';
-  readonly dbusName = busName('NoSuchMachine');
-}
-
 /** An IOMMU group would not be (or is not) usable by VFIO. */
 export class GroupNotViable extends VfioHookdError {
   override readonly name = 'GroupNotViable';
@@ -68,12 +62,6 @@ export class UnsafePath extends VfioHookdError {
 export class InvalidConfig extends VfioHookdError {
   override readonly name = 'InvalidConfig';
   readonly dbusName = busName('InvalidConfig');
-}
-
-/** A user unit failed to start or stop. */
-export class UnitFailed extends VfioHookdError {
-  override readonly name = 'UnitFailed';
-  readonly dbusName = busName('UnitFailed');
 }
 
 /**
