@@ -1,0 +1,90 @@
+/**
+ * What the daemon journals about each event, as plain data: wording,
+ * priority, `MESSAGE_ID` and fields. start-daemon.ts hands the entries to the
+ * journal as they are; test/unit/outcome-journal.test.ts pins them. The ids
+ * themselves live in lib/systemd/message-ids.ts.
+ */
+import type { HookOutcome } from '../lifecycle/lifecycle.js';
+import type { HookEvent } from '../lifecycle/hook-event.js';
+import type { OperationResult } from '../lifecycle/device-ledger.js';
+import { describeOwner, type Owner } from '../pci/owner.js';
+import { LogPriority, MessageId, type JournalFields, type Priority } from '../systemd/index.js';
+import type { Caller } from './daemon-backend.js';
+
+export interface JournalEntry {
+  readonly priority: Priority;
+  readonly message: string;
+  readonly fields: JournalFields;
+}
+
+/** A hook that acted: each device moved, each shm file made or put right, each warning, then the outcome's sentence. */
+export function hookOutcomeEntries(event: HookEvent, outcome: HookOutcome): JournalEntry[] {
+  const base = { VFIO_DOMAIN: event.domainName, VFIO_HOOK: `${event.operation} ${event.subOperation}` };
+  const entries: JournalEntry[] = [];
+  for (const address of outcome.detached) {
+    entries.push(info(`Device '${address}' detached to vfio-pci for VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_DETACHED }));
+  }
+  for (const address of outcome.reattached) {
+    entries.push(info(`Device '${address}' given back to its driver after VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_REATTACHED }));
+  }
+  for (const shm of outcome.shm) {
+    if (shm.action === 'unchanged') continue;
+    const created = shm.action === 'created';
+    entries.push(
+      info(created ? `Shared-memory file '${shm.path}' created` : `Shared-memory file '${shm.path}' repaired: ${shm.changes.join(', ')}`, {
+        ...base,
+        SHM_PATH: shm.path,
+        MESSAGE_ID: created ? MessageId.SHM_FILE_CREATED : MessageId.SHM_FILE_REPAIRED,
+      }),
+    );
+  }
+  for (const warning of outcome.warnings) entries.push({ priority: LogPriority.warning, message: warning, fields: base });
+  entries.push(info(outcome.message, base));
+  return entries;
+}
+
+/** A hook refused (bad arguments, or its stage failed): the VM does not start, or its release did not finish. */
+export function hookRefusedEntry(domainName: string, operation: string, subOperation: string, error: unknown): JournalEntry {
+  return {
+    priority: LogPriority.err,
+    message: `Hook '${operation} ${subOperation}' for VM '${domainName}' refused: ${(error as Error).message}`,
+    fields: { VFIO_DOMAIN: domainName, VFIO_HOOK: `${operation} ${subOperation}`, MESSAGE_ID: MessageId.HOOK_REFUSED },
+  };
+}
+
+/** A `DetachDevice` or `ReattachDevice` call, done (`error` null) or refused, with its caller. */
+export function manualChangeEntry(what: 'detach' | 'reattach', caller: Caller, owner: Owner, result: OperationResult | null, error: unknown): JournalEntry {
+  const devices = result ? result.plan.devices.map((d) => d.address).join(', ') : '';
+  const fields = { MESSAGE_ID: MessageId.MANUAL_CHANGE, CALLER_UID: String(caller.uid), ...(devices ? { PCI_ADDRESS: devices } : {}) };
+  if (error !== null) {
+    const member = what === 'detach' ? 'DetachDevice' : 'ReattachDevice';
+    return { priority: LogPriority.warning, message: `${member} by '${caller.name}' (uid ${caller.uid}) refused: ${(error as Error).message}`, fields };
+  }
+  if (what === 'detach') {
+    return info(`Detached by hand by '${caller.name}' (uid ${caller.uid})${owner.kind === 'vm' ? ` for ${describeOwner(owner)}` : ''}: ${devices}`, fields);
+  }
+  return info(`Given back by hand by '${caller.name}' (uid ${caller.uid}): ${devices || 'nothing to do'}`, fields);
+}
+
+/** A VM that held devices but had stopped while the daemon was down, released at start. */
+export function staleReleasedEntry(name: string, outcome: HookOutcome): JournalEntry {
+  return {
+    priority: LogPriority.notice,
+    message: `VM '${name}' held devices but libvirt reports it not running (it stopped while vfio-hookd was down): ${outcome.message}`,
+    fields: { VFIO_DOMAIN: name, MESSAGE_ID: MessageId.STALE_RELEASED },
+  };
+}
+
+/** A managed VM that libvirt started without its prepare hook reaching us (`warning` from DaemonBackend.domainStarted). */
+export function hookNotReceivedEntry(name: string, warning: string): JournalEntry {
+  return { priority: LogPriority.err, message: warning, fields: { VFIO_DOMAIN: name, MESSAGE_ID: MessageId.HOOK_NOT_RECEIVED } };
+}
+
+/** What recovery at start put right in the state file, one entry a note. */
+export function recoveredEntries(notes: readonly string[]): JournalEntry[] {
+  return notes.map((note) => ({ priority: LogPriority.warning, message: note, fields: { MESSAGE_ID: MessageId.STATE_RECOVERED } }));
+}
+
+function info(message: string, fields: JournalFields): JournalEntry {
+  return { priority: LogPriority.info, message, fields };
+}

@@ -1,0 +1,28 @@
+/**
+ * Which uids may already own a shared-memory file the daemon is asked to
+ * use: root, and QEMU's user (QEMU creates a missing file itself, so the
+ * file may be its own). `[daemon] qemu-user` names that user; unset, every
+ * name distributions use is tried ('libvirt-qemu' on Debian, 'qemu' on
+ * Fedora, 'qemu-libvirtd' on NixOS) and those that do not resolve are
+ * skipped quietly.
+ */
+import { DEFAULT_QEMU_USERS } from '../config/index.js';
+
+export interface TrustedOwners {
+  readonly uids: readonly number[];
+  /** A configured qemu-user that does not resolve (each ends in ', ignoring'). */
+  readonly warnings: readonly string[];
+}
+
+export async function trustedShmOwners(qemuUser: string | null, resolveUid: (user: string) => Promise<number>): Promise<TrustedOwners> {
+  const uids = [0];
+  const warnings: string[] = [];
+  for (const user of qemuUser !== null ? [qemuUser] : DEFAULT_QEMU_USERS) {
+    try {
+      uids.push(await resolveUid(user));
+    } catch {
+      if (qemuUser !== null) warnings.push(`[daemon] qemu-user '${user}' does not resolve to a user, ignoring`);
+    }
+  }
+  return { uids, warnings };
+}

@@ -1,0 +1,54 @@
+/** The daemon's small policies, on their own: the refresh coalescer and the trusted shm owners. */
+import test from 'ava';
+import { CoalescedRefresh } from '../../lib/daemon/coalesced-refresh.js';
+import { trustedShmOwners } from '../../lib/daemon/trusted-owners.js';
+
+test('a burst of refresh requests while one runs queues exactly one more', async (t) => {
+  let runs = 0;
+  let release!: () => void;
+  const first = new Promise<void>((resolve) => (release = resolve));
+  const refresh = new CoalescedRefresh(async () => {
+    runs++;
+    if (runs === 1) await first;
+  });
+  refresh.request();
+  await Promise.resolve();
+  refresh.request();
+  refresh.request();
+  refresh.request();
+  release();
+  await refresh.settled();
+  t.is(runs, 2);
+});
+
+test('refreshes run one at a time, in order', async (t) => {
+  const events: string[] = [];
+  let n = 0;
+  const refresh = new CoalescedRefresh(async () => {
+    const i = ++n;
+    events.push(`start ${i}`);
+    await new Promise((resolve) => setImmediate(resolve));
+    events.push(`end ${i}`);
+  });
+  refresh.request();
+  await new Promise((resolve) => setImmediate(resolve));
+  refresh.request();
+  await refresh.settled();
+  t.deepEqual(events, ['start 1', 'end 1', 'start 2', 'end 2']);
+});
+
+const USERS: Record<string, number> = { 'libvirt-qemu': 64055, qemu: 107 };
+const resolveUid = async (user: string): Promise<number> => {
+  const uid = USERS[user];
+  if (uid === undefined) throw new Error(`no user ${user}`);
+  return uid;
+};
+
+test('without qemu-user, root and every distribution name that resolves are trusted, quietly', async (t) => {
+  t.deepEqual(await trustedShmOwners(null, resolveUid), { uids: [0, 64055, 107], warnings: [] });
+});
+
+test('a configured qemu-user is the only one tried, and one that does not resolve is a warning', async (t) => {
+  t.deepEqual(await trustedShmOwners('qemu', resolveUid), { uids: [0, 107], warnings: [] });
+  t.deepEqual(await trustedShmOwners('kvm', resolveUid), { uids: [0], warnings: ["[daemon] qemu-user 'kvm' does not resolve to a user, ignoring"] });
+});
