@@ -14,7 +14,8 @@ import { defaultAgentConfigPath } from '../lib/agent/agent-config.js';
 import { startAgent } from '../lib/agent/run-agent.js';
 import { Journal, Notifier } from '../lib/systemd/index.js';
 
-const USAGE = 'Usage: vfio-hookd-agent [--config FILE] [--system-bus-address ADDRESS] [--session-bus-address ADDRESS] [--journal-socket PATH]';
+const USAGE =
+  'Usage: vfio-hookd-agent [--config FILE] [--system-bus-address ADDRESS] [--session-bus-address ADDRESS] [--journal-socket PATH]';
 
 let parsed;
 try {
@@ -33,7 +34,10 @@ try {
   process.exit(2);
 }
 const values = parsed.values;
-const log = new Journal({ identifier: 'vfio-hookd-agent', ...(values['journal-socket'] !== undefined ? { socketPath: values['journal-socket'] } : {}) });
+const log = new Journal({
+  identifier: 'vfio-hookd-agent',
+  ...(values['journal-socket'] !== undefined ? { socketPath: values['journal-socket'] } : {}),
+});
 const notifier = Notifier.fromEnv(process.env, { unsetEnvironment: true, onError: (error) => log.warning(error.message) });
 
 function fail(message: string): never {

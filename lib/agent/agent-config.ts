@@ -43,7 +43,10 @@ const AGENT_VM_SCHEMA = table({
 
 /** Where the file is for this process's user. */
 export function defaultAgentConfigPath(env: NodeJS.ProcessEnv = process.env): string {
-  const configHome = env['XDG_CONFIG_HOME'] && path.isAbsolute(env['XDG_CONFIG_HOME']) ? env['XDG_CONFIG_HOME'] : path.join(env['HOME'] ?? os.homedir(), '.config');
+  const configHome =
+    env['XDG_CONFIG_HOME'] && path.isAbsolute(env['XDG_CONFIG_HOME'])
+      ? env['XDG_CONFIG_HOME']
+      : path.join(env['HOME'] ?? os.homedir(), '.config');
   return path.join(configHome, 'vfio-hookd', 'agent.toml');
 }
 
@@ -60,7 +63,11 @@ export function parseAgentConfig(text: string, source: string): AgentConfig {
   const vms = new Map<string, readonly string[]>();
   for (const [key, value] of Object.entries(data)) {
     if (key !== 'vm') {
-      problems.push({ path: [key], at: 'key', message: `unknown table or key ${q(key)} (only [vm.NAME] tables are read)${didYouMean(key, ['vm'])}` });
+      problems.push({
+        path: [key],
+        at: 'key',
+        message: `unknown table or key ${q(key)} (only [vm.NAME] tables are read)${didYouMean(key, ['vm'])}`,
+      });
     } else if (!isTable(value)) {
       problems.push({ path: ['vm'], at: 'value', message: `expected tables of VMs ([vm.NAME]), got ${describeValue(value)}` });
     } else {

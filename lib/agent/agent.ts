@@ -234,19 +234,25 @@ export class Agent {
     // Stopping a unit that is not running is a no-op job: also covers units started before this agent did.
     const units = this.isMine(entry.view) ? [...new Set([...entry.started, ...valid])] : [...entry.started];
     if (units.length === 0) return;
-    this.#opts.log.info(`VM '${name}' is ${entry.gone ? 'no longer managed' : entry.view.state}: stopping ${units.map((u) => `'${u}'`).join(', ')}`, {
-      VFIO_DOMAIN: name,
-    });
+    this.#opts.log.info(
+      `VM '${name}' is ${entry.gone ? 'no longer managed' : entry.view.state}: stopping ${units.map((u) => `'${u}'`).join(', ')}`,
+      {
+        VFIO_DOMAIN: name,
+      },
+    );
     await Promise.all(
       units.map(async (unit) => {
         const outcome = await this.#opts.manager.stopUnit(unit);
         entry.started.delete(unit);
         if (outcome.result !== 'done' && !/not loaded|not found|NoSuchUnit/i.test(outcome.message ?? '')) {
-          this.#opts.log.warning(`Stopping user unit '${unit}' of VM '${name}' ended with ${outcome.result}${outcome.message ? `: ${outcome.message}` : ''}`, {
-            MESSAGE_ID: MessageId.UNIT_FAILED,
-            VFIO_DOMAIN: name,
-            UNIT: unit,
-          });
+          this.#opts.log.warning(
+            `Stopping user unit '${unit}' of VM '${name}' ended with ${outcome.result}${outcome.message ? `: ${outcome.message}` : ''}`,
+            {
+              MESSAGE_ID: MessageId.UNIT_FAILED,
+              VFIO_DOMAIN: name,
+              UNIT: unit,
+            },
+          );
         }
       }),
     );

@@ -70,8 +70,12 @@ export class MachineFollower {
       }
     });
     // sender= a well-known name matches whoever owns it when the signal is sent.
-    await this.#bus.addMatch(`type='signal',sender='${BUS_NAME}',interface='${PROPERTIES_INTERFACE}',member='PropertiesChanged',path_namespace='${ROOT_PATH}'`);
-    await this.#bus.addMatch(`type='signal',sender='${DBUS_DRIVER_NAME}',interface='${DBUS_DRIVER_INTERFACE}',member='NameOwnerChanged',arg0='${BUS_NAME}'`);
+    await this.#bus.addMatch(
+      `type='signal',sender='${BUS_NAME}',interface='${PROPERTIES_INTERFACE}',member='PropertiesChanged',path_namespace='${ROOT_PATH}'`,
+    );
+    await this.#bus.addMatch(
+      `type='signal',sender='${DBUS_DRIVER_NAME}',interface='${DBUS_DRIVER_INTERFACE}',member='NameOwnerChanged',arg0='${BUS_NAME}'`,
+    );
     await this.#readAll();
   }
 
@@ -80,7 +84,14 @@ export class MachineFollower {
     let paths: string[];
     try {
       paths = await this.#bus.call(
-        { destination: BUS_NAME, path: ROOT_PATH, interface: PROPERTIES_INTERFACE, member: 'Get', signature: 'ss', body: [MANAGER_INTERFACE, ManagerMember.Machines] },
+        {
+          destination: BUS_NAME,
+          path: ROOT_PATH,
+          interface: PROPERTIES_INTERFACE,
+          member: 'Get',
+          signature: 'ss',
+          body: [MANAGER_INTERFACE, ManagerMember.Machines],
+        },
         (body) => strings(unwrap(body[0])) ?? [],
       );
     } catch (error) {
@@ -114,7 +125,8 @@ export class MachineFollower {
       );
     } catch (error) {
       // Removed between the Machines read and this one: its PropertiesChanged on the Manager follows.
-      if (!/UnknownObject|UnknownInterface|UnknownMethod/.test((error as { errorName?: string }).errorName ?? '')) this.#events.onError?.(error as Error);
+      if (!/UnknownObject|UnknownInterface|UnknownMethod/.test((error as { errorName?: string }).errorName ?? ''))
+        this.#events.onError?.(error as Error);
     }
   }
 

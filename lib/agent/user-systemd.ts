@@ -68,7 +68,9 @@ export class UserSystemd {
       }
     });
     await this.#bus.addMatch(`type='signal',sender='${SYSTEMD}',interface='${SYSTEMD_MANAGER}',member='JobRemoved',path='${SYSTEMD_PATH}'`);
-    await this.#bus.addMatch(`type='signal',sender='${SYSTEMD}',interface='${PROPERTIES}',member='PropertiesChanged',path_namespace='${SYSTEMD_PATH}/unit'`);
+    await this.#bus.addMatch(
+      `type='signal',sender='${SYSTEMD}',interface='${PROPERTIES}',member='PropertiesChanged',path_namespace='${SYSTEMD_PATH}/unit'`,
+    );
     await this.#bus.call({ destination: SYSTEMD, path: SYSTEMD_PATH, interface: SYSTEMD_MANAGER, member: 'Subscribe' });
   }
 
@@ -90,7 +92,14 @@ export class UserSystemd {
   async activeState(unit: string): Promise<string> {
     try {
       return await this.#bus.call(
-        { destination: SYSTEMD, path: unitPath(unit), interface: PROPERTIES, member: 'Get', signature: 'ss', body: [SYSTEMD_UNIT, 'ActiveState'] },
+        {
+          destination: SYSTEMD,
+          path: unitPath(unit),
+          interface: PROPERTIES,
+          member: 'Get',
+          signature: 'ss',
+          body: [SYSTEMD_UNIT, 'ActiveState'],
+        },
         (body) => String(unwrap(body[0])),
       );
     } catch {

@@ -56,7 +56,10 @@ export function oneLine(text: string): string {
 export function toHookDBusError(error: unknown): InstanceType<typeof dbus.DBusError> {
   const mapped = toDBusError(error);
   const text = oneLine(mapped.text ?? '');
-  return new dbus.DBusError(mapped.type, HOOK_REFUSAL_MARKER + (text === '' ? 'Refused without a reason; see the journal of vfio-hookd' : text));
+  return new dbus.DBusError(
+    mapped.type,
+    HOOK_REFUSAL_MARKER + (text === '' ? 'Refused without a reason; see the journal of vfio-hookd' : text),
+  );
 }
 
 /** Run `work`, turning any rejection into a `DBusError` (via `toDBusError`) after handing the original to `onError`. */

@@ -103,8 +103,22 @@ export class BusObjects {
   }
 
   sync(machines: readonly MachineRow[], devices: readonly DeviceRow[]): void {
-    this.#syncKind(this.#machines, machines, (r) => r.name, machinePath, (r) => new MachineObject(r), machineProperties);
-    this.#syncKind(this.#devices, devices, (r) => r.address, devicePath, (r) => new DeviceObject(r), deviceProperties);
+    this.#syncKind(
+      this.#machines,
+      machines,
+      (r) => r.name,
+      machinePath,
+      (r) => new MachineObject(r),
+      machineProperties,
+    );
+    this.#syncKind(
+      this.#devices,
+      devices,
+      (r) => r.address,
+      devicePath,
+      (r) => new DeviceObject(r),
+      deviceProperties,
+    );
   }
 
   #syncKind<R, O extends PropertyObject>(

@@ -175,7 +175,9 @@ export class ManagerInterface extends dbus.interface.Interface {
         domainXml = await readHookXmlFile(hookXmlDir(this.#info.runRoot ?? DEFAULT_ROOTS.run), domainXmlFile);
       } catch (error) {
         this.#info.onError?.('HandleHookFile', error);
-        this.HookHandled(hookHandledTuple(hookEvent(domainName, operation, subOperation, extra, ''), false, firstLine(error), this.#clock() - start));
+        this.HookHandled(
+          hookHandledTuple(hookEvent(domainName, operation, subOperation, extra, ''), false, firstLine(error), this.#clock() - start),
+        );
         throw error;
       }
       let outcome: HookOutcome;

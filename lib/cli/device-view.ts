@@ -68,7 +68,13 @@ export function devicesView(snapshot: HostSnapshot, claims: ReadonlyMap<string, 
       consumers: [...d.consumers],
       holders: holdersOf(d, snapshot.processes),
       hostDependencies: (snapshot.dependencies.get(d.address) ?? []).map((x) => x.description),
-      claim: claim ? { owner: ownerKey(claim.owner), originalDriver: claim.originalKnown ? claim.originalDriver : null, originalKnown: claim.originalKnown } : null,
+      claim: claim
+        ? {
+            owner: ownerKey(claim.owner),
+            originalDriver: claim.originalKnown ? claim.originalDriver : null,
+            originalKnown: claim.originalKnown,
+          }
+        : null,
     };
   });
   const groups = [...snapshot.groups.values()].map((g): GroupView => {
@@ -100,9 +106,7 @@ export function formatDevices(view: DevicesView): string {
     return [d.address, `${d.className} [${d.classCode.slice(2, 6)}]`, ids, d.driver ?? '-', notes.join('; ')];
   };
   for (const g of view.groups) {
-    const state = g.viable
-      ? 'viable'
-      : `not viable: ${[...new Set(g.blockers.map((b) => b.driver))].join(', ')} bound`;
+    const state = g.viable ? 'viable' : `not viable: ${[...new Set(g.blockers.map((b) => b.driver))].join(', ')} bound`;
     rows.push({ group: `IOMMU group ${g.group} (${state})`, cells: [] });
     for (const a of g.devices) rows.push({ group: null, cells: line(byAddress.get(a)!) });
   }
@@ -116,7 +120,11 @@ export function formatDevices(view: DevicesView): string {
   const out = rows.map((r) =>
     r.group !== null
       ? r.group
-      : '  ' + r.cells.map((c, i) => (i < 4 ? pad(c, widths[i]!) : c)).join('  ').trimEnd(),
+      : '  ' +
+        r.cells
+          .map((c, i) => (i < 4 ? pad(c, widths[i]!) : c))
+          .join('  ')
+          .trimEnd(),
   );
   if (!view.holdersComplete) out.push('', 'Note: not every process could be read (run as root): some holders may be missing.');
   return out.join('\n') + '\n';

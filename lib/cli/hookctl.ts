@@ -33,7 +33,6 @@ export interface CliIo {
   readonly stderr: (text: string) => void;
 }
 
-
 const USAGE = `Usage: vfio-hookctl [OPTIONS] COMMAND [ARGS]
 
 Commands:
@@ -107,7 +106,8 @@ function parse(argv: readonly string[]): { values: Values; positionals: string[]
 
 function positiveInt(name: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text) || Number(text) <= 0) throw new UsageError(`Invalid --${name} ${q(text)}: expected a positive number of milliseconds`);
+  if (!/^\d+$/.test(text) || Number(text) <= 0)
+    throw new UsageError(`Invalid --${name} ${q(text)}: expected a positive number of milliseconds`);
   return Number(text);
 }
 
@@ -202,7 +202,8 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
     if (viaBus && (await daemonRunning(values['bus-address']))) {
       trace('vfio-hookd runs: asking it');
       for (const address of args) {
-        if (command === 'detach') await callDaemon(values['bus-address'], 'DetachDevice', 'ssb', [address, values.for ?? '', values.force ?? false]);
+        if (command === 'detach')
+          await callDaemon(values['bus-address'], 'DetachDevice', 'ssb', [address, values.for ?? '', values.force ?? false]);
         else await callDaemon(values['bus-address'], 'ReattachDevice', 's', [address]);
       }
       io.stdout(`${command === 'detach' ? 'Detached' : 'Given back'} by vfio-hookd: ${args.join(', ')}\n`);

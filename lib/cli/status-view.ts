@@ -100,7 +100,9 @@ export async function readStatus(busAddress: string | undefined): Promise<Machin
 }
 
 function notRunning(error: Error): DaemonNotRunning {
-  return new DaemonNotRunning(`vfio-hookd is not running: nobody owns '${BUS_NAME}' on the system bus (${error.message}); start it with 'systemctl start vfio-hookd'`);
+  return new DaemonNotRunning(
+    `vfio-hookd is not running: nobody owns '${BUS_NAME}' on the system bus (${error.message}); start it with 'systemctl start vfio-hookd'`,
+  );
 }
 
 /**
@@ -118,7 +120,12 @@ export async function addAgentFailures(machines: MachineStatus[], sessionBusAddr
   try {
     bus = dbus.sessionBus({ busAddress: address });
     const agent = (await bus.getProxyObject(AGENT_BUS_NAME, AGENT_PATH)).getInterface(PROPERTIES_INTERFACE);
-    const failures = (await (agent['Get'] as (i: string, p: string) => Promise<{ value: [string, string, string][] }>)(AGENT_INTERFACE, AgentMember.Failures)).value;
+    const failures = (
+      await (agent['Get'] as (i: string, p: string) => Promise<{ value: [string, string, string][] }>)(
+        AGENT_INTERFACE,
+        AgentMember.Failures,
+      )
+    ).value;
     for (const [vm, unit, reason] of failures) machines.find((m) => m.name === vm)?.failedUnits.push({ unit, reason });
   } catch {
     // No session bus or no agent running: status shows what the daemon knows.

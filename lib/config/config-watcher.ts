@@ -220,7 +220,10 @@ export class ConfigWatcher extends EventEmitter<ConfigWatcherEvents> {
         () => this.#schedule(),
         (armError: unknown) => {
           if (!this.#closed && this.listenerCount('error') > 0) {
-            this.emit('error', armError instanceof InvalidConfig ? armError : new InvalidConfig(`Cannot watch ${q(dir)}: ${error.message}`));
+            this.emit(
+              'error',
+              armError instanceof InvalidConfig ? armError : new InvalidConfig(`Cannot watch ${q(dir)}: ${error.message}`),
+            );
           }
         },
       );
@@ -240,7 +243,9 @@ async function isDirectory(path: string): Promise<boolean> {
 
 /** The first path component of `target` below `ancestor`: `('/etc', '/etc/a/b')` -> `'a'`. */
 function nextComponent(ancestor: string, target: string): string {
-  const rest = target.slice(ancestor.length).split(sep).filter((part) => part !== '');
+  const rest = target
+    .slice(ancestor.length)
+    .split(sep)
+    .filter((part) => part !== '');
   return rest[0] ?? parsePath(target).base;
 }
-

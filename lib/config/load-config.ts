@@ -60,10 +60,7 @@ export async function readConfigText(path: string): Promise<string | null> {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return null;
-    const why =
-      code === 'EACCES' ? 'permission denied'
-      : code === 'ELOOP' ? 'too many levels of symbolic links'
-      : (error as Error).message;
+    const why = code === 'EACCES' ? 'permission denied' : code === 'ELOOP' ? 'too many levels of symbolic links' : (error as Error).message;
     throw new InvalidConfig(`Cannot read configuration ${q(path)}: ${why}`);
   }
   let bytes: Buffer;
@@ -179,8 +176,12 @@ function describeUntrusted(f: Untrusted): string {
   const faults: string[] = [];
   if (f.owner !== null) faults.push(`owned by uid ${f.owner}`);
   if (f.writableMode !== null) {
-    const who = (f.writableMode & 0o020) !== 0 && (f.writableMode & 0o002) !== 0 ? 'group and others'
-      : (f.writableMode & 0o020) !== 0 ? 'group' : 'others';
+    const who =
+      (f.writableMode & 0o020) !== 0 && (f.writableMode & 0o002) !== 0
+        ? 'group and others'
+        : (f.writableMode & 0o020) !== 0
+          ? 'group'
+          : 'others';
     faults.push(`writable by ${who} (mode ${f.writableMode.toString(8).padStart(4, '0')})`);
   }
   return `${f.what} is ${faults.join(' and ')}`;

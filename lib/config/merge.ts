@@ -74,9 +74,7 @@ export function mergeVmSettings(fromConfig: VmSettings | undefined, fromXml: Dom
 
   const problems: string[] = [];
   const merged =
-    fromConfig === undefined ? fromMetadata!
-    : fromMetadata === undefined ? fromConfig
-    : combine(fromConfig, fromMetadata, problems);
+    fromConfig === undefined ? fromMetadata! : fromMetadata === undefined ? fromConfig : combine(fromConfig, fromMetadata, problems);
 
   const devices = [...merged.devices];
   for (const hostdev of fromXml.hostdevs) {
@@ -91,7 +89,7 @@ export function mergeVmSettings(fromConfig: VmSettings | undefined, fromXml: Dom
   }
 
   if (merged.units.length > 0 && merged.user === null) {
-    problems.push("units need a user whose agent starts them; set user = \"NAME\" in the configuration file or <vfio:user> in the metadata");
+    problems.push('units need a user whose agent starts them; set user = "NAME" in the configuration file or <vfio:user> in the metadata');
   }
   checkShmemSize(fromXml, merged.lookingGlass, lookingGlassSource(merged.lookingGlass), problems);
   checkShmemSize(fromXml, merged.scream, null, problems);

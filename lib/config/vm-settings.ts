@@ -50,12 +50,14 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
 
   const lookingGlass = lookingGlassSettings(spec, at);
   const scream: ScreamSettings | null =
-    spec.scream === undefined ? null : {
-      name: spec.scream.name ?? DEFAULT_SCREAM_NAME,
-      sizeBytes: spec.scream.size ?? DEFAULT_SCREAM_SIZE,
-      group: spec.scream.group ?? null,
-      mode: spec.scream.mode ?? DEFAULT_SHM_MODE,
-    };
+    spec.scream === undefined
+      ? null
+      : {
+          name: spec.scream.name ?? DEFAULT_SCREAM_NAME,
+          sizeBytes: spec.scream.size ?? DEFAULT_SCREAM_SIZE,
+          group: spec.scream.group ?? null,
+          mode: spec.scream.mode ?? DEFAULT_SHM_MODE,
+        };
   if (lookingGlass !== null && scream !== null && lookingGlass.name === scream.name) {
     // Without a `name` key in the text, the locator falls back to the scream table.
     at(['scream', 'name'], `Looking Glass and Scream would share the shm file ${q(scream.name)}; give them different names`);
@@ -63,7 +65,10 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
 
   if (problems.length > 0) return { settings: null, problems, warnings: [] };
   const warnings: ConfigProblem[] = [];
-  for (const [key, file] of [['looking-glass', lookingGlass], ['scream', scream]] as const) {
+  for (const [key, file] of [
+    ['looking-glass', lookingGlass],
+    ['scream', scream],
+  ] as const) {
     const warning = file === null ? null : shmModeWarning(file.mode, SHM_CARRIES[key]);
     // Pointed at the mode key; a default mode is never readable by others, so the key is there.
     if (warning !== null) warnings.push({ path: [...base, key, 'mode'], at: 'value', message: warning });
@@ -96,7 +101,10 @@ const SHM_CARRIES = { 'looking-glass': "Looking Glass frames are the guest's scr
  */
 export function vmSettingsWarnings(settings: VmSettings): string[] {
   const warnings: string[] = [];
-  for (const [key, file] of [['looking-glass', settings.lookingGlass], ['scream', settings.scream]] as const) {
+  for (const [key, file] of [
+    ['looking-glass', settings.lookingGlass],
+    ['scream', settings.scream],
+  ] as const) {
     const warning = file === null ? null : shmModeWarning(file.mode, SHM_CARRIES[key]);
     if (warning !== null) warnings.push(`VM ${q(settings.name)}: ${key}.mode: ${warning}`);
   }
@@ -117,10 +125,7 @@ function checkDuplicates(
   });
 }
 
-function lookingGlassSettings(
-  spec: VmTableSpec,
-  at: (path: readonly PathSegment[], message: string) => void,
-): LookingGlassSettings | null {
+function lookingGlassSettings(spec: VmTableSpec, at: (path: readonly PathSegment[], message: string) => void): LookingGlassSettings | null {
   const lg = spec['looking-glass'];
   if (lg === undefined) return null;
   const hdr = lg.hdr ?? false;
@@ -135,12 +140,15 @@ function lookingGlassSettings(
     sizeBytes = lookingGlassSize(lg.resolution, { hdr });
   } else if (lg.size !== undefined) {
     if (lg.hdr !== undefined) {
-      at(['looking-glass', 'hdr'], `hdr only applies with resolution; with size = ${q(formatSize(lg.size))} the size is already final, remove hdr`);
+      at(
+        ['looking-glass', 'hdr'],
+        `hdr only applies with resolution; with size = ${q(formatSize(lg.size))} the size is already final, remove hdr`,
+      );
       return null;
     }
     sizeBytes = lg.size;
   } else {
-    at(['looking-glass'], "needs resolution (e.g. resolution = \"2560x1440\") or size (e.g. size = \"64M\")");
+    at(['looking-glass'], 'needs resolution (e.g. resolution = "2560x1440") or size (e.g. size = "64M")');
     return null;
   }
   return {

@@ -154,7 +154,9 @@ export class DaemonBackend implements ManagerBackend {
         name,
         state: seen?.state ?? (record !== undefined || holds.length > 0 ? 'prepared' : 'defined'),
         devices: holds.length > 0 ? holds : [...(record?.devices ?? settings?.devices ?? [])],
-        shmFiles: record ? record.shm.map((f) => f.name) : [settings?.lookingGlass?.name, settings?.scream?.name].filter((n): n is string => n !== undefined),
+        shmFiles: record
+          ? record.shm.map((f) => f.name)
+          : [settings?.lookingGlass?.name, settings?.scream?.name].filter((n): n is string => n !== undefined),
         lastMessage: seen?.message ?? stale ?? '',
         user: (record ? record.user : settings?.user) ?? '',
         units: [...((record ? record.units : settings?.units) ?? [])],
@@ -327,7 +329,9 @@ export class DaemonBackend implements ManagerBackend {
     } else {
       // started, release, reconnect: act on the record; a VM without one has nothing to do.
       if (!(await lifecycle.knows(event.domainName))) {
-        return lifecycle.handle(event, null).then((o) => (stage === 'release' ? { ...o, message: `VM '${event.domainName}' holds nothing: nothing to release` } : o));
+        return lifecycle
+          .handle(event, null)
+          .then((o) => (stage === 'release' ? { ...o, message: `VM '${event.domainName}' holds nothing: nothing to release` } : o));
       }
       outcome = await lifecycle.handle(event, null);
     }

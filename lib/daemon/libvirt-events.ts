@@ -136,7 +136,8 @@ export class LibvirtEvents {
 
   async #nameOf(domainPath: string): Promise<string | null> {
     const object = await this.#options.bus.getProxyObject(LIBVIRT_BUS_NAME, domainPath);
-    const name = (await (object.getInterface('org.freedesktop.DBus.Properties') as unknown as Props).Get('org.libvirt.Domain', 'Name')).value;
+    const name = (await (object.getInterface('org.freedesktop.DBus.Properties') as unknown as Props).Get('org.libvirt.Domain', 'Name'))
+      .value;
     return typeof name === 'string' ? name : null;
   }
 

@@ -24,8 +24,12 @@ export interface AccountResolver {
 export async function toManagedVm(settings: VmSettings, accounts: AccountResolver): Promise<ManagedVm> {
   const { lookingGlass, scream } = settings;
   const wanted = [
-    ...(lookingGlass ? [{ name: lookingGlass.name, sizeBytes: lookingGlass.sizeBytes, group: lookingGlass.group, mode: lookingGlass.mode }] : []),
-    ...(scream ? [{ name: scream.name, sizeBytes: scream.sizeBytes, group: scream.group ?? lookingGlass?.group ?? null, mode: scream.mode }] : []),
+    ...(lookingGlass
+      ? [{ name: lookingGlass.name, sizeBytes: lookingGlass.sizeBytes, group: lookingGlass.group, mode: lookingGlass.mode }]
+      : []),
+    ...(scream
+      ? [{ name: scream.name, sizeBytes: scream.sizeBytes, group: scream.group ?? lookingGlass?.group ?? null, mode: scream.mode }]
+      : []),
   ];
   const shmFiles: ManagedVm['shmFiles'][number][] = [];
   if (wanted.length > 0) {

@@ -22,10 +22,22 @@ export function hookOutcomeEntries(event: HookEvent, outcome: HookOutcome): Jour
   const base = { VFIO_DOMAIN: event.domainName, VFIO_HOOK: `${event.operation} ${event.subOperation}` };
   const entries: JournalEntry[] = [];
   for (const address of outcome.detached) {
-    entries.push(info(`Device '${address}' detached to vfio-pci for VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_DETACHED }));
+    entries.push(
+      info(`Device '${address}' detached to vfio-pci for VM '${event.domainName}'`, {
+        ...base,
+        PCI_ADDRESS: address,
+        MESSAGE_ID: MessageId.DEVICE_DETACHED,
+      }),
+    );
   }
   for (const address of outcome.reattached) {
-    entries.push(info(`Device '${address}' given back to its driver after VM '${event.domainName}'`, { ...base, PCI_ADDRESS: address, MESSAGE_ID: MessageId.DEVICE_REATTACHED }));
+    entries.push(
+      info(`Device '${address}' given back to its driver after VM '${event.domainName}'`, {
+        ...base,
+        PCI_ADDRESS: address,
+        MESSAGE_ID: MessageId.DEVICE_REATTACHED,
+      }),
+    );
   }
   for (const shm of outcome.shm) {
     if (shm.action === 'unchanged') continue;
@@ -53,15 +65,28 @@ export function hookRefusedEntry(domainName: string, operation: string, subOpera
 }
 
 /** A `DetachDevice` or `ReattachDevice` call, done (`error` null) or refused, with its caller. */
-export function manualChangeEntry(what: 'detach' | 'reattach', caller: Caller, owner: Owner, result: OperationResult | null, error: unknown): JournalEntry {
+export function manualChangeEntry(
+  what: 'detach' | 'reattach',
+  caller: Caller,
+  owner: Owner,
+  result: OperationResult | null,
+  error: unknown,
+): JournalEntry {
   const devices = result ? result.plan.devices.map((d) => d.address).join(', ') : '';
   const fields = { MESSAGE_ID: MessageId.MANUAL_CHANGE, CALLER_UID: String(caller.uid), ...(devices ? { PCI_ADDRESS: devices } : {}) };
   if (error !== null) {
     const member = what === 'detach' ? 'DetachDevice' : 'ReattachDevice';
-    return { priority: LogPriority.warning, message: `${member} by '${caller.name}' (uid ${caller.uid}) refused: ${(error as Error).message}`, fields };
+    return {
+      priority: LogPriority.warning,
+      message: `${member} by '${caller.name}' (uid ${caller.uid}) refused: ${(error as Error).message}`,
+      fields,
+    };
   }
   if (what === 'detach') {
-    return info(`Detached by hand by '${caller.name}' (uid ${caller.uid})${owner.kind === 'vm' ? ` for ${describeOwner(owner)}` : ''}: ${devices}`, fields);
+    return info(
+      `Detached by hand by '${caller.name}' (uid ${caller.uid})${owner.kind === 'vm' ? ` for ${describeOwner(owner)}` : ''}: ${devices}`,
+      fields,
+    );
   }
   return info(`Given back by hand by '${caller.name}' (uid ${caller.uid}): ${devices || 'nothing to do'}`, fields);
 }

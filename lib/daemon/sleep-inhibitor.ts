@@ -41,7 +41,8 @@ export class SleepInhibitor {
     ) => Promise<number>;
     const fd = await inhibit('sleep', 'vfio-hookd', why, 'block');
     if (typeof fd !== 'number') throw new Error('logind returned no file descriptor; is unix fd passing enabled on the bus?');
-    if (this.#fds.has(vm)) fs.closeSync(fd); // taken meanwhile
+    if (this.#fds.has(vm))
+      fs.closeSync(fd); // taken meanwhile
     else this.#fds.set(vm, fd);
   }
 

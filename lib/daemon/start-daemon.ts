@@ -165,7 +165,8 @@ class Daemon {
     const { simulate, simDir, runRoot } = this.#options;
     try {
       const point = parseCrashPoint((this.#options.env ?? process.env)[CRASH_ENV]);
-      if (point !== null && simulate === undefined) this.#fail(`${CRASH_ENV} is for crash tests on a simulated host only (--simulate); unset it`, 2);
+      if (point !== null && simulate === undefined)
+        this.#fail(`${CRASH_ENV} is for crash tests on a simulated host only (--simulate); unset it`, 2);
       this.#crashes = new CrashCounter(point);
     } catch (error) {
       this.#fail((error as Error).message, 2);
@@ -271,7 +272,8 @@ class Daemon {
         if (outcome.stage === 'reconnect' || outcome.stage === 'prepare') void libvirt.poke();
         notifier.status(`Ready; last: ${event.operation} ${event.subOperation} of '${event.domainName}'`);
       },
-      onRefused: (domainName, operation, subOperation, error) => this.#write([hookRefusedEntry(domainName, operation, subOperation, error)]),
+      onRefused: (domainName, operation, subOperation, error) =>
+        this.#write([hookRefusedEntry(domainName, operation, subOperation, error)]),
     });
     const callers = new CallerTracker(bus);
     const manager = new ManagerInterface(backend, {

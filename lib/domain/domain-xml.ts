@@ -163,7 +163,7 @@ function readHostdev(element: XmlElement, vm: string): DomainHostdev | null {
   }
   const source = only(element, 'source', vm);
   const address = source === null ? null : only(source, 'address', vm);
-  if (address === null) fail("has no <source><address domain=... bus=... slot=... function=.../>");
+  if (address === null) fail('has no <source><address domain=... bus=... slot=... function=.../>');
   return { address: readPciAddress(address!, fail), managed: managedAttr === 'yes' };
 }
 

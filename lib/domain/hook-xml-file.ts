@@ -68,7 +68,9 @@ export async function readHookXmlFile(dir: string, file: string): Promise<string
     const owners = new Set([0, process.getuid?.() ?? 0]);
     if (!owners.has(st.uid)) throw new UnsafePath(`Domain XML file ${q(file)} is owned by uid ${st.uid}, not root, refusing`);
     if ((st.mode & 0o022) !== 0) {
-      throw new UnsafePath(`Domain XML file ${q(file)} is writable by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}), refusing`);
+      throw new UnsafePath(
+        `Domain XML file ${q(file)} is writable by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}), refusing`,
+      );
     }
     if (st.size > DOMAIN_XML_MAX_BYTES) throw tooLarge(st.size);
     const bytes = await handle.readFile();

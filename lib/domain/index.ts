@@ -3,12 +3,7 @@
  * vfio-hookd acts on (libvirt's naming rules are in lib/names).
  */
 
-export {
-  DOMAIN_XML_MAX_BYTES,
-  SHMEM_MODELS,
-  hasPassthroughDevices,
-  parseDomainXml,
-} from './domain-xml.js';
+export { DOMAIN_XML_MAX_BYTES, SHMEM_MODELS, hasPassthroughDevices, parseDomainXml } from './domain-xml.js';
 export type { DomainHostdev, DomainInfo, DomainShmem, ShmemModel } from './domain-xml.js';
 
 export { INLINE_PARSE_MAX_BYTES, parseDomainXmlOffThread } from './parse-off-thread.js';

@@ -166,8 +166,7 @@ export function parseVmMetadata(metadata: XmlElement | null, vmName: string): Vm
         break;
       }
       default:
-        settings[child.localName] =
-          spec.kind === 'boolean' ? yesNo(child, null, child.text.trim(), fail) : child.text.trim();
+        settings[child.localName] = spec.kind === 'boolean' ? yesNo(child, null, child.text.trim(), fail) : child.text.trim();
     }
   }
   if (devices.length > 0) settings['devices'] = devices;

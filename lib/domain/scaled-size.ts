@@ -38,9 +38,7 @@ export function libvirtUnitScale(unit: string | undefined, defaultScale: bigint)
   if (u.length === 1 || u.slice(1) === 'ib') base = 1024n;
   else if (u.length === 2 && u[1] === 'b') base = 1000n;
   if (power === undefined || base === null) {
-    throw new InvalidArgs(
-      `Invalid unit ${q(unit)}: expected one of libvirt's units, e.g. 'b', 'KiB', 'M', 'MiB', 'MB' or 'G'`,
-    );
+    throw new InvalidArgs(`Invalid unit ${q(unit)}: expected one of libvirt's units, e.g. 'b', 'KiB', 'M', 'MiB', 'MB' or 'G'`);
   }
   return base ** BigInt(power);
 }

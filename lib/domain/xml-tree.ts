@@ -69,8 +69,13 @@ const strictEntities = {
       const numeric = /^#(?:x([0-9a-fA-F]{1,6})|([0-9]{1,7}))$/.exec(ref);
       if (numeric) {
         const code = numeric[1] !== undefined ? Number.parseInt(numeric[1], 16) : Number(numeric[2]);
-        const allowed = code === 0x9 || code === 0xa || code === 0xd || (code >= 0x20 && code <= 0xd7ff) ||
-          (code >= 0xe000 && code <= 0xfffd) || (code >= 0x10000 && code <= 0x10ffff);
+        const allowed =
+          code === 0x9 ||
+          code === 0xa ||
+          code === 0xd ||
+          (code >= 0x20 && code <= 0xd7ff) ||
+          (code >= 0xe000 && code <= 0xfffd) ||
+          (code >= 0x10000 && code <= 0x10ffff);
         if (allowed) return String.fromCodePoint(code);
         throw new RefusedXml(`character reference ${q(match)} is not an XML character`);
       }
@@ -113,7 +118,9 @@ export function parseXmlDocument(xml: string, what: string): XmlElement {
   } catch (error) {
     // The validator let it through, so this is one of our refusals or a parser limit.
     const why = error instanceof Error ? error.message : String(error);
-    throw new InvalidArgs(`Invalid ${what}: ${why === 'Maximum nested tags exceeded' ? `elements nested deeper than ${XML_MAX_DEPTH} levels` : why}`);
+    throw new InvalidArgs(
+      `Invalid ${what}: ${why === 'Maximum nested tags exceeded' ? `elements nested deeper than ${XML_MAX_DEPTH} levels` : why}`,
+    );
   }
   const roots = nodes.filter((node) => elementName(node) !== null);
   if (roots.length !== 1) {

@@ -236,7 +236,12 @@ export class DeviceLedger {
     return next;
   }
 
-  #claimsAfterDetach(current: ReadonlyMap<string, ClaimRecord>, plan: Plan, owner: Owner, _moved: readonly string[]): Map<string, ClaimRecord> {
+  #claimsAfterDetach(
+    current: ReadonlyMap<string, ClaimRecord>,
+    plan: Plan,
+    owner: Owner,
+    _moved: readonly string[],
+  ): Map<string, ClaimRecord> {
     const next = new Map(current);
     const since = this.#now().toISOString();
     for (const d of plan.devices) {
@@ -303,7 +308,9 @@ export class DeviceLedger {
             continue;
           }
           claims.delete(address);
-          notes.push(`Claim of ${describeOwner(claim.owner)} on ${q(address)} dropped: the device is on ${q(device.driver)}, not on vfio-pci`);
+          notes.push(
+            `Claim of ${describeOwner(claim.owner)} on ${q(address)} dropped: the device is on ${q(device.driver)}, not on vfio-pci`,
+          );
         }
         for (const device of snapshot.devices.values()) {
           if (claims.has(device.address) || device.driverOverride !== VFIO_DRIVER) continue;

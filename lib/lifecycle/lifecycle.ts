@@ -167,7 +167,9 @@ export class Lifecycle {
       });
       const notes = [
         ...shm.flatMap((r) => r.warnings),
-        ...(result !== null && vm.givenToGuest !== undefined ? unassignedFunctions(result.plan, vm.givenToGuest, vm.name).map((u) => u.message) : []),
+        ...(result !== null && vm.givenToGuest !== undefined
+          ? unassignedFunctions(result.plan, vm.givenToGuest, vm.name).map((u) => u.message)
+          : []),
       ];
       const warnings = [...notes, ...(vm.devices.length > 0 ? await this.#takeSleepLock(vm.name) : [])];
       return {
@@ -191,7 +193,9 @@ export class Lifecycle {
 
   async #started(name: string, vm: ManagedVm | null): Promise<HookOutcome> {
     const record = (await this.#ledger.read()).machines.get(name);
-    const files: ShmFileWant[] = record ? record.shm.map(({ name: n, sizeBytes, uid, gid, mode }) => ({ name: n, sizeBytes, uid, gid, mode })) : [...(vm?.shmFiles ?? [])];
+    const files: ShmFileWant[] = record
+      ? record.shm.map(({ name: n, sizeBytes, uid, gid, mode }) => ({ name: n, sizeBytes, uid, gid, mode }))
+      : [...(vm?.shmFiles ?? [])];
     if (files.length === 0 && record === undefined && vm === null) return outcome('started', 'nothing to do');
     const shm: EnsureShmFileResult[] = [];
     for (const file of files) {
@@ -216,7 +220,10 @@ export class Lifecycle {
       if (record?.removeShmOnStop) {
         for (const file of record.shm) {
           try {
-            await removeShmFile({ root: this.#roots.shm, name: file.name, uid: file.uid }, { trustedOwners: [...this.#trusted(), file.uid] });
+            await removeShmFile(
+              { root: this.#roots.shm, name: file.name, uid: file.uid },
+              { trustedOwners: [...this.#trusted(), file.uid] },
+            );
           } catch (error) {
             warnings.push(`Cannot remove ${file.path} (${(error as Error).message}), ignoring`);
           }
@@ -260,7 +267,9 @@ export class Lifecycle {
       await this.#sleepLock.take(vm, `VM '${vm}' owns ${this.#held(vm).join(', ')}`);
       return [];
     } catch (error) {
-      return [`Cannot take logind's sleep inhibitor for VM '${vm}' (${(error as Error).message}); the host may suspend under the guest, ignoring`];
+      return [
+        `Cannot take logind's sleep inhibitor for VM '${vm}' (${(error as Error).message}); the host may suspend under the guest, ignoring`,
+      ];
     }
   }
 
@@ -289,7 +298,10 @@ export class Lifecycle {
       const name = result.path.slice(result.path.lastIndexOf('/') + 1);
       try {
         if (result.action === 'created') {
-          await removeShmFile({ root: this.#roots.shm, name, uid: result.after.uid }, { trustedOwners: [...this.#trusted(), result.after.uid] });
+          await removeShmFile(
+            { root: this.#roots.shm, name, uid: result.after.uid },
+            { trustedOwners: [...this.#trusted(), result.after.uid] },
+          );
         } else if (result.action === 'repaired' && result.before) {
           const b = result.before;
           await ensureShmFile(

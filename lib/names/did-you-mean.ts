@@ -75,7 +75,12 @@ export function closestName(name: string, candidates: Iterable<string>): string 
     if (other === folded) return candidate;
     const [short, long] = other.length <= folded.length ? [other, folded] : [folded, other];
     const d = distance(folded, other);
-    const score = d <= 2 && d < Math.min(folded.length, other.length) ? d : short.length >= 3 && isSubsequence(short, long) ? 3 + long.length - short.length : Infinity;
+    const score =
+      d <= 2 && d < Math.min(folded.length, other.length)
+        ? d
+        : short.length >= 3 && isSubsequence(short, long)
+          ? 3 + long.length - short.length
+          : Infinity;
     if (score < bestScore) {
       best = candidate;
       bestScore = score;

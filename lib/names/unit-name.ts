@@ -28,7 +28,9 @@ export function validateUnitName(name: string): string {
   }
   const match = UNIT_RE.exec(name);
   if (!match) {
-    throw new InvalidArgs(`Invalid unit name ${q(name)}: only letters, digits, ':', '_', '.', '\\', '-' and one '@' are allowed, with a type suffix, ${example}`);
+    throw new InvalidArgs(
+      `Invalid unit name ${q(name)}: only letters, digits, ':', '_', '.', '\\', '-' and one '@' are allowed, with a type suffix, ${example}`,
+    );
   }
   if (!(UNIT_TYPES as readonly string[]).includes(match[3]!)) {
     throw new InvalidArgs(`Invalid unit name ${q(name)}: the type must be one of ${UNIT_TYPES.map((t) => `'.${t}'`).join(', ')}`);

@@ -28,9 +28,7 @@ export function parsePciAddress(text: string): string {
   const value = text.replace(/^[ \t]+|[ \t]+$/g, '').toLowerCase();
   if (FULL.test(value)) return value;
   if (SHORT.test(value)) return `0000:${value}`;
-  throw new InvalidArgs(
-    `Invalid PCI address ${q(text)}: expected 'DDDD:BB:DD.F' or 'BB:DD.F' in hex, e.g. '0000:0b:00.0' (see lspci -D)`,
-  );
+  throw new InvalidArgs(`Invalid PCI address ${q(text)}: expected 'DDDD:BB:DD.F' or 'BB:DD.F' in hex, e.g. '0000:0b:00.0' (see lspci -D)`);
 }
 
 /** True when `text` is already a normalised address (used when reading sysfs names). */

@@ -306,8 +306,7 @@ function messageOf(error: unknown): string {
 
 /** Map a raw kernel error to an engine error, and append what the rollback did, keeping the class. */
 function withRollbackNote(error: unknown, notes: readonly string[]): unknown {
-  const mapped =
-    error instanceof KernelWriteError ? new BindFailed(`Writing to ${q(error.path)} failed with ${error.code}`) : error;
+  const mapped = error instanceof KernelWriteError ? new BindFailed(`Writing to ${q(error.path)} failed with ${error.code}`) : error;
   if (notes.length === 0) return mapped;
   if (mapped instanceof Error) mapped.message += ` (rolled back: ${notes.join('; ')})`;
   return mapped;

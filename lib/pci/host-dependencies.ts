@@ -140,10 +140,7 @@ async function readFacts(port: KernelPort): Promise<HostFacts> {
         return realPath === null || kinds.length === 0 ? null : { name, label: label?.trim() ?? '', realPath, kinds };
       }),
   );
-  const [mountInfo, swaps] = await Promise.all([
-    port.readFile(mountInfoFile(roots)),
-    port.readFile(swapsFile(roots)),
-  ]);
+  const [mountInfo, swaps] = await Promise.all([port.readFile(mountInfoFile(roots)), port.readFile(swapsFile(roots))]);
   return {
     blocks: blocks.filter((b): b is BlockDevice => b !== null),
     mounts: mountInfo === null ? [] : parseMountInfo(mountInfo),
@@ -184,9 +181,7 @@ function blockTreeUses(root: BlockDevice, facts: HostFacts): Dependency[] {
     if (seen.has(block.name)) continue;
     seen.add(block.name);
     for (const use of blockUses(block, facts)) {
-      found.push(
-        block === root ? use : { ...use, description: `${use.description} on top of '${root.name}'` },
-      );
+      found.push(block === root ? use : { ...use, description: `${use.description} on top of '${root.name}'` });
     }
     for (const h of block.holders) {
       const held = byName.get(h);
@@ -200,10 +195,7 @@ function blockTreeUses(root: BlockDevice, facts: HostFacts): Dependency[] {
  * Dependencies of each given device, keyed by address (devices without any
  * are absent). Reads sysfs classes and proc once for all of them.
  */
-export async function hostDependencies(
-  port: KernelPort,
-  devices: Iterable<PciDevice>,
-): Promise<Map<string, Dependency[]>> {
+export async function hostDependencies(port: KernelPort, devices: Iterable<PciDevice>): Promise<Map<string, Dependency[]>> {
   const facts = await readFacts(port);
   const result = new Map<string, Dependency[]>();
   for (const device of devices) {

@@ -13,9 +13,7 @@
 import { q } from '../errors.js';
 
 export type Owner =
-  | { readonly kind: 'vm'; readonly name: string }
-  | { readonly kind: 'manual'; readonly user: string }
-  | { readonly kind: 'unknown' };
+  { readonly kind: 'vm'; readonly name: string } | { readonly kind: 'manual'; readonly user: string } | { readonly kind: 'unknown' };
 
 export function vmOwner(name: string): Owner {
   return { kind: 'vm', name };

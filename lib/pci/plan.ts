@@ -35,15 +35,7 @@
  */
 import { compareAddresses, parsePciAddress } from './address.js';
 import { chipsetRole, className } from './class-code.js';
-import {
-  DeviceBusy,
-  DeviceClaimed,
-  GroupNotViable,
-  HostDependency,
-  InvalidArgs,
-  NoSuchDevice,
-  q,
-} from '../errors.js';
+import { DeviceBusy, DeviceClaimed, GroupNotViable, HostDependency, InvalidArgs, NoSuchDevice, q } from '../errors.js';
 import { companionsOf, isViableMember, VFIO_DRIVER } from './iommu-group.js';
 import { canForce } from './host-dependencies.js';
 import { describeHolders, groupHolders, holdersOf } from './holders.js';
@@ -124,7 +116,6 @@ function describe(device: PciDevice): string {
   return `${q(device.address)} (${className(device.classCode)})`;
 }
 
-
 /** Validate and normalise addresses, and require each to exist with an IOMMU group. */
 function requestedDevices(snapshot: HostSnapshot, addresses: readonly string[]): PciDevice[] {
   if (addresses.length === 0) throw new InvalidArgs('No PCI address given: name at least one, e.g. 0000:0b:00.0');
@@ -132,9 +123,7 @@ function requestedDevices(snapshot: HostSnapshot, addresses: readonly string[]):
   return normalised.map((address) => {
     const device = snapshot.devices.get(address);
     if (!device) {
-      throw new NoSuchDevice(
-        `No PCI device ${q(address)} on this host; list them with 'vfio-hookctl devices'`,
-      );
+      throw new NoSuchDevice(`No PCI device ${q(address)} on this host; list them with 'vfio-hookctl devices'`);
     }
     if (device.isBridge) {
       throw new InvalidArgs(`${describe(device)} is a PCI bridge; bridges stay with the host, name the device behind it`);
@@ -228,7 +217,9 @@ export function planDetach(snapshot: HostSnapshot, addresses: readonly string[],
     const chipset = blocked.some((b) => b.deps.some((dep) => !canForce(dep)));
     throw new HostDependency(
       `Cannot detach ${requested.map((d) => q(d.address)).join(', ')}: the host depends on it: ` +
-        blocked.map((b) => `${describe(b.device)}, ${reasons.get(b.device.address)}: ${b.deps.map((dep) => dep.description).join(', ')}`).join('; ') +
+        blocked
+          .map((b) => `${describe(b.device)}, ${reasons.get(b.device.address)}: ${b.deps.map((dep) => dep.description).join(', ')}`)
+          .join('; ') +
         (chipset
           ? `. A chipset function never leaves the host, not even with --force, and neither does a device in its IOMMU group; check the address ('vfio-hookctl devices'), refusing`
           : `. Check the address ('vfio-hookctl devices'); pass --force only if you really mean it, refusing`),
@@ -298,12 +289,16 @@ export function planReattach(snapshot: HostSnapshot, addresses: readonly string[
     throw new DeviceBusy(
       `Cannot reattach ${requested.map((d) => q(d.address)).join(', ')}: ` +
         inUse.map(({ g, h }) => `IOMMU group ${g} is in use by ${describeHolders([h])}`).join('; ') +
-        (vm?.kind === 'vm' ? `, which runs ${describeOwner(vm)}; shut it down first (virsh shutdown ${q(vm.name)})` : '; stop the program that uses it first') +
+        (vm?.kind === 'vm'
+          ? `, which runs ${describeOwner(vm)}; shut it down first (virsh shutdown ${q(vm.name)})`
+          : '; stop the program that uses it first') +
         `, refusing`,
     );
   }
   const held = moving.flatMap((d) =>
-    holdersOf(d, snapshot.processes).filter((h) => !h.path.startsWith(NODE_NAMES.vfio)).map((h) => ({ d, h })),
+    holdersOf(d, snapshot.processes)
+      .filter((h) => !h.path.startsWith(NODE_NAMES.vfio))
+      .map((h) => ({ d, h })),
   );
   if (held.length > 0) {
     throw new DeviceBusy(

@@ -30,11 +30,7 @@ export interface UnassignedFunction {
  * @param vm the domain's name, for the message.
  * @returns one warning per function, in address order.
  */
-export function unassignedFunctions(
-  plan: Pick<Plan, 'kind' | 'devices'>,
-  given: Iterable<string>,
-  vm: string,
-): UnassignedFunction[] {
+export function unassignedFunctions(plan: Pick<Plan, 'kind' | 'devices'>, given: Iterable<string>, vm: string): UnassignedFunction[] {
   if (plan.kind !== 'detach') return [];
   const givenSet = new Set(given);
   const slots = new Set([...givenSet].map(slotOf));

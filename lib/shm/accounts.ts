@@ -119,12 +119,17 @@ async function resolve(db: Database, name: string, options: AccountLookupOptions
  */
 export function checkAccountName(kind: 'user' | 'group', name: string): void {
   const problem =
-    typeof name !== 'string' ? 'must be a string'
-    : name === '' ? 'must not be empty'
-    : name.length > MAX_NAME_LENGTH ? `longer than ${MAX_NAME_LENGTH} characters`
-    : name.startsWith('-') ? "must not start with '-'"
-    : /[:/\s\u0000-\u001f\u007f]/.test(name) ? "must not contain ':', '/', spaces or control characters"
-    : null;
+    typeof name !== 'string'
+      ? 'must be a string'
+      : name === ''
+        ? 'must not be empty'
+        : name.length > MAX_NAME_LENGTH
+          ? `longer than ${MAX_NAME_LENGTH} characters`
+          : name.startsWith('-')
+            ? "must not start with '-'"
+            : /[:/\s\u0000-\u001f\u007f]/.test(name)
+              ? "must not contain ':', '/', spaces or control characters"
+              : null;
   if (problem !== null) throw new InvalidArgs(`Invalid ${kind} name ${q(name)}: ${problem}`);
 }
 

@@ -45,15 +45,7 @@ const CREATE_MODE = 0o600;
 const OPEN_ATTEMPTS = 3;
 
 /** What kind of entry `lstat` found. */
-export type ShmFileType =
-  | 'file'
-  | 'directory'
-  | 'symlink'
-  | 'fifo'
-  | 'socket'
-  | 'character-device'
-  | 'block-device'
-  | 'unknown';
+export type ShmFileType = 'file' | 'directory' | 'symlink' | 'fifo' | 'socket' | 'character-device' | 'block-device' | 'unknown';
 
 /** The root must be a real directory: not missing, not a symlink, not a file. */
 export async function checkRoot(root: string): Promise<void> {
@@ -93,9 +85,7 @@ export async function refuseUnacceptable(
   const prefix = `Cannot ${verb} shared memory file ${q(path)}`;
   if (st.isSymbolicLink()) {
     const target = await readLinkOrNull(path);
-    throw new UnsafePath(
-      `${prefix}: it is a symbolic link${target === null ? '' : ` to ${q(target)}`}; remove the link, refusing`,
-    );
+    throw new UnsafePath(`${prefix}: it is a symbolic link${target === null ? '' : ` to ${q(target)}`}; remove the link, refusing`);
   }
   if (!st.isFile()) {
     throw new UnsafePath(`${prefix}: it is a ${describeType(st)}, not a regular file; remove it, refusing`);

@@ -62,7 +62,8 @@ export function checkSpec(spec: ShmFileSpec): string {
     );
   }
   const problem = shmModeProblem(spec.mode);
-  if (problem !== null) throw new InvalidArgs(`Invalid mode ${q(formatMode(spec.mode))} for shared memory file ${q(spec.name)}: ${problem}`);
+  if (problem !== null)
+    throw new InvalidArgs(`Invalid mode ${q(formatMode(spec.mode))} for shared memory file ${q(spec.name)}: ${problem}`);
   return path;
 }
 
@@ -78,9 +79,7 @@ export function checkLocation(root: string, name: string): string {
 /** A uid or gid chown accepts as an id. */
 export function checkId(kind: 'uid' | 'gid', id: number, name: string): void {
   if (!Number.isInteger(id) || id < 0 || id > MAX_ID) {
-    throw new InvalidArgs(
-      `Invalid ${kind} ${q(id)} for shared memory file ${q(name)}: must be a whole number from 0 to ${MAX_ID}`,
-    );
+    throw new InvalidArgs(`Invalid ${kind} ${q(id)} for shared memory file ${q(name)}: must be a whole number from 0 to ${MAX_ID}`);
   }
 }
 

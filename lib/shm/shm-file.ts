@@ -34,15 +34,7 @@ import {
   typeOf,
   type ShmFileType,
 } from './shm-entry.js';
-import {
-  checkId,
-  checkLocation,
-  checkSpec,
-  checkTrustedOwners,
-  formatMode,
-  type ShmFileRef,
-  type ShmFileSpec,
-} from './shm-file-spec.js';
+import { checkId, checkLocation, checkSpec, checkTrustedOwners, formatMode, type ShmFileRef, type ShmFileSpec } from './shm-file-spec.js';
 import { backedBytes, formatAmount, refusalFor, reserve } from './shm-space.js';
 import { formatSize } from './size.js';
 
@@ -135,10 +127,7 @@ export interface ShmFileInfo extends ShmFileState {
  *   (nothing is changed), or when the shm root has too little free space
  *   for the file (a created file is removed, an existing one put back).
  */
-export async function ensureShmFile(
-  spec: ShmFileSpec,
-  options: EnsureShmFileOptions = {},
-): Promise<EnsureShmFileResult> {
+export async function ensureShmFile(spec: ShmFileSpec, options: EnsureShmFileOptions = {}): Promise<EnsureShmFileResult> {
   const path = checkSpec(spec);
   const trusted = checkTrustedOwners(options.trustedOwners, spec.uid, spec.name);
   if (options.allowResize !== undefined && typeof options.allowResize !== 'boolean') {
@@ -151,9 +140,7 @@ export async function ensureShmFile(
   await checkRoot(spec.root);
   const { handle, created } = await openOrCreate(path, trusted, accounts);
   try {
-    return created
-      ? await finishCreated(handle, path, spec)
-      : await repairExisting(handle, path, spec, trusted, allowResize, accounts);
+    return created ? await finishCreated(handle, path, spec) : await repairExisting(handle, path, spec, trusted, allowResize, accounts);
   } finally {
     await handle.close();
   }
@@ -173,10 +160,7 @@ export async function ensureShmFile(
  * @throws InvalidArgs for a bad ref or option, before anything is touched.
  * @throws UnsafePath when the root or the entry is not one we would accept.
  */
-export async function removeShmFile(
-  ref: ShmFileRef,
-  options: RemoveShmFileOptions = {},
-): Promise<RemoveShmFileResult> {
+export async function removeShmFile(ref: ShmFileRef, options: RemoveShmFileOptions = {}): Promise<RemoveShmFileResult> {
   const path = checkLocation(ref.root, ref.name);
   checkId('uid', ref.uid, ref.name);
   const trusted = checkTrustedOwners(options.trustedOwners, ref.uid, ref.name);
@@ -203,9 +187,7 @@ export async function removeShmFile(
   try {
     const st = await handle.stat();
     if (st.dev !== seen.dev || st.ino !== seen.ino) {
-      throw new UnsafePath(
-        `Cannot remove shared memory file ${q(path)}: it was replaced while being checked; try again, refusing`,
-      );
+      throw new UnsafePath(`Cannot remove shared memory file ${q(path)}: it was replaced while being checked; try again, refusing`);
     }
     await refuseUnacceptable(path, st, trusted, 'remove', accounts);
     try {

@@ -53,7 +53,7 @@ export async function reserve(handle: FileHandle, spec: Pick<ShmFileSpec, 'root'
   if (missing > (await freeBytes(spec.root))) throw new SpaceShortage(missing);
   const chunk = Buffer.alloc(Math.min(RESERVE_CHUNK, spec.size));
   try {
-    for (let offset = 0; offset < spec.size; ) {
+    for (let offset = 0; offset < spec.size;) {
       const length = Math.min(chunk.length, spec.size - offset);
       if (fill === 'keep') {
         let read = 0;

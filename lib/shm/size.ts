@@ -122,9 +122,7 @@ export function parseResolution(text: string): Resolution {
 function checkResolution(r: Resolution, shown: unknown): void {
   const ok = (side: number) => Number.isInteger(side) && side >= 1 && side <= MAX_RESOLUTION_SIDE;
   if (!ok(r.width) || !ok(r.height)) {
-    throw new InvalidArgs(
-      `Invalid resolution ${q(shown)}: width and height must be whole numbers from 1 to ${MAX_RESOLUTION_SIDE}`,
-    );
+    throw new InvalidArgs(`Invalid resolution ${q(shown)}: width and height must be whole numbers from 1 to ${MAX_RESOLUTION_SIDE}`);
   }
 }
 

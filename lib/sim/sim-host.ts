@@ -110,7 +110,10 @@ function mountInfoLine(index: number, m: Fixture['mounts'][number]): string {
  * every device bound to its fixture driver.
  */
 export async function buildSimHost(fixtureInput: unknown, dir: string): Promise<SimHost> {
-  const fixture = parseFixture(fixtureInput, typeof fixtureInput === 'object' && fixtureInput && 'name' in fixtureInput ? String(fixtureInput.name) : dir);
+  const fixture = parseFixture(
+    fixtureInput,
+    typeof fixtureInput === 'object' && fixtureInput && 'name' in fixtureInput ? String(fixtureInput.name) : dir,
+  );
   const existing = await fs.readdir(dir).catch(() => [] as string[]);
   if (existing.length > 0) {
     throw new InvalidArgs(`Cannot build a simulated host in ${q(dir)}: the folder is not empty; remove it or choose another`);
@@ -172,8 +175,7 @@ export async function buildSimHost(fixtureInput: unknown, dir: string): Promise<
   await writeFile(mountInfoFile(roots), fixture.mounts.map((m, i) => mountInfoLine(i, m) + '\n').join(''));
   await writeFile(
     swapsFile(roots),
-    'Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n' +
-      fixture.swaps.map((s) => `${s}\t\tpartition\t8388604\t\t0\t\t-2\n`).join(''),
+    'Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n' + fixture.swaps.map((s) => `${s}\t\tpartition\t8388604\t\t0\t\t-2\n`).join(''),
   );
   for (const c of fixture.consoles) {
     await writeFile(classAttr(roots, 'vtconsole', c.name, 'name'), `${c.description}\n`);
@@ -426,7 +428,10 @@ export async function addSimProcess(
       await fs.symlink(VFIO_DEVICE_LINK, processFd(roots, pid, 'fd', fd));
       // The device's path as the kernel names it, whatever root the folder stands for.
       const syspath = pciDeviceDir(DEFAULT_ROOTS, target.slice(VFIO_DEVICE_PREFIX.length));
-      await writeFile(processFd(roots, pid, 'fdinfo', fd), `pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nvfio-device-syspath: ${syspath}\n`);
+      await writeFile(
+        processFd(roots, pid, 'fdinfo', fd),
+        `pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nvfio-device-syspath: ${syspath}\n`,
+      );
     } else {
       // Link text is the path as the process sees it; it dangles in the folder, as it should.
       await fs.symlink(target, processFd(roots, pid, 'fd', fd));

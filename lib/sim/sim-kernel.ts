@@ -298,7 +298,10 @@ export class SimKernel implements KernelPort {
     await new Promise<void>((resolve, reject) => {
       let done = false;
       const recheck = (): void => {
-        void ready().then((ok) => ok && finish(null), (error: Error) => finish(error));
+        void ready().then(
+          (ok) => ok && finish(null),
+          (error: Error) => finish(error),
+        );
       };
       const watcher = watch(this.#host.roots.proc, recheck);
       const finish = (error: Error | null): void => {

@@ -180,7 +180,13 @@ type PendingRecord = v.InferOutput<typeof RecordSchema>;
 export async function rollForward(dir: string): Promise<void> {
   const temp = path.join(dir, PENDING_TEMP_FILE);
   const pending = path.join(dir, PENDING_WRITE_FILE);
-  if (await fs.lstat(temp).then(() => true, () => false)) await step(() => fs.rm(temp, { force: true }));
+  if (
+    await fs.lstat(temp).then(
+      () => true,
+      () => false,
+    )
+  )
+    await step(() => fs.rm(temp, { force: true }));
   let text: string;
   try {
     text = await fs.readFile(pending, 'utf8');

@@ -161,7 +161,8 @@ export class StateFile {
     try {
       const stat = await handle.stat();
       if (!stat.isFile()) throw new DamagedState(`State file ${q(this.path)} is not a regular file`);
-      if (stat.size > STATE_MAX_BYTES) throw new DamagedState(`State file ${q(this.path)} is ${stat.size} bytes, more than the ${STATE_MAX_BYTES} accepted`);
+      if (stat.size > STATE_MAX_BYTES)
+        throw new DamagedState(`State file ${q(this.path)} is ${stat.size} bytes, more than the ${STATE_MAX_BYTES} accepted`);
       text = await handle.readFile('utf8');
     } catch (error) {
       if (error instanceof DamagedState) throw error;
@@ -188,7 +189,10 @@ export class StateFile {
       } catch (renameError) {
         // A directory that is not empty, say: remove what cannot be moved.
         await fs.rm(this.path, { recursive: true, force: true });
-        return { state: EMPTY_STATE, damaged: `${error.message}; it could not be moved aside (${(renameError as Error).message}) and was removed` };
+        return {
+          state: EMPTY_STATE,
+          damaged: `${error.message}; it could not be moved aside (${(renameError as Error).message}) and was removed`,
+        };
       }
       return { state: EMPTY_STATE, damaged: `${error.message}; moved aside to ${q(aside)}` };
     }

@@ -67,7 +67,10 @@ export class StateLock {
     // An empty file is a holder between its create and its write: wait,
     // unless it has been empty for seconds (killed in between).
     if (text === '') {
-      const age = await fs.stat(this.path).then((s) => Date.now() - s.mtimeMs, () => 0);
+      const age = await fs.stat(this.path).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
       if (age < 2_000) return -1;
     }
     const aside = path.join(this.#dir, `.state.lock.stale.${randomUUID()}`);

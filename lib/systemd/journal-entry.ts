@@ -113,11 +113,19 @@ function stderrValue(value: string): string {
  * The stderr form of an entry: the message, own fields as ` [KEY=value ...]`,
  * `<N>` before every line unless `prefix` is false, each line ending in `\n`.
  */
-export function formatStderr(priority: Priority, message: string, fields: ReadonlyArray<readonly [string, string]>, prefix: boolean): string {
+export function formatStderr(
+  priority: Priority,
+  message: string,
+  fields: ReadonlyArray<readonly [string, string]>,
+  prefix: boolean,
+): string {
   const shown = fields.filter(([name]) => !QUERY_ONLY_FIELDS.has(name)).map(([name, value]) => `${name}=${stderrValue(value)}`);
   const text = shown.length > 0 ? `${message} [${shown.join(' ')}]` : message;
   const lead = prefix ? `<${priority}>` : '';
-  return text.split('\n').map((line) => `${lead}${line}\n`).join('');
+  return text
+    .split('\n')
+    .map((line) => `${lead}${line}\n`)
+    .join('');
 }
 
 export function isPriority(value: unknown): value is Priority {

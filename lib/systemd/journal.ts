@@ -65,7 +65,6 @@ import {
 import { DatagramError, type DatagramSender } from './datagram.js';
 import { sendDatagram } from './_internal/unix-datagram.js';
 
-
 /** Where journald listens for native-protocol datagrams. */
 export const JOURNAL_SOCKET = '/run/systemd/journal/socket';
 
@@ -255,4 +254,3 @@ export class Journal {
     }
   }
 }
-

@@ -233,11 +233,9 @@ export class Notifier {
     const first = state.split('\n', 1)[0] ?? '';
     const code = error instanceof DatagramError ? error.code : 'EIO';
     const reason = error instanceof Error ? error.message : String(error);
-    const wrapped = new DatagramError(
-      `Cannot send ${q(first)} to NOTIFY_SOCKET ${q(this.#socket)}: ${reason}, ignoring`,
-      code,
-      { cause: error },
-    );
+    const wrapped = new DatagramError(`Cannot send ${q(first)} to NOTIFY_SOCKET ${q(this.#socket)}: ${reason}, ignoring`, code, {
+      cause: error,
+    });
     try {
       this.#onError?.(wrapped);
     } catch {

@@ -24,13 +24,17 @@ try {
 
   console.log(`bench engine: read host (25 devices, processes, mounts): ${stats(await timeRuns(200, () => engine.inspect()), 2)}`);
   const snapshot = await engine.inspect();
-  console.log(`bench engine: plan detach of the RX 590 (pure): ${stats(await timeRuns(2000, async () => planDetach(snapshot, ['0000:0b:00.0'], { owner: WIN10 })), 2)}`);
+  console.log(
+    `bench engine: plan detach of the RX 590 (pure): ${stats(await timeRuns(2000, async () => planDetach(snapshot, ['0000:0b:00.0'], { owner: WIN10 })), 2)}`,
+  );
   const rounds = await timeRuns(100, async () => {
     const { claims } = await engine.detach(['0000:0b:00.0'], { owner: WIN10 });
     await engine.reattach(['0000:0b:00.0'], { owner: WIN10, claims });
   });
   console.log(`bench engine: detach + reattach round trip on the simulated host: ${stats(rounds, 2)}`);
-  console.log(`bench engine: rss after 100 round trips: ${(process.memoryUsage().rss / 2 ** 20).toFixed(1)} MiB (before: ${(rssBefore / 2 ** 20).toFixed(1)} MiB)`);
+  console.log(
+    `bench engine: rss after 100 round trips: ${(process.memoryUsage().rss / 2 ** 20).toFixed(1)} MiB (before: ${(rssBefore / 2 ** 20).toFixed(1)} MiB)`,
+  );
 } finally {
   await fs.rm(dir, { recursive: true, force: true });
 }

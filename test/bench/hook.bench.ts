@@ -34,7 +34,6 @@ async function rssMiB(pid: number): Promise<string> {
   return `${(kb / 1024).toFixed(1)} MiB`;
 }
 
-
 const PLAIN_XML = "<domain type='kvm'><name>plain</name><devices/></domain>";
 
 try {
@@ -61,11 +60,17 @@ try {
     run('busctl', [`--address=${bus.address}`, 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.freedesktop.DBus.Peer', 'Ping']),
   );
   console.log(`bench daemon: bare busctl call of Peer.Ping: ${stats(ping)}`);
-  console.log(`bench daemon: hook round trip, unmanaged VM (prepare begin): ${stats(await timeRuns(300, () => runHook(['plain', 'prepare', 'begin', '-'], PLAIN_XML)))}`);
+  console.log(
+    `bench daemon: hook round trip, unmanaged VM (prepare begin): ${stats(await timeRuns(300, () => runHook(['plain', 'prepare', 'begin', '-'], PLAIN_XML)))}`,
+  );
   const disk = "<disk type='file' device='disk'><source file='/var/lib/libvirt/images/data.qcow2'/><target dev='vdb'/></disk>\n";
   const bigXml = PLAIN_XML.replace('<devices/>', `<devices>${disk.repeat(Math.ceil(2 ** 20 / disk.length))}</devices>`);
-  console.log(`bench daemon: hook round trip, unmanaged VM, 1 MiB domain XML (parsed on a worker thread): ${stats(await timeRuns(20, () => runHook(['plain', 'prepare', 'begin', '-'], bigXml)))}`);
-  console.log(`bench daemon: hook round trip, managed VM, stage without work (start begin): ${stats(await timeRuns(300, () => runHook(['win10', 'start', 'begin', '-'], WIN10_XML)))}`);
+  console.log(
+    `bench daemon: hook round trip, unmanaged VM, 1 MiB domain XML (parsed on a worker thread): ${stats(await timeRuns(20, () => runHook(['plain', 'prepare', 'begin', '-'], bigXml)))}`,
+  );
+  console.log(
+    `bench daemon: hook round trip, managed VM, stage without work (start begin): ${stats(await timeRuns(300, () => runHook(['win10', 'start', 'begin', '-'], WIN10_XML)))}`,
+  );
   const cycles = await timeRuns(50, async () => {
     await runHook(['win10', 'prepare', 'begin', '-'], WIN10_XML);
     await runHook(['win10', 'release', 'end', '-'], WIN10_XML);

@@ -47,7 +47,11 @@ test('cuts a long unexpected message to 200 characters', (t) => {
 
 test('hook errors start with the marker and are one line, whatever the message', (t) => {
   const cases: [unknown, string, string][] = [
-    [new InvalidArgs("Invalid hook operation 'explode'"), 'org.freedesktop.DBus.Error.InvalidArgs', "vfio-hookd: Invalid hook operation 'explode'"],
+    [
+      new InvalidArgs("Invalid hook operation 'explode'"),
+      'org.freedesktop.DBus.Error.InvalidArgs',
+      "vfio-hookd: Invalid hook operation 'explode'",
+    ],
     [new NoSuchDevice('line one\n  line two\r\n\tthree'), 'org.vfiohookd1.NoSuchDevice', 'vfio-hookd: line one line two three'],
     [new InvalidArgs(''), 'org.freedesktop.DBus.Error.InvalidArgs', 'vfio-hookd: Refused without a reason; see the journal of vfio-hookd'],
     [new TypeError('boom\n    at frame (/x.ts:1:1)'), DBUS_ERROR_FAILED, 'vfio-hookd: boom'],
@@ -70,15 +74,24 @@ test('text for the bus: noncharacters and lone surrogates become U+FFFD, everyth
   ];
   for (const [input, expected] of cases) t.is(busSafe(input), expected, JSON.stringify(input));
   t.is(oneLine('a\n\n b\u0000c\u007f'), 'a b c');
-  t.is(toDBusError(new InvalidArgs('x\uffff')).text, 'x\ufffd', 'every error, not only the hook\'s');
+  t.is(toDBusError(new InvalidArgs('x\uffff')).text, 'x\ufffd', "every error, not only the hook's");
   const event = { domainName: 'vm\ufdd0', operation: 'prepare', subOperation: 'begin', extra: '-', domainXml: '' };
-  t.deepEqual(hookHandledTuple(event, false, "VM 'vm\ufdd0'", 1n), ['vm\ufffd', 'prepare', 'begin', false, "VM 'vm\ufffd'", 1n], 'and the signal');
+  t.deepEqual(
+    hookHandledTuple(event, false, "VM 'vm\ufdd0'", 1n),
+    ['vm\ufffd', 'prepare', 'begin', false, "VM 'vm\ufffd'", 1n],
+    'and the signal',
+  );
 });
 
 test('mapErrors hands the original error to onError and throws the mapped one', async (t) => {
   const seen: unknown[] = [];
   const original = new RangeError('boom');
-  const thrown = await t.throwsAsync(mapErrors(() => Promise.reject(original), (e) => seen.push(e)));
+  const thrown = await t.throwsAsync(
+    mapErrors(
+      () => Promise.reject(original),
+      (e) => seen.push(e),
+    ),
+  );
   t.deepEqual(seen, [original]);
   t.is((thrown as unknown as InstanceType<typeof dbus.DBusError>).type, DBUS_ERROR_FAILED);
 });
@@ -99,7 +112,15 @@ test('the Manager interface converts rows to (ssssuso), a missing group to 0xfff
   const manager = new ManagerInterface(
     backend({
       listDevices: async () => [
-        { address: '0000:0b:00.0', vendorId: '1002', deviceId: '67df', className: 'VGA compatible controller', driver: null, iommuGroup: null, owner: 'win10' },
+        {
+          address: '0000:0b:00.0',
+          vendorId: '1002',
+          deviceId: '67df',
+          className: 'VGA compatible controller',
+          driver: null,
+          iommuGroup: null,
+          owner: 'win10',
+        },
       ],
     }),
     { version: '1', configFile: '' },
@@ -126,7 +147,9 @@ test('a failing HandleHook signals success=false with the message and rejects wi
     signals.push(tuple);
     return tuple;
   }) as typeof manager.HookHandled;
-  const thrown = (await t.throwsAsync(manager.HandleHook('win10', 'prepare', 'begin', '-', '<domain/>'))) as unknown as InstanceType<typeof dbus.DBusError>;
+  const thrown = (await t.throwsAsync(manager.HandleHook('win10', 'prepare', 'begin', '-', '<domain/>'))) as unknown as InstanceType<
+    typeof dbus.DBusError
+  >;
   t.is(thrown.type, 'org.vfiohookd1.NoSuchDevice');
   t.deepEqual(signals, [['win10', 'prepare', 'begin', false, "No PCI device '0000:99:00.0'", 250n]]);
   t.deepEqual(errors, ['HandleHook']);
@@ -140,7 +163,10 @@ test('HandleHookFile reads the file, returns the note as one line, and marks eve
 
   const seen: string[] = [];
   let clock = 0n;
-  let answer: () => Promise<{ message: string; note?: string }> = async () => ({ message: 'not managed', note: 'did you mean\n[vm.win10]?' });
+  let answer: () => Promise<{ message: string; note?: string }> = async () => ({
+    message: 'not managed',
+    note: 'did you mean\n[vm.win10]?',
+  });
   const errors: string[] = [];
   const manager = new ManagerInterface(
     backend({
@@ -166,12 +192,19 @@ test('HandleHookFile reads the file, returns the note as one line, and marks eve
   answer = async () => {
     throw new NoSuchDevice("No PCI device '0000:99:00.0'");
   };
-  const refused = (await t.throwsAsync(manager.HandleHookFile('plain', 'prepare', 'begin', '-', file))) as unknown as InstanceType<typeof dbus.DBusError>;
+  const refused = (await t.throwsAsync(manager.HandleHookFile('plain', 'prepare', 'begin', '-', file))) as unknown as InstanceType<
+    typeof dbus.DBusError
+  >;
   t.deepEqual([refused.type, refused.text], ['org.vfiohookd1.NoSuchDevice', "vfio-hookd: No PCI device '0000:99:00.0'"]);
 
-  const unreadable = (await t.throwsAsync(manager.HandleHookFile('plain', 'prepare', 'begin', '-', '/etc/passwd'))) as unknown as InstanceType<typeof dbus.DBusError>;
+  const unreadable = (await t.throwsAsync(
+    manager.HandleHookFile('plain', 'prepare', 'begin', '-', '/etc/passwd'),
+  )) as unknown as InstanceType<typeof dbus.DBusError>;
   t.is(unreadable.type, 'org.freedesktop.DBus.Error.InvalidArgs');
-  t.is(unreadable.text, `vfio-hookd: Invalid domain XML file '/etc/passwd': expected a file named 'hook-*' in '${runRoot}/vfio-hookd', refusing`);
+  t.is(
+    unreadable.text,
+    `vfio-hookd: Invalid domain XML file '/etc/passwd': expected a file named 'hook-*' in '${runRoot}/vfio-hookd', refusing`,
+  );
   t.is(seen.length, 3, 'the backend never saw the unreadable one');
 
   t.deepEqual(errors, ['HandleHook', 'HandleHookFile'], 'read errors and hook errors reach onError under their own member');
@@ -179,6 +212,13 @@ test('HandleHookFile reads the file, returns the note as one line, and marks eve
     ['plain', 'prepare', 'begin', true, 'not managed', 5n],
     ['plain', 'prepare', 'begin', true, 'not managed', 5n],
     ['plain', 'prepare', 'begin', false, "No PCI device '0000:99:00.0'", 5n],
-    ['plain', 'prepare', 'begin', false, `Invalid domain XML file '/etc/passwd': expected a file named 'hook-*' in '${runRoot}/vfio-hookd', refusing`, 0n],
+    [
+      'plain',
+      'prepare',
+      'begin',
+      false,
+      `Invalid domain XML file '/etc/passwd': expected a file named 'hook-*' in '${runRoot}/vfio-hookd', refusing`,
+      0n,
+    ],
   ]);
 });

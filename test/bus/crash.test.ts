@@ -30,7 +30,21 @@ const BOOT_DRIVERS = new Map(
 
 async function hook(bus: PrivateBus, op: string, sub: string, extra = '-'): Promise<{ ok: boolean; text: string }> {
   try {
-    await run('busctl', [`--address=${bus.address}`, '--timeout=60', 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'HandleHook', 'sssss', 'win10', op, sub, extra, WIN10_XML]);
+    await run('busctl', [
+      `--address=${bus.address}`,
+      '--timeout=60',
+      'call',
+      'org.vfiohookd1',
+      '/org/vfiohookd1',
+      'org.vfiohookd1.Manager',
+      'HandleHook',
+      'sssss',
+      'win10',
+      op,
+      sub,
+      extra,
+      WIN10_XML,
+    ]);
     return { ok: true, text: '' };
   } catch (error) {
     return { ok: false, text: String((error as { stderr?: string }).stderr ?? error) };
@@ -40,7 +54,10 @@ async function hook(bus: PrivateBus, op: string, sub: string, extra = '-'): Prom
 async function binding(daemon: DaemonProcess, address: string): Promise<{ driver: string | null; override: string }> {
   const dir = path.join(daemon.simDir, 'sys/bus/pci/devices', address);
   const link = await fs.readlink(path.join(dir, 'driver')).catch(() => null);
-  return { driver: link === null ? null : path.basename(link), override: (await fs.readFile(path.join(dir, 'driver_override'), 'utf8')).trim() };
+  return {
+    driver: link === null ? null : path.basename(link),
+    override: (await fs.readFile(path.join(dir, 'driver_override'), 'utf8')).trim(),
+  };
 }
 
 interface Claims {
@@ -65,7 +82,9 @@ async function violations(daemon: DaemonProcess, when: string): Promise<string[]
     if (b.driver === 'vfio-pci' && claim === undefined) out.push(`${when}: ${address} is on vfio-pci without an owner`);
     if (claim !== undefined && b.driver !== 'vfio-pci') out.push(`${when}: ${address} is claimed but on ${b.driver ?? 'no driver'}`);
     if (claim !== undefined && (!claim.originalKnown || claim.originalDriver !== boot)) {
-      out.push(`${when}: ${address} records ${claim.originalKnown ? String(claim.originalDriver) : 'unknown'} as its original driver, not ${boot}`);
+      out.push(
+        `${when}: ${address} records ${claim.originalKnown ? String(claim.originalDriver) : 'unknown'} as its original driver, not ${boot}`,
+      );
     }
   }
   return out;
@@ -75,7 +94,8 @@ async function everythingWhereItStarted(daemon: DaemonProcess, when: string): Pr
   const out: string[] = [];
   for (const [address, boot] of BOOT_DRIVERS) {
     const b = await binding(daemon, address);
-    if (b.driver !== boot || b.override !== '(null)') out.push(`${when}: ${address} is on ${b.driver ?? 'no driver'} (override ${b.override}), not ${boot}`);
+    if (b.driver !== boot || b.override !== '(null)')
+      out.push(`${when}: ${address} is on ${b.driver ?? 'no driver'} (override ${b.override}), not ${boot}`);
   }
   if (Object.keys((await state(daemon)).claims).length > 0) out.push(`${when}: claims are left`);
   return out;
@@ -119,7 +139,8 @@ async function crashAt(t: ExecutionContext, stage: 'prepare' | 'release', kind: 
     found.push(...(await violations(daemon, `after the retried prepare (${kind} ${n})`)));
     for (const [address, driver] of Object.entries(RX590)) {
       if ((await binding(daemon, address)).driver !== 'vfio-pci') found.push(`retried prepare (${kind} ${n}): ${address} not on vfio-pci`);
-      if ((await state(daemon)).claims[address]?.originalDriver !== driver) found.push(`retried prepare (${kind} ${n}): ${address} original is wrong`);
+      if ((await state(daemon)).claims[address]?.originalDriver !== driver)
+        found.push(`retried prepare (${kind} ${n}): ${address} original is wrong`);
     }
   }
   t.true((await hook(bus, 'stopped', 'end')).ok);

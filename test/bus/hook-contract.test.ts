@@ -19,9 +19,29 @@ const PLAIN_XML = "<domain type='kvm'><name>plain</name><memory>1048576</memory>
 const HOST = ['amdgpu', 'snd_hda_intel'];
 const VFIO = ['vfio-pci', 'vfio-pci'];
 
-async function hook(bus: PrivateBus, vm: string, op: string, sub: string, xml: string, extra = '-'): Promise<{ ok: boolean; text: string }> {
+async function hook(
+  bus: PrivateBus,
+  vm: string,
+  op: string,
+  sub: string,
+  xml: string,
+  extra = '-',
+): Promise<{ ok: boolean; text: string }> {
   try {
-    await run('busctl', [`--address=${bus.address}`, 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'HandleHook', 'sssss', vm, op, sub, extra, xml]);
+    await run('busctl', [
+      `--address=${bus.address}`,
+      'call',
+      'org.vfiohookd1',
+      '/org/vfiohookd1',
+      'org.vfiohookd1.Manager',
+      'HandleHook',
+      'sssss',
+      vm,
+      op,
+      sub,
+      extra,
+      xml,
+    ]);
     return { ok: true, text: '' };
   } catch (error) {
     return { ok: false, text: String((error as { stderr?: string }).stderr ?? error).trim() };
@@ -37,12 +57,17 @@ async function rx590(daemon: DaemonProcess): Promise<(string | null)[]> {
   return out;
 }
 
-async function stateOf(daemon: DaemonProcess): Promise<{ claims: Record<string, { owner: unknown; originalKnown: boolean }>; machines: Record<string, unknown>; pending: unknown }> {
+async function stateOf(
+  daemon: DaemonProcess,
+): Promise<{ claims: Record<string, { owner: unknown; originalKnown: boolean }>; machines: Record<string, unknown>; pending: unknown }> {
   return JSON.parse(await fs.readFile(path.join(daemon.runRoot, 'vfio-hookd', 'state.json'), 'utf8'));
 }
 
 async function shmExists(daemon: DaemonProcess, name: string): Promise<boolean> {
-  return fs.lstat(path.join(daemon.simDir, 'dev/shm', name)).then(() => true, () => false);
+  return fs.lstat(path.join(daemon.simDir, 'dev/shm', name)).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** win10 as the bus tests have it, and its shm files removed at release (so the record's say can be seen). */
@@ -57,8 +82,14 @@ async function setup(t: ExecutionContext) {
 /** Ways a configuration can change under a running VM. */
 const EDITS: { name: string; edit: (file: string) => Promise<void> }[] = [
   { name: 'the Looking Glass size edited', edit: (f) => fs.writeFile(f, REMOVING_CONFIG.replace('size = "32M"', 'size = "64M"')) },
-  { name: 'the user renamed to one that does not exist', edit: (f) => fs.writeFile(f, WIN10_CONFIG.replace('user = "1000"', 'user = "nosuchuser-vfio"')) },
-  { name: 'a group that no longer resolves', edit: (f) => fs.writeFile(f, WIN10_CONFIG.replace('group = "64055"', 'group = "nosuchgroup-vfio"')) },
+  {
+    name: 'the user renamed to one that does not exist',
+    edit: (f) => fs.writeFile(f, WIN10_CONFIG.replace('user = "1000"', 'user = "nosuchuser-vfio"')),
+  },
+  {
+    name: 'a group that no longer resolves',
+    edit: (f) => fs.writeFile(f, WIN10_CONFIG.replace('group = "64055"', 'group = "nosuchgroup-vfio"')),
+  },
   { name: 'a syntax error', edit: (f) => fs.writeFile(f, '[vm.win10\ndevices = [') },
   { name: 'the table removed', edit: (f) => fs.writeFile(f, '') },
   { name: 'the file removed', edit: (f) => fs.rm(f) },
@@ -72,7 +103,14 @@ for (const { name, edit } of EDITS) {
     t.deepEqual(await rx590(daemon), VFIO);
     await edit(daemon.configPath);
     // Reload now (the watcher would too), so the release meets the edited configuration.
-    await run('busctl', [`--address=${bus.address}`, 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'Reload']).catch(() => undefined);
+    await run('busctl', [
+      `--address=${bus.address}`,
+      'call',
+      'org.vfiohookd1',
+      '/org/vfiohookd1',
+      'org.vfiohookd1.Manager',
+      'Reload',
+    ]).catch(() => undefined);
     t.true((await hook(bus, 'win10', 'stopped', 'end', WIN10_XML)).ok);
     const release = await hook(bus, 'win10', 'release', 'end', WIN10_XML, 'shutdown');
     t.true(release.ok, release.text);
@@ -120,14 +158,19 @@ test.serial('a configuration broken at start refuses passthrough VMs with its ow
   const daemon = await startDaemon(t, bus, { config: '[vm.win10]\ndevices = [\n' });
   const refused = await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML);
   t.false(refused.ok);
-  t.regex(refused.text, /Cannot tell whether VM 'win10' is managed: .*vfio-hookd\.toml:\d+:\d+.*does not start until the configuration loads.*refusing/);
+  t.regex(
+    refused.text,
+    /Cannot tell whether VM 'win10' is managed: .*vfio-hookd\.toml:\d+:\d+.*does not start until the configuration loads.*refusing/,
+  );
   t.deepEqual(await rx590(daemon), HOST);
   t.false(await shmExists(daemon, 'looking-glass'));
 
   const plain = await hook(bus, 'plain', 'prepare', 'begin', PLAIN_XML);
   t.true(plain.ok, 'a VM with neither <hostdev> nor <shmem> is never blocked');
 
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', '--bus-address', bus.address, 'status'], { cwd: path.resolve('.') });
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', '--bus-address', bus.address, 'status'], {
+    cwd: path.resolve('.'),
+  });
   t.regex(stdout, /configuration error: .*vfio-hookd\.toml:\d+:\d+/);
 
   await fs.writeFile(daemon.configPath, WIN10_CONFIG);
@@ -146,41 +189,50 @@ const DAMAGE: Record<string, string | null> = {
 };
 
 for (const [kind, text] of Object.entries(DAMAGE)) {
-  test.serial(`a state file that is ${kind} never stops the daemon: set aside, devices on vfio-pci become claims of unknown owner`, async (t) => {
-    const bus = await startPrivateBus(t);
-    const dir = await tempDir(t, 'vfio-hookd-damaged-');
-    const first = await startDaemon(t, bus, { dir, config: WIN10_CONFIG });
-    t.true((await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML)).ok);
-    first.child.kill('SIGKILL');
-    await first.exited;
-    const file = path.join(first.runRoot, 'vfio-hookd', 'state.json');
-    await fs.rm(file);
-    if (text === null) await fs.mkdir(file);
-    else await fs.writeFile(file, text);
+  test.serial(
+    `a state file that is ${kind} never stops the daemon: set aside, devices on vfio-pci become claims of unknown owner`,
+    async (t) => {
+      const bus = await startPrivateBus(t);
+      const dir = await tempDir(t, 'vfio-hookd-damaged-');
+      const first = await startDaemon(t, bus, { dir, config: WIN10_CONFIG });
+      t.true((await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML)).ok);
+      first.child.kill('SIGKILL');
+      await first.exited;
+      const file = path.join(first.runRoot, 'vfio-hookd', 'state.json');
+      await fs.rm(file);
+      if (text === null) await fs.mkdir(file);
+      else await fs.writeFile(file, text);
 
-    const daemon = await startDaemon(t, bus, { dir });
-    t.regex(daemon.stderr(), /State file '.*state\.json' .*moved aside to/);
-    if (text !== null && text !== '') t.false(daemon.stderr().includes(text.slice(0, 20)), 'the damaged content is never echoed');
-    const state = await stateOf(daemon);
-    t.deepEqual(Object.keys(state.claims).sort(), ['0000:0b:00.0', '0000:0b:00.1']);
-    t.like(state.claims['0000:0b:00.0'], { owner: { kind: 'unknown' }, originalKnown: false });
-    t.deepEqual(await rx590(daemon), VFIO, 'nothing moved at start');
-    // The VM stops: its release has no record, but the unknown claims are given back by hand.
-    await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', '--bus-address', bus.address, 'reattach', '0000:0b:00.0']);
-    t.deepEqual(await rx590(daemon), HOST, 'the kernel chose the host drivers');
-    t.deepEqual((await stateOf(daemon)).claims, {});
-  });
+      const daemon = await startDaemon(t, bus, { dir });
+      t.regex(daemon.stderr(), /State file '.*state\.json' .*moved aside to/);
+      if (text !== null && text !== '') t.false(daemon.stderr().includes(text.slice(0, 20)), 'the damaged content is never echoed');
+      const state = await stateOf(daemon);
+      t.deepEqual(Object.keys(state.claims).sort(), ['0000:0b:00.0', '0000:0b:00.1']);
+      t.like(state.claims['0000:0b:00.0'], { owner: { kind: 'unknown' }, originalKnown: false });
+      t.deepEqual(await rx590(daemon), VFIO, 'nothing moved at start');
+      // The VM stops: its release has no record, but the unknown claims are given back by hand.
+      await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', '--bus-address', bus.address, 'reattach', '0000:0b:00.0']);
+      t.deepEqual(await rx590(daemon), HOST, 'the kernel chose the host drivers');
+      t.deepEqual((await stateOf(daemon)).claims, {});
+    },
+  );
 }
 
-test.serial('a VM not in the configuration whose XML passes through a configured device is journaled with a did-you-mean, and starts', async (t) => {
-  const bus = await startPrivateBus(t);
-  const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
-  const xml = WIN10_XML.replace('<name>win10</name>', '<name>Windows 10</name>');
-  const answer = await hook(bus, 'Windows 10', 'prepare', 'begin', xml);
-  t.true(answer.ok, answer.text);
-  t.regex(daemon.stderr(), /VM 'Windows 10' is not managed by vfio-hookd, but its device '0000:0b:00\.0' is configured for \[vm\.win10\]; did you mean that table\? Name it \[vm\."Windows 10"\]/);
-  t.deepEqual(await rx590(daemon), HOST, 'not managed: nothing moved');
-});
+test.serial(
+  'a VM not in the configuration whose XML passes through a configured device is journaled with a did-you-mean, and starts',
+  async (t) => {
+    const bus = await startPrivateBus(t);
+    const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
+    const xml = WIN10_XML.replace('<name>win10</name>', '<name>Windows 10</name>');
+    const answer = await hook(bus, 'Windows 10', 'prepare', 'begin', xml);
+    t.true(answer.ok, answer.text);
+    t.regex(
+      daemon.stderr(),
+      /VM 'Windows 10' is not managed by vfio-hookd, but its device '0000:0b:00\.0' is configured for \[vm\.win10\]; did you mean that table\? Name it \[vm\."Windows 10"\]/,
+    );
+    t.deepEqual(await rx590(daemon), HOST, 'not managed: nothing moved');
+  },
+);
 
 test.serial('a second daemon exits before it reads or writes any state', async (t) => {
   const bus = await startPrivateBus(t);
@@ -199,14 +251,32 @@ test.serial('every DetachDevice and ReattachDevice is journaled with the caller 
   const bus = await startPrivateBus(t);
   const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
   const call = (member: string, sig: string, ...args: string[]) =>
-    run('busctl', [`--address=${bus.address}`, 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', member, sig, ...args]);
+    run('busctl', [
+      `--address=${bus.address}`,
+      'call',
+      'org.vfiohookd1',
+      '/org/vfiohookd1',
+      'org.vfiohookd1.Manager',
+      member,
+      sig,
+      ...args,
+    ]);
   await call('DetachDevice', 'ssb', '0000:0b:00.0', '', 'false');
   await call('ReattachDevice', 's', '0000:0b:00.0');
   await call('DetachDevice', 'ssb', '0000:01:00.0', '', 'false').catch(() => undefined);
   const lines = daemon.stderr().split('\n');
-  t.true(lines.some((l) => l.startsWith("<6>Detached by hand by 'root' (uid 0): 0000:0b:00.1, 0000:0b:00.0 [CALLER_UID=0 ")), daemon.stderr());
-  t.true(lines.some((l) => l.startsWith("<6>Given back by hand by 'root' (uid 0): 0000:0b:00.0, 0000:0b:00.1 [CALLER_UID=0 ")), daemon.stderr());
-  t.true(lines.some((l) => l.startsWith("<4>DetachDevice by 'root' (uid 0) refused: Cannot detach '0000:01:00.0': the host depends on it")), daemon.stderr());
+  t.true(
+    lines.some((l) => l.startsWith("<6>Detached by hand by 'root' (uid 0): 0000:0b:00.1, 0000:0b:00.0 [CALLER_UID=0 ")),
+    daemon.stderr(),
+  );
+  t.true(
+    lines.some((l) => l.startsWith("<6>Given back by hand by 'root' (uid 0): 0000:0b:00.0, 0000:0b:00.1 [CALLER_UID=0 ")),
+    daemon.stderr(),
+  );
+  t.true(
+    lines.some((l) => l.startsWith("<4>DetachDevice by 'root' (uid 0) refused: Cannot detach '0000:01:00.0': the host depends on it")),
+    daemon.stderr(),
+  );
   t.deepEqual(await rx590(daemon), HOST);
 });
 
@@ -232,15 +302,23 @@ test.serial('[daemon] qemu-user takes effect on reload: a file QEMU made as that
   t.deepEqual(await rx590(daemon), VFIO);
 });
 
-test.serial('without libvirt-dbus, a VM holding devices from before the daemon started says its claim may be stale and how to give it back', async (t) => {
-  const bus = await startPrivateBus(t);
-  const dir = await tempDir(t, 'vfio-hookd-stale-');
-  const first = await startDaemon(t, bus, { dir, config: WIN10_CONFIG });
-  t.true((await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML)).ok);
-  first.child.kill('SIGTERM');
-  await first.exited;
-  await startDaemon(t, bus, { dir });
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', '--bus-address', bus.address, 'status'], { cwd: path.resolve('.') });
-  t.regex(stdout, /win10: prepared/);
-  t.regex(stdout, /last: holds 0000:0b:00\.0, 0000:0b:00\.1 since before vfio-hookd started; libvirt-dbus is not on the bus, so whether it still runs is unknown: if it is off, give the devices back with 'vfio-hookctl reattach 0000:0b:00\.0'/);
-});
+test.serial(
+  'without libvirt-dbus, a VM holding devices from before the daemon started says its claim may be stale and how to give it back',
+  async (t) => {
+    const bus = await startPrivateBus(t);
+    const dir = await tempDir(t, 'vfio-hookd-stale-');
+    const first = await startDaemon(t, bus, { dir, config: WIN10_CONFIG });
+    t.true((await hook(bus, 'win10', 'prepare', 'begin', WIN10_XML)).ok);
+    first.child.kill('SIGTERM');
+    await first.exited;
+    await startDaemon(t, bus, { dir });
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', '--bus-address', bus.address, 'status'], {
+      cwd: path.resolve('.'),
+    });
+    t.regex(stdout, /win10: prepared/);
+    t.regex(
+      stdout,
+      /last: holds 0000:0b:00\.0, 0000:0b:00\.1 since before vfio-hookd started; libvirt-dbus is not on the bus, so whether it still runs is unknown: if it is off, give the devices back with 'vfio-hookctl reattach 0000:0b:00\.0'/,
+    );
+  },
+);

@@ -66,12 +66,13 @@ test.serial(`daemon running: ${RUNS} generated inputs through the real hook, non
   await pool(cases, PARALLEL, async (c) => {
     const r = await runHook(hook, c.args, c.xml);
     const lines = r.stderr === '' ? 0 : r.stderr.split('\n').length - 1;
-    const problem = c.unsendable ? crash(r) ?? downProblem(c, r) :
-      crash(r) ??
-      (c.refused && r.code !== 1 ? 'must be refused, exited 0' : null) ??
-      (!c.refused && r.code !== 0 ? 'must be let through, was refused' : null) ??
-      (c.refused && lines !== 1 ? 'a refusal without its line' : null) ??
-      (r.stderr.includes('no answer from vfio-hookd') ? 'taken for an unreachable daemon' : null);
+    const problem = c.unsendable
+      ? (crash(r) ?? downProblem(c, r))
+      : (crash(r) ??
+        (c.refused && r.code !== 1 ? 'must be refused, exited 0' : null) ??
+        (!c.refused && r.code !== 0 ? 'must be let through, was refused' : null) ??
+        (c.refused && lines !== 1 ? 'a refusal without its line' : null) ??
+        (r.stderr.includes('no answer from vfio-hookd') ? 'taken for an unreachable daemon' : null));
     if (c.refused && !c.unsendable) refused++;
     if (c.unsendable) unsendable++;
     if (problem !== null) failures.push(`${problem}: ${describe(c, r)}`);
@@ -88,22 +89,25 @@ test.serial(`daemon running: ${RUNS} generated inputs through the real hook, non
   t.deepEqual(await fs.readdir(path.join(daemon.simDir, 'dev/shm')), []);
 });
 
-test.serial(`daemon down: ${Math.ceil(RUNS / 2)} generated inputs, a VM about to start with <hostdev> or <shmem> fails closed, every other one goes on`, async (t) => {
-  t.timeout(240_000);
-  const seed = SEED + 1;
-  t.log(`seed ${seed} (VFIO_HOOK_FUZZ_SEED + 1)`);
-  const bus = await startPrivateBus(t);
-  const hook = await installHook(t, bus.address);
-  const cases = fuzzCases(seed, Math.ceil(RUNS / 2));
-  const failures: string[] = [];
-  let closed = 0;
-  await pool(cases, PARALLEL, async (c) => {
-    const r = await runHook(hook, c.args, c.xml);
-    const problem = crash(r) ?? downProblem(c, r);
-    if (c.closedWhenDown) closed++;
-    if (problem !== null) failures.push(`${problem}: ${describe(c, r)}`);
-  });
-  t.log(`${cases.length} inputs, ${closed} to fail closed, ${failures.length} failures`);
-  t.deepEqual(failures.slice(0, 10), [], `${failures.length} of ${cases.length} inputs failed`);
-  t.deepEqual(await leftovers(hook), [], 'the hook removed every file it made');
-});
+test.serial(
+  `daemon down: ${Math.ceil(RUNS / 2)} generated inputs, a VM about to start with <hostdev> or <shmem> fails closed, every other one goes on`,
+  async (t) => {
+    t.timeout(240_000);
+    const seed = SEED + 1;
+    t.log(`seed ${seed} (VFIO_HOOK_FUZZ_SEED + 1)`);
+    const bus = await startPrivateBus(t);
+    const hook = await installHook(t, bus.address);
+    const cases = fuzzCases(seed, Math.ceil(RUNS / 2));
+    const failures: string[] = [];
+    let closed = 0;
+    await pool(cases, PARALLEL, async (c) => {
+      const r = await runHook(hook, c.args, c.xml);
+      const problem = crash(r) ?? downProblem(c, r);
+      if (c.closedWhenDown) closed++;
+      if (problem !== null) failures.push(`${problem}: ${describe(c, r)}`);
+    });
+    t.log(`${cases.length} inputs, ${closed} to fail closed, ${failures.length} failures`);
+    t.deepEqual(failures.slice(0, 10), [], `${failures.length} of ${cases.length} inputs failed`);
+    t.deepEqual(await leftovers(hook), [], 'the hook removed every file it made');
+  },
+);

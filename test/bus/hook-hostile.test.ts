@@ -67,11 +67,16 @@ async function rx590(daemon: DaemonProcess): Promise<[string | null, string | nu
   return [await driverOf(daemon, '0000:0b:00.0'), await driverOf(daemon, '0000:0b:00.1')];
 }
 
-test.serial('a managed VM with a hostile name is refused with the daemon\'s sentence, never let through', async (t) => {
+test.serial("a managed VM with a hostile name is refused with the daemon's sentence, never let through", async (t) => {
   const { daemon, hook } = await daemonUp(t, HOSTILE_CONFIG);
   for (const name of HOSTILE_NAMES) {
     const r = await runHook(hook, [name, 'prepare', 'begin', '-'], win10Xml(name));
-    assertRefused(t, r, `vfio-hookd: VM ${q(name)}: <shmem name='looking-glass'> is 32M in the domain XML but 64M in the configuration`, name);
+    assertRefused(
+      t,
+      r,
+      `vfio-hookd: VM ${q(name)}: <shmem name='looking-glass'> is 32M in the domain XML but 64M in the configuration`,
+      name,
+    );
   }
   t.deepEqual(await rx590(daemon), ['amdgpu', 'snd_hda_intel'], 'nothing moved');
   t.is(await fs.lstat(path.join(daemon.simDir, 'dev/shm/looking-glass')).catch(() => null), null, 'no shm file made');
@@ -98,7 +103,10 @@ test.serial('names libvirt would not make are refused with the name quoted on on
   const cases: [string, string][] = [
     [long, `vfio-hookd: Invalid domain name ${q(long)}: 10000 bytes long, at most 251 allowed\n`],
     ['a\nb', "vfio-hookd: Invalid domain name 'a\\x0ab': must not contain control characters\n"],
-    ['a\rCall failed: vfio-hookd: x', "vfio-hookd: Invalid domain name 'a\\x0dCall failed: vfio-hookd: x': must not contain control characters\n"],
+    [
+      'a\rCall failed: vfio-hookd: x',
+      "vfio-hookd: Invalid domain name 'a\\x0dCall failed: vfio-hookd: x': must not contain control characters\n",
+    ],
     ['', "vfio-hookd: Invalid domain name '': must not be empty\n"],
     ['a/b', "vfio-hookd: Invalid domain name 'a/b': must not contain '/'\n"],
   ];
@@ -111,31 +119,42 @@ test.serial('names libvirt would not make are refused with the name quoted on on
   }
 });
 
-test.serial('with the daemon down, a VM about to start fails closed with <hostdev> or <shmem> and starts without, whatever its name', async (t) => {
-  const bus = await startPrivateBus(t);
-  const hook = await installHook(t, bus.address);
-  const names = [...HOSTILE_NAMES, 'a'.repeat(10_000), 'a\nb', 'tab\there', ''];
-  for (const name of names) {
-    const what = JSON.stringify(name.slice(0, 40));
-    for (const operation of ['prepare', 'start']) {
-      const closed = await runHook(hook, [name, operation, 'begin', '-'], win10Xml(name));
-      t.is(closed.code, 1, what);
-      t.is(closed.stdout, '', what);
-      t.is(lines(closed.stderr).length, 1, `${what}: ${closed.stderr}`);
-      t.regex(closed.stderr, /^vfio-hookd: no answer from vfio-hookd \(The name org\.vfiohookd1 was not provided by any \.service files\); VM '.*' has <hostdev> or <shmem> devices, so it does not start without it; start the daemon \(systemctl start vfio-hookd\) and try again\n$/, what);
+test.serial(
+  'with the daemon down, a VM about to start fails closed with <hostdev> or <shmem> and starts without, whatever its name',
+  async (t) => {
+    const bus = await startPrivateBus(t);
+    const hook = await installHook(t, bus.address);
+    const names = [...HOSTILE_NAMES, 'a'.repeat(10_000), 'a\nb', 'tab\there', ''];
+    for (const name of names) {
+      const what = JSON.stringify(name.slice(0, 40));
+      for (const operation of ['prepare', 'start']) {
+        const closed = await runHook(hook, [name, operation, 'begin', '-'], win10Xml(name));
+        t.is(closed.code, 1, what);
+        t.is(closed.stdout, '', what);
+        t.is(lines(closed.stderr).length, 1, `${what}: ${closed.stderr}`);
+        t.regex(
+          closed.stderr,
+          /^vfio-hookd: no answer from vfio-hookd \(The name org\.vfiohookd1 was not provided by any \.service files\); VM '.*' has <hostdev> or <shmem> devices, so it does not start without it; start the daemon \(systemctl start vfio-hookd\) and try again\n$/,
+          what,
+        );
 
-      const open = await runHook(hook, [name, operation, 'begin', '-'], plainXml(name));
-      t.is(open.code, 0, what);
-      t.is(open.stdout, '', what);
-      t.is(lines(open.stderr).length, 1, `${what}: ${open.stderr}`);
-      t.regex(open.stderr, /^vfio-hookd: no answer from vfio-hookd \(.*\); VM '.*' has no <hostdev> and no <shmem>, starting it anyway\n$/, what);
+        const open = await runHook(hook, [name, operation, 'begin', '-'], plainXml(name));
+        t.is(open.code, 0, what);
+        t.is(open.stdout, '', what);
+        t.is(lines(open.stderr).length, 1, `${what}: ${open.stderr}`);
+        t.regex(
+          open.stderr,
+          /^vfio-hookd: no answer from vfio-hookd \(.*\); VM '.*' has no <hostdev> and no <shmem>, starting it anyway\n$/,
+          what,
+        );
+      }
     }
-  }
-  // The shown name loses its control characters, so the line stays one line.
-  const nl = await runHook(hook, ['a\nb', 'prepare', 'begin', '-'], win10Xml('x'));
-  t.true(nl.stderr.includes("VM 'ab' has <hostdev>"), nl.stderr);
-  t.deepEqual(await leftovers(hook), []);
-});
+    // The shown name loses its control characters, so the line stays one line.
+    const nl = await runHook(hook, ['a\nb', 'prepare', 'begin', '-'], win10Xml('x'));
+    t.true(nl.stderr.includes("VM 'ab' has <hostdev>"), nl.stderr);
+    t.deepEqual(await leftovers(hook), []);
+  },
+);
 
 test.serial('with the daemon down, steps of a VM that is not starting go on, so libvirt never kills a running VM for it', async (t) => {
   const bus = await startPrivateBus(t);
@@ -169,11 +188,15 @@ test.serial('a runtime folder the hook cannot write in is no answer: the XML alo
   t.deepEqual(plain, {
     code: 0,
     stdout: '',
-    stderr: "vfio-hookd: no answer from vfio-hookd (cannot make a file in '/proc/vfio-hookd-cannot-be-made' for the domain XML); VM 'plain' has no <hostdev> and no <shmem>, starting it anyway\n",
+    stderr:
+      "vfio-hookd: no answer from vfio-hookd (cannot make a file in '/proc/vfio-hookd-cannot-be-made' for the domain XML); VM 'plain' has no <hostdev> and no <shmem>, starting it anyway\n",
   });
   const win10 = await runHook(hook, ['win10', 'prepare', 'begin', '-'], WIN10_XML);
   t.is(win10.code, 1);
-  t.regex(win10.stderr, /^vfio-hookd: no answer from vfio-hookd \(cannot make a file in .*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it;[^\n]*\n$/);
+  t.regex(
+    win10.stderr,
+    /^vfio-hookd: no answer from vfio-hookd \(cannot make a file in .*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it;[^\n]*\n$/,
+  );
 });
 
 test.serial('a hook that cannot read its stdin refuses every VM rather than guess', async (t) => {
@@ -181,7 +204,11 @@ test.serial('a hook that cannot read its stdin refuses every VM rather than gues
   const empty = await tempDir(t, 'vfio-hookd-empty-path-', 0o755);
   for (const xml of [plainXml('plain'), WIN10_XML]) {
     const r = await runHook(hook, ['plain', 'prepare', 'begin', '-'], xml, { LC_ALL: 'C', PATH: empty });
-    t.deepEqual(r, { code: 1, stdout: '', stderr: "vfio-hookd: cannot read the domain XML on stdin (is cat on the hook's PATH?), refusing\n" });
+    t.deepEqual(r, {
+      code: 1,
+      stdout: '',
+      stderr: "vfio-hookd: cannot read the domain XML on stdin (is cat on the hook's PATH?), refusing\n",
+    });
   }
 });
 
@@ -193,7 +220,8 @@ test.serial('too few arguments is refused whether or not the daemon runs', async
 
 /** win10.xml grown past `bytes` with disks (elements, the parser's slow case). */
 function grown(xml: string, bytes: number): string {
-  const disk = "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/libvirt/images/data.qcow2'/><target dev='vdb' bus='virtio'/></disk>\n";
+  const disk =
+    "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/libvirt/images/data.qcow2'/><target dev='vdb' bus='virtio'/></disk>\n";
   return xml.replace('<devices>', `<devices>\n${disk.repeat(Math.ceil(bytes / disk.length))}`);
 }
 
@@ -240,9 +268,13 @@ test.serial('the bus keeps answering while a large hook is parsed, and answers f
   await call('org.freedesktop.DBus.Peer', 'Ping'); // connected and the daemon there
 
   const order: string[] = [];
-  const hook = call('org.vfiohookd1.Manager', 'HandleHookFile', 'sssss', ['plain', 'prepare', 'begin', '-', file]).then(() => order.push('hook'));
+  const hook = call('org.vfiohookd1.Manager', 'HandleHookFile', 'sssss', ['plain', 'prepare', 'begin', '-', file]).then(() =>
+    order.push('hook'),
+  );
   const ping = call('org.freedesktop.DBus.Peer', 'Ping').then(() => order.push('ping'));
-  const version = call('org.freedesktop.DBus.Properties', 'Get', 'ss', ['org.vfiohookd1.Manager', 'Version']).then(() => order.push('version'));
+  const version = call('org.freedesktop.DBus.Properties', 'Get', 'ss', ['org.vfiohookd1.Manager', 'Version']).then(() =>
+    order.push('version'),
+  );
   await Promise.all([hook, ping, version]);
   t.deepEqual(order, ['ping', 'version', 'hook']);
 });
@@ -254,7 +286,15 @@ test.serial('HandleHookFile reads only a hook file in the runtime folder, and ma
   await fs.symlink('/etc/passwd', path.join(runtime, 'hook-link'));
   const busctl = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
     try {
-      const { stdout, stderr } = await exec('busctl', [`--address=${bus.address}`, '--', 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', ...args]);
+      const { stdout, stderr } = await exec('busctl', [
+        `--address=${bus.address}`,
+        '--',
+        'call',
+        'org.vfiohookd1',
+        '/org/vfiohookd1',
+        'org.vfiohookd1.Manager',
+        ...args,
+      ]);
       return { code: 0, stdout, stderr };
     } catch (error) {
       const e = error as { code: number; stdout: string; stderr: string };
@@ -288,10 +328,24 @@ test.serial('HandleHookFile reads only a hook file in the runtime folder, and ma
 
 test.serial('HandleHook with the XML inline still works for hooks of earlier versions, its errors unmarked', async (t) => {
   const { bus } = await daemonUp(t, WIN10_CONFIG);
-  const call = (...args: string[]) => exec('busctl', [`--address=${bus.address}`, '--', 'call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'HandleHook', 'sssss', ...args]);
+  const call = (...args: string[]) =>
+    exec('busctl', [
+      `--address=${bus.address}`,
+      '--',
+      'call',
+      'org.vfiohookd1',
+      '/org/vfiohookd1',
+      'org.vfiohookd1.Manager',
+      'HandleHook',
+      'sssss',
+      ...args,
+    ]);
   t.is((await call('plain', 'prepare', 'begin', '-', plainXml('plain'))).stdout, '');
   const error = (await t.throwsAsync(call('plain', 'explode', 'begin', '-', plainXml('plain')))) as unknown as { stderr: string };
-  t.is(error.stderr, "Call failed: Invalid hook operation 'explode': expected one of prepare, start, started, stopped, release, migrate, restore, reconnect, attach\n");
+  t.is(
+    error.stderr,
+    "Call failed: Invalid hook operation 'explode': expected one of prepare, start, started, stopped, release, migrate, restore, reconnect, attach\n",
+  );
 });
 
 /**
@@ -305,7 +359,14 @@ async function fakeDaemon(t: ExecutionContext, handleHook: ManagerBackend['handl
   const none = async (): Promise<never> => {
     throw new InvalidArgs('not in this test');
   };
-  const backend: ManagerBackend = { listMachines: none, listDevices: none, detachDevice: none, reattachDevice: none, reload: none, handleHook };
+  const backend: ManagerBackend = {
+    listMachines: none,
+    listDevices: none,
+    detachDevice: none,
+    reattachDevice: none,
+    reload: none,
+    handleHook,
+  };
   connection.export('/org/vfiohookd1', new ManagerInterface(backend, { version: 'test', configFile: '', runRoot: bus.dir }));
   await connection.requestName('org.vfiohookd1', dbus.NameFlag.DO_NOT_QUEUE);
   return installHook(t, bus.address, path.join(bus.dir, 'vfio-hookd'));
@@ -322,7 +383,11 @@ test.serial('a note from the daemon is shown on one stderr line, whatever it hol
   ];
   for (const [text, stderr] of notes) {
     note = text;
-    t.deepEqual(await runHook(hook, ['plain', 'prepare', 'begin', '-'], plainXml('plain')), { code: 0, stdout: '', stderr }, JSON.stringify(text));
+    t.deepEqual(
+      await runHook(hook, ['plain', 'prepare', 'begin', '-'], plainXml('plain')),
+      { code: 0, stdout: '', stderr },
+      JSON.stringify(text),
+    );
   }
   t.deepEqual(await leftovers(hook), []);
 });
@@ -344,7 +409,8 @@ test.serial('a refusal whose text looks like a bus failure is still a refusal, o
     text = message;
     for (const xml of [plainXml('plain'), win10Xml('plain')]) {
       const r = await runHook(hook, ['plain', 'prepare', 'begin', '-'], xml);
-      const shown = message === '' ? 'Refused without a reason; see the journal of vfio-hookd' : message.replace('\n', ' ').replace('\uffff', '\ufffd');
+      const shown =
+        message === '' ? 'Refused without a reason; see the journal of vfio-hookd' : message.replace('\n', ' ').replace('\uffff', '\ufffd');
       t.deepEqual(r, { code: 1, stdout: '', stderr: `vfio-hookd: ${shown}\n` }, JSON.stringify(message));
     }
   }

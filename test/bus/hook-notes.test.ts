@@ -16,8 +16,16 @@ test('an unmanaged VM with a configured device starts, and the hook says once wh
   const prepare = await runHook(hook, ['Windows 10', 'prepare', 'begin', '-'], xml);
   t.is(prepare.code, 0);
   t.is(prepare.stdout, '');
-  t.regex(prepare.stderr, /^vfio-hookd: VM 'Windows 10' is not managed by vfio-hookd, but its device '0000:0b:00\.0' is configured for \[vm\.win10\].*starting it as it is\n$/);
-  for (const [op, sub] of [['start', 'begin'], ['started', 'begin'], ['stopped', 'end'], ['release', 'end']] as const) {
+  t.regex(
+    prepare.stderr,
+    /^vfio-hookd: VM 'Windows 10' is not managed by vfio-hookd, but its device '0000:0b:00\.0' is configured for \[vm\.win10\].*starting it as it is\n$/,
+  );
+  for (const [op, sub] of [
+    ['start', 'begin'],
+    ['started', 'begin'],
+    ['stopped', 'end'],
+    ['release', 'end'],
+  ] as const) {
     const later = await runHook(hook, ['Windows 10', op, sub, '-'], xml);
     t.deepEqual([later.code, later.stderr], [0, ''], `${op} ${sub} says nothing more`);
   }
@@ -28,7 +36,10 @@ test('a card function detached but not in the XML is named on the hook stderr, a
   const daemon = await startDaemon(t, bus, { config: WIN10_CONFIG });
   const hook = await installHook(t, bus.address, daemonRuntime(daemon));
   // The XML gives the guest the GPU only, not its HDMI audio (0b:00.1).
-  const xml = WIN10_XML.replace(/<hostdev mode='subsystem' type='pci' managed='no'>\s*<source>\s*<address domain='0x0000' bus='0x0b' slot='0x00' function='0x1'\/>[\s\S]*?<\/hostdev>/, '');
+  const xml = WIN10_XML.replace(
+    /<hostdev mode='subsystem' type='pci' managed='no'>\s*<source>\s*<address domain='0x0000' bus='0x0b' slot='0x00' function='0x1'\/>[\s\S]*?<\/hostdev>/,
+    '',
+  );
   t.false(xml.includes("function='0x1'/>\n      </source>"), 'the audio hostdev is gone from the XML');
   const prepare = await runHook(hook, ['win10', 'prepare', 'begin', '-'], xml);
   t.is(prepare.code, 0, prepare.stderr);

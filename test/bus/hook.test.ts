@@ -67,7 +67,10 @@ test('a refused start exits non-zero with the reason on one stderr line and chan
   t.is(r.code, 1);
   t.is(r.stdout, '');
   t.is(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
-  t.regex(r.stderr, /^vfio-hookd: Cannot detach '0000:0b:00\.0', '0000:0b:00\.1': '0000:0b:00\.0' is held by 'looking-glass' \(pid 4242\) through '\/dev\/dri\/card1'; close it, refusing\n$/);
+  t.regex(
+    r.stderr,
+    /^vfio-hookd: Cannot detach '0000:0b:00\.0', '0000:0b:00\.1': '0000:0b:00\.0' is held by 'looking-glass' \(pid 4242\) through '\/dev\/dri\/card1'; close it, refusing\n$/,
+  );
   t.deepEqual(await rx590(daemon), ['amdgpu', 'snd_hda_intel']);
   t.is(await shm(daemon, 'looking-glass'), null, 'the file made by the failed prepare is gone');
 });
@@ -76,7 +79,10 @@ test('a <shmem> whose size disagrees with the configuration is refused before an
   const { daemon, hook } = await setup(t, WIN10_CONFIG.replace('size = "32M"', 'size = "64M"'));
   const r = await runHook(hook, ['win10', 'prepare', 'begin', '-'], WIN10_XML);
   t.is(r.code, 1);
-  t.regex(r.stderr, /^vfio-hookd: VM 'win10': <shmem name='looking-glass'> is 32M in the domain XML but 64M in the configuration.*make them agree/);
+  t.regex(
+    r.stderr,
+    /^vfio-hookd: VM 'win10': <shmem name='looking-glass'> is 32M in the domain XML but 64M in the configuration.*make them agree/,
+  );
   t.deepEqual(await rx590(daemon), ['amdgpu', 'snd_hda_intel']);
   t.is(await shm(daemon, 'looking-glass'), null);
 });
@@ -105,7 +111,10 @@ test('with the daemon down, a VM without <hostdev> or <shmem> starts and one wit
 
   const win10 = await runHook(hook, ['win10', 'prepare', 'begin', '-'], WIN10_XML);
   t.is(win10.code, 1);
-  t.regex(win10.stderr, /^vfio-hookd: no answer from vfio-hookd \(.*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it/);
+  t.regex(
+    win10.stderr,
+    /^vfio-hookd: no answer from vfio-hookd \(.*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it/,
+  );
 });
 
 test('with no bus at all the hook still tells the two cases apart', async (t) => {

@@ -10,9 +10,13 @@ import { NotifyListener, startDaemon, startPrivateBus, tempDir } from '../helper
 import { MessageId } from '../../lib/systemd/index.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 
-
 function fields(datagram: string): Record<string, string> {
-  return Object.fromEntries(datagram.split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  return Object.fromEntries(
+    datagram
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
 }
 
 test('a detach is journaled with MESSAGE_ID, VFIO_DOMAIN and PCI_ADDRESS; a refusal with HOOK_REFUSED', async (t) => {

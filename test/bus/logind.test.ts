@@ -24,9 +24,10 @@ test('a VM that owns a GPU holds a sleep inhibitor from prepare to release', asy
 
   await hook(t, bus, 'prepare', 'begin');
   const held = ours(await logind.waitFor((l) => ours(l).length === 1));
-  t.deepEqual(held.map(([what, who, why, mode, uid]) => [what, who, why, mode, uid]), [
-    ['sleep', 'vfio-hookd', "VM 'win10' owns 0000:0b:00.0, 0000:0b:00.1", 'block', 0],
-  ]);
+  t.deepEqual(
+    held.map(([what, who, why, mode, uid]) => [what, who, why, mode, uid]),
+    [['sleep', 'vfio-hookd', "VM 'win10' owns 0000:0b:00.0, 0000:0b:00.1", 'block', 0]],
+  );
   t.is(held[0]![5], daemon.child.pid ?? -1);
 
   await hook(t, bus, 'release', 'end');

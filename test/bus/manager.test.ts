@@ -88,7 +88,15 @@ const GPU_AUDIO = '0000:0b:00.1';
 test('sends READY=1 only once it owns org.vfiohookd1', async (t) => {
   const { bus, daemon } = await setup(t);
   // Asked right after READY=1: the name must already have its owner.
-  const owner = await busctl(bus, ['call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME]);
+  const owner = await busctl(bus, [
+    'call',
+    'org.freedesktop.DBus',
+    '/org/freedesktop/DBus',
+    'org.freedesktop.DBus',
+    'NameHasOwner',
+    's',
+    NAME,
+  ]);
   t.is(owner.stdout.trim(), 'b true');
   t.deepEqual(daemon.notify.messages, ['READY=1\nSTATUS=Ready; 0 VM(s) managed']);
   const status = await busctl(bus, ['status', NAME]);
@@ -113,11 +121,11 @@ test('introspection lists org.vfiohookd1.Manager with its methods, properties an
     '.HookHandled signal sssbst - -',
   ]) {
     t.true(lines.includes(expected), `missing line ${expected}`);
-  }  t.true(
+  }
+  t.true(
     lines.some((l) => /^\.ConfigFile property s ".*\/vfio-hookd\.toml" const$/.test(l)),
     'ConfigFile names the configuration file and is const',
   );
-
 });
 
 test('ListDevices returns the reference GPU on amdgpu in IOMMU group 25 with its object path', async (t) => {
@@ -197,7 +205,12 @@ test('an unprivileged user is denied DetachDevice but may read Version and call 
   }
   const hook = await dbusSend(bus, 'HandleHook', ['string:win10', 'string:prepare', 'string:begin', 'string:-', 'string:<domain/>'], true);
   t.regex(hook.stderr, /^Error org\.freedesktop\.DBus\.Error\.AccessDenied: /);
-  const hookFile = await dbusSend(bus, 'HandleHookFile', ['string:win10', 'string:prepare', 'string:begin', 'string:-', 'string:/run/vfio-hookd/hook-xml.x'], true);
+  const hookFile = await dbusSend(
+    bus,
+    'HandleHookFile',
+    ['string:win10', 'string:prepare', 'string:begin', 'string:-', 'string:/run/vfio-hookd/hook-xml.x'],
+    true,
+  );
   t.regex(hookFile.stderr, /^Error org\.freedesktop\.DBus\.Error\.AccessDenied: /);
 
   const version = await busctl(bus, ['get-property', NAME, PATH, IFACE, 'Version'], true);
@@ -224,7 +237,10 @@ test('HandleHook for a VM it does not manage replies at once and signals HookHan
   const reply = await manager['HandleHook']!('win10', 'prepare', 'begin', '-', "<domain type='kvm'><name>win10</name></domain>");
   t.is(reply, null); // dbus-next's value for an empty reply
   const [domain, operation, subOperation, success, message, duration] = await signalled;
-  t.deepEqual([domain, operation, subOperation, success, message], ['win10', 'prepare', 'begin', true, "VM 'win10' is not managed by vfio-hookd"]);
+  t.deepEqual(
+    [domain, operation, subOperation, success, message],
+    ['win10', 'prepare', 'begin', true, "VM 'win10' is not managed by vfio-hookd"],
+  );
   t.is(typeof duration, 'bigint');
 });
 
@@ -240,6 +256,14 @@ test('SIGTERM sends STOPPING=1, releases the name and exits 0', async (t) => {
   daemon.child.kill('SIGTERM');
   t.is(await daemon.exited, 0, daemon.stderr());
   t.true(daemon.notify.lines.includes('STOPPING=1'));
-  const owner = await busctl(bus, ['call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME]);
+  const owner = await busctl(bus, [
+    'call',
+    'org.freedesktop.DBus',
+    '/org/freedesktop/DBus',
+    'org.freedesktop.DBus',
+    'NameHasOwner',
+    's',
+    NAME,
+  ]);
   t.is(owner.stdout.trim(), 'b false');
 });

@@ -16,11 +16,16 @@ const run = promisify(execFile);
 test('each configured VM and each PCI device has an object whose properties follow the hooks', async (t) => {
   const bus = await startPrivateBus(t);
   await startDaemon(t, bus, { config: WIN10_CONFIG });
-  const busctl = async (...args: string[]): Promise<string> =>
-    (await run('busctl', [`--address=${bus.address}`, ...args])).stdout.trim();
+  const busctl = async (...args: string[]): Promise<string> => (await run('busctl', [`--address=${bus.address}`, ...args])).stdout.trim();
 
-  t.is(await busctl('get-property', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'Machines'), 'ao 1 "/org/vfiohookd1/machine/win10"');
-  t.is(await busctl('call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'ListMachines'), 'a(sso) 1 "win10" "defined" "/org/vfiohookd1/machine/win10"');
+  t.is(
+    await busctl('get-property', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'Machines'),
+    'ao 1 "/org/vfiohookd1/machine/win10"',
+  );
+  t.is(
+    await busctl('call', 'org.vfiohookd1', '/org/vfiohookd1', 'org.vfiohookd1.Manager', 'ListMachines'),
+    'a(sso) 1 "win10" "defined" "/org/vfiohookd1/machine/win10"',
+  );
   const machine = ['org.vfiohookd1', machinePath('win10'), 'org.vfiohookd1.Machine'];
   t.is(await busctl('get-property', ...machine, 'Devices'), 'as 1 "0000:0b:00.0"');
   t.is(await busctl('get-property', ...machine, 'ShmFiles'), 'as 2 "looking-glass" "scream"');
@@ -95,18 +100,29 @@ test('vfio-hookctl status shows what the daemon knows of each VM, and says so wh
     ].join('\n'),
   );
   const json = JSON.parse((await hookctl('--json')).stdout) as { machines: { name: string; state: string }[] };
-  t.deepEqual(json.machines.map((m) => [m.name, m.state]), [['win10', 'prepared']]);
+  t.deepEqual(
+    json.machines.map((m) => [m.name, m.state]),
+    [['win10', 'prepared']],
+  );
 
   const empty = await startPrivateBus(t);
   const error = await t.throwsAsync(
     run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', empty.address], { cwd: REPO }),
   );
-  t.regex((error as unknown as { stderr: string }).stderr, /^vfio-hookctl: vfio-hookd is not running: nobody owns 'org\.vfiohookd1' on the system bus .*systemctl start vfio-hookd'\n$/);
+  t.regex(
+    (error as unknown as { stderr: string }).stderr,
+    /^vfio-hookctl: vfio-hookd is not running: nobody owns 'org\.vfiohookd1' on the system bus .*systemctl start vfio-hookd'\n$/,
+  );
 
   // No bus socket at all: one sentence, exit 1, never a stack trace.
-  const nobus = await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', 'unix:path=/nonexistent/bus'], { cwd: REPO }).catch(
-    (e: { code: number; stderr: string }) => e,
-  );
+  const nobus = await run(
+    process.execPath,
+    ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', 'unix:path=/nonexistent/bus'],
+    { cwd: REPO },
+  ).catch((e: { code: number; stderr: string }) => e);
   t.is((nobus as { code: number }).code, 1);
-  t.regex((nobus as { stderr: string }).stderr, /^vfio-hookctl: Cannot connect to the bus unix:path=\/nonexistent\/bus \(.*\); is dbus running\?\n$/);
+  t.regex(
+    (nobus as { stderr: string }).stderr,
+    /^vfio-hookctl: Cannot connect to the bus unix:path=\/nonexistent\/bus \(.*\); is dbus running\?\n$/,
+  );
 });

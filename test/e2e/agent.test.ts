@@ -34,7 +34,10 @@ const WAIT_MS = 30_000;
 
 function daemonConfig(units: string[] | null, user: string | null = 'vfiohookd-test'): string {
   // Shared-memory files need an owner: without a user, the VM has only devices.
-  const shm = user === null ? '' : `
+  const shm =
+    user === null
+      ? ''
+      : `
 [vm.win10.looking-glass]
 size = "32M"
 group = "64055"
@@ -90,7 +93,13 @@ async function world(t: ExecutionContext, config: string, agentToml?: string): P
   const um = await startUserManager(t, await userUnits());
   const logFile = path.join(um.home, 'agent.log');
   const template = await fs.readFile(path.join(REPO, 'units', 'vfio-hookd-agent.service.in'), 'utf8');
-  const execStart = [process.execPath, '--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd-agent.ts'), `--system-bus-address=${bus.address}`];
+  const execStart = [
+    process.execPath,
+    '--import',
+    'tsx',
+    path.join(REPO, 'service', 'vfio-hookd-agent.ts'),
+    `--system-bus-address=${bus.address}`,
+  ];
   await um.writeUnits({
     'vfio-hookd-agent.service': template.replaceAll('@NODE@', process.execPath).replaceAll('@LIBDIR@', REPO),
     // The shipped unit runs the built file; the test runs the source (tsx) on the private system bus, logs to
@@ -128,7 +137,8 @@ async function world(t: ExecutionContext, config: string, agentToml?: string): P
     },
     async startAgent() {
       const started = await um.systemctl('start', 'vfio-hookd-agent.service');
-      if (started.code !== 0) throw new Error(`the agent did not start: ${started.stderr}\n${await fs.readFile(logFile, 'utf8').catch(() => '')}`);
+      if (started.code !== 0)
+        throw new Error(`the agent did not start: ${started.stderr}\n${await fs.readFile(logFile, 'utf8').catch(() => '')}`);
     },
     async agentProperty(name) {
       return (await getAll(await agentProps()))[name];
@@ -186,7 +196,7 @@ async function world(t: ExecutionContext, config: string, agentToml?: string): P
 
 const has = (list: unknown, ...units: string[]): boolean => Array.isArray(list) && units.every((u) => list.includes(u));
 
-test('the agent starts the VM\'s user units when it runs and stops them when it stops', async (t) => {
+test("the agent starts the VM's user units when it runs and stops them when it stops", async (t) => {
   const w = await world(t, daemonConfig([LG, SCREAM]));
   await w.startAgent();
   t.deepEqual(await w.agentProperty('ActiveUnits'), [], 'nothing runs before the VM');
@@ -229,9 +239,14 @@ test('a unit that fails is reported once and not retried; the others run', async
   const w = await world(t, daemonConfig([LG, BROKEN, BROKEN_ONESHOT, MISSING]));
   await w.startAgent();
   await w.run();
-  const props = await w.waitForAgent((p) => has(p['FailedUnits'], BROKEN, BROKEN_ONESHOT, MISSING) && has(p['ActiveUnits'], LG), 'failed units');
+  const props = await w.waitForAgent(
+    (p) => has(p['FailedUnits'], BROKEN, BROKEN_ONESHOT, MISSING) && has(p['ActiveUnits'], LG),
+    'failed units',
+  );
   t.deepEqual(props['FailedUnits'], [BROKEN, BROKEN_ONESHOT, MISSING].sort());
-  const reasons = Object.fromEntries((props['Failures'] as [string, string, string][]).map(([vm, unit, reason]) => [unit, `${vm}: ${reason}`]));
+  const reasons = Object.fromEntries(
+    (props['Failures'] as [string, string, string][]).map(([vm, unit, reason]) => [unit, `${vm}: ${reason}`]),
+  );
   t.is(reasons[BROKEN], 'win10: failed after start');
   t.is(reasons[BROKEN_ONESHOT], 'win10: job failed');
   t.regex(reasons[MISSING] ?? '', /^win10: error: Unit missing-client\.service not found/);
@@ -242,12 +257,24 @@ test('a unit that fails is reported once and not retried; the others run', async
   await new Promise((r) => setTimeout(r, 1500));
   t.is((await w.um.systemctl('show', '-P', 'InvocationID', BROKEN)).stdout, invocation, 'not started again');
   t.is((await w.agentLog()).match(/User unit 'broken-client\.service' of VM 'win10' failed/g)?.length, 1, 'reported once');
-  t.regex(await w.agentLog(), /^<3>User unit 'broken-client\.service' of VM 'win10' failed \(failed after start\); not retried until the VM starts again \[.*UNIT=broken-client\.service/m);
+  t.regex(
+    await w.agentLog(),
+    /^<3>User unit 'broken-client\.service' of VM 'win10' failed \(failed after start\); not retried until the VM starts again \[.*UNIT=broken-client\.service/m,
+  );
 
   // vfio-hookctl status shows them beside what the daemon knows (read from the user's agent).
   const status = await execFileAsync(
     process.execPath,
-    ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', w.bus.address, '--session-bus-address', w.um.sessionBusAddress],
+    [
+      '--import',
+      'tsx',
+      'service/vfio-hookctl.ts',
+      'status',
+      '--bus-address',
+      w.bus.address,
+      '--session-bus-address',
+      w.um.sessionBusAddress,
+    ],
     { cwd: REPO },
   );
   t.regex(status.stdout, /^win10: running /m);

@@ -71,53 +71,63 @@ test.serial('virsh start and destroy reach vfio-hookd as prepare, start, started
   t.deepEqual(seen, ['prepare begin ok', 'start begin ok', 'started begin ok', 'stopped end ok', 'release end ok']);
 });
 
-test.serial('the shm files exist with owner, group, mode and size from the configuration before QEMU runs, and QEMU maps those very files', async (t) => {
-  await e2e.clearProbes();
-  const gid = await kvmGid();
-  const from = e2e.hooks.length;
-  await start();
-  // Seen by a second hook that libvirtd runs right after ours, before it spawns QEMU.
-  const before = await e2e.probe('prepare', 'begin');
-  const expected = { uid: SHM_UID, gid, mode: 0o660 };
-  const lg = before.get(`/dev/shm/${LG_NAME}`);
-  const scream = before.get(`/dev/shm/${SCREAM_NAME}`);
-  t.like(lg, { ...expected, size: 32 * MiB });
-  t.like(scream, { ...expected, size: 2 * MiB });
+test.serial(
+  'the shm files exist with owner, group, mode and size from the configuration before QEMU runs, and QEMU maps those very files',
+  async (t) => {
+    await e2e.clearProbes();
+    const gid = await kvmGid();
+    const from = e2e.hooks.length;
+    await start();
+    // Seen by a second hook that libvirtd runs right after ours, before it spawns QEMU.
+    const before = await e2e.probe('prepare', 'begin');
+    const expected = { uid: SHM_UID, gid, mode: 0o660 };
+    const lg = before.get(`/dev/shm/${LG_NAME}`);
+    const scream = before.get(`/dev/shm/${SCREAM_NAME}`);
+    t.like(lg, { ...expected, size: 32 * MiB });
+    t.like(scream, { ...expected, size: 2 * MiB });
 
-  // QEMU (as libvirt-qemu:kvm) has mapped the same inodes; it created nothing of its own (that would be libvirt-qemu, 0644).
-  const maps = await fs.readFile(`/proc/${await e2e.qemuPid()}/maps`, 'utf8');
-  const mapped = (name: string): number[] => [
-    ...new Set(
-      maps
-        .split('\n')
-        .filter((l) => l.endsWith(`/dev/shm/${name}`))
-        .map((l) => Number(l.trim().split(/\s+/)[4])),
-    ),
-  ];
-  t.deepEqual(mapped(LG_NAME), [lg!.ino]);
-  t.deepEqual(mapped(SCREAM_NAME), [scream!.ino]);
-  for (const [name, size] of [
-    [LG_NAME, 32 * MiB],
-    [SCREAM_NAME, 2 * MiB],
-  ] as const) {
-    const st = await fs.stat(path.join(e2e.daemon.simDir, 'dev', 'shm', name));
-    t.like({ uid: st.uid, gid: st.gid, mode: st.mode & 0o777, size: st.size, ino: st.ino }, { ...expected, size, ino: before.get(`/dev/shm/${name}`)!.ino }, name);
-  }
-  const prepare = await e2e.waitForHook('prepare', 'begin', from);
-  t.regex(prepare.message, /2 shm file\(s\) ready/);
-  await destroy(from);
-});
+    // QEMU (as libvirt-qemu:kvm) has mapped the same inodes; it created nothing of its own (that would be libvirt-qemu, 0644).
+    const maps = await fs.readFile(`/proc/${await e2e.qemuPid()}/maps`, 'utf8');
+    const mapped = (name: string): number[] => [
+      ...new Set(
+        maps
+          .split('\n')
+          .filter((l) => l.endsWith(`/dev/shm/${name}`))
+          .map((l) => Number(l.trim().split(/\s+/)[4])),
+      ),
+    ];
+    t.deepEqual(mapped(LG_NAME), [lg!.ino]);
+    t.deepEqual(mapped(SCREAM_NAME), [scream!.ino]);
+    for (const [name, size] of [
+      [LG_NAME, 32 * MiB],
+      [SCREAM_NAME, 2 * MiB],
+    ] as const) {
+      const st = await fs.stat(path.join(e2e.daemon.simDir, 'dev', 'shm', name));
+      t.like(
+        { uid: st.uid, gid: st.gid, mode: st.mode & 0o777, size: st.size, ino: st.ino },
+        { ...expected, size, ino: before.get(`/dev/shm/${name}`)!.ino },
+        name,
+      );
+    }
+    const prepare = await e2e.waitForHook('prepare', 'begin', from);
+    t.regex(prepare.message, /2 shm file\(s\) ready/);
+    await destroy(from);
+  },
+);
 
-test.serial('while the VM runs the simulated RX 590 and its audio are on vfio-pci; after destroy they are back on amdgpu and snd_hda_intel', async (t) => {
-  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
-  const from = e2e.hooks.length;
-  await start();
-  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci']);
-  t.is(await driverOf('0000:0a:00.0'), 'amdgpu', 'the host GPU never moves');
-  t.is((await e2e.virsh(['domstate', E2E_DOMAIN])).stdout.trim(), 'running');
-  await destroy(from);
-  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
-});
+test.serial(
+  'while the VM runs the simulated RX 590 and its audio are on vfio-pci; after destroy they are back on amdgpu and snd_hda_intel',
+  async (t) => {
+    t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
+    const from = e2e.hooks.length;
+    await start();
+    t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci']);
+    t.is(await driverOf('0000:0a:00.0'), 'amdgpu', 'the host GPU never moves');
+    t.is((await e2e.virsh(['domstate', E2E_DOMAIN])).stdout.trim(), 'running');
+    await destroy(from);
+    t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
+  },
+);
 
 test.serial('a refused prepare blocks the start, virsh prints our sentence, and libvirt then runs stopped and release', async (t) => {
   const host = { roots: rootsUnder(e2e.daemon.simDir) };
@@ -128,7 +138,10 @@ test.serial('a refused prepare blocks the start, virsh prints our sentence, and 
   t.not(r.code, 0);
   // libvirt's words around the hook's one stderr line.
   t.regex(r.stderr, /^error: Failed to start domain 'vfiohookd-e2e'\n/);
-  t.regex(r.stderr, /Hook script execution failed: .*\/etc\/libvirt\/hooks\/qemu\.d\/vfio-hookd vfiohookd-e2e prepare begin -\) unexpected exit status 1: /s);
+  t.regex(
+    r.stderr,
+    /Hook script execution failed: .*\/etc\/libvirt\/hooks\/qemu\.d\/vfio-hookd vfiohookd-e2e prepare begin -\) unexpected exit status 1: /s,
+  );
   t.regex(
     r.stderr.replace(/\s+/g, ' '),
     /exit status 1: vfio-hookd: Cannot detach '0000:0b:00\.0': '0000:0b:00\.0' is held by 'looking-glass' \(pid 4242\) through '\/dev\/dri\/card1'; close it, refusing/,
@@ -160,98 +173,131 @@ test.serial('libvirt-dbus signals DomainEvent started at start and stopped at de
   t.log(JSON.stringify(events.map((e) => [e.event, e.detail])));
   // RESUMED (4) comes with a start, before STARTED (2, detail BOOTED 0); a destroy may give SHUTDOWN (6)
   // from QEMU's own event before STOPPED (5, detail DESTROYED 1), which ends it.
-  t.deepEqual(events.slice(0, 2).map((e) => e.event), [4, 2]);
+  t.deepEqual(
+    events.slice(0, 2).map((e) => e.event),
+    [4, 2],
+  );
   t.is(started.detail, 0);
-  t.deepEqual(events.slice(2, -1).filter((e) => e.event !== 6), []);
+  t.deepEqual(
+    events.slice(2, -1).filter((e) => e.event !== 6),
+    [],
+  );
   t.deepEqual([events.at(-1)!.event, events.at(-1)!.detail], [5, 1]);
 });
 
-test.serial('a libvirtd restart with the VM running reaches vfio-hookd as reconnect begin and changes nothing; libvirt-dbus signals again once called', async (t) => {
-  const from = e2e.hooks.length;
-  await start();
-  await e2e.waitForHook('started', 'begin', from);
-  const qemu = await e2e.qemuPid();
-  const reconnectFrom = e2e.hooks.length;
-  const t0 = Date.now();
-  await e2e.restartLibvirtd();
-  t.log(`libvirtd restarted in ${Date.now() - t0} ms`);
-  const reconnect = await e2e.waitForHook('reconnect', 'begin', reconnectFrom);
-  t.true(reconnect.success);
-  t.deepEqual(
-    e2e.hooks.slice(reconnectFrom).filter((h) => h.domain === E2E_DOMAIN).map((h) => `${h.operation} ${h.subOperation}`),
-    ['reconnect begin'],
-  );
-  t.is(await e2e.qemuPid(), qemu, 'the same QEMU runs on');
-  t.is((await e2e.virsh(['domstate', E2E_DOMAIN])).stdout.trim(), 'running');
-  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci']);
-
-  // libvirt-dbus lost its libvirtd connection; a call makes it connect and register for events again.
-  const connect = (await e2e.client.getProxyObject('org.libvirt', '/org/libvirt/QEMU')).getInterface('org.libvirt.Connect');
-  const domainPath = (await connect['DomainLookupByName']!(E2E_DOMAIN)) as string;
-  const eventsFrom = e2e.domainEvents.length;
-  await destroy(from);
-  t.is((await e2e.waitForDomainEvent(5, eventsFrom)).domain, domainPath);
-  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
-});
-
-test.serial('a VM that stops while vfio-hookd is down is released from its record when vfio-hookd starts again and libvirt-dbus says it is off', async (t) => {
-  const from = e2e.hooks.length;
-  await start();
-  await e2e.waitForHook('started', 'begin', from);
-  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci']);
-  // The daemon goes away (an upgrade, a crash, systemctl stop) and the VM stops meanwhile.
-  e2e.daemon.child.kill('SIGTERM');
-  t.is(await e2e.daemon.exited, 0);
-  const destroyed = await e2e.virsh(['destroy', E2E_DOMAIN]);
-  t.is(destroyed.code, 0, destroyed.stderr);
-  t.is((await e2e.virsh(['domstate', E2E_DOMAIN])).stdout.trim(), 'shut off');
-  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci'], 'nobody gave them back yet');
-
-  const daemon = await startDaemon(t, e2e.bus, { dir: path.dirname(e2e.daemon.simDir) });
-  // The daemon asks libvirt-dbus once no hook runs: wait (bounded) for the release it then makes.
-  const deadline = Date.now() + 30_000;
-  while ((await driverOf('0000:0b:00.0')) !== 'amdgpu' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
-  const journaled = daemon.stderr().split('\n').filter((l) => l.includes('held devices but libvirt reports it not running'));
-  t.is(journaled.length, 1, daemon.stderr());
-  const state = JSON.parse(await fs.readFile(path.join(daemon.runRoot, 'vfio-hookd', 'state.json'), 'utf8')) as { claims: object; machines: object };
-  t.deepEqual(state.claims, {});
-  t.deepEqual(state.machines, {});
-});
-
-test.serial('a managed VM started without its hook (installed, but libvirtd not restarted) is reported loudly through libvirt-dbus', async (t) => {
-  // The field's most common complaint: libvirtd runs without our hook (it looks
-  // for hooks only when it starts) while vfio-hookd has just been started.
-  const hook = path.join(e2e.top, 'etc', 'hooks', 'qemu.d', 'vfio-hookd');
-  const away = path.join(e2e.top, 'etc', 'hooks', 'vfio-hookd.away');
-  await fs.rename(hook, away);
-  t.teardown(async () => {
-    await fs.rename(away, hook).catch(() => undefined);
+test.serial(
+  'a libvirtd restart with the VM running reaches vfio-hookd as reconnect begin and changes nothing; libvirt-dbus signals again once called',
+  async (t) => {
+    const from = e2e.hooks.length;
+    await start();
+    await e2e.waitForHook('started', 'begin', from);
+    const qemu = await e2e.qemuPid();
+    const reconnectFrom = e2e.hooks.length;
+    const t0 = Date.now();
     await e2e.restartLibvirtd();
-  });
-  await e2e.restartLibvirtd();
-  e2e.daemon.child.kill('SIGTERM');
-  t.is(await e2e.daemon.exited, 0);
-  const daemon = await startDaemon(t, e2e.bus, { dir: path.dirname(e2e.daemon.simDir) });
-  // Our own client's libvirt-dbus events need a call after the libvirtd restart too.
-  const connect = (await e2e.client.getProxyObject('org.libvirt', '/org/libvirt/QEMU')).getInterface('org.libvirt.Connect');
-  await connect['ListDomains']!(0);
+    t.log(`libvirtd restarted in ${Date.now() - t0} ms`);
+    const reconnect = await e2e.waitForHook('reconnect', 'begin', reconnectFrom);
+    t.true(reconnect.success);
+    t.deepEqual(
+      e2e.hooks
+        .slice(reconnectFrom)
+        .filter((h) => h.domain === E2E_DOMAIN)
+        .map((h) => `${h.operation} ${h.subOperation}`),
+      ['reconnect begin'],
+    );
+    t.is(await e2e.qemuPid(), qemu, 'the same QEMU runs on');
+    t.is((await e2e.virsh(['domstate', E2E_DOMAIN])).stdout.trim(), 'running');
+    t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci']);
 
-  const from = e2e.hooks.length;
-  const eventsFrom = e2e.domainEvents.length;
-  await start();
-  await e2e.waitForDomainEvent(2, eventsFrom);
+    // libvirt-dbus lost its libvirtd connection; a call makes it connect and register for events again.
+    const connect = (await e2e.client.getProxyObject('org.libvirt', '/org/libvirt/QEMU')).getInterface('org.libvirt.Connect');
+    const domainPath = (await connect['DomainLookupByName']!(E2E_DOMAIN)) as string;
+    const eventsFrom = e2e.domainEvents.length;
+    await destroy(from);
+    t.is((await e2e.waitForDomainEvent(5, eventsFrom)).domain, domainPath);
+    t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
+  },
+);
 
-  const machine = (await e2e.client.getProxyObject('org.vfiohookd1', machinePath(E2E_DOMAIN))).getInterface('org.freedesktop.DBus.Properties');
-  const get = async (name: string): Promise<unknown> =>
-    (await (machine['Get'] as (i: string, p: string) => Promise<{ value: unknown }>)('org.vfiohookd1.Machine', name)).value;
-  // The daemon asks libvirt-dbus for the domain's name once no hook runs: wait (bounded) for its verdict.
-  const deadline = Date.now() + 20_000;
-  while ((await get('State')) !== 'failed' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  t.is(await get('State'), 'failed');
-  t.regex(String(await get('LastMessage')), /^VM 'vfiohookd-e2e' started, but its prepare hook never reached vfio-hookd: .*restart libvirtd once/);
-  t.regex(daemon.stderr(), /<3>VM 'vfiohookd-e2e' started, but its prepare hook never reached vfio-hookd/);
-  t.deepEqual(e2e.hooks.slice(from).filter((h) => h.domain === E2E_DOMAIN), [], 'no hook reached the daemon');
-  t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
-  t.is((await e2e.virsh(['destroy', E2E_DOMAIN])).code, 0);
-});
+test.serial(
+  'a VM that stops while vfio-hookd is down is released from its record when vfio-hookd starts again and libvirt-dbus says it is off',
+  async (t) => {
+    const from = e2e.hooks.length;
+    await start();
+    await e2e.waitForHook('started', 'begin', from);
+    t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci']);
+    // The daemon goes away (an upgrade, a crash, systemctl stop) and the VM stops meanwhile.
+    e2e.daemon.child.kill('SIGTERM');
+    t.is(await e2e.daemon.exited, 0);
+    const destroyed = await e2e.virsh(['destroy', E2E_DOMAIN]);
+    t.is(destroyed.code, 0, destroyed.stderr);
+    t.is((await e2e.virsh(['domstate', E2E_DOMAIN])).stdout.trim(), 'shut off');
+    t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci'], 'nobody gave them back yet');
+
+    const daemon = await startDaemon(t, e2e.bus, { dir: path.dirname(e2e.daemon.simDir) });
+    // The daemon asks libvirt-dbus once no hook runs: wait (bounded) for the release it then makes.
+    const deadline = Date.now() + 30_000;
+    while ((await driverOf('0000:0b:00.0')) !== 'amdgpu' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
+    const journaled = daemon
+      .stderr()
+      .split('\n')
+      .filter((l) => l.includes('held devices but libvirt reports it not running'));
+    t.is(journaled.length, 1, daemon.stderr());
+    const state = JSON.parse(await fs.readFile(path.join(daemon.runRoot, 'vfio-hookd', 'state.json'), 'utf8')) as {
+      claims: object;
+      machines: object;
+    };
+    t.deepEqual(state.claims, {});
+    t.deepEqual(state.machines, {});
+  },
+);
+
+test.serial(
+  'a managed VM started without its hook (installed, but libvirtd not restarted) is reported loudly through libvirt-dbus',
+  async (t) => {
+    // The field's most common complaint: libvirtd runs without our hook (it looks
+    // for hooks only when it starts) while vfio-hookd has just been started.
+    const hook = path.join(e2e.top, 'etc', 'hooks', 'qemu.d', 'vfio-hookd');
+    const away = path.join(e2e.top, 'etc', 'hooks', 'vfio-hookd.away');
+    await fs.rename(hook, away);
+    t.teardown(async () => {
+      await fs.rename(away, hook).catch(() => undefined);
+      await e2e.restartLibvirtd();
+    });
+    await e2e.restartLibvirtd();
+    e2e.daemon.child.kill('SIGTERM');
+    t.is(await e2e.daemon.exited, 0);
+    const daemon = await startDaemon(t, e2e.bus, { dir: path.dirname(e2e.daemon.simDir) });
+    // Our own client's libvirt-dbus events need a call after the libvirtd restart too.
+    const connect = (await e2e.client.getProxyObject('org.libvirt', '/org/libvirt/QEMU')).getInterface('org.libvirt.Connect');
+    await connect['ListDomains']!(0);
+
+    const from = e2e.hooks.length;
+    const eventsFrom = e2e.domainEvents.length;
+    await start();
+    await e2e.waitForDomainEvent(2, eventsFrom);
+
+    const machine = (await e2e.client.getProxyObject('org.vfiohookd1', machinePath(E2E_DOMAIN))).getInterface(
+      'org.freedesktop.DBus.Properties',
+    );
+    const get = async (name: string): Promise<unknown> =>
+      (await (machine['Get'] as (i: string, p: string) => Promise<{ value: unknown }>)('org.vfiohookd1.Machine', name)).value;
+    // The daemon asks libvirt-dbus for the domain's name once no hook runs: wait (bounded) for its verdict.
+    const deadline = Date.now() + 20_000;
+    while ((await get('State')) !== 'failed' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    t.is(await get('State'), 'failed');
+    t.regex(
+      String(await get('LastMessage')),
+      /^VM 'vfiohookd-e2e' started, but its prepare hook never reached vfio-hookd: .*restart libvirtd once/,
+    );
+    t.regex(daemon.stderr(), /<3>VM 'vfiohookd-e2e' started, but its prepare hook never reached vfio-hookd/);
+    t.deepEqual(
+      e2e.hooks.slice(from).filter((h) => h.domain === E2E_DOMAIN),
+      [],
+      'no hook reached the daemon',
+    );
+    t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
+    t.is((await e2e.virsh(['destroy', E2E_DOMAIN])).code, 0);
+  },
+);

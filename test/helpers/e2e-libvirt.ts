@@ -309,13 +309,25 @@ export class E2eLibvirt {
     const socketPath = path.join(top, 'bus', 'socket');
     await fs.copyFile(POLICY_FILE, path.join(top, 'policy', path.basename(POLICY_FILE)));
     await fs.writeFile(path.join(top, 'bus', 'bus.conf'), busConfigText(socketPath, path.join(top, 'policy')));
-    const busChild = spawn('dbus-daemon', [`--config-file=${path.join(top, 'bus', 'bus.conf')}`, '--print-address', '--nofork', '--nopidfile'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const busChild = spawn(
+      'dbus-daemon',
+      [`--config-file=${path.join(top, 'bus', 'bus.conf')}`, '--print-address', '--nofork', '--nopidfile'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     cleanup.teardown(() => stopChild(busChild));
     logs.set('dbus-daemon', collect(busChild));
-    await waitUntil('dbus-daemon prints its address', START_TIMEOUT_MS, async () => logs.get('dbus-daemon')!().includes('\n'), () => logs.get('dbus-daemon')!());
-    const address = logs.get('dbus-daemon')!().split('\n').find((l) => l.startsWith('unix:'))!.trim();
+    await waitUntil(
+      'dbus-daemon prints its address',
+      START_TIMEOUT_MS,
+      async () => logs.get('dbus-daemon')!().includes('\n'),
+      () => logs.get('dbus-daemon')!(),
+    );
+    const address = logs.get('dbus-daemon')!()
+      .split('\n')
+      .find((l) => l.startsWith('unix:'))!
+      .trim();
     const bus: PrivateBus = { address, dir: path.join(top, 'bus'), stop: () => stopChild(busChild) };
 
     // vfio-hookd on the simulated reference host (outside the namespaces: it needs none).
@@ -337,7 +349,8 @@ export class E2eLibvirt {
     await fs.mkdir(path.join(etc, 'qemu'), { recursive: true });
     await fs.mkdir(path.join(etc, 'hooks', 'qemu.d'), { recursive: true });
     for (const entry of await fs.readdir('/etc/libvirt', { withFileTypes: true })) {
-      if (entry.isFile() && entry.name.endsWith('.conf')) await fs.copyFile(path.join('/etc/libvirt', entry.name), path.join(etc, entry.name));
+      if (entry.isFile() && entry.name.endsWith('.conf'))
+        await fs.copyFile(path.join('/etc/libvirt', entry.name), path.join(etc, entry.name));
     }
     const hookText = (await fs.readFile(path.join(REPO, 'hooks', 'qemu'), 'utf8'))
       .replace(/^BUSCTL=.*$/m, 'BUSCTL=/usr/bin/busctl')
@@ -349,24 +362,38 @@ export class E2eLibvirt {
     // what the shm files are at that moment, one file per hook, in the probe folder.
     await fs.mkdir(path.join(top, 'probe'), { mode: 0o755 });
     await fs.writeFile(path.join(etc, 'hooks', 'qemu.d', 'zz-e2e-probe'), probeScript(path.join(top, 'probe')), { mode: 0o755 });
-    await fs.appendFile(path.join(etc, 'qemu.conf'), '\n# vfio-hookd e2e: leave the machine\'s cgroups alone\ncgroup_controllers = [ ]\n');
+    await fs.appendFile(path.join(etc, 'qemu.conf'), "\n# vfio-hookd e2e: leave the machine's cgroups alone\ncgroup_controllers = [ ]\n");
 
     // The holder of the namespaces.
-    const holder = spawn('unshare', ['-m', '-n', '--propagation', 'private', '/bin/sh', '-c', holderScript(top, shmDir, process.pid, [busChild.pid!, daemon.child.pid!])], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const holder = spawn(
+      'unshare',
+      ['-m', '-n', '--propagation', 'private', '/bin/sh', '-c', holderScript(top, shmDir, process.pid, [busChild.pid!, daemon.child.pid!])],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     logs.set('holder', collect(holder));
     const e2e = new E2eLibvirt({ cleanup, top, bus, daemon, holder, logs, client, hooks });
     // Ended last of the libvirt side: its namespaces (and their mounts) go with it.
     cleanup.teardown(() => stopChild(holder, 'SIGKILL'));
-    await waitUntil('the namespace holder is ready', START_TIMEOUT_MS, async () => logs.get('holder')!().includes('ready'), () => logs.get('holder')!());
+    await waitUntil(
+      'the namespace holder is ready',
+      START_TIMEOUT_MS,
+      async () => logs.get('holder')!().includes('ready'),
+      () => logs.get('holder')!(),
+    );
     if (holder.exitCode !== null) throw new Error(`unshare failed: ${logs.get('holder')!()}`);
     // Any QEMU still running when libvirtd has gone (a harness failure) is ended by its pid file.
     cleanup.teardown(() => e2e.#killLeftoverQemu());
 
     const virtlogd = e2e.#spawnInside('virtlogd', ['virtlogd', '-p', '/run/virtlogd.pid'], e2e.#env);
     cleanup.teardown(() => stopChild(virtlogd));
-    await waitUntil('virtlogd listens', START_TIMEOUT_MS, () => e2e.#existsInside('/run/libvirt/virtlogd-sock'), () => e2e.log('virtlogd'));
+    await waitUntil(
+      'virtlogd listens',
+      START_TIMEOUT_MS,
+      () => e2e.#existsInside('/run/libvirt/virtlogd-sock'),
+      () => e2e.log('virtlogd'),
+    );
 
     cleanup.teardown(() => (e2e.#libvirtd ? stopChild(e2e.#libvirtd) : undefined));
     // Before libvirtd stops: no domain may outlive the test (their release hooks still reach vfio-hookd).
@@ -375,20 +402,25 @@ export class E2eLibvirt {
 
     const libvirtDbus = e2e.#spawnInside('libvirt-dbus', ['/usr/sbin/libvirt-dbus', '--system'], e2e.#env);
     cleanup.teardown(() => stopChild(libvirtDbus));
-    await waitUntil('libvirt-dbus owns org.libvirt', START_TIMEOUT_MS, async () => {
-      if (libvirtDbus.exitCode !== null) throw new Error(`libvirt-dbus exited ${libvirtDbus.exitCode}: ${e2e.log('libvirt-dbus')}`);
-      const [owned] = (await client.call(
-        new dbus.Message({
-          destination: 'org.freedesktop.DBus',
-          path: '/org/freedesktop/DBus',
-          interface: 'org.freedesktop.DBus',
-          member: 'NameHasOwner',
-          signature: 's',
-          body: ['org.libvirt'],
-        }),
-      ))!.body as [boolean];
-      return owned;
-    }, () => e2e.log('libvirt-dbus'));
+    await waitUntil(
+      'libvirt-dbus owns org.libvirt',
+      START_TIMEOUT_MS,
+      async () => {
+        if (libvirtDbus.exitCode !== null) throw new Error(`libvirt-dbus exited ${libvirtDbus.exitCode}: ${e2e.log('libvirt-dbus')}`);
+        const [owned] = (await client.call(
+          new dbus.Message({
+            destination: 'org.freedesktop.DBus',
+            path: '/org/freedesktop/DBus',
+            interface: 'org.freedesktop.DBus',
+            member: 'NameHasOwner',
+            signature: 's',
+            body: ['org.libvirt'],
+          }),
+        ))!.body as [boolean];
+        return owned;
+      },
+      () => e2e.log('libvirt-dbus'),
+    );
     // Introspecting is a call: libvirt-dbus connects to libvirtd and registers for events only then.
     const connect = (await client.getProxyObject('org.libvirt', '/org/libvirt/QEMU')).getInterface('org.libvirt.Connect');
     connect.on('DomainEvent', (domain: string, event: number, detail: number) => e2e.domainEvents.push({ domain, event, detail }));
@@ -468,7 +500,12 @@ export class E2eLibvirt {
     const result = new Map<string, ShmProbe | null>();
     for (const line of text.split('\n').filter(Boolean)) {
       const [p, uid, gid, mode, size, ino] = line.split(' ');
-      result.set(p!, uid === 'missing' ? null : { path: p!, uid: Number(uid), gid: Number(gid), mode: parseInt(mode!, 8), size: Number(size), ino: Number(ino) });
+      result.set(
+        p!,
+        uid === 'missing'
+          ? null
+          : { path: p!, uid: Number(uid), gid: Number(gid), mode: parseInt(mode!, 8), size: Number(size), ino: Number(ino) },
+      );
     }
     return result;
   }
@@ -486,26 +523,40 @@ export class E2eLibvirt {
   /** Resolves when the hook `operation sub` for `domain` has been handled, at or after index `from`. */
   async waitForHook(operation: string, subOperation: string, from = 0, domain: string = E2E_DOMAIN, ms = 20_000): Promise<HookHandled> {
     let found: HookHandled | undefined;
-    await waitUntil(`hook '${operation} ${subOperation}' handled`, ms, async () => {
-      found = this.hooks.slice(from).find((h) => h.domain === domain && h.operation === operation && h.subOperation === subOperation);
-      return found !== undefined;
-    }, () => JSON.stringify(this.hooks));
+    await waitUntil(
+      `hook '${operation} ${subOperation}' handled`,
+      ms,
+      async () => {
+        found = this.hooks.slice(from).find((h) => h.domain === domain && h.operation === operation && h.subOperation === subOperation);
+        return found !== undefined;
+      },
+      () => JSON.stringify(this.hooks),
+    );
     return found!;
   }
 
   async waitForDomainEvent(event: number, from = 0, ms = 20_000): Promise<DomainEvent> {
     let found: DomainEvent | undefined;
-    await waitUntil(`DomainEvent ${event}`, ms, async () => {
-      found = this.domainEvents.slice(from).find((e) => e.event === event);
-      return found !== undefined;
-    }, () => JSON.stringify(this.domainEvents));
+    await waitUntil(
+      `DomainEvent ${event}`,
+      ms,
+      async () => {
+        found = this.domainEvents.slice(from).find((e) => e.event === event);
+        return found !== undefined;
+      },
+      () => JSON.stringify(this.domainEvents),
+    );
     return found!;
   }
 
   /** Destroy every running domain (each destroy runs the stopped and release hooks). */
   async destroyAll(): Promise<void> {
     const r = await this.virsh(['list', '--name']);
-    for (const name of r.stdout.split('\n').map((l) => l.trim()).filter(Boolean)) await this.virsh(['destroy', name]);
+    for (const name of r.stdout
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean))
+      await this.virsh(['destroy', name]);
   }
 
   async #killLeftoverQemu(): Promise<void> {

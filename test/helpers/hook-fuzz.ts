@@ -96,7 +96,13 @@ export const HOSTILE_NAMES: readonly string[] = [
 ];
 
 /** Managed in the fuzz configuration (with sizes that win10.xml contradicts). */
-export const MANAGED_NAMES: readonly string[] = ['win10', '-h', '--version', 'org.freedesktop.DBus.Error.ServiceUnknown', 'Call failed: vfio-hookd: fine'];
+export const MANAGED_NAMES: readonly string[] = [
+  'win10',
+  '-h',
+  '--version',
+  'org.freedesktop.DBus.Error.ServiceUnknown',
+  'Call failed: vfio-hookd: fine',
+];
 
 /** The configuration that manages MANAGED_NAMES. JSON string escapes are TOML basic-string escapes. */
 export function managedConfig(names: readonly string[] = MANAGED_NAMES): string {
@@ -121,7 +127,23 @@ const BUS_ERRORS = [
   'Connection timed out',
   'org.freedesktop.DBus.Error.NoReply',
 ];
-const UNICODE = ['\u00fc', '\u00e9', '\u00df', '\u03a9', '\u65e5', '\u672c', '\u{1f5a5}', '\u{1f600}', '\u202e', '\u00a0', '\u2028', '\u0301', '\ufeff', '\uffff', '\ufdd0'];
+const UNICODE = [
+  '\u00fc',
+  '\u00e9',
+  '\u00df',
+  '\u03a9',
+  '\u65e5',
+  '\u672c',
+  '\u{1f5a5}',
+  '\u{1f600}',
+  '\u202e',
+  '\u00a0',
+  '\u2028',
+  '\u0301',
+  '\ufeff',
+  '\uffff',
+  '\ufdd0',
+];
 const CONTROLS = ['\n', '\t', '\r', '\u0001', '\u001b', '\u007f', '\u0085', '\u009b'];
 
 export function escapeXml(text: string): string {
@@ -191,7 +213,19 @@ function invalidName(rng: Rng): string {
 
 function invalidOperation(rng: Rng): string {
   for (;;) {
-    const op = rng.pick(['', '-h', '--help', '--version', 'PREPARE', 'prepare ', ' start', 'prepare\n', 'explode', 'Call failed: vfio-hookd: x', ascii(rng, 1, 12)]);
+    const op = rng.pick([
+      '',
+      '-h',
+      '--help',
+      '--version',
+      'PREPARE',
+      'prepare ',
+      ' start',
+      'prepare\n',
+      'explode',
+      'Call failed: vfio-hookd: x',
+      ascii(rng, 1, 12),
+    ]);
     if (!(OPERATIONS as readonly string[]).includes(op)) return op;
   }
 }
@@ -226,7 +260,9 @@ function domainXml(rng: Rng, parts: DomainParts): string {
   if (rng.chance(0.5)) out.push('  <uuid>5f3a2b1c-9d8e-4f7a-8b6c-1d2e3f4a5b6c</uuid>\n');
   if (parts.noise) {
     out.push(`  <title>${escapeXml(unicode(rng, rng.range(0, 30)))}</title>\n`);
-    out.push(`  <description>${escapeXml(unicode(rng, rng.range(0, 60)))} &amp; &lt;tag&gt; &#x1F5A5; <![CDATA[<hostdev-like> & raw]]></description>\n`);
+    out.push(
+      `  <description>${escapeXml(unicode(rng, rng.range(0, 60)))} &amp; &lt;tag&gt; &#x1F5A5; <![CDATA[<hostdev-like> & raw]]></description>\n`,
+    );
     if (rng.chance(0.5)) out.push(`  <!-- ${ascii(rng, 0, 30, '-')} -->\n`);
     if (rng.chance(0.3)) out.push("  <metadata><x:thing xmlns:x='urn:example:other'><x:v a='1'/></x:thing></metadata>\n");
     if (rng.chance(0.2)) out.push('  <?pi some instruction?>\n');
@@ -238,9 +274,12 @@ function domainXml(rng: Rng, parts: DomainParts): string {
       `    <hostdev mode='subsystem' type='pci' ${managed}><source><address domain='0x0000' bus='0x${rng.int(256).toString(16).padStart(2, '0')}' slot='0x${rng.int(32).toString(16).padStart(2, '0')}' function='0x${rng.int(8)}'/></source></hostdev>\n`,
     );
   }
-  for (const s of parts.shmems) out.push(`    <shmem name='${s.name}'><model type='ivshmem-plain'/><size unit='M'>${s.size}</size></shmem>\n`);
-  if (parts.noise && rng.chance(0.5)) out.push("    <disk type='file' device='disk'><source file='/var/lib/libvirt/images/a.qcow2'/><target dev='vda'/></disk>\n");
-  if (parts.noise && rng.chance(0.2)) out.push("    <interface type='hostdev'><source><address type='pci' domain='0' bus='3' slot='0' function='1'/></source></interface>\n");
+  for (const s of parts.shmems)
+    out.push(`    <shmem name='${s.name}'><model type='ivshmem-plain'/><size unit='M'>${s.size}</size></shmem>\n`);
+  if (parts.noise && rng.chance(0.5))
+    out.push("    <disk type='file' device='disk'><source file='/var/lib/libvirt/images/a.qcow2'/><target dev='vda'/></disk>\n");
+  if (parts.noise && rng.chance(0.2))
+    out.push("    <interface type='hostdev'><source><address type='pci' domain='0' bus='3' slot='0' function='1'/></source></interface>\n");
   if (parts.devicesExtra !== undefined) out.push(parts.devicesExtra);
   out.push(`  </devices>\n</${root}>`);
   return out.join('');
@@ -317,7 +356,9 @@ function brokenXml(rng: Rng, name: string): { xml: string; why: string } {
       return { xml: base({ headExtra: '  <uuid>not-a-uuid</uuid>\n' }).replace(/ {2}<uuid>5f3a[^<]*<\/uuid>\n/, ''), why: 'bad uuid' };
     case 11:
       return {
-        xml: base({ headExtra: "  <metadata><v:vm xmlns:v='https://vfio-hookd.org/xmlns/vm/1'><v:force>maybe</v:force></v:vm></metadata>\n" }),
+        xml: base({
+          headExtra: "  <metadata><v:vm xmlns:v='https://vfio-hookd.org/xmlns/vm/1'><v:force>maybe</v:force></v:vm></metadata>\n",
+        }),
         why: 'bad vfio-hookd metadata',
       };
     case 12:
@@ -326,7 +367,10 @@ function brokenXml(rng: Rng, name: string): { xml: string; why: string } {
       return { xml: '', why: 'empty' };
     case 14:
       // Never starts with '<domain', so never a domain.
-      return { xml: `${rng.pick(['', ' ', 'x', '{'])}${unicode(rng, rng.range(0, 200))}${rng.chance(0.3) ? '\u0000' : ''}`, why: 'not XML' };
+      return {
+        xml: `${rng.pick(['', ' ', 'x', '{'])}${unicode(rng, rng.range(0, 200))}${rng.chance(0.3) ? '\u0000' : ''}`,
+        why: 'not XML',
+      };
     default:
       return { xml: `${base()}${rng.pick(['<extra/>', 'trailing text', '</domain>'])}`, why: 'content after the root' };
   }
@@ -389,7 +433,12 @@ function fuzzCase(rng: Rng, index: number): FuzzCase | null {
     subOperation = rng.pick(SUB_OPERATIONS);
   } else {
     operation = rng.chance(0.6) ? invalidOperation(rng) : rng.pick(OPERATIONS);
-    subOperation = operation !== '' && (OPERATIONS as readonly string[]).includes(operation) ? invalidSubOperation(rng) : rng.chance(0.5) ? invalidSubOperation(rng) : rng.pick(SUB_OPERATIONS);
+    subOperation =
+      operation !== '' && (OPERATIONS as readonly string[]).includes(operation)
+        ? invalidSubOperation(rng)
+        : rng.chance(0.5)
+          ? invalidSubOperation(rng)
+          : rng.pick(SUB_OPERATIONS);
     refused = true;
     why.push('invalid operation or sub-operation');
   }
@@ -412,7 +461,11 @@ function fuzzCase(rng: Rng, index: number): FuzzCase | null {
   if (xmlKind < 0.05) {
     const text = validXml(rng, name);
     const at = rng.int(text.length + 1);
-    xml = Buffer.concat([Buffer.from(text.slice(0, at)), Buffer.from(rng.pick([[0xff], [0xc3], [0xed, 0xa0, 0x80], [0xfe, 0xff]])), Buffer.from(text.slice(at))]);
+    xml = Buffer.concat([
+      Buffer.from(text.slice(0, at)),
+      Buffer.from(rng.pick([[0xff], [0xc3], [0xed, 0xa0, 0x80], [0xfe, 0xff]])),
+      Buffer.from(text.slice(at)),
+    ]);
     refused = true;
     why.push('XML not UTF-8');
   } else if (managed && operation === 'prepare' && subOperation === 'begin' && !refused && xmlKind < 0.6) {
@@ -438,7 +491,8 @@ function fuzzCase(rng: Rng, index: number): FuzzCase | null {
   // $(cat) in the hook drops NUL bytes; the hook's rule sees what is left.
   const seen = text.replaceAll('\u0000', '');
   const closedWhenDown = (operation === 'prepare' || operation === 'start') && (seen.includes('<hostdev') || seen.includes('<shmem'));
-  if (!refused) why.push(managed ? 'managed VM, a stage that does not act' : acting ? 'valid input of a VM not managed' : 'a stage that does not act');
+  if (!refused)
+    why.push(managed ? 'managed VM, a stage that does not act' : acting ? 'valid input of a VM not managed' : 'a stage that does not act');
   const args: [string, string, string, string] = [name, operation, subOperation, extra];
   const unsendable = args.some(hasNoncharacter);
   if (unsendable) why.push('an argument busctl cannot send');

@@ -51,7 +51,12 @@ export async function installHook(t: ExecutionContext, busAddress: string, runti
 export const HOOK_ENV: Readonly<Record<string, string>> = { LC_ALL: 'C', PATH: '/usr/bin:/bin' };
 
 /** Run the hook as libvirt does; `xml` may be bytes (for input that is not UTF-8). */
-export async function runHook(hook: InstalledHook | string, args: readonly string[], xml: string | Buffer, env = HOOK_ENV): Promise<HookRun> {
+export async function runHook(
+  hook: InstalledHook | string,
+  args: readonly string[],
+  xml: string | Buffer,
+  env = HOOK_ENV,
+): Promise<HookRun> {
   const file = typeof hook === 'string' ? hook : hook.path;
   // ETXTBSY: a process forked by another test of this worker (before its exec)
   // briefly holds the descriptor that wrote the hook. It passes at once; libvirt's
@@ -66,7 +71,12 @@ export async function runHook(hook: InstalledHook | string, args: readonly strin
   }
 }
 
-async function runOnce(file: string, args: readonly string[], xml: string | Buffer, env: Readonly<Record<string, string>>): Promise<HookRun> {
+async function runOnce(
+  file: string,
+  args: readonly string[],
+  xml: string | Buffer,
+  env: Readonly<Record<string, string>>,
+): Promise<HookRun> {
   const child = spawn(file, args, { env: { ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

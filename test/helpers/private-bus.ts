@@ -27,7 +27,11 @@ import { tempDir } from './temp-dir.js';
  * The shipped private-bus configuration (units/private-bus.conf.in) with our
  * socket and policy, and more policy files included after ours (logind's).
  */
-export async function busConfig(socketPath: string, policyFile: string = POLICY_FILE, extraPolicies: readonly string[] = []): Promise<string> {
+export async function busConfig(
+  socketPath: string,
+  policyFile: string = POLICY_FILE,
+  extraPolicies: readonly string[] = [],
+): Promise<string> {
   const template = await fs.readFile(path.join(REPO, 'units', 'private-bus.conf.in'), 'utf8');
   return template
     .replaceAll('@SOCKET@', socketPath)
@@ -58,7 +62,10 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'
 function firstLine(child: ChildProcess, what: string, stderr: () => string): Promise<string> {
   return new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => finish(new Error(`${what} printed nothing in ${START_TIMEOUT_MS} ms; stderr: ${stderr()}`)), START_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => finish(new Error(`${what} printed nothing in ${START_TIMEOUT_MS} ms; stderr: ${stderr()}`)),
+      START_TIMEOUT_MS,
+    );
     const onData = (chunk: Buffer): void => {
       out += chunk.toString('utf8');
       const nl = out.indexOf('\n');
@@ -201,7 +208,9 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
   const child = spawn(
     process.execPath,
     [
-      ...(opts.compiled ? [path.join(REPO, 'dist', 'service', 'vfio-hookd.js')] : ['--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd.ts')]),
+      ...(opts.compiled
+        ? [path.join(REPO, 'dist', 'service', 'vfio-hookd.js')]
+        : ['--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd.ts')]),
       '--simulate',
       fixture,
       '--sim-dir',
@@ -230,7 +239,10 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
         throw new Error(`vfio-hookd exited (${code}) before READY=1; stderr: ${stderr}`);
       }),
       new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`vfio-hookd sent no READY=1 in ${START_TIMEOUT_MS} ms; stderr: ${stderr}`)), START_TIMEOUT_MS);
+        timer = setTimeout(
+          () => reject(new Error(`vfio-hookd sent no READY=1 in ${START_TIMEOUT_MS} ms; stderr: ${stderr}`)),
+          START_TIMEOUT_MS,
+        );
       }),
     ]);
   } finally {

@@ -27,11 +27,7 @@ export function fixtureCopy(name: string): FixtureInput {
   return structuredClone(fixture) as FixtureInput;
 }
 
-export async function makeSim(
-  t: ExecutionContext,
-  fixture: string | FixtureInput,
-  options: ExecuteOptions = {},
-): Promise<TestSim> {
+export async function makeSim(t: ExecutionContext, fixture: string | FixtureInput, options: ExecuteOptions = {}): Promise<TestSim> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-sim-'));
   t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
   await buildSimHost(typeof fixture === 'string' ? fixtureCopy(fixture) : fixture, dir);

@@ -133,7 +133,8 @@ async function cgroupPids(dir: string): Promise<number[]> {
   try {
     const text = await fs.readFile(path.join(dir, 'cgroup.procs'), 'utf8');
     pids.push(...text.split('\n').filter(Boolean).map(Number));
-    for (const entry of await fs.readdir(dir, { withFileTypes: true })) if (entry.isDirectory()) pids.push(...(await cgroupPids(path.join(dir, entry.name))));
+    for (const entry of await fs.readdir(dir, { withFileTypes: true }))
+      if (entry.isDirectory()) pids.push(...(await cgroupPids(path.join(dir, entry.name))));
   } catch {
     // gone already
   }
@@ -213,14 +214,16 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
       clearTimeout(timer);
     }
     // Anything the manager left behind (it should leave nothing).
-    for (const cg of cgroups) for (const pid of await cgroupPids(cg)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
+    for (const cg of cgroups)
+      for (const pid of await cgroupPids(cg)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
       }
-    }
-    for (let i = 0; i < 50 && (await Promise.all(cgroups.map(cgroupPids))).flat().length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 50 && (await Promise.all(cgroups.map(cgroupPids))).flat().length > 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
   };
   t.teardown(stop);
 
@@ -231,7 +234,13 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
       exited.then(([code, signal]) => {
         throw new Error(`systemd --user exited (${code ?? signal}) before READY=1: ${output}`);
       }),
-      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`systemd --user sent no READY=1 in ${START_TIMEOUT_MS} ms: ${output}`)), START_TIMEOUT_MS))),
+      new Promise(
+        (_, reject) =>
+          (timer = setTimeout(
+            () => reject(new Error(`systemd --user sent no READY=1 in ${START_TIMEOUT_MS} ms: ${output}`)),
+            START_TIMEOUT_MS,
+          )),
+      ),
     ]);
   } finally {
     clearTimeout(timer);
@@ -252,7 +261,10 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
 
   // Bring the session bus up, then wait until the manager is on it (it joins once dbus.service runs).
   const started = await systemctl('start', 'dbus.service');
-  if (started.code !== 0) throw new Error(`cannot start the session bus: ${started.stderr} ${output} ${await fs.readFile(path.join(home, 'session-bus.log'), 'utf8').catch(() => '')}`);
+  if (started.code !== 0)
+    throw new Error(
+      `cannot start the session bus: ${started.stderr} ${output} ${await fs.readFile(path.join(home, 'session-bus.log'), 'utf8').catch(() => '')}`,
+    );
   for (let i = 0; ; i++) {
     try {
       await run('busctl', ['--user', 'status', 'org.freedesktop.systemd1']);

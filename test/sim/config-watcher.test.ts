@@ -117,8 +117,10 @@ test.serial('a broken file is an error event with line and column, and the previ
   const event = await next();
   t.is(event.type, 'error');
   t.true(event.type === 'error' && event.error instanceof InvalidConfig);
-  t.is(event.type === 'error' ? event.error.message : '',
-    `${path}:5:8: vm.win10.looking-glass.mode: invalid mode '0669': expected an octal mode like '0660'`);
+  t.is(
+    event.type === 'error' ? event.error.message : '',
+    `${path}:5:8: vm.win10.looking-glass.mode: invalid mode '0669': expected an octal mode like '0660'`,
+  );
   t.is(watcher.current, good);
 
   await fsp.writeFile(path, '[vm.win10\n');
@@ -244,8 +246,10 @@ test.serial('a file others may change is refused like a broken one: an error eve
   // A chmod alone is an event too (inotify's IN_ATTRIB).
   await fsp.chmod(path, 0o666);
   const writable = await next();
-  t.is(writable.type === 'error' ? writable.error.message : '',
-    `Cannot trust configuration '${path}': the file is writable by group and others (mode 0666); ${why}; run "chmod go-w '${path}'", refusing`);
+  t.is(
+    writable.type === 'error' ? writable.error.message : '',
+    `Cannot trust configuration '${path}': the file is writable by group and others (mode 0666); ${why}; run "chmod go-w '${path}'", refusing`,
+  );
   t.is(watcher.current, good);
 
   // What an untrusted writer puts in it is never loaded.
@@ -260,10 +264,15 @@ test.serial('a file others may change is refused like a broken one: an error eve
   await fsp.chown(theirs, 12345, 12345);
   await fsp.rename(theirs, path);
   const foreign = await next();
-  t.is(foreign.type === 'error' ? foreign.error.message : '',
-    `Cannot trust configuration '${path}': the file is owned by uid 12345; ${why}; run "chown root:root '${path}'", refusing`);
+  t.is(
+    foreign.type === 'error' ? foreign.error.message : '',
+    `Cannot trust configuration '${path}': the file is owned by uid 12345; ${why}; run "chown root:root '${path}'", refusing`,
+  );
   t.is(watcher.current, good);
-  await t.throwsAsync(() => watcher.reload(), { instanceOf: InvalidConfig, message: foreign.type === 'error' ? foreign.error.message : '' });
+  await t.throwsAsync(() => watcher.reload(), {
+    instanceOf: InvalidConfig,
+    message: foreign.type === 'error' ? foreign.error.message : '',
+  });
   t.is((await next()).type, 'error', 'reload() reports it to listeners too');
 
   // Fixed, the file's text (now root's) is loaded.
@@ -280,7 +289,8 @@ test.serial('a refusal at start rejects start(), and the fix is picked up as a c
   const { watcher, next } = open(t, path);
   await t.throwsAsync(() => watcher.start(), {
     instanceOf: InvalidConfig,
-    message: `Cannot trust configuration '${path}': the folder '${dir}' is writable by group and others (mode 0777); ` +
+    message:
+      `Cannot trust configuration '${path}': the folder '${dir}' is writable by group and others (mode 0777); ` +
       `it decides which devices leave the host, so only root may be able to change it; run "chmod go-w '${dir}'", refusing`,
   });
   t.is(watcher.current, null);

@@ -20,12 +20,12 @@ async function runtime(t: ExecutionContext): Promise<string> {
   return dir;
 }
 
-test('the folder is <run>/vfio-hookd, the daemon\'s state folder', (t) => {
+test("the folder is <run>/vfio-hookd, the daemon's state folder", (t) => {
   t.is(hookXmlDir('/run'), '/run/vfio-hookd');
   t.is(hookXmlDir('/tmp/x/run/'), '/tmp/x/run/vfio-hookd');
 });
 
-test('reads the hook\'s file as it is, and leaves it', async (t) => {
+test("reads the hook's file as it is, and leaves it", async (t) => {
   const dir = await runtime(t);
   const file = path.join(dir, 'hook-xml.AbC123xyz0');
   await fs.writeFile(file, XML, { mode: 0o600 });
@@ -69,33 +69,74 @@ for (const [what, make] of badPaths) {
 const badFiles: [string, (file: string) => Promise<void>, new (m: string) => Error, (file: string) => string][] = [
   ['a file that is not there', async () => {}, InvalidArgs, (f) => `Domain XML file ${q(f)} does not exist, refusing`],
   ['a symlink', async (f) => fs.symlink('/etc/passwd', f), UnsafePath, (f) => `Domain XML file ${q(f)} is a symlink, refusing`],
-  ['a symlink to a good file', async (f) => {
-    await fs.writeFile(`${f}.target`, XML, { mode: 0o600 });
-    await fs.symlink(`${f}.target`, f);
-  }, UnsafePath, (f) => `Domain XML file ${q(f)} is a symlink, refusing`],
+  [
+    'a symlink to a good file',
+    async (f) => {
+      await fs.writeFile(`${f}.target`, XML, { mode: 0o600 });
+      await fs.symlink(`${f}.target`, f);
+    },
+    UnsafePath,
+    (f) => `Domain XML file ${q(f)} is a symlink, refusing`,
+  ],
   ['a folder', async (f) => fs.mkdir(f), UnsafePath, (f) => `Domain XML file ${q(f)} is not a regular file, refusing`],
-  ['a FIFO (opening it must not hang)', async (f) => void execFileSync('mkfifo', ['-m', '0600', f]), UnsafePath, (f) => `Domain XML file ${q(f)} is not a regular file, refusing`],
-  ['a hard link', async (f) => {
-    await fs.writeFile(`${f}.other`, XML, { mode: 0o600 });
-    await fs.link(`${f}.other`, f);
-  }, UnsafePath, (f) => `Domain XML file ${q(f)} has 2 hard links, refusing`],
-  ['a file of another owner', async (f) => {
-    await fs.writeFile(f, XML, { mode: 0o600 });
-    await fs.chown(f, 1000, 1000);
-  }, UnsafePath, (f) => `Domain XML file ${q(f)} is owned by uid 1000, not root, refusing`],
-  ['a file writable by others', async (f) => {
-    await fs.writeFile(f, XML);
-    await fs.chmod(f, 0o646);
-  }, UnsafePath, (f) => `Domain XML file ${q(f)} is writable by group or others (mode 0646), refusing`],
-  ['a file writable by its group', async (f) => {
-    await fs.writeFile(f, XML);
-    await fs.chmod(f, 0o660);
-  }, UnsafePath, (f) => `Domain XML file ${q(f)} is writable by group or others (mode 0660), refusing`],
-  ['a file over the cap (sparse: refused by its size, unread)', async (f) => {
-    await fs.writeFile(f, '', { mode: 0o600 });
-    await fs.truncate(f, DOMAIN_XML_MAX_BYTES + 1);
-  }, InvalidArgs, () => `Invalid domain XML: ${DOMAIN_XML_MAX_BYTES + 1} bytes, more than the ${DOMAIN_XML_MAX_BYTES} accepted; this is not a libvirt domain definition, refusing`],
-  ['bytes that are not UTF-8', async (f) => fs.writeFile(f, Buffer.from([0x3c, 0x64, 0xff, 0xfe, 0x3e]), { mode: 0o600 }), InvalidArgs, (f) => `Invalid domain XML in ${q(f)}: not UTF-8 text (libvirt writes UTF-8), refusing`],
+  [
+    'a FIFO (opening it must not hang)',
+    async (f) => void execFileSync('mkfifo', ['-m', '0600', f]),
+    UnsafePath,
+    (f) => `Domain XML file ${q(f)} is not a regular file, refusing`,
+  ],
+  [
+    'a hard link',
+    async (f) => {
+      await fs.writeFile(`${f}.other`, XML, { mode: 0o600 });
+      await fs.link(`${f}.other`, f);
+    },
+    UnsafePath,
+    (f) => `Domain XML file ${q(f)} has 2 hard links, refusing`,
+  ],
+  [
+    'a file of another owner',
+    async (f) => {
+      await fs.writeFile(f, XML, { mode: 0o600 });
+      await fs.chown(f, 1000, 1000);
+    },
+    UnsafePath,
+    (f) => `Domain XML file ${q(f)} is owned by uid 1000, not root, refusing`,
+  ],
+  [
+    'a file writable by others',
+    async (f) => {
+      await fs.writeFile(f, XML);
+      await fs.chmod(f, 0o646);
+    },
+    UnsafePath,
+    (f) => `Domain XML file ${q(f)} is writable by group or others (mode 0646), refusing`,
+  ],
+  [
+    'a file writable by its group',
+    async (f) => {
+      await fs.writeFile(f, XML);
+      await fs.chmod(f, 0o660);
+    },
+    UnsafePath,
+    (f) => `Domain XML file ${q(f)} is writable by group or others (mode 0660), refusing`,
+  ],
+  [
+    'a file over the cap (sparse: refused by its size, unread)',
+    async (f) => {
+      await fs.writeFile(f, '', { mode: 0o600 });
+      await fs.truncate(f, DOMAIN_XML_MAX_BYTES + 1);
+    },
+    InvalidArgs,
+    () =>
+      `Invalid domain XML: ${DOMAIN_XML_MAX_BYTES + 1} bytes, more than the ${DOMAIN_XML_MAX_BYTES} accepted; this is not a libvirt domain definition, refusing`,
+  ],
+  [
+    'bytes that are not UTF-8',
+    async (f) => fs.writeFile(f, Buffer.from([0x3c, 0x64, 0xff, 0xfe, 0x3e]), { mode: 0o600 }),
+    InvalidArgs,
+    (f) => `Invalid domain XML in ${q(f)}: not UTF-8 text (libvirt writes UTF-8), refusing`,
+  ],
 ];
 
 for (const [what, make, instanceOf, message] of badFiles) {

@@ -170,7 +170,15 @@ test('devices --json lists the RX 580 and RX 590 groups with their functions, vi
   t.true(view.holdersComplete);
 
   const gpu = deviceIn(view, '0000:0b:00.0');
-  t.like(gpu, { vendorId: '1002', deviceId: '67df', classCode: '0x030000', driver: 'amdgpu', driverOverride: null, iommuGroup: 25, claim: null });
+  t.like(gpu, {
+    vendorId: '1002',
+    deviceId: '67df',
+    classCode: '0x030000',
+    driver: 'amdgpu',
+    driverOverride: null,
+    iommuGroup: 25,
+    claim: null,
+  });
   t.deepEqual(gpu.consumers, ['0000:0b:00.1']);
   t.deepEqual(gpu.holders, []);
   t.deepEqual(await sim.driversOf([...RX580, ...RX590]), { ...HOST_580, ...HOST_590 }, 'listing changes nothing');
@@ -215,11 +223,17 @@ test('devices prints one header per IOMMU group and the holders of the host card
   const g24 = lines.indexOf('IOMMU group 24 (not viable: amdgpu, snd_hda_intel bound)');
   const g25 = lines.indexOf('IOMMU group 25 (not viable: amdgpu, snd_hda_intel bound)');
   t.true(g24 >= 0 && g25 > g24, result.stdout);
-  t.regex(lines[g24 + 1] ?? '', /^ {2}0000:0a:00\.0 +VGA compatible controller \[0300\] +1002:67df +amdgpu +boot VGA; held by Xorg \(1187\), gnome-shell \(1502\); host needs it: /);
+  t.regex(
+    lines[g24 + 1] ?? '',
+    /^ {2}0000:0a:00\.0 +VGA compatible controller \[0300\] +1002:67df +amdgpu +boot VGA; held by Xorg \(1187\), gnome-shell \(1502\); host needs it: /,
+  );
   t.regex(lines[g24 + 2] ?? '', /^ {2}0000:0a:00\.1 +Audio device \[0403\] +1002:aaf0 +snd_hda_intel$/);
   t.regex(lines[g25 + 1] ?? '', /^ {2}0000:0b:00\.0 +VGA compatible controller \[0300\] +1002:67df +amdgpu$/);
   t.regex(lines[g25 + 2] ?? '', /^ {2}0000:0b:00\.1 +Audio device \[0403\] +1002:aaf0 +snd_hda_intel$/);
-  t.regex(result.stdout, /^IOMMU group 14 \(not viable: nvme bound\)\n {2}0000:01:00\.0 .* nvme +host needs it: .*'\/' is mounted from 'nvme0n1p2' \(ext4\)/m);
+  t.regex(
+    result.stdout,
+    /^IOMMU group 14 \(not viable: nvme bound\)\n {2}0000:01:00\.0 .* nvme +host needs it: .*'\/' is mounted from 'nvme0n1p2' \(ext4\)/m,
+  );
   t.false(result.stdout.includes('Note: not every process could be read'), 'the simulated /proc is fully readable');
 });
 
@@ -229,13 +243,23 @@ test('devices on the chipset host says the host needs its chipset functions and 
   t.is(result.code, 0, result.stderr);
   const lines = result.stdout.split('\n');
   const line = (address: string): string => lines.find((l) => l.startsWith(`  ${address} `)) ?? '';
-  t.regex(line('0000:00:00.2'), /^ {2}0000:00:00\.2 +IOMMU \[0806\] +1022:1481 +- +host needs it: the IOMMU itself, which isolates every device passed through \(a chipset function\)$/);
-  t.regex(line('0000:00:14.0'), / piix4_smbus +host needs it: the SMBus, where the memory's SPD, the sensors and fan control sit \(a chipset function\)$/);
+  t.regex(
+    line('0000:00:00.2'),
+    /^ {2}0000:00:00\.2 +IOMMU \[0806\] +1022:1481 +- +host needs it: the IOMMU itself, which isolates every device passed through \(a chipset function\)$/,
+  );
+  t.regex(
+    line('0000:00:14.0'),
+    / piix4_smbus +host needs it: the SMBus, where the memory's SPD, the sensors and fan control sit \(a chipset function\)$/,
+  );
   t.regex(
     line('0000:03:00.1'),
     / xhci_hcd +host needs it: the keyboard 'CHERRY USB keyboard' \(input0\) is connected through it, the mouse 'Logitech USB Optical Mouse' \(input1\) is connected through it$/,
   );
-  t.regex(line('0000:03:00.3'), /^ {2}0000:03:00\.3 +USB controller \[0c03\] +1022:149c +xhci_hcd$/, 'a gamepad is not something the host needs');
+  t.regex(
+    line('0000:03:00.3'),
+    /^ {2}0000:03:00\.3 +USB controller \[0c03\] +1022:149c +xhci_hcd$/,
+    'a gamepad is not something the host needs',
+  );
   const view = await devicesJson(sim);
   t.deepEqual(deviceIn(view, '0000:00:00.0').hostDependencies, ["the host bridge, the CPU's link to memory and PCI (a chipset function)"]);
 });
@@ -280,7 +304,10 @@ test('detach for win10 then, in separate invocations, devices and reattach: the 
   t.true(await sim.exists('dev/vfio/25'));
   t.false(await sim.exists('dev/dri/card1'), "amdgpu's node for the RX 590 went with it");
   t.true(await sim.exists('dev/dri/card0'));
-  const state = JSON.parse(await fs.readFile(sim.statePath, 'utf8')) as { version: number; claims: Record<string, { owner: unknown; originalDriver: string | null; group: number | null }> };
+  const state = JSON.parse(await fs.readFile(sim.statePath, 'utf8')) as {
+    version: number;
+    claims: Record<string, { owner: unknown; originalDriver: string | null; group: number | null }>;
+  };
   t.is(state.version, 2);
   t.deepEqual(Object.keys(state.claims), RX590);
   t.like(state.claims['0000:0b:00.0'], { owner: { kind: 'vm', name: 'win10' }, originalDriver: 'amdgpu', group: 25 });
@@ -308,7 +335,11 @@ test('detach for win10 then, in separate invocations, devices and reattach: the 
 test('detach without --for records the device as a detach by hand, by the invoking user', async (t) => {
   const sim = await makeSim(t);
   t.is((await sim.run('detach', '0b:00.1')).code, 0);
-  t.deepEqual(deviceIn(await devicesJson(sim), '0000:0b:00.0').claim, { owner: 'manual:root', originalDriver: 'amdgpu', originalKnown: true });
+  t.deepEqual(deviceIn(await devicesJson(sim), '0000:0b:00.0').claim, {
+    owner: 'manual:root',
+    originalDriver: 'amdgpu',
+    originalKnown: true,
+  });
   t.deepEqual(await sim.driversOf(RX590), VFIO_590);
 });
 
@@ -411,7 +442,10 @@ test('a process held as files in the sim folder (proc/<pid>/comm and fd link) is
   await fs.symlink('/dev/dri/renderD129', path.join(proc, 'fd', '7'));
   const result = await sim.run('detach', '0b:00.0');
   t.is(result.code, 1);
-  t.is(result.stderr, "vfio-hookctl: Cannot detach '0000:0b:00.0': '0000:0b:00.0' is held by 'obs' (pid 4343) through '/dev/dri/renderD129'; close it, refusing\n");
+  t.is(
+    result.stderr,
+    "vfio-hookctl: Cannot detach '0000:0b:00.0': '0000:0b:00.0' is held by 'obs' (pid 4343) through '/dev/dri/renderD129'; close it, refusing\n",
+  );
   t.deepEqual(await sim.driversOf(RX590), HOST_590);
 });
 
@@ -465,11 +499,27 @@ test('--dry-run --json prints the reattach plan as data and changes nothing', as
 
 const usageErrors: readonly (readonly [name: string, args: (simDir: string, other: string) => string[], message: string | RegExp])[] = [
   ['an unknown command', (d) => ['--simulate', 'reference-host', '--sim-dir', d, 'frobnicate'], "Unknown command 'frobnicate'"],
-  ['detach without an address', (d) => ['--simulate', 'reference-host', '--sim-dir', d, 'detach'], "'detach' needs at least one PCI address, e.g. 0000:0b:00.0"],
-  ['reattach without an address', (d) => ['--simulate', 'reference-host', '--sim-dir', d, 'reattach'], "'reattach' needs at least one PCI address, e.g. 0000:0b:00.0"],
-  ['devices with an argument', (d) => ['--simulate', 'reference-host', '--sim-dir', d, 'devices', '0b:00.0'], "'devices' takes no arguments, got '0b:00.0'"],
+  [
+    'detach without an address',
+    (d) => ['--simulate', 'reference-host', '--sim-dir', d, 'detach'],
+    "'detach' needs at least one PCI address, e.g. 0000:0b:00.0",
+  ],
+  [
+    'reattach without an address',
+    (d) => ['--simulate', 'reference-host', '--sim-dir', d, 'reattach'],
+    "'reattach' needs at least one PCI address, e.g. 0000:0b:00.0",
+  ],
+  [
+    'devices with an argument',
+    (d) => ['--simulate', 'reference-host', '--sim-dir', d, 'devices', '0b:00.0'],
+    "'devices' takes no arguments, got '0b:00.0'",
+  ],
   ['an unknown option', (d) => ['--simulate', 'reference-host', '--sim-dir', d, '--bogus', 'devices'], /^Unknown option '--bogus'/],
-  ['an option missing its value', (d) => ['--simulate', 'reference-host', '--sim-dir', d, 'detach', '0b:00.0', '--for'], /^Option '--for <value>' argument missing/],
+  [
+    'an option missing its value',
+    (d) => ['--simulate', 'reference-host', '--sim-dir', d, 'detach', '0b:00.0', '--for'],
+    /^Option '--for <value>' argument missing/,
+  ],
   [
     '--simulate with --sysfs-root',
     (d, other) => ['--simulate', 'reference-host', '--sim-dir', d, '--sysfs-root', other, 'devices'],
@@ -480,7 +530,11 @@ const usageErrors: readonly (readonly [name: string, args: (simDir: string, othe
     (d, other) => ['--simulate', 'reference-host', '--sim-dir', d, '--run-root', other, 'devices'],
     '--simulate brings its own roots; do not combine it with --sysfs-root, --proc-root, --dev-root or --run-root',
   ],
-  ['--sim-dir without --simulate', (d, other) => ['--sim-dir', d, '--sysfs-root', other, 'devices'], '--sim-dir and --reset-sim need --simulate'],
+  [
+    '--sim-dir without --simulate',
+    (d, other) => ['--sim-dir', d, '--sysfs-root', other, 'devices'],
+    '--sim-dir and --reset-sim need --simulate',
+  ],
   [
     'a write timeout of zero',
     (d) => ['--simulate', 'reference-host', '--sim-dir', d, '--write-timeout', '0', 'detach', '0b:00.0'],
@@ -594,7 +648,10 @@ test('the real executable exits 2 on bad usage and 1 on a refusal, with one sent
   const refused = await executable([...args, 'detach', '0000:01:00.0']);
   t.is(refused.code, 1);
   t.is(refused.stdout, '');
-  t.regex(refused.stderr, /^vfio-hookctl: Cannot detach '0000:01:00\.0': the host depends on it: .*'\/' is mounted from 'nvme0n1p2'.*refusing\n$/);
+  t.regex(
+    refused.stderr,
+    /^vfio-hookctl: Cannot detach '0000:01:00\.0': the host depends on it: .*'\/' is mounted from 'nvme0n1p2'.*refusing\n$/,
+  );
   t.is(await sim.driverOf('0000:01:00.0'), 'nvme');
 });
 
@@ -616,7 +673,11 @@ test('the real executable on a --sysfs-root folder reports a refused sysfs write
   });
   t.deepEqual(await sim.driversOf(RX590), HOST_590);
   t.false(await sim.exists(path.relative(sim.dir, override)), 'the adapter created no attribute');
-  t.like(JSON.parse(await fs.readFile(path.join(sim.dir, 'run/vfio-hookd/state.json'), 'utf8')), { claims: {}, pending: null }, 'the write-ahead record is cleared, nothing claimed');
+  t.like(
+    JSON.parse(await fs.readFile(path.join(sim.dir, 'run/vfio-hookd/state.json'), 'utf8')),
+    { claims: {}, pending: null },
+    'the write-ahead record is cleared, nothing claimed',
+  );
 });
 
 // ---------------------------------------------------------------- other hosts
@@ -678,7 +739,10 @@ test('nvidia-host: detaching the RTX 2080 moves all four functions to vfio-pci',
   t.true(await sim.exists('dev/vfio/1'));
   for (const a of functions) t.is(await sim.overrideOf(a), 'vfio-pci', a);
   t.deepEqual(
-    result.stdout.split('\n').filter(Boolean).map((l) => l.split('  ')[0]),
+    result.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split('  ')[0]),
     ['0000:01:00.1', '0000:01:00.0', '0000:01:00.2', '0000:01:00.3'],
     'the HDMI audio (consumer) goes before the GPU, then address order',
   );

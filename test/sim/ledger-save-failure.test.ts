@@ -41,7 +41,10 @@ test('the save after the devices moved failing puts them back and refuses, namin
   const file = new FailingStateFile(sim.kernel.roots.run, 2);
   const ledger = new DeviceLedger({ engine: sim.engine, state: file });
   const error = await t.throwsAsync(ledger.detach(vmOwner('win10'), ['0000:0b:00.0']), { instanceOf: StateNotSaved });
-  t.regex(error.message, /^Cannot record the detach of '0000:0b:00\.1', '0000:0b:00\.0' in '.*state\.json' \(ENOSPC: no space left on device, write\); the devices were put back \(.*\), refusing$/);
+  t.regex(
+    error.message,
+    /^Cannot record the detach of '0000:0b:00\.1', '0000:0b:00\.0' in '.*state\.json' \(ENOSPC: no space left on device, write\); the devices were put back \(.*\), refusing$/,
+  );
   t.deepEqual(await driversOf(sim, RX590), HOST);
   t.is(await sim.overrideOf('0000:0b:00.0'), '(null)');
   t.is(await sim.overrideOf('0000:0b:00.1'), '(null)');

@@ -7,7 +7,16 @@ import test from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { addSimProcess, removeSimProcess } from '../../lib/sim/index.js';
-import { BindFailed, DeviceBusy, DeviceClaimed, GroupNotViable, HostDependency, InvalidArgs, NoSuchDevice, Timeout } from '../../lib/errors.js';
+import {
+  BindFailed,
+  DeviceBusy,
+  DeviceClaimed,
+  GroupNotViable,
+  HostDependency,
+  InvalidArgs,
+  NoSuchDevice,
+  Timeout,
+} from '../../lib/errors.js';
 import { PlanExecutor } from '../../lib/pci/executor.js';
 import { planReattach } from '../../lib/pci/plan.js';
 import { driversOf, fixtureCopy, makeSim } from '../helpers/sim.js';
@@ -57,7 +66,11 @@ test('detach is idempotent for the same owner and keeps the first original drive
   const sim = await makeSim(t, 'reference-host');
   const first = await sim.engine.detach(['0000:0b:00.0'], { owner: vmOwner('win10') });
   const second = await sim.engine.detach(['0000:0b:00.0'], { owner: vmOwner('win10'), claims: first.claims });
-  t.deepEqual(second.plan.steps.filter((s) => 'address' in s), [], 'no device step: everything is already on vfio-pci');
+  t.deepEqual(
+    second.plan.steps.filter((s) => 'address' in s),
+    [],
+    'no device step: everything is already on vfio-pci',
+  );
   t.is(second.claims.get('0000:0b:00.0')?.originalDriver, 'amdgpu');
 });
 
@@ -77,7 +90,10 @@ test('refuses to detach a device held by a process, naming its pid and command, 
 test('refuses to detach the NVMe controller that holds the mounted root filesystem, naming the mount', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   const error = await t.throwsAsync(sim.engine.detach(['0000:01:00.0'], { owner: vmOwner('win10') }), { instanceOf: HostDependency });
-  t.regex(error.message, /^Cannot detach '0000:01:00\.0': the host depends on it: '0000:01:00\.0' \(Non-Volatile memory controller\), requested: /);
+  t.regex(
+    error.message,
+    /^Cannot detach '0000:01:00\.0': the host depends on it: '0000:01:00\.0' \(Non-Volatile memory controller\), requested: /,
+  );
   t.regex(error.message, /'\/' is mounted from 'nvme0n1p2' \(ext4\)/);
   t.regex(error.message, /swap is on 'nvme0n1p3'/);
   t.regex(error.message, /refusing$/);
@@ -118,7 +134,10 @@ test('single-GPU host: forced detach takes the card, leaves its root port, and r
 test('a GPU sharing its group with an up NIC is refused, naming the NIC and why it is included', async (t) => {
   const sim = await makeSim(t, 'split-board-host');
   const error = await t.throwsAsync(sim.engine.detach(['0000:05:00.0'], { owner: vmOwner('win10') }), { instanceOf: HostDependency });
-  t.regex(error.message, /'0000:04:00\.0' \(Ethernet controller\), IOMMU group 13 with '0000:0[0-9]:00\.[0-9]': network interface 'enp4s0' is up/);
+  t.regex(
+    error.message,
+    /'0000:04:00\.0' \(Ethernet controller\), IOMMU group 13 with '0000:0[0-9]:00\.[0-9]': network interface 'enp4s0' is up/,
+  );
   t.deepEqual(await driversOf(sim, ['0000:04:00.0', '0000:05:00.0', '0000:05:00.1']), {
     '0000:04:00.0': 'r8169',
     '0000:05:00.0': 'nouveau',
@@ -141,8 +160,13 @@ test('the four functions of an NVIDIA card go together, consumers before the GPU
 test("refuses another VM's device with DeviceClaimed and leaves the first VM's binding as it is", async (t) => {
   const sim = await makeSim(t, 'reference-host');
   const { claims } = await sim.engine.detach(['0000:0b:00.0'], { owner: vmOwner('win10') });
-  const error = await t.throwsAsync(sim.engine.detach(['0000:0b:00.0'], { owner: vmOwner('win11'), claims }), { instanceOf: DeviceClaimed });
-  t.is(error.message, "Cannot detach '0000:0b:00.1' for VM 'win11': it belongs to VM 'win10'; shut that VM down first (virsh shutdown 'win10'), refusing");
+  const error = await t.throwsAsync(sim.engine.detach(['0000:0b:00.0'], { owner: vmOwner('win11'), claims }), {
+    instanceOf: DeviceClaimed,
+  });
+  t.is(
+    error.message,
+    "Cannot detach '0000:0b:00.1' for VM 'win11': it belongs to VM 'win10'; shut that VM down first (virsh shutdown 'win10'), refusing",
+  );
   t.deepEqual(await driversOf(sim, RX590), VFIO_590);
 });
 
@@ -168,7 +192,10 @@ test('a vfio-pci probe that fails is rolled back to the host drivers', async (t)
   fixture.drivers['vfio-pci'] = { failsProbe: true };
   const sim = await makeSim(t, fixture, { settleTimeoutMs: 100 });
   const error = await t.throwsAsync(sim.engine.detach(['0000:0b:00.0'], { owner: vmOwner('win10') }), { instanceOf: BindFailed });
-  t.regex(error.message, /^Cannot bind '0000:0b:00\.1' to 'vfio-pci': drivers_probe failed|^Cannot bind '0000:0b:00\.1' to 'vfio-pci': bind failed with ENODEV/);
+  t.regex(
+    error.message,
+    /^Cannot bind '0000:0b:00\.1' to 'vfio-pci': drivers_probe failed|^Cannot bind '0000:0b:00\.1' to 'vfio-pci': bind failed with ENODEV/,
+  );
   t.regex(error.message, /rolled back: '0000:0b:00\.1' restored to 'snd_hda_intel'\)$/);
   t.deepEqual(await driversOf(sim, RX590), HOST_DRIVERS_590);
   t.is(await sim.overrideOf('0000:0b:00.1'), '(null)');
@@ -262,12 +289,18 @@ const CHIPSET_ENDING =
 test('the RX 6800 takes its four functions across three groups, and the host bridge and the IOMMU stay as they were', async (t) => {
   const sim = await makeSim(t, 'chipset-host');
   const { plan, claims } = await sim.engine.detach(['0000:01:00.0'], { owner: vmOwner('win10') });
-  t.deepEqual(plan.devices.map((d) => d.address), ['0000:01:00.1', '0000:01:00.0', '0000:01:00.2', '0000:01:00.3']);
+  t.deepEqual(
+    plan.devices.map((d) => d.address),
+    ['0000:01:00.1', '0000:01:00.0', '0000:01:00.2', '0000:01:00.3'],
+  );
   t.deepEqual(await driversOf(sim, RX6800), Object.fromEntries(RX6800.map((a) => [a, 'vfio-pci'])));
   t.deepEqual(await driversOf(sim, CHIPSET), CHIPSET_DRIVERS);
   t.is(await sim.overrideOf('0000:00:00.0'), '(null)');
   t.is(await sim.overrideOf('0000:00:00.2'), '(null)');
-  t.deepEqual([await sim.exists('dev/vfio/0'), await sim.exists('dev/vfio/1'), await sim.exists('dev/vfio/2'), await sim.exists('dev/vfio/3')], [true, false, true, true]);
+  t.deepEqual(
+    [await sim.exists('dev/vfio/0'), await sim.exists('dev/vfio/1'), await sim.exists('dev/vfio/2'), await sim.exists('dev/vfio/3')],
+    [true, false, true, true],
+  );
 
   await sim.engine.reattach(['0000:01:00.0'], { owner: vmOwner('win10'), claims });
   t.deepEqual(await driversOf(sim, RX6800), {
@@ -282,7 +315,10 @@ test('the RX 6800 takes its four functions across three groups, and the host bri
 test('the GPU audio still follows the GPU on the reference host, and nothing of the chipset moves', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   const { plan } = await sim.engine.detach(['0000:0b:00.0'], { owner: vmOwner('win10') });
-  t.deepEqual(plan.devices.map((d) => d.address), ['0000:0b:00.1', '0000:0b:00.0']);
+  t.deepEqual(
+    plan.devices.map((d) => d.address),
+    ['0000:0b:00.1', '0000:0b:00.0'],
+  );
   t.deepEqual(await driversOf(sim, RX590), VFIO_590);
   t.deepEqual(await driversOf(sim, ['0000:00:00.0', '0000:00:00.2', '0000:00:14.0', '0000:06:00.1', '0000:06:00.3']), {
     '0000:00:00.0': null,
@@ -296,7 +332,10 @@ test('the GPU audio still follows the GPU on the reference host, and nothing of 
 test('the guest USB controller is detached alone, and the keyboard and mouse on its neighbour stay with the host', async (t) => {
   const sim = await makeSim(t, 'chipset-host');
   const { plan } = await sim.engine.detach(['0000:03:00.3'], { owner: vmOwner('win10') });
-  t.deepEqual(plan.devices.map((d) => [d.address, d.reason]), [['0000:03:00.3', 'requested']]);
+  t.deepEqual(
+    plan.devices.map((d) => [d.address, d.reason]),
+    [['0000:03:00.3', 'requested']],
+  );
   t.deepEqual(await driversOf(sim, ['0000:03:00.0', '0000:03:00.1', '0000:03:00.3']), {
     '0000:03:00.0': null,
     '0000:03:00.1': 'xhci_hcd',
@@ -321,23 +360,32 @@ test('a USB controller with the keyboard and mouse beneath is refused, and --for
   t.true(await sim.exists('sys/class/input/input0'));
 
   const { plan } = await sim.engine.detach(['0000:03:00.1'], { owner: vmOwner('win10'), force: true });
-  t.deepEqual(plan.devices.map((d) => d.address), ['0000:03:00.1']);
+  t.deepEqual(
+    plan.devices.map((d) => d.address),
+    ['0000:03:00.1'],
+  );
   t.deepEqual(await driversOf(sim, Object.keys(USB)), { '0000:03:00.1': 'vfio-pci', '0000:03:00.3': 'xhci_hcd' });
   t.deepEqual([await sim.exists('sys/class/input/input0'), await sim.exists('dev/input/event1')], [false, false]);
-  t.true(await sim.exists('sys/class/input/input2'), "the gamepad on the other controller stays");
+  t.true(await sim.exists('sys/class/input/input2'), 'the gamepad on the other controller stays');
 });
 
 const chipsetRefusals: [string, string][] = [
   ['0000:00:00.0', "'0000:00:00.0' (Host bridge), requested: the host bridge, the CPU's link to memory and PCI (a chipset function)"],
   ['0000:00:00.2', "'0000:00:00.2' (IOMMU), requested: the IOMMU itself, which isolates every device passed through (a chipset function)"],
-  ['0000:00:14.0', "'0000:00:14.0' (SMBus), requested: the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function)"],
+  [
+    '0000:00:14.0',
+    "'0000:00:14.0' (SMBus), requested: the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function)",
+  ],
   [
     '0000:00:14.3',
     "'0000:00:14.0' (SMBus), IOMMU group 8 with '0000:00:14.3': the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function); " +
       "'0000:00:14.3' (ISA bridge), requested: the ISA/LPC bridge, which carries the firmware flash, TPM, embedded controller and legacy I/O (a chipset function)",
   ],
   // The FCH's own HD Audio: not a chipset function, but its group holds the SMBus on its driver.
-  ['0000:00:14.2', "'0000:00:14.0' (SMBus), IOMMU group 8 with '0000:00:14.2': the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function)"],
+  [
+    '0000:00:14.2',
+    "'0000:00:14.0' (SMBus), IOMMU group 8 with '0000:00:14.2': the SMBus, where the memory's SPD, the sensors and fan control sit (a chipset function)",
+  ],
 ];
 
 for (const [address, blocked] of chipsetRefusals) {
@@ -347,10 +395,7 @@ for (const [address, blocked] of chipsetRefusals) {
       const error = await t.throwsAsync(sim.engine.detach([address], { owner: vmOwner('win10'), force }), { instanceOf: HostDependency });
       t.is(error.message, `Cannot detach '${address}': the host depends on it: ${blocked}. ${CHIPSET_ENDING}`);
       t.deepEqual(await driversOf(sim, [...CHIPSET, '0000:00:14.2']), { ...CHIPSET_DRIVERS, '0000:00:14.2': 'snd_hda_intel' });
-      t.deepEqual(
-        await Promise.all(CHIPSET.map((a) => sim.overrideOf(a))),
-        ['(null)', '(null)', '(null)', '(null)'],
-      );
+      t.deepEqual(await Promise.all(CHIPSET.map((a) => sim.overrideOf(a))), ['(null)', '(null)', '(null)', '(null)']);
       t.deepEqual(await driversOf(sim, RX6800.slice(0, 1)), { '0000:01:00.0': 'amdgpu' });
     });
   }
@@ -360,7 +405,10 @@ test('--force lifts the keyboard but not a chipset function in the same request'
   const sim = await makeSim(t, 'chipset-host');
   const request = ['0000:03:00.1', '0000:00:14.0'];
   const plain = await t.throwsAsync(sim.engine.detach(request, { owner: vmOwner('win10') }), { instanceOf: HostDependency });
-  t.regex(plain.message, /^Cannot detach '0000:03:00\.1', '0000:00:14\.0': the host depends on it: '0000:00:14\.0' \(SMBus\), requested: the SMBus, .* \(a chipset function\); '0000:03:00\.1' \(USB controller\), requested: the keyboard /);
+  t.regex(
+    plain.message,
+    /^Cannot detach '0000:03:00\.1', '0000:00:14\.0': the host depends on it: '0000:00:14\.0' \(SMBus\), requested: the SMBus, .* \(a chipset function\); '0000:03:00\.1' \(USB controller\), requested: the keyboard /,
+  );
   t.true(plain.message.endsWith(CHIPSET_ENDING));
   const forced = await t.throwsAsync(sim.engine.detach(request, { owner: vmOwner('win10'), force: true }), { instanceOf: HostDependency });
   t.is(

@@ -33,7 +33,11 @@ test('detach plan: audio before the GPU it is linked to, then the group checks',
       ['0000:0b:00.0', 'requested'],
     ],
   );
-  t.deepEqual(await driversOf(sim, ['0000:0b:00.0', '0000:0b:00.1']), { '0000:0b:00.0': 'amdgpu', '0000:0b:00.1': 'snd_hda_intel' }, 'planning changed nothing');
+  t.deepEqual(
+    await driversOf(sim, ['0000:0b:00.0', '0000:0b:00.1']),
+    { '0000:0b:00.0': 'amdgpu', '0000:0b:00.1': 'snd_hda_intel' },
+    'planning changed nothing',
+  );
 });
 
 test('reattach plan: the GPU first, each with a cleared override and its original driver expected', async (t) => {
@@ -104,7 +108,10 @@ test('a group with one function still on its host driver is reported not viable'
     ],
   };
   const error = await t.throwsAsync(new PlanExecutor(sim.kernel).run(half), { instanceOf: GroupNotViable });
-  t.regex(error.message, /^IOMMU group 25 is not viable after detaching: '0000:0b:00\.0' is on 'amdgpu'; every device in the group must be on vfio-pci, pci-stub, driverless, or a bridge/);
+  t.regex(
+    error.message,
+    /^IOMMU group 25 is not viable after detaching: '0000:0b:00\.0' is on 'amdgpu'; every device in the group must be on vfio-pci, pci-stub, driverless, or a bridge/,
+  );
   t.regex(error.message, /rolled back: '0000:0b:00\.1' restored to 'snd_hda_intel'\)$/);
   t.is(await sim.driverOf('0000:0b:00.1'), 'snd_hda_intel');
 });
@@ -139,7 +146,10 @@ test("a GPU in the host bridge's group: the host bridge stays out of the plan an
 test('a USB controller does not take its neighbour controller from another group', async (t) => {
   const sim = await makeSim(t, 'chipset-host');
   const plan = planDetach(await sim.engine.inspect(), ['0000:03:00.3'], { owner: vmOwner('win10') });
-  t.deepEqual(plan.devices.map((d) => [d.address, d.reason]), [['0000:03:00.3', 'requested']]);
+  t.deepEqual(
+    plan.devices.map((d) => [d.address, d.reason]),
+    [['0000:03:00.3', 'requested']],
+  );
   t.deepEqual(plan.groups, [7]);
   t.deepEqual(plan.steps, [
     { op: 'set-override', address: '0000:03:00.3', driver: 'vfio-pci' },
@@ -153,7 +163,10 @@ test('a USB controller does not take its neighbour controller from another group
 test("reference host: the chipset's USB controller comes alone, without its neighbour or the reserved function of its slot", async (t) => {
   const sim = await makeSim(t, 'reference-host');
   const plan = planDetach(await sim.engine.inspect(), ['0000:06:00.3'], { owner: vmOwner('win10') });
-  t.deepEqual(plan.devices.map((d) => [d.address, d.reason]), [['0000:06:00.3', 'requested']]);
+  t.deepEqual(
+    plan.devices.map((d) => [d.address, d.reason]),
+    [['0000:06:00.3', 'requested']],
+  );
   t.deepEqual(touched(plan), ['0000:06:00.3']);
 });
 
@@ -182,11 +195,7 @@ test('the functions of a graphics card follow a request for any of them, linked 
   const snapshot = await sim.engine.inspect();
   for (const requested of ['0000:01:00.1', '0000:01:00.2', '0000:01:00.3']) {
     const plan = planDetach(snapshot, [requested], { owner: vmOwner('win10') });
-    t.deepEqual(
-      plan.devices.map((d) => d.address).sort(),
-      ['0000:01:00.0', '0000:01:00.1', '0000:01:00.2', '0000:01:00.3'],
-      requested,
-    );
+    t.deepEqual(plan.devices.map((d) => d.address).sort(), ['0000:01:00.0', '0000:01:00.1', '0000:01:00.2', '0000:01:00.3'], requested);
   }
 });
 
@@ -202,7 +211,9 @@ test('the host bridge is refused alone, without the IOMMU function beside it, fo
   const sim = await makeSim(t, 'chipset-host');
   const snapshot = await sim.engine.inspect();
   for (const force of [false, true]) {
-    const error = t.throws(() => planDetach(snapshot, ['0000:00:00.0'], { owner: vmOwner('win10'), force }), { instanceOf: HostDependency });
+    const error = t.throws(() => planDetach(snapshot, ['0000:00:00.0'], { owner: vmOwner('win10'), force }), {
+      instanceOf: HostDependency,
+    });
     t.is(
       error.message,
       "Cannot detach '0000:00:00.0': the host depends on it: '0000:00:00.0' (Host bridge), requested: the host bridge, the CPU's link to memory and PCI (a chipset function). " +

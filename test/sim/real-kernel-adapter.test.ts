@@ -197,45 +197,50 @@ test.serial('a write whose signal has already aborted is refused at once and sta
   });
   t.is(error.path, attr(f, 'driver_override'));
   t.is(await fs.readFile(attr(f, 'driver_override'), 'utf8'), '');
-  t.deepEqual([...(await childPids())].filter((p) => !before.has(p)), []);
+  t.deepEqual(
+    [...(await childPids())].filter((p) => !before.has(p)),
+    [],
+  );
 });
 
+test.serial(
+  'a write that hangs rejects with KernelWriteTimeout when its signal aborts, and the next write gets a fresh writer',
+  async (t) => {
+    const f = await open(t);
+    // open(O_WRONLY) on a FIFO with no reader blocks, as an unbind the driver never finishes.
+    const fifo = attr(f, 'unbind');
+    execFileSync('mkfifo', [fifo]);
+    t.teardown(async () => {
+      // Should the writer still be stuck, a reader frees it.
+      const reader = await fs.open(fifo, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK).catch(() => null);
+      await reader?.close();
+      await fs.rm(fifo, { force: true });
+    });
 
-test.serial('a write that hangs rejects with KernelWriteTimeout when its signal aborts, and the next write gets a fresh writer', async (t) => {
-  const f = await open(t);
-  // open(O_WRONLY) on a FIFO with no reader blocks, as an unbind the driver never finishes.
-  const fifo = attr(f, 'unbind');
-  execFileSync('mkfifo', [fifo]);
-  t.teardown(async () => {
-    // Should the writer still be stuck, a reader frees it.
-    const reader = await fs.open(fifo, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK).catch(() => null);
-    await reader?.close();
-    await fs.rm(fifo, { force: true });
-  });
+    const before = await childPids();
+    const controller = new AbortController();
+    const started = Date.now();
+    const pending = f.kernel.write(fifo, '0000:0b:00.0', controller.signal);
+    const stuck = await writerPid(before);
+    const timer = setTimeout(() => controller.abort(), 200);
+    t.teardown(() => clearTimeout(timer));
 
-  const before = await childPids();
-  const controller = new AbortController();
-  const started = Date.now();
-  const pending = f.kernel.write(fifo, '0000:0b:00.0', controller.signal);
-  const stuck = await writerPid(before);
-  const timer = setTimeout(() => controller.abort(), 200);
-  t.teardown(() => clearTimeout(timer));
+    const error = await t.throwsAsync(pending, { instanceOf: KernelWriteTimeout });
+    t.is(error.message, `write to '${fifo}' did not return`);
+    t.is(error.path, fifo);
+    t.true(Date.now() - started >= 150, 'it waited for the signal');
+    t.true(await gone(stuck), `the stuck writer ${stuck} was killed`);
 
-  const error = await t.throwsAsync(pending, { instanceOf: KernelWriteTimeout });
-  t.is(error.message, `write to '${fifo}' did not return`);
-  t.is(error.path, fifo);
-  t.true(Date.now() - started >= 150, 'it waited for the signal');
-  t.true(await gone(stuck), `the stuck writer ${stuck} was killed`);
-
-  const next = attr(f, 'driver_override');
-  await fs.writeFile(next, '');
-  const beforeNext = await childPids();
-  await f.kernel.write(next, 'vfio-pci', never());
-  t.is(await fs.readFile(next, 'utf8'), 'vfio-pci');
-  const fresh = await writerPid(beforeNext);
-  t.not(fresh, stuck);
-  t.true(alive(fresh));
-});
+    const next = attr(f, 'driver_override');
+    await fs.writeFile(next, '');
+    const beforeNext = await childPids();
+    await f.kernel.write(next, 'vfio-pci', never());
+    t.is(await fs.readFile(next, 'utf8'), 'vfio-pci');
+    const fresh = await writerPid(beforeNext);
+    t.not(fresh, stuck);
+    t.true(alive(fresh));
+  },
+);
 
 test.serial('close() ends the writer process', async (t) => {
   const f = await open(t);
@@ -254,7 +259,10 @@ test.serial('close() with no write made starts nothing and returns', async (t) =
   const f = await open(t);
   const before = await childPids();
   await f.kernel.close();
-  t.deepEqual([...(await childPids())].filter((p) => !before.has(p)), []);
+  t.deepEqual(
+    [...(await childPids())].filter((p) => !before.has(p)),
+    [],
+  );
 });
 
 test('close() after a write lets a process that has nothing else to do finish', async (t) => {

@@ -29,7 +29,9 @@ const HUGE_REFUSED = await (async () => {
   }
 })();
 const onHugeRefusal = HUGE_REFUSED ? test : test.skip;
-const SKIP_REASON = HUGE_REFUSED ? '' : ` (skipped: ${os.tmpdir()} takes a 2^53-1 byte file as sparse, so the failure cannot be provoked here)`;
+const SKIP_REASON = HUGE_REFUSED
+  ? ''
+  : ` (skipped: ${os.tmpdir()} takes a 2^53-1 byte file as sparse, so the failure cannot be provoked here)`;
 
 const MiB = 1024 * 1024;
 const USER = 1000;
@@ -47,7 +49,10 @@ if (process.getuid?.() !== 0) {
  * qemu-libvirtd; STRANGER has no entry).
  */
 const ETC = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-shm-etc-'));
-await fsp.writeFile(join(ETC, 'passwd'), `root:x:0:0::/root:/bin/sh\nlibvirt-qemu:x:${QEMU}:${QEMU}::/var/lib/libvirt:/usr/sbin/nologin\nqemu-libvirtd:x:301:301::/var/empty:/run/current-system/sw/bin/nologin\n`);
+await fsp.writeFile(
+  join(ETC, 'passwd'),
+  `root:x:0:0::/root:/bin/sh\nlibvirt-qemu:x:${QEMU}:${QEMU}::/var/lib/libvirt:/usr/sbin/nologin\nqemu-libvirtd:x:301:301::/var/empty:/run/current-system/sw/bin/nologin\n`,
+);
 const ACCOUNTS = { getent: null, etcRoot: ETC };
 
 /**
@@ -397,8 +402,14 @@ test('refuses invalid sizes, ids, modes, roots and options before touching anyth
     [{ gid: 1.5 }, "Invalid gid '1.5' for shared memory file 'looking-glass': must be a whole number from 0 to 4294967294"],
     [{ mode: 0o4660 }, "Invalid mode '4660' for shared memory file 'looking-glass': must be permission bits from 0000 to 0777, e.g. 0660"],
     [{ mode: -1 }, "Invalid mode '-1' for shared memory file 'looking-glass': must be permission bits from 0000 to 0777, e.g. 0660"],
-    [{ mode: 0o666 }, "Invalid mode '0666' for shared memory file 'looking-glass': other users could write to it, and so into the guest's screen or sound; use '0660'"],
-    [{ mode: 0o760 }, "Invalid mode '0760' for shared memory file 'looking-glass': execute bits mean nothing on a shared memory file and only widen what it allows; use '0660'"],
+    [
+      { mode: 0o666 },
+      "Invalid mode '0666' for shared memory file 'looking-glass': other users could write to it, and so into the guest's screen or sound; use '0660'",
+    ],
+    [
+      { mode: 0o760 },
+      "Invalid mode '0760' for shared memory file 'looking-glass': execute bits mean nothing on a shared memory file and only widen what it allows; use '0660'",
+    ],
     [{ root: 'relative/shm' }, "Invalid shared memory root 'relative/shm': must be an absolute path such as '/dev/shm'"],
   ];
   for (const [overrides, message] of cases) {

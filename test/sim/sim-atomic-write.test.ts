@@ -75,7 +75,12 @@ function child(dir: string, writes: readonly Write[], env: Record<string, string
           { env: { ...base, ...env }, timeout: 30_000 },
           (error, stdout, stderr) => {
             if (error && error.signal === null && typeof error.code !== 'number') return reject(error);
-            resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, signal: error?.signal ?? null, stdout, stderr });
+            resolve({
+              code: error ? (typeof error.code === 'number' ? error.code : null) : 0,
+              signal: error?.signal ?? null,
+              stdout,
+              stderr,
+            });
           },
         );
       }),
@@ -134,8 +139,19 @@ async function deviceView(dir: string, address: string): Promise<Record<string, 
   const link = await fs.readlink(path.join(sys, 'bus/pci/devices', address, 'driver')).catch(() => null);
   const drivers = await fs.readdir(path.join(sys, 'bus/pci/drivers'));
   const backLinks: string[] = [];
-  for (const d of drivers) if (await fs.lstat(path.join(sys, 'bus/pci/drivers', d, address)).then(() => true, () => false)) backLinks.push(d);
-  const has = (rel: string): Promise<boolean> => fs.lstat(path.join(dir, rel)).then(() => true, () => false);
+  for (const d of drivers)
+    if (
+      await fs.lstat(path.join(sys, 'bus/pci/drivers', d, address)).then(
+        () => true,
+        () => false,
+      )
+    )
+      backLinks.push(d);
+  const has = (rel: string): Promise<boolean> =>
+    fs.lstat(path.join(dir, rel)).then(
+      () => true,
+      () => false,
+    );
   return {
     driver: link === null ? null : path.basename(link),
     backLinks,
@@ -290,7 +306,9 @@ for (const c of CASES) {
       Object.fromEntries(Object.keys(c.before).map((k) => [k, view[k]]));
     t.deepEqual(pick(await deviceView(sim.dir, c.device)), c.before, 'the state the write starts from');
     const { points, before, after } = await killAtEveryFileOp(t, sim.dir, c.write);
-    t.log(`${points.length} kill points: ${points.filter((p) => p === 'before').length} before, ${points.filter((p) => p === 'after').length} after`);
+    t.log(
+      `${points.length} kill points: ${points.filter((p) => p === 'before').length} before, ${points.filter((p) => p === 'after').length} after`,
+    );
     // The record's rename is the instant of the write: every kill before it is before, every kill after it after.
     t.regex(points.join(' '), /^(before )+after( after)*$/);
     // Dumps are the folder; check they are the device states the case names too.
@@ -314,7 +332,13 @@ test('a process killed while rolling a killed write forward leaves, after the ne
   const killed = await copyHost(t, sim.dir);
   const first = await child(killed, [write], { [KILL_AT_FILE_OP]: '8' });
   t.is(first.signal, 'SIGKILL');
-  t.true(await fs.lstat(path.join(killed, 'pending-write.json')).then(() => true, () => false), 'the write is left half done');
+  t.true(
+    await fs.lstat(path.join(killed, 'pending-write.json')).then(
+      () => true,
+      () => false,
+    ),
+    'the write is left half done',
+  );
   let points = 0;
   for (let n = 1; n <= MAX_POINTS; n++) {
     const pointDir = await copyHost(t, killed);
@@ -346,7 +370,14 @@ test(`${KILL_AFTER_WRITES}=N kills the process right after its Nth write settles
     const dir = await copyHost(t, sim.dir);
     const result = await child(dir, writes, { [KILL_AFTER_WRITES]: String(n) });
     t.is(result.signal, 'SIGKILL', `killed after write ${n}`);
-    t.is(result.stdout, ['ENODEV', 'ok', 'ok', 'ok'].slice(0, n - 1).map((s) => `${s}\n`).join(''), 'the caller never sees the result of the Nth write');
+    t.is(
+      result.stdout,
+      ['ENODEV', 'ok', 'ok', 'ok']
+        .slice(0, n - 1)
+        .map((s) => `${s}\n`)
+        .join(''),
+      'the caller never sees the result of the Nth write',
+    );
     await SimKernel.open(dir);
     t.is(await dump(dir), states[n]!, `the state after write ${n}`);
   }
@@ -397,8 +428,14 @@ test('a damaged write record is refused at open with the file named', async (t) 
   const record = path.join(sim.dir, 'pending-write.json');
   await fs.writeFile(record, '{"version":1,');
   const notJson = await t.throwsAsync(SimKernel.open(sim.dir), { instanceOf: InvalidConfig });
-  t.regex(notJson.message, /^Simulated host '.*' has a damaged 'pending-write\.json': .*JSON.*; remove the folder to build the host afresh$/);
-  await fs.writeFile(record, JSON.stringify({ version: 1, pid: 1, write: { file: 'x', data: '' }, ops: [{ op: 'remove', path: '../outside' }] }));
+  t.regex(
+    notJson.message,
+    /^Simulated host '.*' has a damaged 'pending-write\.json': .*JSON.*; remove the folder to build the host afresh$/,
+  );
+  await fs.writeFile(
+    record,
+    JSON.stringify({ version: 1, pid: 1, write: { file: 'x', data: '' }, ops: [{ op: 'remove', path: '../outside' }] }),
+  );
   const escape = await t.throwsAsync(SimKernel.open(sim.dir), { instanceOf: InvalidConfig });
   t.is(
     escape.message,

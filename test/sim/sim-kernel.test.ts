@@ -112,7 +112,11 @@ test('merely opening the group changes nothing: unbind and the host probe work',
 test('unbind from vfio-pci blocks while a process holds the device fd and finishes when it exits', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   await toVfio(sim);
-  await addSimProcess(sim.kernel.host, { pid: 901, comm: 'qemu-system-x86', fds: ['/dev/vfio/vfio', '/dev/vfio/25', `vfio-device:${GPU}`] });
+  await addSimProcess(sim.kernel.host, {
+    pid: 901,
+    comm: 'qemu-system-x86',
+    fds: ['/dev/vfio/vfio', '/dev/vfio/25', `vfio-device:${GPU}`],
+  });
   let done = false;
   const pending = write(sim, sys(sim, 'bus/pci/drivers/vfio-pci/unbind'), GPU).then(() => {
     done = true;
@@ -128,11 +132,14 @@ test('unbind from vfio-pci blocks while a process holds the device fd and finish
 test('a blocked unbind gives up when its signal aborts and changes nothing', async (t) => {
   const sim = await makeSim(t, 'reference-host');
   await toVfio(sim);
-  await addSimProcess(sim.kernel.host, { pid: 902, comm: 'qemu-system-x86', fds: ['/dev/vfio/vfio', '/dev/vfio/25', `vfio-device:${GPU}`] });
-  const error = await t.throwsAsync(
-    write(sim, sys(sim, 'bus/pci/drivers/vfio-pci/unbind'), GPU, AbortSignal.timeout(50)),
-    { instanceOf: KernelWriteTimeout },
-  );
+  await addSimProcess(sim.kernel.host, {
+    pid: 902,
+    comm: 'qemu-system-x86',
+    fds: ['/dev/vfio/vfio', '/dev/vfio/25', `vfio-device:${GPU}`],
+  });
+  const error = await t.throwsAsync(write(sim, sys(sim, 'bus/pci/drivers/vfio-pci/unbind'), GPU, AbortSignal.timeout(50)), {
+    instanceOf: KernelWriteTimeout,
+  });
   t.regex(error.message, /vfio-pci\/unbind' did not return/);
   t.is(await sim.driverOf(GPU), 'vfio-pci');
 });

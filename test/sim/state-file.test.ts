@@ -18,7 +18,14 @@ async function tempRun(t: ExecutionContext): Promise<string> {
 }
 
 const SINCE = '2026-01-02T03:04:05.000Z';
-const GPU_CLAIM: ClaimRecord = { owner: vmOwner('win10'), originalDriver: 'amdgpu', originalOverride: null, originalKnown: true, group: 25, since: SINCE };
+const GPU_CLAIM: ClaimRecord = {
+  owner: vmOwner('win10'),
+  originalDriver: 'amdgpu',
+  originalOverride: null,
+  originalKnown: true,
+  group: 25,
+  since: SINCE,
+};
 const AUDIO_CLAIM: ClaimRecord = { ...GPU_CLAIM, originalDriver: 'snd_hda_intel' };
 
 function stateWith(claims: [string, ClaimRecord][]): State {
@@ -39,7 +46,13 @@ test('load of a missing state file gives an empty state and creates nothing', as
   const state = await new StateFile(run).load();
   t.is(state.claims.size, 0);
   t.is(state.pending, null);
-  t.false(await fs.access(run).then(() => true, () => false), 'loading does not create the run folder');
+  t.false(
+    await fs.access(run).then(
+      () => true,
+      () => false,
+    ),
+    'loading does not create the run folder',
+  );
 });
 
 test('save then load round-trips claims, machine records and the write-ahead record', async (t) => {
@@ -49,8 +62,14 @@ test('save then load round-trips claims, machine records and the write-ahead rec
     claims: new Map<string, ClaimRecord>([
       ['0000:0b:00.1', AUDIO_CLAIM],
       ['0000:0b:00.0', GPU_CLAIM],
-      ['0000:05:00.0', { owner: manualOwner('alex'), originalDriver: null, originalOverride: 'pci-stub', originalKnown: true, group: null, since: SINCE }],
-      ['0000:06:00.0', { owner: { kind: 'unknown' }, originalDriver: null, originalOverride: null, originalKnown: false, group: 7, since: SINCE }],
+      [
+        '0000:05:00.0',
+        { owner: manualOwner('alex'), originalDriver: null, originalOverride: 'pci-stub', originalKnown: true, group: null, since: SINCE },
+      ],
+      [
+        '0000:06:00.0',
+        { owner: { kind: 'unknown' }, originalDriver: null, originalOverride: null, originalKnown: false, group: 7, since: SINCE },
+      ],
     ]),
     machines: new Map([
       [
@@ -61,12 +80,27 @@ test('save then load round-trips claims, machine records and the write-ahead rec
           user: 'alex',
           units: ['looking-glass-client@looking-glass.service'],
           removeShmOnStop: true,
-          shm: [{ name: 'looking-glass', path: '/dev/shm/looking-glass', sizeBytes: 33554432, uid: 1000, gid: 301, mode: 0o660, action: 'created' }],
+          shm: [
+            {
+              name: 'looking-glass',
+              path: '/dev/shm/looking-glass',
+              sizeBytes: 33554432,
+              uid: 1000,
+              gid: 301,
+              mode: 0o660,
+              action: 'created',
+            },
+          ],
           since: SINCE,
         },
       ],
     ]),
-    pending: { kind: 'detach', owner: vmOwner('win10'), devices: [{ address: '0000:0b:00.0', driver: 'amdgpu', override: null, group: 25 }], since: SINCE },
+    pending: {
+      kind: 'detach',
+      owner: vmOwner('win10'),
+      devices: [{ address: '0000:0b:00.0', driver: 'amdgpu', override: null, group: 25 }],
+      since: SINCE,
+    },
   };
   await file.save(state);
   const loaded = await new StateFile(run).load();
@@ -76,19 +110,33 @@ test('save then load round-trips claims, machine records and the write-ahead rec
 
   const json = JSON.parse(await fs.readFile(file.path, 'utf8')) as { version: number; claims: Record<string, unknown> };
   t.is(json.version, 2);
-  t.deepEqual(Object.keys(json.claims), ['0000:05:00.0', '0000:06:00.0', '0000:0b:00.0', '0000:0b:00.1'], 'claims are written in address order');
+  t.deepEqual(
+    Object.keys(json.claims),
+    ['0000:05:00.0', '0000:06:00.0', '0000:0b:00.0', '0000:0b:00.1'],
+    'claims are written in address order',
+  );
   t.is((await fs.stat(file.path)).mode & 0o133, 0, 'neither executable nor writable by others');
 });
 
 test('a version 1 file is read: owners become typed, manual detaches are told from VMs', async (t) => {
   const run = await tempRun(t);
   const file = new StateFile(run);
-  const old = (owner: string, originalDriver: string | null) => ({ owner, originalDriver, originalOverride: null, group: 25, since: SINCE });
+  const old = (owner: string, originalDriver: string | null) => ({
+    owner,
+    originalDriver,
+    originalOverride: null,
+    group: 25,
+    since: SINCE,
+  });
   await writeRaw(
     file,
     JSON.stringify({
       version: 1,
-      claims: { '0000:0b:00.0': old('win10', 'amdgpu'), '0000:0c:00.0': old('dbus', 'igb'), '0000:0d:00.0': old('vfio-hookctl', 'vfio-pci') },
+      claims: {
+        '0000:0b:00.0': old('win10', 'amdgpu'),
+        '0000:0c:00.0': old('dbus', 'igb'),
+        '0000:0d:00.0': old('vfio-hookctl', 'vfio-pci'),
+      },
     }),
   );
   const loaded = await file.load();
@@ -119,7 +167,10 @@ test('saves started together all succeed and leave one whole state, no temp file
   const file = new StateFile(run);
   const names = Array.from({ length: 8 }, (_, i) => `vm${i}`);
   const results = await Promise.allSettled(names.map((n) => file.save(stateWith([['0000:0b:00.0', { ...GPU_CLAIM, owner: vmOwner(n) }]]))));
-  t.deepEqual(results.map((r) => r.status), names.map(() => 'fulfilled'));
+  t.deepEqual(
+    results.map((r) => r.status),
+    names.map(() => 'fulfilled'),
+  );
   t.deepEqual(await fs.readdir(path.dirname(file.path)), ['state.json']);
   const owner = (await file.load()).claims.get('0000:0b:00.0')?.owner;
   t.true(owner?.kind === 'vm' && names.includes(owner.name));
@@ -128,9 +179,17 @@ test('saves started together all succeed and leave one whole state, no temp file
 /** Every kind of damage the daemon must survive, and what the refusal says (never the content). */
 const DAMAGED: { name: string; make: (file: StateFile) => Promise<void>; says: RegExp }[] = [
   { name: 'empty', make: (f) => writeRaw(f, ''), says: /is empty$/ },
-  { name: 'truncated', make: (f) => writeRaw(f, '{"version": 2, "claims": {"0000:0b:00.0": {"own'), says: /is not valid JSON \(truncated or overwritten\)$/ },
+  {
+    name: 'truncated',
+    make: (f) => writeRaw(f, '{"version": 2, "claims": {"0000:0b:00.0": {"own'),
+    says: /is not valid JSON \(truncated or overwritten\)$/,
+  },
   { name: 'not JSON', make: (f) => writeRaw(f, 'Call failed: org.freedesktop.DBus.Error.ServiceUnknown\n'), says: /is not valid JSON/ },
-  { name: 'a future version', make: (f) => writeRaw(f, JSON.stringify({ version: 9, claims: {} })), says: /is version 9, newer than this vfio-hookd \(2\) understands$/ },
+  {
+    name: 'a future version',
+    make: (f) => writeRaw(f, JSON.stringify({ version: 9, claims: {} })),
+    says: /is version 9, newer than this vfio-hookd \(2\) understands$/,
+  },
   {
     name: 'a symlink',
     make: async (f) => {
@@ -166,8 +225,20 @@ for (const damage of DAMAGED) {
     t.is(state.claims.size, 0);
     t.true((damaged ?? '').startsWith(`${error.message}; moved aside to `), damaged ?? '');
     const aside = `${file.path}.damaged-2026-12-02T10-00-00-000Z`;
-    t.true(await fs.lstat(aside).then(() => true, () => false), 'the damaged file is kept for a post-mortem');
-    t.false(await fs.lstat(file.path).then(() => true, () => false), 'and no longer in the way');
+    t.true(
+      await fs.lstat(aside).then(
+        () => true,
+        () => false,
+      ),
+      'the damaged file is kept for a post-mortem',
+    );
+    t.false(
+      await fs.lstat(file.path).then(
+        () => true,
+        () => false,
+      ),
+      'and no longer in the way',
+    );
     await file.save(stateWith([['0000:0b:00.0', GPU_CLAIM]]));
     t.is((await file.load()).claims.size, 1, 'a new state can be saved afterwards');
   });

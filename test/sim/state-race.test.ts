@@ -69,7 +69,11 @@ test(`the CLI and the daemon detaching at once never lose a claim (${ROUNDS} rou
     done = true;
     await again;
     const claims = (await ledger.read()).claims;
-    t.is(claims.get('0000:06:00.3') && ownerKey(claims.get('0000:06:00.3')!.owner), 'manual:root', `round ${round}: the CLI's claim was not lost`);
+    t.is(
+      claims.get('0000:06:00.3') && ownerKey(claims.get('0000:06:00.3')!.owner),
+      'manual:root',
+      `round ${round}: the CLI's claim was not lost`,
+    );
     t.false(claims.has('0000:0b:00.0'), `round ${round}: the daemon's last reattach is recorded`);
     await kernel.close();
   }

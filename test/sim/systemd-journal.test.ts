@@ -15,7 +15,6 @@ import test, { type ExecutionContext } from 'ava';
 import { InvalidArgs } from '../../lib/errors.js';
 import { DatagramError, Journal, MessageId, type JournalOptions } from '../../lib/systemd/index.js';
 
-
 interface Receiver {
   path: string;
   messages: Buffer[];
@@ -137,7 +136,14 @@ test('a multi-line MESSAGE uses the binary form, with its exact length', async (
 
 test('writes numbers, bigints and booleans in text, skips null and undefined, and keeps UTF-8', async (t) => {
   const s = await setup(t);
-  s.journal().info('Größe geprüft', { SIZE_BYTES: 33554432, SIZE_LIMIT: 2n ** 64n - 1n, REPAIRED: false, FORCED: true, SHM_PATH: null, UNIT: undefined });
+  s.journal().info('Größe geprüft', {
+    SIZE_BYTES: 33554432,
+    SIZE_LIMIT: 2n ** 64n - 1n,
+    REPAIRED: false,
+    FORCED: true,
+    SHM_PATH: null,
+    UNIT: undefined,
+  });
   const [datagram] = await s.rx.waitFor(1);
   t.deepEqual(
     datagram,
@@ -212,14 +218,11 @@ test('an entry over the size limit has its longest value cut at a character boun
   const [datagram] = await s.rx.waitFor(1);
   t.true((datagram?.length ?? Infinity) <= 2048, `${datagram?.length} bytes`);
   const fields = decode(datagram ?? Buffer.alloc(0));
-  t.deepEqual(
-    fields.slice(1),
-    [
-      ['PRIORITY', '3'],
-      ['SYSLOG_IDENTIFIER', 'vfio-hookd'],
-      ['PCI_ADDRESS', '0000:0b:00.0'],
-    ],
-  );
+  t.deepEqual(fields.slice(1), [
+    ['PRIORITY', '3'],
+    ['SYSLOG_IDENTIFIER', 'vfio-hookd'],
+    ['PCI_ADDRESS', '0000:0b:00.0'],
+  ]);
   const cut = fields[0]?.[1] ?? '';
   const match = /^(Holders: é+) \[([0-9]+) bytes truncated\]$/.exec(cut);
   t.truthy(match, cut.slice(-60));
@@ -250,7 +253,10 @@ test('when the journal socket is missing, entries go to stderr and the failure i
   t.is(s.errors.length, 1);
   t.true(s.errors[0] instanceof DatagramError);
   t.is((s.errors[0] as DatagramError).code, 'ENOENT');
-  t.is(s.errors[0]?.message, `Cannot send a journal entry to '${socketPath}': no such file or directory (ENOENT), writing it to stderr instead`);
+  t.is(
+    s.errors[0]?.message,
+    `Cannot send a journal entry to '${socketPath}': no such file or directory (ENOENT), writing it to stderr instead`,
+  );
 });
 
 // --- stderr ---
@@ -322,7 +328,10 @@ test('refuses a priority outside 0..7 and bad options', async (t) => {
   const journal = s.journal();
   const error = t.throws(() => journal.log(8 as 7, 'x'), { instanceOf: InvalidArgs });
   t.is(error?.message, "Invalid log priority '8': use 0 to 7, refusing");
-  t.throws(() => s.journal({ maxPriority: -1 as 0 }), { instanceOf: InvalidArgs, message: "Invalid log priority '-1': use 0 to 7, refusing" });
+  t.throws(() => s.journal({ maxPriority: -1 as 0 }), {
+    instanceOf: InvalidArgs,
+    message: "Invalid log priority '-1': use 0 to 7, refusing",
+  });
   t.throws(() => s.journal({ maxEntryBytes: 512 }), {
     instanceOf: InvalidArgs,
     message: "Invalid journal entry size limit '512': use at least 1024 bytes, refusing",

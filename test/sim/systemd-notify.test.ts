@@ -13,7 +13,6 @@ import test, { type ExecutionContext } from 'ava';
 import { InvalidArgs } from '../../lib/errors.js';
 import { DatagramError, Notifier, statusLine } from '../../lib/systemd/index.js';
 
-
 const tempDir = (t: ExecutionContext): Promise<string> => makeTempDir(t, 'vfio-hookd-notify-');
 
 interface Receiver {
@@ -69,11 +68,19 @@ const datagrams: Array<[string, (n: Notifier) => boolean, string]> = [
   ['ready without status', (n) => n.ready(), 'READY=1'],
   ['ready with status', (n) => n.ready('Watching 1 VM'), 'READY=1\nSTATUS=Watching 1 VM'],
   ['status', (n) => n.status('Detaching 0000:0b:00.0 for win10'), 'STATUS=Detaching 0000:0b:00.0 for win10'],
-  ['status with newlines made one line', (n) => n.status('  Detaching\n0000:0b:00.0\r\nfor win10\n'), 'STATUS=Detaching 0000:0b:00.0 for win10'],
+  [
+    'status with newlines made one line',
+    (n) => n.status('  Detaching\n0000:0b:00.0\r\nfor win10\n'),
+    'STATUS=Detaching 0000:0b:00.0 for win10',
+  ],
   ['stopping without status', (n) => n.stopping(), 'STOPPING=1'],
   ['stopping with status', (n) => n.stopping('Reattaching devices'), 'STOPPING=1\nSTATUS=Reattaching devices'],
   ['reloading', (n) => n.reloading(), 'RELOADING=1\nMONOTONIC_USEC=123456789'],
-  ['reloading with status', (n) => n.reloading('Reloading configuration'), 'RELOADING=1\nMONOTONIC_USEC=123456789\nSTATUS=Reloading configuration'],
+  [
+    'reloading with status',
+    (n) => n.reloading('Reloading configuration'),
+    'RELOADING=1\nMONOTONIC_USEC=123456789\nSTATUS=Reloading configuration',
+  ],
   ['watchdog', (n) => n.watchdog(), 'WATCHDOG=1'],
   ['main pid', (n) => n.mainPid(4242), 'MAINPID=4242'],
   ['raw state', (n) => n.notify('EXTEND_TIMEOUT_USEC=5000000'), 'EXTEND_TIMEOUT_USEC=5000000'],
@@ -132,7 +139,7 @@ test('refuses an invalid MAINPID before sending anything', async (t) => {
 
 // --- watchdog ---
 
-test.serial('pings WATCHDOG=1 at half WATCHDOG_USEC on an unref\'d timer until stopped', async (t) => {
+test.serial("pings WATCHDOG=1 at half WATCHDOG_USEC on an unref'd timer until stopped", async (t) => {
   const rx = await receiver(t, await tempDir(t));
   const notifier = Notifier.fromEnv({ NOTIFY_SOCKET: rx.path, WATCHDOG_USEC: '200000' }, { pid: 4242 });
   t.is(notifier.watchdogUsec, 200000);
@@ -144,7 +151,10 @@ test.serial('pings WATCHDOG=1 at half WATCHDOG_USEC on an unref\'d timer until s
 
   // One ping at once, then one every ~100 ms: three arrive well within 5 s.
   const seen = await rx.waitFor(3, 5000);
-  t.true(seen.every((m) => m === 'WATCHDOG=1'), JSON.stringify(seen));
+  t.true(
+    seen.every((m) => m === 'WATCHDOG=1'),
+    JSON.stringify(seen),
+  );
 
   stop();
 });
@@ -208,7 +218,10 @@ test('WATCHDOG_PID of another process means no watchdog for us', async (t) => {
 });
 
 test('WATCHDOG_PID equal to our pid keeps the watchdog', (t) => {
-  const notifier = Notifier.fromEnv({ NOTIFY_SOCKET: '/nonexistent/notify', WATCHDOG_USEC: '30000000', WATCHDOG_PID: '4242' }, { pid: 4242 });
+  const notifier = Notifier.fromEnv(
+    { NOTIFY_SOCKET: '/nonexistent/notify', WATCHDOG_USEC: '30000000', WATCHDOG_PID: '4242' },
+    { pid: 4242 },
+  );
   t.is(notifier.watchdogUsec, 30000000);
   t.is(Notifier.fromEnv({ NOTIFY_SOCKET: '/x', WATCHDOG_USEC: '30000000', WATCHDOG_PID: String(process.pid) }).watchdogUsec, 30000000);
 });

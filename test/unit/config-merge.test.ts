@@ -83,7 +83,8 @@ test('an HDR resolution shows in the size message; an explicit size shows no res
   const hdr = table(REFERENCE.replace('resolution = "1920x1080"', 'resolution = "1920x1080"\nhdr = true'));
   t.throws(() => mergeVmSettings(hdr, xml()), {
     instanceOf: InvalidConfig,
-    message: "VM 'win10': <shmem name='looking-glass'> is 32M in the domain XML but 64M in the configuration (1920x1080 HDR); make them agree",
+    message:
+      "VM 'win10': <shmem name='looking-glass'> is 32M in the domain XML but 64M in the configuration (1920x1080 HDR); make them agree",
   });
   const sized = table(REFERENCE.replace('resolution = "1920x1080"', 'size = "128M"'));
   t.throws(() => mergeVmSettings(sized, xml()), {
@@ -106,7 +107,8 @@ test('a <shmem> in libvirt decimal units is compared in bytes', (t) => {
   const info = xml(null, (text) => text.replace("<size unit='M'>32</size>", "<size unit='MB'>32</size>"));
   t.throws(() => mergeVmSettings(table(REFERENCE), info), {
     instanceOf: InvalidConfig,
-    message: "VM 'win10': <shmem name='looking-glass'> is 32000000 bytes in the domain XML but 32M in the configuration (1920x1080); make them agree",
+    message:
+      "VM 'win10': <shmem name='looking-glass'> is 32000000 bytes in the domain XML but 32M in the configuration (1920x1080); make them agree",
   });
 });
 
@@ -127,8 +129,13 @@ test("refuses a configured device that is <hostdev managed='yes'>: one writer pe
 });
 
 test("a <hostdev managed='yes'> that is not configured stays libvirt's and is not added", (t) => {
-  const info = xml(null, (text) => text.replace(/managed='no'>(\s*<source>\s*<address domain='0x0000' bus='0x0b' slot='0x00' function='0x1')/, "managed='yes'>$1"));
-  t.deepEqual(info.hostdevs.map((h) => h.managed), [false, true]);
+  const info = xml(null, (text) =>
+    text.replace(/managed='no'>(\s*<source>\s*<address domain='0x0000' bus='0x0b' slot='0x00' function='0x1')/, "managed='yes'>$1"),
+  );
+  t.deepEqual(
+    info.hostdevs.map((h) => h.managed),
+    [false, true],
+  );
   t.deepEqual(mergeVmSettings(table(REFERENCE), info)?.devices, ['0000:0b:00.0']);
 });
 
@@ -148,12 +155,15 @@ test('refuses settings of another VM (a caller bug)', (t) => {
 // --- metadata alone, and with the file ---
 
 test('metadata alone gives validated, normalised settings with the defaults', (t) => {
-  const merged = mergeVmSettings(undefined, xml(`
+  const merged = mergeVmSettings(
+    undefined,
+    xml(`
     <vfio:device address='0b:00.0'/>
     <vfio:user>alex</vfio:user>
     <vfio:looking-glass resolution='1920x1080' mode='0600'/>
     <vfio:scream/>
-    <vfio:unit>looking-glass-client.service</vfio:unit>`));
+    <vfio:unit>looking-glass-client.service</vfio:unit>`),
+  );
   t.deepEqual(merged, {
     name: 'win10',
     devices: ['0000:0b:00.0', '0000:0b:00.1'],
@@ -184,12 +194,15 @@ test('metadata rules that span keys apply too', (t) => {
 
 test('file and metadata combine: unions for devices and units, each other key from where it is set', (t) => {
   const file = table('[vm.win10]\ndevices = ["0000:0b:00.0"]\nuser = "alex"\nunits = ["a.service"]\n');
-  const merged = mergeVmSettings(file, xml(`
+  const merged = mergeVmSettings(
+    file,
+    xml(`
     <vfio:device address='0000:0b:00.1'/>
     <vfio:remove-shm-on-stop>yes</vfio:remove-shm-on-stop>
     <vfio:looking-glass size='32M' group='kvm'/>
     <vfio:unit>a.service</vfio:unit>
-    <vfio:unit>b.service</vfio:unit>`));
+    <vfio:unit>b.service</vfio:unit>`),
+  );
   t.deepEqual(merged, {
     name: 'win10',
     devices: ['0000:0b:00.0', '0000:0b:00.1'],
@@ -206,7 +219,12 @@ test('within Looking Glass, a resolution from one side and an equal size from th
   const file = table(REFERENCE);
   const merged = mergeVmSettings(file, xml("<vfio:looking-glass size='32M' mode='0640'/>"));
   t.deepEqual(merged?.lookingGlass, {
-    name: 'looking-glass', sizeBytes: 32 * MiB, resolution: '1920x1080', hdr: false, group: 'qemu-libvirtd', mode: 0o640,
+    name: 'looking-glass',
+    sizeBytes: 32 * MiB,
+    resolution: '1920x1080',
+    hdr: false,
+    group: 'qemu-libvirtd',
+    mode: 0o640,
   });
 });
 
@@ -217,8 +235,9 @@ test('a key explicitly set to its default counts as unset', (t) => {
 
 test('refuses keys set differently in the file and the metadata, naming both values, all at once', (t) => {
   const file = table(REFERENCE.replace('[vm.win10.scream]', '[vm.win10.scream]\nname = "audio"'));
-  const info = xml("<vfio:user>bob</vfio:user><vfio:looking-glass size='64M' mode='0600'/><vfio:scream name='sound'/>",
-    (text) => text.replace("<size unit='M'>32</size>", "<size unit='M'>64</size>"));
+  const info = xml("<vfio:user>bob</vfio:user><vfio:looking-glass size='64M' mode='0600'/><vfio:scream name='sound'/>", (text) =>
+    text.replace("<size unit='M'>32</size>", "<size unit='M'>64</size>"),
+  );
   const error = t.throws(() => mergeVmSettings(file, info), { instanceOf: InvalidConfig });
   t.deepEqual(error.message.split('\n'), [
     "VM 'win10': user is 'alex' in the configuration file but 'bob' in the domain XML <metadata>; set it in one place",
@@ -233,7 +252,12 @@ test('Scream group and mode come from the metadata too, and conflict like any ke
   t.deepEqual(fromMeta?.scream, { name: 'scream', sizeBytes: 2 * MiB, group: 'qemu-libvirtd', mode: 0o600 });
 
   const file = table('[vm.win10]\nuser = "alex"\n[vm.win10.scream]\ngroup = "kvm"\nmode = "0640"\n');
-  t.deepEqual(mergeVmSettings(file, xml("<vfio:scream group='kvm'/>"))?.scream, { name: 'scream', sizeBytes: 2 * MiB, group: 'kvm', mode: 0o640 });
+  t.deepEqual(mergeVmSettings(file, xml("<vfio:scream group='kvm'/>"))?.scream, {
+    name: 'scream',
+    sizeBytes: 2 * MiB,
+    group: 'kvm',
+    mode: 0o640,
+  });
   const error = t.throws(() => mergeVmSettings(file, xml("<vfio:scream group='audio' mode='0600'/>")), { instanceOf: InvalidConfig });
   t.deepEqual(error.message.split('\n'), [
     "VM 'win10': scream.group is 'kvm' in the configuration file but 'audio' in the domain XML <metadata>; set it in one place",
@@ -241,10 +265,11 @@ test('Scream group and mode come from the metadata too, and conflict like any ke
   ]);
 });
 
-test('metadata shm modes follow the file\'s rules: refused when others may write, a warning when they may read', (t) => {
+test("metadata shm modes follow the file's rules: refused when others may write, a warning when they may read", (t) => {
   t.throws(() => mergeVmSettings(undefined, xml("<vfio:scream mode='0666'/>")), {
     instanceOf: InvalidConfig,
-    message: "Invalid vfio-hookd metadata in VM 'win10': scream.mode: invalid mode '0666': other users could write to it, and so into the guest's screen or sound; use '0660'",
+    message:
+      "Invalid vfio-hookd metadata in VM 'win10': scream.mode: invalid mode '0666': other users could write to it, and so into the guest's screen or sound; use '0660'",
   });
   const merged = mergeVmSettings(undefined, xml("<vfio:user>alex</vfio:user><vfio:looking-glass size='32M' mode='0644'/><vfio:scream/>"));
   t.deepEqual(vmSettingsWarnings(merged!), [

@@ -50,5 +50,8 @@ test('without qemu-user, root and every distribution name that resolves are trus
 
 test('a configured qemu-user is the only one tried, and one that does not resolve is a warning', async (t) => {
   t.deepEqual(await trustedShmOwners('qemu', resolveUid), { uids: [0, 107], warnings: [] });
-  t.deepEqual(await trustedShmOwners('kvm', resolveUid), { uids: [0], warnings: ["[daemon] qemu-user 'kvm' does not resolve to a user, ignoring"] });
+  t.deepEqual(await trustedShmOwners('kvm', resolveUid), {
+    uids: [0],
+    warnings: ["[daemon] qemu-user 'kvm' does not resolve to a user, ignoring"],
+  });
 });

@@ -1,6 +1,13 @@
 /** Machine properties in both directions: what the daemon encodes, the agent and the CLI decode. */
 import test from 'ava';
-import { decodeMachineProperties, decodeMachineState, decodeMachineTuple, machineProperties, machineTuple, type MachineRow } from '../../lib/bus/dbus-types.js';
+import {
+  decodeMachineProperties,
+  decodeMachineState,
+  decodeMachineTuple,
+  machineProperties,
+  machineTuple,
+  type MachineRow,
+} from '../../lib/bus/dbus-types.js';
 
 const row: MachineRow = {
   name: 'win10',

@@ -3,7 +3,13 @@ import { readFileSync } from 'node:fs';
 import test from 'ava';
 
 import { InvalidArgs, InvalidConfig } from '../../lib/errors.js';
-import { DOMAIN_XML_MAX_BYTES, INLINE_PARSE_MAX_BYTES, VFIO_XMLNS, parseDomainXml, parseDomainXmlOffThread } from '../../lib/domain/index.js';
+import {
+  DOMAIN_XML_MAX_BYTES,
+  INLINE_PARSE_MAX_BYTES,
+  VFIO_XMLNS,
+  parseDomainXml,
+  parseDomainXmlOffThread,
+} from '../../lib/domain/index.js';
 
 const WIN10 = readFileSync(new URL('../fixtures/domains/win10.xml', import.meta.url), 'utf8');
 const MiB = 1024 * 1024;

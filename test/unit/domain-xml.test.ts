@@ -71,16 +71,48 @@ test('ignores a USB hostdev, another namespace in <metadata>, and the guest-side
 
 const hostdevCases: ReadonlyArray<readonly [string, string, DomainInfo['hostdevs']]> = [
   ["managed='no'", hostdev("mode='subsystem' type='pci' managed='no'"), [{ address: '0000:0b:00.0', managed: false }]],
-  ["managed='yes' is reported as managed", hostdev("mode='subsystem' type='pci' managed='yes'"), [{ address: '0000:0b:00.0', managed: true }]],
+  [
+    "managed='yes' is reported as managed",
+    hostdev("mode='subsystem' type='pci' managed='yes'"),
+    [{ address: '0000:0b:00.0', managed: true }],
+  ],
   ['managed absent means no (libvirt default)', hostdev("mode='subsystem' type='pci'"), [{ address: '0000:0b:00.0', managed: false }]],
-  ["type='usb' is ignored", `<hostdev mode='subsystem' type='usb' managed='yes'><source><vendor id='0x046d'/><product id='0xc52b'/></source></hostdev>`, []],
+  [
+    "type='usb' is ignored",
+    `<hostdev mode='subsystem' type='usb' managed='yes'><source><vendor id='0x046d'/><product id='0xc52b'/></source></hostdev>`,
+    [],
+  ],
   ["mode='capabilities' is ignored", `<hostdev mode='capabilities' type='storage'><source><block>/dev/sdf1</block></source></hostdev>`, []],
-  ["type='mdev' is ignored", `<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source><address uuid='c2177883-f1bb-47f0-914d-32a22e3a8804'/></source></hostdev>`, []],
-  ["<interface type='hostdev'> is not a hostdev", `<interface type='hostdev' managed='yes'><source><address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></source></interface>`, []],
-  ['a missing domain attribute is domain 0', hostdev("mode='subsystem' type='pci'", "bus='0x0b' slot='0x00' function='0x1'"), [{ address: '0000:0b:00.1', managed: false }]],
-  ['uppercase hex and a 0X prefix', hostdev("mode='subsystem' type='pci'", "domain='0X0001' bus='0x0B' slot='0x1F' function='0x7'"), [{ address: '0001:0b:1f.7', managed: false }]],
-  ['decimal parts, as libvirt reads base 0', hostdev("mode='subsystem' type='pci'", "domain='0' bus='11' slot='3' function='1'"), [{ address: '0000:0b:03.1', managed: false }]],
-  ['a leading 0 is octal, as libvirt reads base 0', hostdev("mode='subsystem' type='pci'", "domain='0' bus='013' slot='0' function='0'"), [{ address: '0000:0b:00.0', managed: false }]],
+  [
+    "type='mdev' is ignored",
+    `<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source><address uuid='c2177883-f1bb-47f0-914d-32a22e3a8804'/></source></hostdev>`,
+    [],
+  ],
+  [
+    "<interface type='hostdev'> is not a hostdev",
+    `<interface type='hostdev' managed='yes'><source><address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/></source></interface>`,
+    [],
+  ],
+  [
+    'a missing domain attribute is domain 0',
+    hostdev("mode='subsystem' type='pci'", "bus='0x0b' slot='0x00' function='0x1'"),
+    [{ address: '0000:0b:00.1', managed: false }],
+  ],
+  [
+    'uppercase hex and a 0X prefix',
+    hostdev("mode='subsystem' type='pci'", "domain='0X0001' bus='0x0B' slot='0x1F' function='0x7'"),
+    [{ address: '0001:0b:1f.7', managed: false }],
+  ],
+  [
+    'decimal parts, as libvirt reads base 0',
+    hostdev("mode='subsystem' type='pci'", "domain='0' bus='11' slot='3' function='1'"),
+    [{ address: '0000:0b:03.1', managed: false }],
+  ],
+  [
+    'a leading 0 is octal, as libvirt reads base 0',
+    hostdev("mode='subsystem' type='pci'", "domain='0' bus='013' slot='0' function='0'"),
+    [{ address: '0000:0b:00.0', managed: false }],
+  ],
 ];
 
 for (const [label, xml, expected] of hostdevCases) {
@@ -91,24 +123,51 @@ for (const [label, xml, expected] of hostdevCases) {
 
 const PCI = "<hostdev type='pci'>";
 const badHostdevs: ReadonlyArray<readonly [string, string, string]> = [
-  ['slot out of range', hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='0x0b' slot='0x20' function='0x0'"),
-    `Invalid domain XML of VM 'win10': ${PCI} source address has slot='0x20', out of range (0 to 0x1f)`],
-  ['function out of range', hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='0x0b' slot='0x00' function='0x8'"),
-    `Invalid domain XML of VM 'win10': ${PCI} source address has function='0x8', out of range (0 to 0x7)`],
-  ['bus out of range', hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='0x100' slot='0x00' function='0x0'"),
-    `Invalid domain XML of VM 'win10': ${PCI} source address has bus='0x100', out of range (0 to 0xff)`],
-  ['domain out of range', hostdev("mode='subsystem' type='pci'", "domain='0x10000' bus='0x0b' slot='0x00' function='0x0'"),
-    `Invalid domain XML of VM 'win10': ${PCI} source address has domain='0x10000', out of range (0 to 0xffff)`],
-  ['not a number', hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='0x0b' slot='../' function='0x0'"),
-    `Invalid domain XML of VM 'win10': ${PCI} source address has slot='../', which is not a number; expected e.g. slot='0x0b'`],
-  ['negative', hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='-1' slot='0x00' function='0x0'"),
-    `Invalid domain XML of VM 'win10': ${PCI} source address has bus='-1', which is not a number; expected e.g. bus='0x0b'`],
-  ['missing bus', hostdev("mode='subsystem' type='pci'", "domain='0x0000' slot='0x00' function='0x0'"),
-    `Invalid domain XML of VM 'win10': ${PCI} source address has no 'bus' attribute; expected e.g. bus='0x0b'`],
-  ['no source', "<hostdev mode='subsystem' type='pci'/>",
-    `Invalid domain XML of VM 'win10': ${PCI} has no <source><address domain=... bus=... slot=... function=.../>`],
-  ['managed neither yes nor no', hostdev("mode='subsystem' type='pci' managed='true'"),
-    `Invalid domain XML of VM 'win10': ${PCI} has managed='true'; expected 'yes' or 'no'`],
+  [
+    'slot out of range',
+    hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='0x0b' slot='0x20' function='0x0'"),
+    `Invalid domain XML of VM 'win10': ${PCI} source address has slot='0x20', out of range (0 to 0x1f)`,
+  ],
+  [
+    'function out of range',
+    hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='0x0b' slot='0x00' function='0x8'"),
+    `Invalid domain XML of VM 'win10': ${PCI} source address has function='0x8', out of range (0 to 0x7)`,
+  ],
+  [
+    'bus out of range',
+    hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='0x100' slot='0x00' function='0x0'"),
+    `Invalid domain XML of VM 'win10': ${PCI} source address has bus='0x100', out of range (0 to 0xff)`,
+  ],
+  [
+    'domain out of range',
+    hostdev("mode='subsystem' type='pci'", "domain='0x10000' bus='0x0b' slot='0x00' function='0x0'"),
+    `Invalid domain XML of VM 'win10': ${PCI} source address has domain='0x10000', out of range (0 to 0xffff)`,
+  ],
+  [
+    'not a number',
+    hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='0x0b' slot='../' function='0x0'"),
+    `Invalid domain XML of VM 'win10': ${PCI} source address has slot='../', which is not a number; expected e.g. slot='0x0b'`,
+  ],
+  [
+    'negative',
+    hostdev("mode='subsystem' type='pci'", "domain='0x0000' bus='-1' slot='0x00' function='0x0'"),
+    `Invalid domain XML of VM 'win10': ${PCI} source address has bus='-1', which is not a number; expected e.g. bus='0x0b'`,
+  ],
+  [
+    'missing bus',
+    hostdev("mode='subsystem' type='pci'", "domain='0x0000' slot='0x00' function='0x0'"),
+    `Invalid domain XML of VM 'win10': ${PCI} source address has no 'bus' attribute; expected e.g. bus='0x0b'`,
+  ],
+  [
+    'no source',
+    "<hostdev mode='subsystem' type='pci'/>",
+    `Invalid domain XML of VM 'win10': ${PCI} has no <source><address domain=... bus=... slot=... function=.../>`,
+  ],
+  [
+    'managed neither yes nor no',
+    hostdev("mode='subsystem' type='pci' managed='true'"),
+    `Invalid domain XML of VM 'win10': ${PCI} has managed='true'; expected 'yes' or 'no'`,
+  ],
 ];
 
 for (const [label, xml, message] of badHostdevs) {
@@ -148,22 +207,47 @@ for (const [xml, bytes] of shmemSizes) {
 }
 
 const badShmems: ReadonlyArray<readonly [string, string, string]> = [
-  ['an unknown unit', shmem('lg', "<size unit='MX'>32</size>"),
-    "Invalid domain XML of VM 'win10': <shmem name='lg'> <size>: Invalid unit 'MX': expected one of libvirt's units, e.g. 'b', 'KiB', 'M', 'MiB', 'MB' or 'G'"],
-  ['a fractional size', shmem('lg', "<size unit='M'>1.5</size>"),
-    "Invalid domain XML of VM 'win10': <shmem name='lg'> <size>: Invalid size '1.5': expected a whole decimal number"],
-  ['a hex size', shmem('lg', '<size>0x100000</size>'),
-    "Invalid domain XML of VM 'win10': <shmem name='lg'> <size>: Invalid size '0x100000': expected a whole decimal number"],
-  ['a size beyond 2^53', shmem('lg', "<size unit='E'>8</size>"),
-    "Invalid domain XML of VM 'win10': <shmem name='lg'> <size>: Invalid size '8 E': larger than 9007199254740991 bytes"],
+  [
+    'an unknown unit',
+    shmem('lg', "<size unit='MX'>32</size>"),
+    "Invalid domain XML of VM 'win10': <shmem name='lg'> <size>: Invalid unit 'MX': expected one of libvirt's units, e.g. 'b', 'KiB', 'M', 'MiB', 'MB' or 'G'",
+  ],
+  [
+    'a fractional size',
+    shmem('lg', "<size unit='M'>1.5</size>"),
+    "Invalid domain XML of VM 'win10': <shmem name='lg'> <size>: Invalid size '1.5': expected a whole decimal number",
+  ],
+  [
+    'a hex size',
+    shmem('lg', '<size>0x100000</size>'),
+    "Invalid domain XML of VM 'win10': <shmem name='lg'> <size>: Invalid size '0x100000': expected a whole decimal number",
+  ],
+  [
+    'a size beyond 2^53',
+    shmem('lg', "<size unit='E'>8</size>"),
+    "Invalid domain XML of VM 'win10': <shmem name='lg'> <size>: Invalid size '8 E': larger than 9007199254740991 bytes",
+  ],
   ['no name', "<shmem><size unit='M'>2</size></shmem>", "Invalid domain XML of VM 'win10': <shmem> has no 'name' attribute"],
-  ['a name with a slash', shmem('../etc/passwd', ''),
-    "Invalid domain XML of VM 'win10': <shmem>: Invalid shared memory name '../etc/passwd': must not contain '/'; use a plain file name such as 'looking-glass'"],
-  ['an unknown model', shmem('lg', "<model type='ivshmem-fancy'/>"),
-    "Invalid domain XML of VM 'win10': <shmem name='lg'> has <model type='ivshmem-fancy'>; expected one of 'ivshmem', 'ivshmem-plain', 'ivshmem-doorbell'"],
-  ['an unknown role', `<shmem name='lg' role='boss'/>`, "Invalid domain XML of VM 'win10': <shmem name='lg'> has role='boss'; expected 'master' or 'peer'"],
-  ['two sizes', shmem('lg', "<size unit='M'>2</size><size unit='M'>4</size>"),
-    "Invalid domain XML of VM 'win10': <shmem> has 2 <size> elements, expected one"],
+  [
+    'a name with a slash',
+    shmem('../etc/passwd', ''),
+    "Invalid domain XML of VM 'win10': <shmem>: Invalid shared memory name '../etc/passwd': must not contain '/'; use a plain file name such as 'looking-glass'",
+  ],
+  [
+    'an unknown model',
+    shmem('lg', "<model type='ivshmem-fancy'/>"),
+    "Invalid domain XML of VM 'win10': <shmem name='lg'> has <model type='ivshmem-fancy'>; expected one of 'ivshmem', 'ivshmem-plain', 'ivshmem-doorbell'",
+  ],
+  [
+    'an unknown role',
+    `<shmem name='lg' role='boss'/>`,
+    "Invalid domain XML of VM 'win10': <shmem name='lg'> has role='boss'; expected 'master' or 'peer'",
+  ],
+  [
+    'two sizes',
+    shmem('lg', "<size unit='M'>2</size><size unit='M'>4</size>"),
+    "Invalid domain XML of VM 'win10': <shmem> has 2 <size> elements, expected one",
+  ],
 ];
 
 for (const [label, xml, message] of badShmems) {
@@ -234,21 +318,50 @@ test('uuid: absent is null, the dashless form is normalised, junk is refused', (
 });
 
 const malformed: ReadonlyArray<readonly [string, string, string]> = [
-  ['a mismatched closing tag', "<domain>\n<name>win10</name>\n<devices></device>\n</domain>",
-    "Invalid domain XML: line 3, column 10: Expected closing tag 'devices' (opened in line 3, col 1) instead of closing tag 'device'."],
+  [
+    'a mismatched closing tag',
+    '<domain>\n<name>win10</name>\n<devices></device>\n</domain>',
+    "Invalid domain XML: line 3, column 10: Expected closing tag 'devices' (opened in line 3, col 1) instead of closing tag 'device'.",
+  ],
   ['an unclosed root', '<domain><name>win10</name>', "Invalid domain XML: line 1, column 1: Unclosed tag 'domain'."],
-  ['a repeated attribute', "<domain type='kvm' type='xen'><name>a</name></domain>", "Invalid domain XML: line 1, column 20: Attribute 'type' is repeated."],
+  [
+    'a repeated attribute',
+    "<domain type='kvm' type='xen'><name>a</name></domain>",
+    "Invalid domain XML: line 1, column 20: Attribute 'type' is repeated.",
+  ],
   ['empty input', '', 'Invalid domain XML: line 1: Start tag expected.'],
   ['plain text', 'win10', "Invalid domain XML: line 1, column 1: char 'w' is not expected."],
-  ['two roots', '<domain><name>a</name></domain><domain><name>b</name></domain>', 'Invalid domain XML: line 1, column 39: Multiple possible root nodes found.'],
-  ['another root element', '<network><name>default</name></network>', 'Invalid domain XML: the root element is <network>, expected <domain>'],
-  ['a DOCTYPE with an entity', '<!DOCTYPE domain [<!ENTITY lol "lol">]><domain><name>&lol;</name></domain>',
-    'Invalid domain XML: a DOCTYPE is not allowed (libvirt never writes one)'],
+  [
+    'two roots',
+    '<domain><name>a</name></domain><domain><name>b</name></domain>',
+    'Invalid domain XML: line 1, column 39: Multiple possible root nodes found.',
+  ],
+  [
+    'another root element',
+    '<network><name>default</name></network>',
+    'Invalid domain XML: the root element is <network>, expected <domain>',
+  ],
+  [
+    'a DOCTYPE with an entity',
+    '<!DOCTYPE domain [<!ENTITY lol "lol">]><domain><name>&lol;</name></domain>',
+    'Invalid domain XML: a DOCTYPE is not allowed (libvirt never writes one)',
+  ],
   ['an unknown entity', '<domain><name>&lol;</name></domain>', "Invalid domain XML: unknown entity '&lol;'"],
-  ['a character reference to NUL', '<domain><name>a&#0;</name></domain>', "Invalid domain XML: character reference '&#0;' is not an XML character"],
-  ['two <name> elements', '<domain><name>a</name><name>b</name></domain>', 'Invalid domain XML: <domain> has 2 <name> elements, expected one'],
-  ['nesting deeper than libxml2 allows', `<domain><name>a</name><description>${'<a>'.repeat(300)}${'</a>'.repeat(300)}</description></domain>`,
-    'Invalid domain XML: elements nested deeper than 256 levels'],
+  [
+    'a character reference to NUL',
+    '<domain><name>a&#0;</name></domain>',
+    "Invalid domain XML: character reference '&#0;' is not an XML character",
+  ],
+  [
+    'two <name> elements',
+    '<domain><name>a</name><name>b</name></domain>',
+    'Invalid domain XML: <domain> has 2 <name> elements, expected one',
+  ],
+  [
+    'nesting deeper than libxml2 allows',
+    `<domain><name>a</name><description>${'<a>'.repeat(300)}${'</a>'.repeat(300)}</description></domain>`,
+    'Invalid domain XML: elements nested deeper than 256 levels',
+  ],
 ];
 
 for (const [label, xml, message] of malformed) {
@@ -277,7 +390,8 @@ test('hasPassthroughDevices: false with neither hostdev nor shmem, true with eit
 // --- vfio-hookd metadata ---
 
 test('reads every metadata setting into the shape of a config table', (t) => {
-  const info = parseDomainXml(metadata(`
+  const info = parseDomainXml(
+    metadata(`
     <vfio:device address='0000:0b:00.0'/>
     <vfio:device address='0b:00.1'/>
     <vfio:user>alex</vfio:user>
@@ -287,7 +401,8 @@ test('reads every metadata setting into the shape of a config table', (t) => {
     <vfio:scream size='2M' name='scream' group='audio' mode='0640'/>
     <vfio:unit>looking-glass-client@lg.service</vfio:unit>
     <vfio:unit>scream-receiver.service</vfio:unit>
-  `));
+  `),
+  );
   t.deepEqual(info.metadata, {
     devices: ['0000:0b:00.0', '0b:00.1'],
     user: 'alex',
@@ -300,7 +415,7 @@ test('reads every metadata setting into the shape of a config table', (t) => {
 });
 
 test('metadata is matched by namespace URI, not by prefix', (t) => {
-  const other = parseDomainXml(metadata("<hookd:user>alex</hookd:user>", 'hookd'));
+  const other = parseDomainXml(metadata('<hookd:user>alex</hookd:user>', 'hookd'));
   t.deepEqual(other.metadata, { user: 'alex' });
   const dflt = parseDomainXml(domain(`<metadata><vm xmlns="${VFIO_XMLNS}"><user>alex</user></vm></metadata>`));
   t.deepEqual(dflt.metadata, { user: 'alex' });
@@ -309,7 +424,9 @@ test('metadata is matched by namespace URI, not by prefix', (t) => {
   );
   t.deepEqual(declaredAbove.metadata, { user: 'alex' });
   // The right prefix bound to another namespace is not ours.
-  const impostor = parseDomainXml(domain(`<metadata><vfio:vm xmlns:vfio="https://example.org/vm"><vfio:user>x</vfio:user></vfio:vm></metadata>`));
+  const impostor = parseDomainXml(
+    domain(`<metadata><vfio:vm xmlns:vfio="https://example.org/vm"><vfio:user>x</vfio:user></vfio:vm></metadata>`),
+  );
   t.is(impostor.metadata, null);
 });
 
@@ -319,21 +436,49 @@ test('an empty <vm> element gives empty settings, not null', (t) => {
 
 const META = "Invalid vfio-hookd metadata in VM 'win10'";
 const badMetadata: ReadonlyArray<readonly [string, string, string]> = [
-  ['a misspelt element', '<vfio:usr>alex</vfio:usr>',
-    `${META}: unknown element <vfio:usr> (namespace '${VFIO_XMLNS}') in <vfio:vm>; did you mean <vfio:user>?`],
+  [
+    'a misspelt element',
+    '<vfio:usr>alex</vfio:usr>',
+    `${META}: unknown element <vfio:usr> (namespace '${VFIO_XMLNS}') in <vfio:vm>; did you mean <vfio:user>?`,
+  ],
   ['a foreign element inside <vm>', '<user>alex</user>', `${META}: unknown element <user> (no namespace) in <vfio:vm>`],
-  ['a misspelt attribute', "<vfio:looking-glass resolutoin='1920x1080'/>",
-    `${META}: unknown attribute 'resolutoin' on <vfio:looking-glass>, which takes 'resolution', 'size', 'hdr', 'name', 'group', 'mode'; did you mean 'resolution'?`],
-  ['a misspelt Scream attribute', "<vfio:scream grop='audio'/>",
-    `${META}: unknown attribute 'grop' on <vfio:scream>, which takes 'size', 'name', 'group', 'mode'; did you mean 'group'?`],
-  ['an attribute on a text element', "<vfio:user name='alex'/>", `${META}: unknown attribute 'name' on <vfio:user>, which takes no attributes`],
-  ['a repeated single element', '<vfio:user>a</vfio:user><vfio:user>b</vfio:user>', `${META}: <vfio:user> appears more than once; keep one`],
-  ['a boolean that is not yes/no', '<vfio:force>true</vfio:force>', `${META}: invalid value 'true' for <vfio:force>: expected 'yes' or 'no'`],
-  ['hdr that is not yes/no', "<vfio:looking-glass resolution='1920x1080' hdr='1'/>",
-    `${META}: invalid value '1' for 'hdr' on <vfio:looking-glass>: expected 'yes' or 'no'`],
+  [
+    'a misspelt attribute',
+    "<vfio:looking-glass resolutoin='1920x1080'/>",
+    `${META}: unknown attribute 'resolutoin' on <vfio:looking-glass>, which takes 'resolution', 'size', 'hdr', 'name', 'group', 'mode'; did you mean 'resolution'?`,
+  ],
+  [
+    'a misspelt Scream attribute',
+    "<vfio:scream grop='audio'/>",
+    `${META}: unknown attribute 'grop' on <vfio:scream>, which takes 'size', 'name', 'group', 'mode'; did you mean 'group'?`,
+  ],
+  [
+    'an attribute on a text element',
+    "<vfio:user name='alex'/>",
+    `${META}: unknown attribute 'name' on <vfio:user>, which takes no attributes`,
+  ],
+  [
+    'a repeated single element',
+    '<vfio:user>a</vfio:user><vfio:user>b</vfio:user>',
+    `${META}: <vfio:user> appears more than once; keep one`,
+  ],
+  [
+    'a boolean that is not yes/no',
+    '<vfio:force>true</vfio:force>',
+    `${META}: invalid value 'true' for <vfio:force>: expected 'yes' or 'no'`,
+  ],
+  [
+    'hdr that is not yes/no',
+    "<vfio:looking-glass resolution='1920x1080' hdr='1'/>",
+    `${META}: invalid value '1' for 'hdr' on <vfio:looking-glass>: expected 'yes' or 'no'`,
+  ],
   ['a device without address', '<vfio:device/>', `${META}: <vfio:device> needs an 'address' attribute, e.g. address='0000:0b:00.0'`],
-  ['text where attributes belong', "<vfio:scream>2M</vfio:scream>", `${META}: unexpected text '2M' in <vfio:scream>; use attributes`],
-  ['nested elements', '<vfio:user><vfio:name>alex</vfio:name></vfio:user>', `${META}: <vfio:user> must not contain elements, found <vfio:name>`],
+  ['text where attributes belong', '<vfio:scream>2M</vfio:scream>', `${META}: unexpected text '2M' in <vfio:scream>; use attributes`],
+  [
+    'nested elements',
+    '<vfio:user><vfio:name>alex</vfio:name></vfio:user>',
+    `${META}: <vfio:user> must not contain elements, found <vfio:name>`,
+  ],
   ['stray text in <vm>', 'alex', `${META}: unexpected text 'alex' in <vfio:vm>`],
 ];
 

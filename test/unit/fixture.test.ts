@@ -62,20 +62,14 @@ test('parseFixture refuses a consumer that is not a device of the host', (t) => 
   const input = copyOf('reference-host');
   deviceOf(input, '0000:0b:00.0').consumers = ['0000:0b:00.1', '0000:0b:00.5'];
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
-  t.is(
-    error.message,
-    "Invalid simulated host 'my-host.json': '0000:0b:00.0' names '0000:0b:00.5', which is not a device of this host",
-  );
+  t.is(error.message, "Invalid simulated host 'my-host.json': '0000:0b:00.0' names '0000:0b:00.5', which is not a device of this host");
 });
 
 test('parseFixture refuses a parent that is not a device of the host', (t) => {
   const input = copyOf('reference-host');
   deviceOf(input, '0000:0b:00.0').parent = '0000:00:07.1';
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
-  t.is(
-    error.message,
-    "Invalid simulated host 'my-host.json': '0000:0b:00.0' names '0000:00:07.1', which is not a device of this host",
-  );
+  t.is(error.message, "Invalid simulated host 'my-host.json': '0000:0b:00.0' names '0000:00:07.1', which is not a device of this host");
 });
 
 test('parseFixture refuses a consumer that is not a PCI address, naming its path', (t) => {
@@ -147,9 +141,17 @@ test('parseFixture fills the input devices of a USB controller, and none elsewhe
 const badInputs: [string, unknown, string][] = [
   ['an unknown kind', { name: 'Wacom Intuos', kind: 'tablet' }, "kind: expected one of 'keyboard', 'mouse', 'gamepad'"],
   ['a missing kind', { name: 'CHERRY USB keyboard' }, 'kind: Invalid key: Expected "kind" but received undefined'],
-  ['a name with a newline', { name: 'evil\nname', kind: 'keyboard' }, 'name: expected a device name of 1 to 80 characters without control characters'],
+  [
+    'a name with a newline',
+    { name: 'evil\nname', kind: 'keyboard' },
+    'name: expected a device name of 1 to 80 characters without control characters',
+  ],
   ['an empty name', { name: '', kind: 'mouse' }, 'name: expected a device name of 1 to 80 characters without control characters'],
-  ['a name longer than 80 characters', { name: 'k'.repeat(81), kind: 'keyboard' }, 'name: expected a device name of 1 to 80 characters without control characters'],
+  [
+    'a name longer than 80 characters',
+    { name: 'k'.repeat(81), kind: 'keyboard' },
+    'name: expected a device name of 1 to 80 characters without control characters',
+  ],
 ];
 
 for (const [what, entry, problem] of badInputs) {

@@ -44,12 +44,22 @@ test(`${COUNT} generated hook inputs: the parsers agree with the oracle and neve
     const got = verdict(c);
     const expected = c.refused ? 'refused' : 'passed';
     if (got !== expected) {
-      disagreements.push(`#${c.index} ${JSON.stringify(c.args).slice(0, 200)} (${c.why}): expected ${expected}, got ${got}; xml ${JSON.stringify(String(c.xml).slice(0, 300))}`);
+      disagreements.push(
+        `#${c.index} ${JSON.stringify(c.args).slice(0, 200)} (${c.why}): expected ${expected}, got ${got}; xml ${JSON.stringify(String(c.xml).slice(0, 300))}`,
+      );
     }
   }
-  t.log(`${kinds.size} kinds of case, e.g. ${[...kinds.entries()].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([k, n]) => `${n} × ${k}`).join(', ')}`);
+  t.log(
+    `${kinds.size} kinds of case, e.g. ${[...kinds.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 5)
+      .map(([k, n]) => `${n} × ${k}`)
+      .join(', ')}`,
+  );
   t.deepEqual(disagreements.slice(0, 10), [], `${disagreements.length} disagreements`);
-  const refused = [...kinds.entries()].filter(([k]) => !k.startsWith('valid') && !k.includes('does not act') && !k.includes('only prepare reads')).length;
+  const refused = [...kinds.entries()].filter(
+    ([k]) => !k.startsWith('valid') && !k.includes('does not act') && !k.includes('only prepare reads'),
+  ).length;
   t.true(refused > 20, 'the refusals are varied');
 });
 

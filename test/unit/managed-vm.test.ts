@@ -39,7 +39,9 @@ function settings(text: string): VmSettings {
 
 test('Looking Glass and Scream each get their own group and mode', async (t) => {
   const vm = await toManagedVm(
-    settings('[vm.win10]\nuser = "alex"\n[vm.win10.looking-glass]\nsize = "32M"\ngroup = "qemu-libvirtd"\nmode = "0660"\n[vm.win10.scream]\ngroup = "audio"\nmode = "0640"\n'),
+    settings(
+      '[vm.win10]\nuser = "alex"\n[vm.win10.looking-glass]\nsize = "32M"\ngroup = "qemu-libvirtd"\nmode = "0660"\n[vm.win10.scream]\ngroup = "audio"\nmode = "0640"\n',
+    ),
     accounts(),
   );
   t.deepEqual(vm.shmFiles, [
@@ -50,10 +52,18 @@ test('Looking Glass and Scream each get their own group and mode', async (t) => 
 
 test("a Scream table without a group takes Looking Glass's group, but keeps its own mode", async (t) => {
   const vm = await toManagedVm(
-    settings('[vm.win10]\nuser = "alex"\n[vm.win10.looking-glass]\nsize = "32M"\ngroup = "qemu-libvirtd"\nmode = "0600"\n[vm.win10.scream]\n'),
+    settings(
+      '[vm.win10]\nuser = "alex"\n[vm.win10.looking-glass]\nsize = "32M"\ngroup = "qemu-libvirtd"\nmode = "0600"\n[vm.win10.scream]\n',
+    ),
     accounts(),
   );
-  t.deepEqual(vm.shmFiles.map((f) => [f.name, f.gid, f.mode]), [['looking-glass', 301, 0o600], ['scream', 301, 0o660]]);
+  t.deepEqual(
+    vm.shmFiles.map((f) => [f.name, f.gid, f.mode]),
+    [
+      ['looking-glass', 301, 0o600],
+      ['scream', 301, 0o660],
+    ],
+  );
 });
 
 test('a Scream-only VM can name the group QEMU needs to open its file', async (t) => {
@@ -64,7 +74,10 @@ test('a Scream-only VM can name the group QEMU needs to open its file', async (t
 test("without any group the owner's primary group is used, looked up once", async (t) => {
   const lookups = accounts();
   const vm = await toManagedVm(settings('[vm.win10]\nuser = "alex"\n[vm.win10.looking-glass]\nsize = "32M"\n[vm.win10.scream]\n'), lookups);
-  t.deepEqual(vm.shmFiles.map((f) => f.gid), [1000, 1000]);
+  t.deepEqual(
+    vm.shmFiles.map((f) => f.gid),
+    [1000, 1000],
+  );
   t.deepEqual(lookups.calls, ['uid alex', 'primaryGid alex']);
 });
 

@@ -39,7 +39,11 @@ test('a prepare journals each device detached, each shm file made or repaired, e
     outcome({
       message: "VM 'win10' prepared: 2 device(s) on vfio-pci",
       detached: ['0000:0b:00.0', '0000:0b:00.1'],
-      shm: [shm('/dev/shm/looking-glass', 'created'), shm('/dev/shm/scream', 'repaired', ['mode 0644 -> 0660', 'size 2M -> 4M']), shm('/dev/shm/other', 'unchanged')],
+      shm: [
+        shm('/dev/shm/looking-glass', 'created'),
+        shm('/dev/shm/scream', 'repaired', ['mode 0644 -> 0660', 'size 2M -> 4M']),
+        shm('/dev/shm/other', 'unchanged'),
+      ],
       warnings: ['something odd, ignoring'],
     }),
   );
@@ -120,7 +124,10 @@ test('a refused manual change is a warning naming the D-Bus method and the calle
     message: "DetachDevice by 'alice' (uid 1000) refused: Invalid PCI address '0b:00'",
     fields: { MESSAGE_ID: 'dcfab31185fa4f15b714caa65ce20ad6', CALLER_UID: '1000' },
   });
-  t.is(manualChangeEntry('reattach', { uid: 1000, name: 'alice' }, manualOwner('alice'), null, error).message, "ReattachDevice by 'alice' (uid 1000) refused: Invalid PCI address '0b:00'");
+  t.is(
+    manualChangeEntry('reattach', { uid: 1000, name: 'alice' }, manualOwner('alice'), null, error).message,
+    "ReattachDevice by 'alice' (uid 1000) refused: Invalid PCI address '0b:00'",
+  );
 });
 
 test('a VM released at start, a start without prepare, and recovery notes carry their MESSAGE_IDs', (t) => {

@@ -18,8 +18,16 @@ const cases: [string, unknown, string][] = [
   ['a 251-byte VM name, whole', a(251), `'${a(251)}'`],
   ['characters are code points: the limit in astral characters is whole', PC.repeat(QUOTE_WHOLE_MAX), `'${PC.repeat(QUOTE_WHOLE_MAX)}'`],
   ['a cut never splits a surrogate pair', PC.repeat(300), `'${PC.repeat(QUOTE_KEEP)}\u2026' (300 characters)`],
-  ['control characters of a long value are escaped after the cut', '\n'.repeat(1000), `'${'\\x0a'.repeat(QUOTE_KEEP)}\u2026' (1000 characters)`],
-  ['a long value with a quote inside keeps it (quotes are not escaped)', `it's ${a(400)}`, `'it's ${a(QUOTE_KEEP - 5)}\u2026' (405 characters)`],
+  [
+    'control characters of a long value are escaped after the cut',
+    '\n'.repeat(1000),
+    `'${'\\x0a'.repeat(QUOTE_KEEP)}\u2026' (1000 characters)`,
+  ],
+  [
+    'a long value with a quote inside keeps it (quotes are not escaped)',
+    `it's ${a(400)}`,
+    `'it's ${a(QUOTE_KEEP - 5)}\u2026' (405 characters)`,
+  ],
 ];
 
 for (const [what, value, expected] of cases) {

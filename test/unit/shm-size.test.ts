@@ -70,10 +70,7 @@ const badSizes: ReadonlyArray<readonly [string, string]> = [
   ['1GB', "Invalid size '1GB': decimal units are not accepted, sizes are binary; use '1G' for 1 GiB"],
   ['9007199254740992', "Invalid size '9007199254740992': larger than the maximum of 9007199254740991 bytes"],
   ['8388608G', "Invalid size '8388608G': larger than the maximum of 9007199254740991 bytes"],
-  [
-    '99999999999999999999999999M',
-    "Invalid size '99999999999999999999999999M': larger than the maximum of 9007199254740991 bytes",
-  ],
+  ['99999999999999999999999999M', "Invalid size '99999999999999999999999999M': larger than the maximum of 9007199254740991 bytes"],
 ];
 
 for (const [text, message] of badSizes) {
@@ -243,14 +240,8 @@ const badNames: ReadonlyArray<readonly [string, string]> = [
   ['lg\u007f', `Invalid shared memory name 'lg\\x7f': must not contain control characters; ${FIX}`],
   ['lg\u0085', `Invalid shared memory name 'lg\u0085': must not contain control characters; ${FIX}`],
   ['lg\ud800', `Invalid shared memory name 'lg\ud800': not valid Unicode (unpaired surrogate); ${FIX}`],
-  [
-    'x'.repeat(256),
-    `Invalid shared memory name '${'x'.repeat(256)}': 256 bytes long, at most 255 allowed; use a shorter name`,
-  ],
-  [
-    'é'.repeat(128),
-    `Invalid shared memory name '${'é'.repeat(128)}': 256 bytes long, at most 255 allowed; use a shorter name`,
-  ],
+  ['x'.repeat(256), `Invalid shared memory name '${'x'.repeat(256)}': 256 bytes long, at most 255 allowed; use a shorter name`],
+  ['é'.repeat(128), `Invalid shared memory name '${'é'.repeat(128)}': 256 bytes long, at most 255 allowed; use a shorter name`],
 ];
 
 function label(name: string): string {

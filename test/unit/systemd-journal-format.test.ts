@@ -81,11 +81,53 @@ test('encodeEntry: a 300-byte value has its length in little-endian order', (t) 
 const lines: Array<[string, Parameters<typeof formatStderr>, string]> = [
   ['plain', [6, 'Ready', [], true], '<6>Ready\n'],
   ['no prefix', [6, 'Ready', [], false], 'Ready\n'],
-  ['fields after the message', [4, 'Slow unbind', [['PCI_ADDRESS', '0000:0b:00.0'], ['IOMMU_GROUP', '25']], true], '<4>Slow unbind [PCI_ADDRESS=0000:0b:00.0 IOMMU_GROUP=25]\n'],
-  ['query-only fields left out', [5, 'Detached', [['MESSAGE_ID', 'ce36'], ['CODE_FILE', 'x.ts'], ['CODE_LINE', '1'], ['CODE_FUNC', 'f']], true], '<5>Detached\n'],
-  ['a value with a space is quoted', [3, 'Failed', [['UNIT', 'looking glass.service']], true], "<3>Failed [UNIT='looking glass.service']\n"],
+  [
+    'fields after the message',
+    [
+      4,
+      'Slow unbind',
+      [
+        ['PCI_ADDRESS', '0000:0b:00.0'],
+        ['IOMMU_GROUP', '25'],
+      ],
+      true,
+    ],
+    '<4>Slow unbind [PCI_ADDRESS=0000:0b:00.0 IOMMU_GROUP=25]\n',
+  ],
+  [
+    'query-only fields left out',
+    [
+      5,
+      'Detached',
+      [
+        ['MESSAGE_ID', 'ce36'],
+        ['CODE_FILE', 'x.ts'],
+        ['CODE_LINE', '1'],
+        ['CODE_FUNC', 'f'],
+      ],
+      true,
+    ],
+    '<5>Detached\n',
+  ],
+  [
+    'a value with a space is quoted',
+    [3, 'Failed', [['UNIT', 'looking glass.service']], true],
+    "<3>Failed [UNIT='looking glass.service']\n",
+  ],
   ['an empty value is quoted', [3, 'Failed', [['UNIT', '']], true], "<3>Failed [UNIT='']\n"],
-  ['a value with "=" or brackets is quoted', [3, 'Failed', [['A', 'x=y'], ['B', '[z]']], true], "<3>Failed [A='x=y' B='[z]']\n"],
+  [
+    'a value with "=" or brackets is quoted',
+    [
+      3,
+      'Failed',
+      [
+        ['A', 'x=y'],
+        ['B', '[z]'],
+      ],
+      true,
+    ],
+    "<3>Failed [A='x=y' B='[z]']\n",
+  ],
   ['a value with a newline is quoted and escaped', [3, 'Failed', [['A', 'x\ny']], true], "<3>Failed [A='x\\x0ay']\n"],
   ['every line of a multi-line message is prefixed', [2, 'one\ntwo', [['A', 'b']], true], '<2>one\n<2>two [A=b]\n'],
 ];

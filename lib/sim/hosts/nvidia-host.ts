@@ -40,7 +40,15 @@ export const nvidiaHost: FixtureInput = {
       consumers: ['0000:01:00.1'],
       comment: 'RTX 2080',
     },
-    { address: '0000:01:00.1', parent: '0000:00:01.0', vendor: '10de', device: '10f8', class: '0x040300', group: 1, driver: 'snd_hda_intel' },
+    {
+      address: '0000:01:00.1',
+      parent: '0000:00:01.0',
+      vendor: '10de',
+      device: '10f8',
+      class: '0x040300',
+      group: 1,
+      driver: 'snd_hda_intel',
+    },
     { address: '0000:01:00.2', parent: '0000:00:01.0', vendor: '10de', device: '1ad8', class: '0x0c0330', group: 1, driver: 'xhci_hcd' },
     { address: '0000:01:00.3', parent: '0000:00:01.0', vendor: '10de', device: '1ad9', class: '0x0c8000', group: 1, driver: 'nvidia-gpu' },
     { address: '0000:00:1d.0', vendor: '8086', device: 'a330', class: '0x060400', group: 8, driver: 'pcieport' },
@@ -55,8 +63,6 @@ export const nvidiaHost: FixtureInput = {
       block: [{ name: 'nvme0n1', dev: '259:0', partitions: [{ name: 'nvme0n1p1', dev: '259:1' }] }],
     },
   ],
-  processes: [
-    { pid: 901, comm: 'Xorg', fds: ['/dev/dri/card0', '/dev/dri/renderD128'] },
-  ],
+  processes: [{ pid: 901, comm: 'Xorg', fds: ['/dev/dri/card0', '/dev/dri/renderD128'] }],
   mounts: [{ source: '/dev/nvme0n1p1', mountPoint: '/', fsType: 'xfs', dev: '259:1' }],
 };

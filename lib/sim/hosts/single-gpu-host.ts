@@ -30,9 +30,25 @@ export const singleGpuHost: FixtureInput = {
       consumers: ['0000:01:00.1'],
       comment: 'RX 6700 XT',
     },
-    { address: '0000:01:00.1', parent: '0000:00:01.0', vendor: '1002', device: 'ab28', class: '0x040300', group: 2, driver: 'snd_hda_intel' },
+    {
+      address: '0000:01:00.1',
+      parent: '0000:00:01.0',
+      vendor: '1002',
+      device: 'ab28',
+      class: '0x040300',
+      group: 2,
+      driver: 'snd_hda_intel',
+    },
     { address: '0000:00:14.0', vendor: '8086', device: '7ae0', class: '0x0c0330', group: 5, driver: 'xhci_hcd' },
-    { address: '0000:00:1f.6', vendor: '8086', device: '1a1c', class: '0x020000', group: 9, driver: 'e1000e', net: [{ name: 'eno1', up: true }] },
+    {
+      address: '0000:00:1f.6',
+      vendor: '8086',
+      device: '1a1c',
+      class: '0x020000',
+      group: 9,
+      driver: 'e1000e',
+      net: [{ name: 'eno1', up: true }],
+    },
     { address: '0000:00:1d.0', vendor: '8086', device: '7ab0', class: '0x060400', group: 8, driver: 'pcieport' },
     {
       address: '0000:02:00.0',
@@ -42,7 +58,16 @@ export const singleGpuHost: FixtureInput = {
       class: '0x010802',
       group: 10,
       driver: 'nvme',
-      block: [{ name: 'nvme0n1', dev: '259:0', partitions: [{ name: 'nvme0n1p1', dev: '259:1' }, { name: 'nvme0n1p2', dev: '259:2' }] }],
+      block: [
+        {
+          name: 'nvme0n1',
+          dev: '259:0',
+          partitions: [
+            { name: 'nvme0n1p1', dev: '259:1' },
+            { name: 'nvme0n1p2', dev: '259:2' },
+          ],
+        },
+      ],
     },
   ],
   mounts: [

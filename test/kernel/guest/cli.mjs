@@ -70,7 +70,10 @@ function raw(fn, ...addrs) {
   return r.status === 0;
 }
 
-const hex = (s) => String(s ?? '').toLowerCase().replace(/^0x/, '');
+const hex = (s) =>
+  String(s ?? '')
+    .toLowerCase()
+    .replace(/^0x/, '');
 function devicesJson() {
   const r = hookctl('devices', '--json');
   let json = null;
@@ -99,8 +102,16 @@ try {
   // ---------------------------------------------------------- listing
   let d = devicesJson();
   check(d.r.code === 0 && d.json !== null, 'devices --json exits 0 with JSON', `${describe(d.r)} ${d.err}`);
-  check(d.hda?.address === HDA, `devices --json finds the HDA (class 0x0403xx, 8086:293e) at ${HDA}`, `got ${JSON.stringify(d.hda)?.slice(0, 300)}`);
-  check(d.vga?.address === VGA, `devices --json finds the guest VGA (class 0x0300xx, 1234:1111, the HDA's group) at ${VGA}`, `got ${JSON.stringify(d.vga)?.slice(0, 300)}`);
+  check(
+    d.hda?.address === HDA,
+    `devices --json finds the HDA (class 0x0403xx, 8086:293e) at ${HDA}`,
+    `got ${JSON.stringify(d.hda)?.slice(0, 300)}`,
+  );
+  check(
+    d.vga?.address === VGA,
+    `devices --json finds the guest VGA (class 0x0300xx, 1234:1111, the HDA's group) at ${VGA}`,
+    `got ${JSON.stringify(d.vga)?.slice(0, 300)}`,
+  );
   check(
     d.vgas.length === 2 && d.hostVga?.address === HOSTVGA,
     `devices --json lists the host VGA with the same ids at ${HOSTVGA}`,
@@ -128,11 +139,7 @@ try {
   );
   check(d.group?.viable === false, `group ${GROUP} is viable:false while on host drivers`, `got ${JSON.stringify(d.group)}`);
   const card = fs.readdirSync(`${PCI}/${VGA}/drm`).find((n) => n.startsWith('card'));
-  check(
-    Array.isArray(d.vga?.drm) && d.vga.drm.includes(card),
-    `VGA drm lists ${card}`,
-    `got ${JSON.stringify(d.vga?.drm)}`,
-  );
+  check(Array.isArray(d.vga?.drm) && d.vga.drm.includes(card), `VGA drm lists ${card}`, `got ${JSON.stringify(d.vga?.drm)}`);
   const table = hookctl('devices');
   check(table.code === 0 && table.stdout.includes(VGA), 'devices (table) exits 0 and shows the VGA address', describe(table));
 
@@ -212,8 +219,12 @@ try {
   );
   if (r.stderr.trim()) out(`# detach refusal said: ${r.stderr.trim().split('\n')[0]}`);
   check(
-    r.code !== 0 && r.code !== null &&
-      drv(VGA) === 'bochs-drm' && drv(HDA) === 'snd_hda_intel' && ovr(VGA) === '(null)' && ovr(HDA) === '(null)',
+    r.code !== 0 &&
+      r.code !== null &&
+      drv(VGA) === 'bochs-drm' &&
+      drv(HDA) === 'snd_hda_intel' &&
+      ovr(VGA) === '(null)' &&
+      ovr(HDA) === '(null)',
     'after the refused detach (CLI ran, exit non-zero) both stay on their drivers with driver_override (null)',
     `exit ${r.code}; vga ${drv(VGA)} (${ovr(VGA)}), hda ${drv(HDA)} (${ovr(HDA)})`,
   );
