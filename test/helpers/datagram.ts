@@ -22,7 +22,8 @@ export class DatagramReceiver {
   /** Every datagram so far, as received. */
   readonly datagrams: Buffer[] = [];
   readonly #socket: DgramSocket;
-  readonly #waiters = new Set<() => void>();
+  /** Pending waits: each is checked on every datagram, and settled (its timer cleared) on close. */
+  readonly #waiters = new Set<{ check: () => void; cancel: () => void }>();
   #open = true;
 
   private constructor(path: string, socket: DgramSocket) {
@@ -49,7 +50,7 @@ export class DatagramReceiver {
 
   #received(buf: Buffer): void {
     this.datagrams.push(buf);
-    for (const wake of [...this.#waiters]) wake();
+    for (const waiter of [...this.#waiters]) waiter.check();
   }
 
   /** Every datagram so far, as UTF-8 text. */
@@ -60,18 +61,30 @@ export class DatagramReceiver {
   /** Resolves with the first datagram (past or future) for which `test` holds; rejects after `timeoutMs`. */
   waitUntil(test: (all: readonly Buffer[]) => boolean, what: string, timeoutMs = 5000): Promise<Buffer[]> {
     return new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (!test(this.datagrams)) return;
+      // A wait that loses a race (the daemon exited before READY=1) must not keep
+      // the test worker alive until its timer fires: close() cancels it.
+      const settle = (): void => {
         clearTimeout(timer);
-        this.#waiters.delete(check);
-        resolve(this.datagrams.slice());
+        this.#waiters.delete(waiter);
+      };
+      const waiter = {
+        check: (): void => {
+          if (!test(this.datagrams)) return;
+          settle();
+          resolve(this.datagrams.slice());
+        },
+        cancel: (): void => {
+          settle();
+          reject(new Error(`${what}: the receiver was closed first (got ${this.datagrams.length} datagrams)`));
+        },
       };
       const timer = setTimeout(() => {
-        this.#waiters.delete(check);
+        this.#waiters.delete(waiter);
         reject(new Error(`${what}: not in ${timeoutMs} ms (got ${this.datagrams.length} datagrams)`));
       }, timeoutMs);
-      this.#waiters.add(check);
-      check();
+      if (!this.#open) return waiter.cancel();
+      this.#waiters.add(waiter);
+      waiter.check();
     });
   }
 
@@ -80,8 +93,10 @@ export class DatagramReceiver {
     return this.waitUntil((all) => all.length >= count, `${count} datagrams`, timeoutMs);
   }
 
+  /** Close the socket and cancel every pending wait (each rejects, its timer cleared). */
   close(): void {
     if (this.#open) this.#socket.close();
     this.#open = false;
+    for (const waiter of [...this.#waiters]) waiter.cancel();
   }
 }
