@@ -23,6 +23,10 @@ import { DeviceLedger } from '../lifecycle/device-ledger.js';
 import { manualOwner, vmOwner, type Owner } from '../pci/owner.js';
 import { callDaemon, daemonRunning } from './daemon-client.js';
 import os from 'node:os';
+import path from 'node:path';
+import { DEFAULT_CONFIG_PATH } from '../config/index.js';
+import { doctorExitCode, formatChecks } from '../doctor/check.js';
+import { runDoctor } from '../doctor/doctor.js';
 import { openSimulation } from '../sim/index.js';
 import { VERSION } from '../version.js';
 import { devicesView, formatDevices } from './device-view.js';
@@ -41,9 +45,16 @@ Commands:
   detach ADDRESS...       Bind the devices, the functions of their cards and the rest
                           of their IOMMU groups to vfio-pci (checked, rolled back on failure)
   reattach ADDRESS...     Give them back to the drivers they had before
+  doctor [VM...]          Check the whole setup read-only (IOMMU, vfio-pci, the hook, the
+                          daemon, the configuration, each VM); exit 0 good, 1 a problem,
+                          2 something could not be checked (run as root to check all)
 
 Options:
-  --json                  Machine-readable output (devices, and plans with --dry-run)
+  --json                  Machine-readable output (devices, doctor, and plans with --dry-run)
+  --config FILE           doctor: the configuration (default /etc/vfio-hookd/vfio-hookd.toml)
+  --connect URI           doctor: the libvirt to read domains from (default qemu:///system;
+                          with --simulate or --root, only when given)
+  --root DIR              doctor: the system's / (etc, usr, var) to read (default /)
   --dry-run               Print the plan of detach/reattach without changing anything
   --for NAME              Record detached devices as VM NAME's; default: a detach by hand, by you
   --force                 detach: ignore the host-dependency safety rail (mounted disks,
@@ -88,6 +99,9 @@ const OPTIONS = {
   'write-timeout': { type: 'string' },
   'bus-address': { type: 'string' },
   'session-bus-address': { type: 'string' },
+  config: { type: 'string' },
+  connect: { type: 'string' },
+  root: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
@@ -172,7 +186,10 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
     io.stdout(USAGE);
     return command === undefined && !values.help ? 2 : 0;
   }
-  if (!['status', 'devices', 'detach', 'reattach'].includes(command)) throw new UsageError(`Unknown command ${q(command)}`);
+  if (!['status', 'devices', 'detach', 'reattach', 'doctor'].includes(command)) throw new UsageError(`Unknown command ${q(command)}`);
+  if (command === 'doctor') return doctor(values, args, io);
+  if (values.config !== undefined || values.connect !== undefined || values.root !== undefined)
+    throw new UsageError('--config, --connect and --root are options of doctor');
   if (command === 'status') {
     if (args.length > 0) throw new UsageError(`'status' takes no arguments, got ${q(args[0])}`);
     const daemon = await readDaemonStatus(values['bus-address']);
@@ -242,6 +259,29 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
   } finally {
     await port.close();
     trace('closed the kernel port');
+  }
+}
+
+async function doctor(values: Values, vms: string[], io: CliIo): Promise<number> {
+  for (const vm of vms) if (vm.startsWith('-') || vm === '') throw new UsageError(`Invalid VM name ${q(vm)}`);
+  const port = await openPort(values);
+  try {
+    const simulated = values.simulate !== undefined;
+    // A simulated host is its own root: lib/sim lays out sys/, proc/, dev/ and run/ under one folder.
+    const root = values.root ?? (simulated ? path.dirname(port.roots.sysfs) : '/');
+    const custom = simulated || values.root !== undefined;
+    const checks = await runDoctor({
+      root,
+      port,
+      configPath: values.config ?? (custom ? path.join(root, DEFAULT_CONFIG_PATH) : DEFAULT_CONFIG_PATH),
+      busAddress: values['bus-address'],
+      connect: values.connect ?? (custom ? null : 'qemu:///system'),
+      vms,
+    });
+    io.stdout(values.json ? JSON.stringify({ checks, exitCode: doctorExitCode(checks) }, null, 2) + '\n' : formatChecks(checks));
+    return doctorExitCode(checks);
+  } finally {
+    await port.close();
   }
 }
 
