@@ -29,11 +29,17 @@ class PropertyObject extends dbus.interface.Interface {
   update(next: Values): void {
     const changed: Values = {};
     for (const [key, value] of Object.entries(next)) {
-      if (JSON.stringify(this.#values[key]) !== JSON.stringify(value)) changed[key] = value;
+      if (!same(this.#values[key], value)) changed[key] = value;
     }
     this.#values = next;
     if (Object.keys(changed).length > 0) dbus.interface.Interface.emitPropertiesChanged(this, changed, []);
   }
+}
+
+/** Equal property values, bigints included (JSON.stringify cannot take them as they are). */
+function same(a: unknown, b: unknown): boolean {
+  const plain = (_: string, v: unknown): unknown => (typeof v === 'bigint' ? `${v}n` : v);
+  return JSON.stringify(a, plain) === JSON.stringify(b, plain);
 }
 
 /** Getters for configureMembers: dbus-next reads properties as class accessors. */
@@ -52,7 +58,20 @@ export class MachineObject extends PropertyObject {
     super(MACHINE_INTERFACE, machineProperties(row));
   }
 }
-accessors(MachineObject, ['Name', 'State', 'Devices', 'ShmFiles', 'LastMessage', 'User', 'Units']);
+accessors(MachineObject, [
+  'Name',
+  'State',
+  'Devices',
+  'ShmFiles',
+  'LastMessage',
+  'User',
+  'Units',
+  'Step',
+  'StepSinceUsec',
+  'StateSinceUsec',
+  'ShmFileInfo',
+  'ReturnDrivers',
+]);
 MachineObject.configureMembers({
   properties: {
     Name: { signature: 's', access: 'read' },
@@ -62,6 +81,11 @@ MachineObject.configureMembers({
     LastMessage: { signature: 's', access: 'read' },
     User: { signature: 's', access: 'read' },
     Units: { signature: 'as', access: 'read' },
+    Step: { signature: 's', access: 'read' },
+    StepSinceUsec: { signature: 't', access: 'read' },
+    StateSinceUsec: { signature: 't', access: 'read' },
+    ShmFileInfo: { signature: 'a(stuuu)', access: 'read' },
+    ReturnDrivers: { signature: 'a(ss)', access: 'read' },
   },
 });
 

@@ -70,11 +70,12 @@ export function hookHandledTuple(event: HookEvent, success: boolean, message: st
 }
 
 /**
- * A Machine's `State`: `defined` (configured, not seen yet), `prepared`,
- * `running`, `stopped`, `released`, `failed`. The daemon sets it, the agent
+ * A Machine's `State`: `defined` (configured, not seen yet), `preparing`
+ * (its prepare runs now), `prepared`, `running`, `stopped`, `releasing`
+ * (its release runs now), `released`, `failed`. The daemon sets it, the agent
  * acts on it, the CLI shows it.
  */
-export const MACHINE_STATES = ['defined', 'prepared', 'running', 'stopped', 'released', 'failed'] as const;
+export const MACHINE_STATES = ['defined', 'preparing', 'prepared', 'running', 'stopped', 'releasing', 'released', 'failed'] as const;
 export type MachineState = (typeof MACHINE_STATES)[number];
 
 /** `value` as a MachineState; null when it is none this version knows (or not a string). */
@@ -96,6 +97,24 @@ export interface MachineRow {
   readonly user: string;
   /** The user units its agent starts while it runs. */
   readonly units: readonly string[];
+  /** While it is `preparing` or `releasing`: the step now running ("unbinding 0000:0b:00.0 from amdgpu"); '' otherwise. */
+  readonly step?: string;
+  /** When that step started, in µs since the epoch; 0 when none. */
+  readonly stepSinceUsec?: bigint;
+  /** Since when it is in its state, in µs since the epoch; 0 when unknown (not seen since the daemon started). */
+  readonly stateSinceUsec?: bigint;
+  /** The shm files its prepare made or checked, as recorded: size, owner, group, mode. */
+  readonly shmDetails?: readonly ShmDetail[];
+  /** Each device it holds and the driver it goes back to at release (null: the kernel chooses). */
+  readonly returnDrivers?: readonly { readonly address: string; readonly driver: string | null }[];
+}
+
+export interface ShmDetail {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly mode: number;
 }
 
 /** `(sso)`: name, state, machine path. */
@@ -106,8 +125,15 @@ export function machineTuple(row: MachineRow): MachineTuple {
 }
 
 /** Property values of `org.vfiohookd1.Machine`, by D-Bus property name. */
-export function machineProperties(row: MachineRow): Record<string, string | string[]> {
+export function machineProperties(row: MachineRow): Record<string, unknown> {
   return {
+    // a(stuuu): name, size in bytes, uid, gid, mode bits.
+    ShmFileInfo: (row.shmDetails ?? []).map((f) => [busSafe(f.name), BigInt(f.sizeBytes), f.uid, f.gid, f.mode]),
+    // a(ss): address, the driver it goes back to ('' when the kernel chooses).
+    ReturnDrivers: (row.returnDrivers ?? []).map((d) => [d.address, d.driver ?? '']),
+    Step: busSafe(row.step ?? ''),
+    StepSinceUsec: row.stepSinceUsec ?? 0n,
+    StateSinceUsec: row.stateSinceUsec ?? 0n,
     Name: busSafe(row.name),
     State: row.state,
     Devices: [...row.devices],
@@ -141,6 +167,24 @@ export function decodeMachineProperties(values: Readonly<Record<string, unknown>
   if (user !== null) out.user = user;
   const units = strings(values['Units']);
   if (units !== null) out.units = units;
+  const step = text(values['Step']);
+  if (step !== null) out.step = step;
+  if (typeof values['StepSinceUsec'] === 'bigint') out.stepSinceUsec = values['StepSinceUsec'];
+  if (typeof values['StateSinceUsec'] === 'bigint') out.stateSinceUsec = values['StateSinceUsec'];
+  const info = values['ShmFileInfo'];
+  if (Array.isArray(info))
+    out.shmDetails = info.flatMap((f: unknown) => {
+      if (!Array.isArray(f) || typeof f[0] !== 'string') return [];
+      const [name, size, uid, gid, mode] = f as [string, bigint, number, number, number];
+      return [{ name, sizeBytes: Number(size), uid: Number(uid), gid: Number(gid), mode: Number(mode) }];
+    });
+  const back = values['ReturnDrivers'];
+  if (Array.isArray(back))
+    out.returnDrivers = back.flatMap((d: unknown) =>
+      Array.isArray(d) && typeof d[0] === 'string' && typeof d[1] === 'string'
+        ? [{ address: d[0], driver: d[1] === '' ? null : d[1] }]
+        : [],
+    );
   return out;
 }
 

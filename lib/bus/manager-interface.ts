@@ -217,6 +217,11 @@ export class ManagerInterface extends dbus.interface.Interface {
   HookHandled(tuple: HookHandledTuple): HookHandledTuple {
     return tuple;
   }
+
+  /** Signal `StepStarted(sss)`: VM, stage (prepare, release), the step now running; sent as each step starts. */
+  StepStarted(tuple: [string, string, string]): [string, string, string] {
+    return tuple;
+  }
 }
 
 ManagerInterface.configureMembers({
@@ -237,6 +242,7 @@ ManagerInterface.configureMembers({
   },
   signals: {
     HookHandled: { signature: 'sssbst' },
+    StepStarted: { signature: 'sss' },
   },
 });
 

@@ -28,6 +28,7 @@ export const ManagerMember = {
   ReattachDevice: 'ReattachDevice',
   Reload: 'Reload',
   HookHandled: 'HookHandled',
+  StepStarted: 'StepStarted',
   Version: 'Version',
   ConfigFile: 'ConfigFile',
   ConfigError: 'ConfigError',

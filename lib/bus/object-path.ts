@@ -48,3 +48,11 @@ export function machinePath(vmName: string): string {
 export function devicePath(address: string): string {
   return `${DEVICE_PATH_PREFIX}/${encodeLabel(address)}`;
 }
+
+/** The VM name of a Machine object's path; null for any other path. */
+export function machineNameOf(objectPath: string): string | null {
+  const prefix = `${MACHINE_PATH_PREFIX}/`;
+  if (!objectPath.startsWith(prefix)) return null;
+  const label = objectPath.slice(prefix.length);
+  return label.includes('/') ? null : decodeLabel(label);
+}

@@ -16,7 +16,8 @@ import { DEFAULT_ROOTS, type HostRoots } from '../roots.js';
 import { openRealKernel } from '../pci/real-kernel-factory.js';
 import { PciEngine } from '../pci/engine.js';
 import type { KernelPort } from '../pci/kernel-port.js';
-import type { Plan, Step } from '../pci/plan.js';
+import type { Plan } from '../pci/plan.js';
+import { describeStep, stepLine } from '../pci/step-text.js';
 import { planDetach, planReattach } from '../pci/plan.js';
 import { StateFile } from '../state/state-file.js';
 import { DeviceLedger } from '../lifecycle/device-ledger.js';
@@ -25,8 +26,9 @@ import { callDaemon, daemonRunning } from './daemon-client.js';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_CONFIG_PATH } from '../config/index.js';
-import { doctorExitCode, formatChecks } from '../doctor/check.js';
-import { runDoctor } from '../doctor/doctor.js';
+import { doctorExitCode, formatChecks } from './doctor/check.js';
+import { runDoctor } from './doctor/doctor.js';
+import { runMonitor } from './monitor.js';
 import { openSimulation } from '../sim/index.js';
 import { VERSION } from '../version.js';
 import { devicesView, formatDevices } from './device-view.js';
@@ -45,6 +47,8 @@ Commands:
   detach ADDRESS...       Bind the devices, the functions of their cards and the rest
                           of their IOMMU groups to vfio-pci (checked, rolled back on failure)
   reattach ADDRESS...     Give them back to the drivers they had before
+  monitor                 Follow hooks, steps and state changes live, until Ctrl-C
+                          (--json: one object a line)
   doctor [VM...]          Check the whole setup read-only (IOMMU, vfio-pci, the hook, the
                           daemon, the configuration, each VM); exit 0 good, 1 a problem,
                           2 something could not be checked (run as root to check all)
@@ -146,23 +150,6 @@ async function openPort(values: Values): Promise<KernelPort> {
   return openRealKernel(roots);
 }
 
-function stepText(step: Step): string {
-  switch (step.op) {
-    case 'set-override':
-      return `${step.address}: driver_override <- ${step.driver}`;
-    case 'clear-override':
-      return `${step.address}: driver_override <- (clear)`;
-    case 'unbind':
-      return `${step.address}: unbind from ${step.driver}`;
-    case 'probe':
-      return `${step.address}: drivers_probe, expect ${step.expect ?? 'any host driver'}`;
-    case 'await-vfio-node':
-      return `wait for /dev/vfio/${step.group}`;
-    case 'check-viable':
-      return `check IOMMU group ${step.group} is viable`;
-  }
-}
-
 function planText(plan: Plan, dryRun: boolean): string {
   const lines: string[] = [];
   for (const d of plan.devices) {
@@ -171,7 +158,7 @@ function planText(plan: Plan, dryRun: boolean): string {
   }
   if (dryRun) {
     lines.push('Steps:');
-    plan.steps.forEach((s, i) => lines.push(`  ${i + 1}. ${stepText(s)}`));
+    plan.steps.forEach((s, i) => lines.push(`  ${i + 1}. ${stepLine(s)}`));
   }
   return lines.join('\n') + '\n';
 }
@@ -186,8 +173,23 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
     io.stdout(USAGE);
     return command === undefined && !values.help ? 2 : 0;
   }
-  if (!['status', 'devices', 'detach', 'reattach', 'doctor'].includes(command)) throw new UsageError(`Unknown command ${q(command)}`);
+  if (!['status', 'devices', 'detach', 'reattach', 'doctor', 'monitor'].includes(command))
+    throw new UsageError(`Unknown command ${q(command)}`);
   if (command === 'doctor') return doctor(values, args, io);
+  if (command === 'monitor') {
+    if (args.length > 0) throw new UsageError(`'monitor' takes no arguments, got ${q(args[0])}`);
+    const until = new Promise<void>((resolve) => {
+      process.once('SIGINT', () => resolve());
+      process.once('SIGTERM', () => resolve());
+    });
+    return runMonitor({
+      busAddress: values['bus-address'],
+      sessionBusAddress: values['session-bus-address'],
+      json: values.json ?? false,
+      write: io.stdout,
+      until,
+    });
+  }
   if (values.config !== undefined || values.connect !== undefined || values.root !== undefined)
     throw new UsageError('--config, --connect and --root are options of doctor');
   if (command === 'status') {
@@ -232,7 +234,8 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
   try {
     const engine = new PciEngine(port, {
       ...(writeTimeoutMs !== undefined ? { writeTimeoutMs } : {}),
-      onStep: (step) => trace(stepText(step)),
+      onStepStart: (step) => trace(`${describeStep(step)}...`),
+      onStep: (step) => trace(`done: ${stepLine(step)}`),
     });
     const ledger = new DeviceLedger({ engine, state: new StateFile(port.roots.run) });
     const state = await ledger.read();

@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import dbus from 'dbus-next';
 import { DaemonNotRunning } from '../errors.js';
-import { decodeMachineProperties, decodeMachineTuple, type MachineState } from '../bus/dbus-types.js';
+import { decodeMachineProperties, decodeMachineTuple, type MachineState, type ShmDetail } from '../bus/dbus-types.js';
 import {
   AGENT_BUS_NAME,
   AGENT_INTERFACE,
@@ -31,7 +31,18 @@ export interface MachineStatus {
   lastMessage: string;
   /** Units the caller's agent reports failed for this VM, with the reason ([] when none, or no agent to ask). */
   failedUnits: { unit: string; reason: string }[];
+  /** Since when it is in its state (ISO 8601), or null when the daemon has not seen it change since it started. */
+  since: string | null;
+  /** While preparing or releasing: the step now running and since when (ISO 8601). */
+  step: { text: string; since: string } | null;
+  /** The shm files as its prepare left them. */
+  shmDetails: ShmDetail[];
+  /** The driver each held device goes back to (null: the kernel chooses). */
+  returnDrivers: { address: string; driver: string | null }[];
 }
+
+const iso = (usec: bigint | undefined): string | null =>
+  usec === undefined || usec === 0n ? null : new Date(Number(usec / 1000n)).toISOString();
 
 /** What the daemon says of itself: its version, configuration file (and where it really is) and any error loading it. */
 export interface DaemonStatus {
@@ -91,6 +102,10 @@ export async function readStatus(busAddress: string | undefined): Promise<Machin
         units: [...(machine.units ?? [])],
         lastMessage: machine.lastMessage ?? '',
         failedUnits: [],
+        since: iso(machine.stateSinceUsec),
+        step: machine.step ? { text: machine.step, since: iso(machine.stepSinceUsec) ?? new Date().toISOString() } : null,
+        shmDetails: [...(machine.shmDetails ?? [])],
+        returnDrivers: [...(machine.returnDrivers ?? [])],
       });
     }
     return out;
@@ -134,15 +149,39 @@ export async function addAgentFailures(machines: MachineStatus[], sessionBusAddr
   }
 }
 
-export function formatStatus(machines: readonly MachineStatus[]): string {
+const MiB = 1024 * 1024;
+
+function shmText(f: ShmDetail): string {
+  const size = f.sizeBytes % MiB === 0 ? `${f.sizeBytes / MiB} MiB` : `${f.sizeBytes} bytes`;
+  return `${f.name} (${size}, uid ${f.uid}, gid ${f.gid}, mode ${(f.mode & 0o7777).toString(8).padStart(4, '0')})`;
+}
+
+function sinceText(iso: string, now: Date): string {
+  const at = new Date(iso);
+  const seconds = Math.max(0, Math.round((now.getTime() - at.getTime()) / 1000));
+  const ago = seconds < 120 ? `${seconds} s` : seconds < 7200 ? `${Math.round(seconds / 60)} min` : `${Math.round(seconds / 3600)} h`;
+  return `since ${at.toTimeString().slice(0, 8)}, ${ago} ago`;
+}
+
+export function formatStatus(machines: readonly MachineStatus[], now: Date = new Date()): string {
   if (machines.length === 0) return 'No VM configured (see /etc/vfio-hookd/vfio-hookd.toml).\n';
   return (
     machines
       .map((m) =>
         [
-          `${m.name}: ${m.state}${m.user ? ` (user ${m.user})` : ''}`,
-          `  devices: ${m.devices.join(', ') || '-'}`,
-          `  shm files: ${m.shmFiles.join(', ') || '-'}`,
+          `${m.name}: ${m.state}${m.user ? ` (user ${m.user})` : ''}${m.since ? `, ${sinceText(m.since, now)}` : ''}`,
+          ...(m.step
+            ? [`  now: ${m.step.text}, ${Math.max(0, Math.floor((now.getTime() - new Date(m.step.since).getTime()) / 1000))} s`]
+            : []),
+          `  devices: ${
+            m.devices
+              .map((d) => {
+                const back = m.returnDrivers.find((r) => r.address === d);
+                return back === undefined ? d : `${d} (back to ${back.driver ?? 'what the kernel chooses'})`;
+              })
+              .join(', ') || '-'
+          }`,
+          `  shm files: ${m.shmDetails.length > 0 ? m.shmDetails.map(shmText).join(', ') : m.shmFiles.join(', ') || '-'}`,
           ...(m.units.length > 0 ? [`  units: ${m.units.join(', ')}`] : []),
           ...m.failedUnits.map((f) => `  failed unit: ${f.unit}: ${f.reason}`),
           ...(m.lastMessage ? [`  last: ${m.lastMessage}`] : []),

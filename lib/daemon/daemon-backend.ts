@@ -34,6 +34,8 @@ import type { Lifecycle, HookOutcome as LifecycleOutcome } from '../lifecycle/li
 import type { OperationResult } from '../lifecycle/device-ledger.js';
 import { parseHookEvent, stageOf, type HookEvent as ParsedHookEvent, type HookStage } from '../lifecycle/hook-event.js';
 import { manualOwner, ownerKey, vmOwner, type Owner } from '../pci/owner.js';
+import type { State } from '../state/state-file.js';
+import { StageProgress, type ProgressStage } from './stage-progress.js';
 import type { DeviceRow, HookEvent, MachineRow, MachineState } from '../bus/dbus-types.js';
 import type { ManagerBackend } from '../bus/manager-interface.js';
 import { toManagedVm, type AccountResolver } from './managed-vm.js';
@@ -73,6 +75,24 @@ export interface DaemonBackendOptions {
   readonly onUnmanagedWarning?: (domainName: string, warning: string) => void;
   /** Told of every manual detach or reattach, for the journal. */
   readonly onManual?: (what: 'detach' | 'reattach', caller: Caller, owner: Owner, result: OperationResult | null, error: unknown) => void;
+  /** Where a prepare's or release's current step is kept while it runs (stage-progress.ts). Default: a private one. */
+  readonly progress?: StageProgress;
+}
+
+/** What the hooks told us of a VM, and since when (ms since the epoch) it is in that state. */
+interface Seen {
+  readonly state: MachineState;
+  readonly message: string;
+  readonly sinceMs: number;
+}
+
+/** The VMs' states as the hooks told them; a state's time is kept while only its message changes. */
+class SeenStates extends Map<string, Seen> {
+  override set(name: string, seen: { state: MachineState; message: string; sinceMs?: number }): this {
+    const before = this.get(name);
+    const sinceMs = seen.sinceMs ?? (before?.state === seen.state ? before.sinceMs : Date.now());
+    return super.set(name, { state: seen.state, message: seen.message, sinceMs });
+  }
 }
 
 /** What a hook answer carries besides success: a note the hook prints on stderr ('' for none). */
@@ -83,7 +103,10 @@ export interface HookAnswer extends LifecycleOutcome {
 export class DaemonBackend implements ManagerBackend {
   readonly #options: DaemonBackendOptions;
   /** What the hooks told us of each VM since the daemon started. */
-  readonly #seen = new Map<string, { state: MachineState; message: string }>();
+  readonly #seen = new SeenStates();
+  readonly #progress: StageProgress;
+  /** The Device rows of the last refresh outside a stage. */
+  #lastDevices: readonly DeviceRow[] | null = null;
   /** VMs that held devices when this daemon started (before any hook): candidates for a stale release. */
   #heldAtStart = new Set<string>();
   /** Whether libvirt-dbus is there to tell whether a VM still runs. */
@@ -91,6 +114,29 @@ export class DaemonBackend implements ManagerBackend {
 
   constructor(options: DaemonBackendOptions) {
     this.#options = options;
+    this.#progress = options.progress ?? new StageProgress();
+  }
+
+  /**
+   * The recorded state for the bus objects. While a stage runs the ledger's
+   * queue is busy with it, and reading through the queue would hold the
+   * refresh (and so the Machine's `preparing` and its Step) until the stage
+   * ends: then the state this process last saw is the answer.
+   */
+  #state(): Promise<State> {
+    const ledger = this.#options.lifecycle.ledger;
+    return this.#progress.current !== null ? Promise.resolve(ledger.cached) : ledger.read();
+  }
+
+  /**
+   * Run a managed VM's prepare or release with its state `preparing` or
+   * `releasing` meanwhile, and its steps visible (the Machine's Step).
+   */
+  async #inProgress<T>(name: string, stage: ProgressStage, work: () => Promise<T>): Promise<T> {
+    const before = this.#seen.get(name);
+    this.#seen.set(name, { state: stage === 'prepare' ? 'preparing' : 'releasing', message: before?.message ?? '' });
+    this.#options.onChange?.();
+    return this.#progress.run(name, stage, work);
   }
 
   /** Remember which VMs hold devices now, before any hook of this daemon (call once at start, after recovery). */
@@ -112,8 +158,12 @@ export class DaemonBackend implements ManagerBackend {
    * Device objects.
    */
   async listDevices(): Promise<readonly DeviceRow[]> {
-    const [devices, state] = await Promise.all([readPciDevices(this.#options.engine.port), this.#options.lifecycle.ledger.read()]);
-    return [...devices.values()].map((d) => {
+    // Mid-stage refreshes (each step asks for one, for the Machine's Step) keep the
+    // Device objects as they were: they change once, to what the stage settled on,
+    // not through the driverless instant between an unbind and a probe.
+    if (this.#progress.current !== null && this.#lastDevices !== null) return this.#lastDevices;
+    const [devices, state] = await Promise.all([readPciDevices(this.#options.engine.port), this.#state()]);
+    this.#lastDevices = [...devices.values()].map((d) => {
       const claim = state.claims.get(d.address);
       return {
         address: d.address,
@@ -125,6 +175,7 @@ export class DaemonBackend implements ManagerBackend {
         owner: claim ? ownerKey(claim.owner) : null,
       };
     });
+    return this.#lastDevices;
   }
 
   /**
@@ -132,7 +183,7 @@ export class DaemonBackend implements ManagerBackend {
    * before a restart), ones that hold devices, and ones whose hooks it has seen.
    */
   async listMachines(): Promise<readonly MachineRow[]> {
-    const state = await this.#options.lifecycle.ledger.read();
+    const state = await this.#state();
     const config = this.#options.config();
     const held = new Map<string, string[]>();
     for (const [address, claim] of state.claims) {
@@ -150,8 +201,17 @@ export class DaemonBackend implements ManagerBackend {
           ? `holds ${holds.join(', ') || 'its shm files'} since before vfio-hookd started; libvirt-dbus is not on the bus, so whether it still runs is unknown: ` +
             `if it is off, give the devices back with 'vfio-hookctl reattach ${holds[0] ?? 'ADDRESS'}'`
           : null;
+      const progress = this.#progress.current?.vm === name ? this.#progress.current : null;
       return {
         name,
+        step: progress?.step ?? '',
+        stepSinceUsec: progress === null ? 0n : BigInt(progress.stepSinceMs) * 1000n,
+        stateSinceUsec: seen === undefined ? 0n : BigInt(seen.sinceMs) * 1000n,
+        shmDetails: (record?.shm ?? []).map((f) => ({ name: f.name, sizeBytes: f.sizeBytes, uid: f.uid, gid: f.gid, mode: f.mode })),
+        returnDrivers: holds.map((address) => {
+          const claim = state.claims.get(address)!;
+          return { address, driver: claim.originalKnown ? claim.originalDriver : null };
+        }),
         state: seen?.state ?? (record !== undefined || holds.length > 0 ? 'prepared' : 'defined'),
         devices: holds.length > 0 ? holds : [...(record?.devices ?? settings?.devices ?? [])],
         shmFiles: record
@@ -316,7 +376,7 @@ export class DaemonBackend implements ManagerBackend {
         return { ...(await lifecycle.handle(event, null)), note: note ?? '' };
       }
       const vm = { ...(await toManagedVm(settings, this.#options.accounts)), givenToGuest: domain.hostdevs.map((h) => h.address) };
-      outcome = await lifecycle.handle(event, vm);
+      outcome = await this.#inProgress(event.domainName, 'prepare', () => lifecycle.handle(event, vm));
       const own = vmSettingsWarnings(settings);
       const warnings = [...own, ...outcome.warnings];
       const notes = [...own, ...(outcome.notes ?? [])];
@@ -333,7 +393,10 @@ export class DaemonBackend implements ManagerBackend {
           .handle(event, null)
           .then((o) => (stage === 'release' ? { ...o, message: `VM '${event.domainName}' holds nothing: nothing to release` } : o));
       }
-      outcome = await lifecycle.handle(event, null);
+      outcome =
+        stage === 'release'
+          ? await this.#inProgress(event.domainName, 'release', () => lifecycle.handle(event, null))
+          : await lifecycle.handle(event, null);
     }
     const state = STATE_AFTER[stage];
     if (state !== undefined) this.#seen.set(event.domainName, { state, message: outcome.message });

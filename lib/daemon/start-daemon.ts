@@ -21,6 +21,9 @@
  * running one). SIGTERM/SIGINT: STOPPING=1, give up the name (no new hook
  * call reaches us), let a hook already running finish or roll back, exit 0.
  */
+import { busSafe } from '../bus/dbus-types.js';
+import { StageProgress, progressText } from './stage-progress.js';
+import { describeStep } from '../pci/step-text.js';
 import dbus from 'dbus-next';
 import { DEFAULT_ROOTS, type HostRoots } from '../roots.js';
 import { VfioHookdError, type InvalidConfig } from '../errors.js';
@@ -133,6 +136,10 @@ class Daemon {
   /** Uids that may already own an shm file (trusted-owners.ts). */
   #trusted: readonly number[] = [0];
   #stopping = false;
+  /** The step of the prepare or release now running (Machine.Step, StepStarted, STATUS=). */
+  readonly #progress = new StageProgress();
+  /** While a stage runs, STATUS= is refreshed every second with how long its step has run. */
+  #statusTicker: NodeJS.Timeout | null = null;
 
   constructor(options: DaemonOptions) {
     this.#options = options;
@@ -216,7 +223,10 @@ class Daemon {
       for (const warning of next.warnings) this.#log.warning(warning, { CONFIG_FILE });
     });
     this.#watcher.on('error', (error) => this.#log.error(`${error.message}; keeping the running configuration`, { CONFIG_FILE }));
-    this.#engine = new PciEngine(this.#need(this.#port), { writeTimeoutMs: this.#config.daemon.writeTimeoutMs });
+    this.#engine = new PciEngine(this.#need(this.#port), {
+      writeTimeoutMs: this.#config.daemon.writeTimeoutMs,
+      onStepStart: (step) => this.#progress.step(describeStep(step)),
+    });
   }
 
   /** 3b. `[daemon]` settings take effect at start and at every reload. */
@@ -274,6 +284,7 @@ class Daemon {
       },
       onRefused: (domainName, operation, subOperation, error) =>
         this.#write([hookRefusedEntry(domainName, operation, subOperation, error)]),
+      progress: this.#progress,
     });
     const callers = new CallerTracker(bus);
     const manager = new ManagerInterface(backend, {
@@ -294,6 +305,33 @@ class Daemon {
       },
     });
     this.#parts = { inhibitor, lifecycle, backend, manager, libvirt };
+    this.#followProgress(manager);
+  }
+
+  /** Each step as it starts: the StepStarted signal, the Machine's Step (a refresh), and STATUS= with its age. */
+  #followProgress(manager: ManagerInterface): void {
+    const status = (): void => {
+      const p = this.#progress.current;
+      if (p !== null)
+        this.#notifier.status(`${p.stage === 'prepare' ? 'Preparing' : 'Releasing'} '${p.vm}': ${progressText(p, Date.now())}`);
+    };
+    this.#progress.listen((p) => {
+      this.#refresh.request();
+      if (p !== null) {
+        // After the refresh this step asked for, so a follower sees the Machine `preparing` before its first step.
+        const signal: [string, string, string] = [busSafe(p.vm), p.stage, p.step];
+        void this.#refresh.settled().then(() => manager.StepStarted(signal));
+        status();
+        this.#statusTicker ??= setInterval(status, 1000);
+        // The ticker must never keep a stopping daemon alive.
+        this.#statusTicker.unref();
+      } else {
+        // The hook's outcome follows with "Ready; last: ..." when it succeeded.
+        this.#notifier.status('Ready');
+        if (this.#statusTicker !== null) clearInterval(this.#statusTicker);
+        this.#statusTicker = null;
+      }
+    });
   }
 
   /** 4b. SIGTERM/SIGINT stop; SIGHUP reloads. */

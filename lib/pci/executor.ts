@@ -31,6 +31,8 @@ export interface ExecuteOptions {
   readonly settleTimeoutMs?: number;
   /** Called after each step, for progress reporting. */
   readonly onStep?: (step: Step) => void;
+  /** Called before each step: a step that hangs (an unbind) is visible while it hangs. */
+  readonly onStepStart?: (step: Step) => void;
 }
 
 /** A device's driver and `driver_override`. */
@@ -63,12 +65,14 @@ export class PlanExecutor {
   readonly #writeTimeoutMs: number;
   readonly #settleTimeoutMs: number;
   readonly #onStep: ((step: Step) => void) | undefined;
+  readonly #onStepStart: ((step: Step) => void) | undefined;
 
   constructor(port: KernelPort, options: ExecuteOptions = {}) {
     this.#port = port;
     this.#writeTimeoutMs = options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
     this.#settleTimeoutMs = options.settleTimeoutMs ?? DEFAULT_SETTLE_TIMEOUT_MS;
     this.#onStep = options.onStep;
+    this.#onStepStart = options.onStepStart;
   }
 
   async run(plan: Plan): Promise<ExecuteResult> {
@@ -79,6 +83,7 @@ export class PlanExecutor {
           const now = await this.#binding(step.address);
           origins.set(step.address, { address: step.address, ...now });
         }
+        this.#onStepStart?.(step);
         await this.#step(step);
         this.#onStep?.(step);
       }

@@ -87,13 +87,16 @@ test('vfio-hookctl status shows what the daemon knows of each VM, and says so wh
   const hookctl = (...args: string[]) =>
     run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', bus.address, ...args], { cwd: REPO });
   const { stdout } = await hookctl();
+  // Since when it is prepared is a time of day: the one line matched by shape.
+  const since = /^win10: prepared \(user 1000\), since \d\d:\d\d:\d\d, \d+ s ago$/;
+  t.regex(stdout.split('\n')[1]!, since);
   t.is(
-    stdout,
+    stdout.replace(/^win10: prepared .*$/m, 'win10: prepared (user 1000), since ...'),
     [
       `vfio-hookd 0.1.0, configuration '${daemon.configPath}'`,
-      'win10: prepared (user 1000)',
-      '  devices: 0000:0b:00.0, 0000:0b:00.1',
-      '  shm files: looking-glass, scream',
+      'win10: prepared (user 1000), since ...',
+      '  devices: 0000:0b:00.0 (back to amdgpu), 0000:0b:00.1 (back to snd_hda_intel)',
+      '  shm files: looking-glass (32 MiB, uid 1000, gid 64055, mode 0660), scream (2 MiB, uid 1000, gid 64055, mode 0660)',
       '  units: looking-glass-client@looking-glass.service',
       "  last: VM 'win10' prepared: 0000:0b:00.1, 0000:0b:00.0 on vfio-pci, 2 shm file(s) ready",
       '',

@@ -132,6 +132,17 @@ export class NotifyListener {
     return this.messages.flatMap((m) => m.split('\n'));
   }
 
+  /** The first line (past or future) matching `pattern`, bounded like waitFor. */
+  async waitForMatch(pattern: RegExp): Promise<string> {
+    const line = (b: Buffer): string | undefined =>
+      b
+        .toString('utf8')
+        .split('\n')
+        .find((l) => pattern.test(l));
+    const all = await this.#rx.waitUntil((d) => d.some((b) => line(b) !== undefined), `a datagram line matching ${pattern}`, 600_000);
+    return line(all.find((b) => line(b) !== undefined)!)!;
+  }
+
   /** The first message (past or future) with the line `line`; the callers bound the wait themselves, this only after 10 minutes. */
   async waitFor(line: string): Promise<string> {
     const has = (b: Buffer): boolean => b.toString('utf8').split('\n').includes(line);

@@ -10,8 +10,8 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { runDoctor } from '../../lib/doctor/doctor.js';
-import { doctorExitCode, formatChecks, type Check } from '../../lib/doctor/check.js';
+import { runDoctor } from '../../lib/cli/doctor/doctor.js';
+import { doctorExitCode, formatChecks, type Check } from '../../lib/cli/doctor/check.js';
 import { BUILTIN_HOSTS } from '../../lib/sim/index.js';
 import { makeSim } from '../helpers/sim.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';

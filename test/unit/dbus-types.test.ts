@@ -17,6 +17,14 @@ const row: MachineRow = {
   lastMessage: 'started',
   user: 'alice',
   units: ['looking-glass-client.service'],
+  step: 'unbinding 0000:0b:00.0 from amdgpu',
+  stepSinceUsec: 1_764_000_000_000_000n,
+  stateSinceUsec: 1_763_999_999_000_000n,
+  shmDetails: [{ name: 'looking-glass', sizeBytes: 33554432, uid: 1000, gid: 64055, mode: 0o660 }],
+  returnDrivers: [
+    { address: '0000:0b:00.0', driver: 'amdgpu' },
+    { address: '0000:0b:00.1', driver: null },
+  ],
 };
 
 test('Machine properties decode to what was encoded', (t) => {
@@ -33,6 +41,7 @@ test('absent properties, ones of another type and unknown states are left out', 
 });
 
 test('every state the daemon sets is known, and nothing else', (t) => {
-  for (const state of ['defined', 'prepared', 'running', 'stopped', 'released', 'failed'] as const) t.is(decodeMachineState(state), state);
+  for (const state of ['defined', 'preparing', 'prepared', 'running', 'stopped', 'releasing', 'released', 'failed'] as const)
+    t.is(decodeMachineState(state), state);
   for (const other of ['', 'Running', 'paused', 3, null]) t.is(decodeMachineState(other), null);
 });

@@ -5,17 +5,17 @@
  * daemon and its configuration, then each configured VM (vm-checks.ts).
  */
 import fs from 'node:fs';
-import { emptyConfig, loadConfigFile, type Config } from '../config/index.js';
-import { closestName } from '../names/index.js';
-import { readHost, type HostSnapshot } from '../pci/host-snapshot.js';
-import type { KernelPort } from '../pci/kernel-port.js';
-import { StateFile, type ClaimRecord } from '../state/state-file.js';
-import { readDaemonStatus } from '../cli/status-view.js';
+import { emptyConfig, loadConfigFile, type Config } from '../../config/index.js';
+import { closestName } from '../../names/index.js';
+import { readHost, type HostSnapshot } from '../../pci/host-snapshot.js';
+import type { KernelPort } from '../../pci/kernel-port.js';
+import { StateFile, type ClaimRecord } from '../../state/state-file.js';
+import { readDaemonStatus } from '../status-view.js';
 import { fail, ok, skip, warn, type Check } from './check.js';
 import { HostView } from './host-view.js';
 import { hookChecks, iommuChecks, vfioChecks } from './system-checks.js';
 import { vmChecks } from './vm-checks.js';
-import type { AccountLookupOptions } from '../shm/index.js';
+import type { AccountLookupOptions } from '../../shm/index.js';
 
 export interface DoctorOptions {
   /** The system's `/` (etc/, usr/, var/ under it). */

@@ -11,7 +11,7 @@
 import fs from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
-import type { HostRoots } from '../roots.js';
+import type { HostRoots } from '../../roots.js';
 
 /** A file's text, or why there is none. */
 export type ReadResult = { readonly text: string } | { readonly missing: true } | { readonly denied: true };
