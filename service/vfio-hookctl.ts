@@ -5,5 +5,6 @@ import { runHookctl } from '../lib/cli/hookctl.js';
 const code = await runHookctl(process.argv.slice(2), {
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
+  ...(process.stdout.isTTY ? { columns: process.stdout.columns } : {}),
 });
 process.exitCode = code;

@@ -29,6 +29,7 @@ import { DEFAULT_CONFIG_PATH } from '../config/index.js';
 import { doctorExitCode, formatChecks } from './doctor/check.js';
 import { runDoctor } from './doctor/doctor.js';
 import { runMonitor } from './monitor.js';
+import { loadPciNames } from '../pci/pci-ids.js';
 import { openSimulation } from '../sim/index.js';
 import { VERSION } from '../version.js';
 import { devicesView, formatDevices } from './device-view.js';
@@ -37,13 +38,16 @@ import { addAgentFailures, formatDaemonStatus, formatStatus, readDaemonStatus, r
 export interface CliIo {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
+  /** The terminal's width when stdout is one (devices fits it). */
+  readonly columns?: number;
 }
 
 const USAGE = `Usage: vfio-hookctl [OPTIONS] COMMAND [ARGS]
 
 Commands:
   status                  What the running daemon knows of each VM (state, devices, files)
-  devices                 List PCI devices by IOMMU group: driver, holders, viability
+  devices                 List PCI devices by IOMMU group: ids, revision, driver, names
+                          from pci.ids, holders, host needs, viability, claims
   detach ADDRESS...       Bind the devices, the functions of their cards and the rest
                           of their IOMMU groups to vfio-pci (checked, rolled back on failure)
   reattach ADDRESS...     Give them back to the drivers they had before
@@ -59,6 +63,10 @@ Options:
   --connect URI           doctor: the libvirt to read domains from (default qemu:///system;
                           with --simulate or --root, only when given)
   --root DIR              doctor: the system's / (etc, usr, var) to read (default /)
+  --tree                  devices: by bridge (the PCI tree) instead of by IOMMU group
+  --width COLUMNS         devices: fit this many columns (default: the terminal's, or 80)
+  --pci-ids FILE          devices: the pci.ids to name devices from (default: where lspci
+                          finds it, /usr/share/misc/pci.ids or /usr/share/hwdata/pci.ids)
   --dry-run               Print the plan of detach/reattach without changing anything
   --for NAME              Record detached devices as VM NAME's; default: a detach by hand, by you
   --force                 detach: ignore the host-dependency safety rail (mounted disks,
@@ -104,6 +112,9 @@ const OPTIONS = {
   'bus-address': { type: 'string' },
   'session-bus-address': { type: 'string' },
   config: { type: 'string' },
+  tree: { type: 'boolean' },
+  width: { type: 'string' },
+  'pci-ids': { type: 'string' },
   connect: { type: 'string' },
   root: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -122,10 +133,9 @@ function parse(argv: readonly string[]): { values: Values; positionals: string[]
   }
 }
 
-function positiveInt(name: string, text: string | undefined): number | undefined {
+function positiveInt(name: string, text: string | undefined, unit = 'milliseconds'): number | undefined {
   if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text) || Number(text) <= 0)
-    throw new UsageError(`Invalid --${name} ${q(text)}: expected a positive number of milliseconds`);
+  if (!/^\d+$/.test(text) || Number(text) <= 0) throw new UsageError(`Invalid --${name} ${q(text)}: expected a positive number of ${unit}`);
   return Number(text);
 }
 
@@ -192,6 +202,8 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
   }
   if (values.config !== undefined || values.connect !== undefined || values.root !== undefined)
     throw new UsageError('--config, --connect and --root are options of doctor');
+  if (command !== 'devices' && (values.tree || values.width !== undefined || values['pci-ids'] !== undefined))
+    throw new UsageError('--tree, --width and --pci-ids are options of devices');
   if (command === 'status') {
     if (args.length > 0) throw new UsageError(`'status' takes no arguments, got ${q(args[0])}`);
     const daemon = await readDaemonStatus(values['bus-address']);
@@ -242,8 +254,14 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
     trace('opened host and state');
 
     if (command === 'devices') {
-      const view = devicesView(await engine.inspect(), state.claims);
-      io.stdout(values.json ? JSON.stringify(view, null, 2) + '\n' : formatDevices(view));
+      // A simulated host is its own root, pci.ids included (none is fine: class names only).
+      const root = values.simulate !== undefined ? path.dirname(port.roots.sysfs) : '/';
+      const names = await loadPciNames(root, values['pci-ids']).catch((error: Error) => {
+        throw new InvalidArgs(`Cannot read --pci-ids ${q(values['pci-ids'] ?? '')}: ${error.message}`);
+      });
+      const view = devicesView(await engine.inspect(), state.claims, names);
+      const width = positiveInt('width', values.width, 'columns') ?? io.columns ?? 80;
+      io.stdout(values.json ? JSON.stringify(view, null, 2) + '\n' : formatDevices(view, { width, tree: values.tree ?? false }));
       return 0;
     }
 
