@@ -103,6 +103,38 @@ for fixture in "$here"/fixtures/rejected/*.nix; do
   fi
 done
 
+# ------------------------------------------------------------------ initrd
+# hold = "boot": the stage-1 commands nix/initrd-hold.nix makes from the
+# blog's win10, run against a stand-in /sys with the host's RX 580 (0a:00.x)
+# beside the guest's RX 590 (0b:00.x), modprobe a recording stand-in.
+if $has_nix; then
+  sys=$work/sys
+  for dev in 0000:0a:00.0 0000:0a:00.1 0000:0b:00.0 0000:0b:00.1; do
+    mkdir -p "$sys/bus/pci/devices/$dev" && : >"$sys/bus/pci/devices/$dev/driver_override"
+  done
+  mkdir -p "$work/initrd-bin"
+  printf '#!/bin/sh\necho "modprobe $*" >>"%s"\n' "$work/modprobe.log" >"$work/initrd-bin/modprobe"
+  chmod 0755 "$work/initrd-bin/modprobe"
+  if nixi --eval --strict --json -E "(import $repo/nix/initrd-hold.nix { settings = import $here/fixtures/win10.nix; sysfs = \"$sys\"; }).commands" 2>"$work/err" |
+    node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0, "utf8")))' >"$work/initrd.sh" 2>>"$work/err" &&
+    PATH="$work/initrd-bin:$PATH" sh -e "$work/initrd.sh" >"$work/out" 2>&1 &&
+    [ "$(cat "$sys/bus/pci/devices/0000:0b:00.0/driver_override" "$sys/bus/pci/devices/0000:0b:00.1/driver_override")" = "$(printf 'vfio-pci\nvfio-pci')" ] &&
+    [ -z "$(cat "$sys/bus/pci/devices/0000:0a:00.0/driver_override" "$sys/bus/pci/devices/0000:0a:00.1/driver_override")" ] &&
+    [ "$(cat "$work/modprobe.log")" = "modprobe -i vfio-pci" ]; then
+    ok "initrd-hold.nix: win10's hold = \"boot\" sets vfio-pci as driver_override of 0b:00.0 and 0b:00.1 only, then loads vfio-pci"
+  else
+    notok "initrd-hold.nix: win10's hold = \"boot\" commands"; show "$work/err"; show "$work/initrd.sh"; show "$work/out"
+  fi
+  if nixi --eval --strict --json -E "import $repo/nix/initrd-hold.nix { settings = import $here/fixtures/readme.nix; }" >"$work/out" 2>&1 &&
+    [ "$(cat "$work/out")" = '{"commands":"","devices":[]}' ]; then
+    ok "initrd-hold.nix: no hold = \"boot\" VM, no initrd commands"
+  else
+    notok "initrd-hold.nix: no hold = \"boot\" VM, no initrd commands"; show "$work/out"
+  fi
+else
+  skip "initrd-hold.nix: the hold = \"boot\" commands" "$no_nix"
+fi
+
 # ------------------------------------------------------------------ install.sh
 # A source tree with what install.sh reads (its units, hook and example from
 # the repository) and a stand-in app: the layout, not the build, is under test.
