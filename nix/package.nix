@@ -23,11 +23,10 @@
   systemd,
 }:
 let
-  root = ../.;
   packageJson = lib.importJSON ../package.json;
   # tsc compiles test/**/*.ts as well (tsconfig.json); only the sources go in.
   src = lib.fileset.toSource {
-    inherit root;
+    root = ../.;
     fileset = lib.fileset.unions [
       ../package.json
       ../package-lock.json
@@ -52,7 +51,11 @@ buildNpmPackage {
   inherit (packageJson) version;
   inherit src npmConfigHook;
   nodejs = nodejs_20;
-  npmDeps = importNpmLock { npmRoot = src; };
+  # The lock names registry tarballs only (no file: dependencies), so no npmRoot.
+  npmDeps = importNpmLock {
+    package = packageJson;
+    packageLock = lib.importJSON ../package-lock.json;
+  };
   # node-gyp builds unix-dgram and usocket.
   nativeBuildInputs = [ python3 ];
   npmBuildScript = "build";
