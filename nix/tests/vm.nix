@@ -15,7 +15,7 @@
 # It needs KVM and nixpkgs, which the CI here does not have: test/nix/run.sh
 # reports it as skipped. Run it with `nix flake check` or
 # `nix build .#checks.x86_64-linux.vm`.
-{ pkgs, lib, ... }:
+{ pkgs, ... }:
 let
   win10Xml = ../../test/fixtures/domains/win10.xml;
   privateBus = ../../units/private-bus.conf.in;
@@ -23,9 +23,7 @@ in
 {
   name = "vfio-hookd";
 
-  nodes.machine =
-    { config, ... }:
-    {
+  nodes.machine = {
       imports = [ ../module.nix ];
       virtualisation.memorySize = 2048;
       virtualisation.libvirtd = {
