@@ -24,32 +24,32 @@ in
   name = "vfio-hookd";
 
   nodes.machine = {
-      imports = [ ../module.nix ];
-      virtualisation.memorySize = 2048;
-      virtualisation.libvirtd = {
-        enable = true;
-        qemu.runAsRoot = false;
-        onShutdown = "shutdown";
-      };
-      users.users.alex = {
-        isNormalUser = true;
-        uid = 1000;
-        linger = true;
-      };
-      services.vfio-hookd = {
-        enable = true;
-        settings.vm.win10 = {
-          devices = [ "0000:0b:00.0" ];
-          user = "alex";
-          looking-glass = {
-            size = "32M";
-            group = "qemu-libvirtd";
-          };
-          scream.group = "qemu-libvirtd";
-        };
-      };
-      environment.systemPackages = [ pkgs.dbus ];
+    imports = [ ../module.nix ];
+    virtualisation.memorySize = 2048;
+    virtualisation.libvirtd = {
+      enable = true;
+      qemu.runAsRoot = false;
+      onShutdown = "shutdown";
     };
+    users.users.alex = {
+      isNormalUser = true;
+      uid = 1000;
+      linger = true;
+    };
+    services.vfio-hookd = {
+      enable = true;
+      settings.vm.win10 = {
+        devices = [ "0000:0b:00.0" ];
+        user = "alex";
+        looking-glass = {
+          size = "32M";
+          group = "qemu-libvirtd";
+        };
+        scream.group = "qemu-libvirtd";
+      };
+    };
+    environment.systemPackages = [ pkgs.dbus ];
+  };
 
   testScript =
     { nodes, ... }:
