@@ -190,6 +190,9 @@ on_exit() {
   # Clean up as far as possible whatever fails on the way.
   set +e
   trap - EXIT INT TERM HUP
+  # A signal's trap runs inside the redirections of the command it
+  # interrupted (a copy's 2>"$errfile"): say what happened on the real ones.
+  exec 1>&8 2>&9
   if ! $finished; then
     [ "$rc" -ne 0 ] || rc=1
     rollback
@@ -197,6 +200,7 @@ on_exit() {
   rm -rf -- "$journal" ${stage:+"$stage"} ${errfile:+"$errfile"}
   exit "$rc"
 }
+exec 8>&1 9>&2
 trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

@@ -350,6 +350,33 @@ else
   skip "an install that runs out of space part way removes what it wrote" "no mount namespace here (unshare -m failed)"
 fi
 
+# Interrupted (Ctrl-C sends SIGINT to the whole process group) while the app
+# is being copied: a stand-in tar says so through a FIFO, then waits to be
+# killed with the group; install.sh's trap then removes what it wrote.
+if command -v setsid >/dev/null 2>&1; then
+  dest=$work/dest-int
+  mkdir -p "$dest" "$work/slow-bin"
+  mkfifo "$work/copying"
+  real_tar=$(command -v tar)
+  printf '%s\n' '#!/bin/sh' 'case "$*" in' \
+    "  *-xf*) echo copying >'$work/copying'; exec sleep 600 ;;" \
+    "  *) exec '$real_tar' \"\$@\" ;;" 'esac' >"$work/slow-bin/tar"
+  chmod 0755 "$work/slow-bin/tar"
+  (cd "$work" && exec env PATH="$work/slow-bin:$PATH" TMPDIR="$tmp" DESTDIR="$dest" setsid bash "$src/install.sh" --prebuilt --node "$node_bin" --busctl "$busctl_bin" --no-demo) >"$work/out" 2>&1 &
+  inst_pid=$!
+  read -r _ <"$work/copying"
+  kill -INT -- "-$inst_pid" 2>/dev/null
+  wait "$inst_pid"
+  rc=$?
+  if [ "$rc" -eq 130 ] && grep -q '^install.sh: the install failed; removed the ' "$work/out" && [ -z "$(tree "$dest")" ] && no_temp; then
+    ok "an install interrupted (SIGINT to its process group) while copying removes what it wrote and leaks no temporary file"
+  else
+    notok "an install interrupted while copying removes what it wrote (exit $rc)"; show "$work/out"; tree "$dest" | sed 's/^/#   /'
+  fi
+else
+  skip "an install interrupted while copying removes what it wrote" "setsid (util-linux) is not installed"
+fi
+
 # ------------------------------------------------------------------ nixpkgs
 # The module, the package and the VM test import nixpkgs; none can be
 # fetched here, so they are evaluated only where NIX_PATH has one.
