@@ -49,13 +49,17 @@ let
   # Keys the module does not type (a later daemon's) still reach the file.
   freeform = (pkgs.formats.toml { }).type;
 
-  pciAddress = types.strMatching "([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\\.[0-7]";
-  accountName = types.strMatching "[a-z_][a-z0-9_-]*[$]?|[0-9]+";
-  fileMode = types.strMatching "0?[0-7]{3}";
+  # The types say what the daemon's parser accepts, never less (its
+  # --check-config judges the rest when the system is built): lib/pci/address.ts,
+  # lib/shm/accounts.ts, lib/config/file-mode.ts, lib/shm/size.ts.
+  pciAddress = types.strMatching "([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[01][0-9a-fA-F]\\.[0-7]";
+  accountName = types.strMatching "[^-:/[:space:]][^:/[:space:]]*";
+  fileMode = types.strMatching "[0-7]{3,4}";
+  shmSize = types.strMatching "[0-9]+([kKmMgG]([iI][bB])?)?";
 
   shmOptions = what: defaultName: {
     name = mkOption {
-      type = types.strMatching "[A-Za-z0-9._-]+";
+      type = types.strMatching "[^/]+";
       default = defaultName;
       example = "${defaultName}-win10";
       description = "The file `/dev/shm/<name>`; it must match the domain's `<shmem name=...>`.";
@@ -85,13 +89,13 @@ let
     freeformType = freeform;
     options = shmOptions "Looking Glass" "looking-glass" // {
       size = mkOption {
-        type = types.nullOr (types.strMatching "[0-9]+[KMG]?");
+        type = types.nullOr shmSize;
         default = null;
         example = "32M";
         description = "Size of the file, a power of two of at least 1M. Give this or `resolution`, not both.";
       };
       resolution = mkOption {
-        type = types.nullOr (types.strMatching "[0-9]+x[0-9]+");
+        type = types.nullOr (types.strMatching "[0-9]+[xX][0-9]+");
         default = null;
         example = "2560x1440";
         description = "The guest's largest resolution; the size follows (1080p 32M, 1440p 64M, 4K 128M). Give this or `size`.";
@@ -109,7 +113,7 @@ let
     freeformType = freeform;
     options = shmOptions "Scream" "scream" // {
       size = mkOption {
-        type = types.strMatching "[0-9]+[KMG]?";
+        type = shmSize;
         default = "2M";
         example = "4M";
         description = "Size of the Scream file, a power of two of at least 1M.";

@@ -245,6 +245,24 @@ assert expect "options without description, default or example" (undocumented "s
 assert expect "fixtures refused by the module's own types" (filter (
   name: !(passes options.settings.type (fixture name))
 ) [ "win10" "readme" "every-option" "names" ]) [ ];
+# Forms the daemon's parsers accept that the fixtures do not use.
+assert expect "daemon-valid values refused by the module's types" (passes options.settings.type {
+  daemon.qemu-user = "Qemu.User";
+  vm."looking glass".devices = [
+    "0B:00.0"
+    "0000:0b:1f.7"
+  ];
+  vm.a = {
+    user = "Alex.Smith";
+    looking-glass = {
+      size = "32MiB";
+      name = "looking glass";
+      mode = "660";
+    };
+    scream.size = "2097152";
+  };
+  vm.b.looking-glass.resolution = "1920X1080";
+}) true;
 assert expect "assertions of the blog's configuration" (failing good) [ ];
 assert expect "warnings of the blog's configuration" good.warnings [ ];
 assert expect "the hook" good.virtualisation.libvirtd.hooks.qemu.vfio-hookd "${pkg}/libexec/vfio-hookd/vfio-hookd";
