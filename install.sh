@@ -195,7 +195,8 @@ on_exit() {
   exec 1>&8 2>&9
   if ! $finished; then
     [ "$rc" -ne 0 ] || rc=1
-    rollback
+    # Nothing written yet (the build failed, say): nothing to say either.
+    if [ -s "$journal" ]; then rollback; fi
   fi
   rm -rf -- "$journal" ${stage:+"$stage"} ${errfile:+"$errfile"}
   exit "$rc"
