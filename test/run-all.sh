@@ -54,6 +54,13 @@ for tier in unit sim bus e2e; do
   fi
 done
 
+# The NixOS packaging without nixpkgs (nix-bin): parses, the settings renderer, install.sh --layout.
+if [ -x test/nix/run.sh ]; then
+  echo "== tier nix"
+  test/nix/run.sh 2>&1 | tee "$logdir/nix"
+  count nix "$logdir/nix" "${PIPESTATUS[0]}"
+fi
+
 if [ -x test/kernel/run.sh ]; then
   echo "== tier kernel"
   test/kernel/run.sh 2>&1 | tee "$logdir/kernel"
