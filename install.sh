@@ -91,6 +91,7 @@ if [ -n "$layout" ]; then
   policydir="$layout/share/dbus-1/system.d"
   activationdir="$layout/share/dbus-1/system-services"
   docdir="$layout/share/doc/vfio-hookd"
+  catalogdir="$layout/lib/systemd/catalog"
   hooks_dir="$layout/libexec/vfio-hookd"
 else
   libdir="$prefix/lib/vfio-hookd"
@@ -101,6 +102,8 @@ else
   policydir=/etc/dbus-1/system.d
   activationdir="$prefix/share/dbus-1/system-services"
   docdir="$prefix/share/doc/vfio-hookd"
+  # journalctl -x reads catalogs from /usr/lib/systemd/catalog only (not /usr/local).
+  catalogdir=/usr/lib/systemd/catalog
   [ -n "$hooks_dir" ] || hooks_dir=/etc/libvirt/hooks/qemu.d
 fi
 manifest="$destdir$libdir/install-manifest"
@@ -152,7 +155,7 @@ fi
 # Every folder a file goes to must be writable (or creatable) before the
 # first write: a read-only /etc/systemd/system or a folder of someone else
 # is a refusal, not a half-installed system.
-for d in "$libdir" "$bindir" "$sbindir" "$unitdir" "$userunitdir" "$policydir" "$activationdir" "$docdir" "$hooks_dir"; do
+for d in "$libdir" "$bindir" "$sbindir" "$unitdir" "$userunitdir" "$policydir" "$activationdir" "$docdir" "$catalogdir" "$hooks_dir"; do
   p="$destdir$d"
   while [ ! -e "$p" ] && [ ! -L "$p" ]; do p=$(dirname "$p"); done
   if [ ! -d "$p" ]; then
@@ -287,6 +290,7 @@ EOF
   put_file 0644 "$policydir/org.vfiohookd1.conf" <units/org.vfiohookd1.conf
   put_file 0644 "$activationdir/org.vfiohookd1.service" <units/org.vfiohookd1.service
   put_file 0644 "$docdir/vfio-hookd.toml.example" <lib/config/example.toml
+  put_file 0644 "$catalogdir/vfio-hookd.catalog" <catalog/vfio-hookd.catalog
   # The hook with the absolute busctl (NixOS hooks get no useful PATH).
   put_file 0755 "$hooks_dir/vfio-hookd" < <(sed -e "s|^BUSCTL=.*|BUSCTL='$busctl'|" hooks/qemu)
 }
@@ -308,6 +312,8 @@ echo "           the user units vfio-hookd-agent.service, looking-glass-client@.
 echo "configure: /etc/vfio-hookd/vfio-hookd.toml (example: $docdir/vfio-hookd.toml.example); it is re-read on change"
 
 if $has_systemd; then
+  # The catalog entries beside its messages (journalctl -x); a failure here costs only the explanations.
+  journalctl --update-catalog || echo "install.sh: journalctl --update-catalog failed; journalctl -x will not explain vfio-hookd's messages" >&2
   systemctl daemon-reload
   systemctl enable --now vfio-hookd.service
   # Every user's manager starts the agent at login (a running session gets it at its next login).

@@ -155,11 +155,12 @@ fi
 # A source tree with what install.sh reads (its units, hook and example from
 # the repository) and a stand-in app: the layout, not the build, is under test.
 src=$work/src
-mkdir -p "$src/units" "$src/hooks" "$src/lib/config" "$src/dist/service" "$src/dist/test" "$src/node_modules/dep/dist/test"
+mkdir -p "$src/units" "$src/hooks" "$src/lib/config" "$src/catalog" "$src/dist/service" "$src/dist/test" "$src/node_modules/dep/dist/test"
 cp "$repo/install.sh" "$repo/package.json" "$repo/package-lock.json" "$repo/README.md" "$src/"
 cp "$repo"/units/* "$src/units/"
 cp "$repo/hooks/qemu" "$src/hooks/"
 cp "$repo/lib/config/example.toml" "$src/lib/config/"
+cp "$repo/catalog/vfio-hookd.catalog" "$src/catalog/"
 for f in vfio-hookd vfio-hookctl vfio-hookd-agent; do echo "// stand-in" >"$src/dist/service/$f.js"; done
 echo "// a test, not installed" >"$src/dist/test/x.test.js"
 echo "// a dependency's own file, installed" >"$src/node_modules/dep/dist/test/keep.js"
@@ -191,6 +192,8 @@ bin/vfio-hookctl
 bin/vfio-hookd
 lib
 lib/systemd
+lib/systemd/catalog
+lib/systemd/catalog/vfio-hookd.catalog
 lib/systemd/system
 lib/systemd/system/vfio-hookd.service
 lib/systemd/user
