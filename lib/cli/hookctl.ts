@@ -29,6 +29,8 @@ import { DEFAULT_CONFIG_PATH } from '../config/index.js';
 import { doctorExitCode, formatChecks } from './doctor/check.js';
 import { runDoctor } from './doctor/doctor.js';
 import { runMonitor } from './monitor.js';
+import { appendTable, formatSuggestion, suggest } from './config-suggest.js';
+import { HostView } from './doctor/host-view.js';
 import { loadPciNames } from '../pci/pci-ids.js';
 import { openSimulation } from '../sim/index.js';
 import { VERSION } from '../version.js';
@@ -51,6 +53,8 @@ Commands:
   detach ADDRESS...       Bind the devices, the functions of their cards and the rest
                           of their IOMMU groups to vfio-pci (checked, rolled back on failure)
   reattach ADDRESS...     Give them back to the drivers they had before
+  config suggest VM       Propose the [vm.VM] table from the domain libvirt has (devices,
+                          shm sizes) and the XML changes it needs; --write appends it
   monitor                 Follow hooks, steps and state changes live, until Ctrl-C
                           (--json: one object a line)
   doctor [VM...]          Check the whole setup read-only (IOMMU, vfio-pci, the hook, the
@@ -63,6 +67,7 @@ Options:
   --connect URI           doctor: the libvirt to read domains from (default qemu:///system;
                           with --simulate or --root, only when given)
   --root DIR              doctor: the system's / (etc, usr, var) to read (default /)
+  --write                 config suggest: append the table to the configuration
   --tree                  devices: by bridge (the PCI tree) instead of by IOMMU group
   --width COLUMNS         devices: fit this many columns (default: the terminal's, or 80)
   --pci-ids FILE          devices: the pci.ids to name devices from (default: where lspci
@@ -113,6 +118,7 @@ const OPTIONS = {
   'session-bus-address': { type: 'string' },
   config: { type: 'string' },
   tree: { type: 'boolean' },
+  write: { type: 'boolean' },
   width: { type: 'string' },
   'pci-ids': { type: 'string' },
   connect: { type: 'string' },
@@ -183,9 +189,11 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
     io.stdout(USAGE);
     return command === undefined && !values.help ? 2 : 0;
   }
-  if (!['status', 'devices', 'detach', 'reattach', 'doctor', 'monitor'].includes(command))
+  if (!['status', 'devices', 'detach', 'reattach', 'doctor', 'monitor', 'config'].includes(command))
     throw new UsageError(`Unknown command ${q(command)}`);
   if (command === 'doctor') return doctor(values, args, io);
+  if (command === 'config') return configCommand(values, args, io);
+  if (values.write) throw new UsageError('--write is an option of config suggest');
   if (command === 'monitor') {
     if (args.length > 0) throw new UsageError(`'monitor' takes no arguments, got ${q(args[0])}`);
     const until = new Promise<void>((resolve) => {
@@ -281,6 +289,28 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
     await port.close();
     trace('closed the kernel port');
   }
+}
+
+async function configCommand(values: Values, args: string[], io: CliIo): Promise<number> {
+  const [sub, vm, ...rest] = args;
+  if (sub !== 'suggest')
+    throw new UsageError(sub === undefined ? "'config' needs a subcommand: suggest VM" : `Unknown subcommand 'config ${sub}'`);
+  if (vm === undefined || vm === '' || vm.startsWith('-')) throw new UsageError("'config suggest' needs a VM name");
+  if (rest.length > 0) throw new UsageError(`'config suggest' takes one VM, got ${q(rest[0])} too`);
+  const root = values.root ?? '/';
+  const custom = values.root !== undefined;
+  const configPath = values.config ?? (custom ? path.join(root, DEFAULT_CONFIG_PATH) : DEFAULT_CONFIG_PATH);
+  const host = new HostView(root, DEFAULT_ROOTS);
+  const sudo = process.env['SUDO_USER'];
+  const user = sudo !== undefined && /^[a-z_][a-z0-9_.-]*$/i.test(sudo) ? sudo : process.getuid?.() === 0 ? null : invokingUser();
+  const suggestion = await suggest(host, values.connect ?? (custom ? null : 'qemu:///system'), vm, user);
+  if (values.json) io.stdout(JSON.stringify(suggestion, null, 2) + '\n');
+  else io.stdout(formatSuggestion(suggestion, configPath));
+  if (values.write) {
+    await appendTable(configPath, suggestion);
+    io.stderr(`vfio-hookctl: added [vm.${vm}] to ${configPath}; the daemon picks it up on its own\n`);
+  }
+  return 0;
 }
 
 async function doctor(values: Values, vms: string[], io: CliIo): Promise<number> {

@@ -24,6 +24,7 @@ import type { Claim } from '../../pci/plan.js';
 import { resolvePrimaryGid, resolveGid, resolveUid, type AccountLookupOptions } from '../../shm/index.js';
 import { fail, ok, skip, warn, type Check } from './check.js';
 import { iniValue, type HostView } from './host-view.js';
+import { readDomain } from '../domain-source.js';
 
 const exec = promisify(execFile);
 
@@ -58,32 +59,8 @@ export async function vmChecks(ctx: VmCheckContext, vm: VmSettings): Promise<Che
 
 type Namer = (what: string) => string;
 
-async function readDomain(ctx: VmCheckContext, name: string): Promise<{ xml: string; from: string } | { error: string; skip: boolean }> {
-  if (ctx.connect !== null) {
-    try {
-      const { stdout } = await exec('virsh', ['--connect', ctx.connect, 'dumpxml', '--inactive', '--', name], {
-        timeout: 15_000,
-        maxBuffer: 32 * MiB,
-      });
-      return { xml: stdout, from: `libvirt (${ctx.connect})` };
-    } catch (error) {
-      const e = error as NodeJS.ErrnoException & { stderr?: string };
-      if (e.code === 'ENOENT') return { error: 'virsh is not installed', skip: true };
-      const why = (e.stderr ?? e.message).trim().split('\n').pop() ?? '';
-      if (/failed to get domain|Domain not found/i.test(why))
-        return { error: `libvirt has no domain named '${name}' (${why})`, skip: false };
-      return { error: `libvirt did not answer: ${why}`, skip: true };
-    }
-  }
-  const saved = ctx.host.sys(path.join('/etc/libvirt/qemu', `${name}.xml`));
-  const r = await ctx.host.read(saved);
-  if ('text' in r) return { xml: r.text, from: saved };
-  if ('denied' in r) return { error: `cannot read ${saved}`, skip: true };
-  return { error: `no domain definition at ${saved}`, skip: true };
-}
-
 async function domainChecks(ctx: VmCheckContext, vm: VmSettings, id: Namer, subject: Namer): Promise<Check[]> {
-  const got = await readDomain(ctx, vm.name);
+  const got = await readDomain(ctx.host, ctx.connect, vm.name);
   if ('error' in got) {
     return got.skip
       ? [skip(id('domain'), subject('libvirt domain'), got.error, `run as root, or name libvirt with --connect qemu:///system`)]
