@@ -42,8 +42,10 @@ export function suggestTable(info: DomainInfo, from: string, user: string | null
   const addresses = info.hostdevs.map((h) => h.address);
   lines.push(`devices = [${addresses.map((a) => JSON.stringify(a)).join(', ')}]`);
   lines.push(user === null ? '# user = "you"  # who owns the shm files and runs the units' : `user = ${JSON.stringify(user)}`);
-  const lg = info.shmems.find((s) => s.name.startsWith('looking-glass'));
-  const scream = info.shmems.find((s) => s.name.startsWith('scream'));
+  // Scream's file is the one named for it; Looking Glass's the one named for it, else the other <shmem> (its name is free).
+  const scream = info.shmems.find((s) => /scream/i.test(s.name));
+  const others = info.shmems.filter((s) => s !== scream);
+  const lg = others.find((s) => /looking-?glass/i.test(s.name)) ?? others[0];
   if (lg !== undefined) {
     lines.push('', `[vm.${key(vm)}.looking-glass]`);
     if (lg.name !== 'looking-glass') lines.push(`name = ${JSON.stringify(lg.name)}`);

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { addSimProcess, removeSimProcess } from '../../lib/sim/index.js';
 import { rootsUnder } from '../../lib/roots.js';
 import { E2E_DOMAIN, E2eLibvirt, LG_NAME, MiB, SCREAM_NAME, SHM_UID } from '../helpers/e2e-libvirt.js';
-import { startDaemon } from '../helpers/private-bus.js';
+import { REPO, startDaemon } from '../helpers/private-bus.js';
 import { machinePath } from '../../lib/bus/object-path.js';
 
 let e2e: E2eLibvirt;
@@ -301,3 +301,53 @@ test.serial(
     t.is((await e2e.virsh(['destroy', E2E_DOMAIN])).code, 0);
   },
 );
+
+test.serial('doctor and config suggest read the domain from the real libvirtd (virsh --connect qemu:///system)', async (t) => {
+  const hookctl = (...args: string[]) =>
+    // nsenter -m starts in the namespace's own working folder: cd to the repository first, so that --import tsx resolves.
+    e2e.run('sh', [
+      '-c',
+      'cd "$0" && exec "$@"',
+      REPO,
+      process.execPath,
+      '--import',
+      'tsx',
+      path.join(REPO, 'service', 'vfio-hookctl.ts'),
+      ...args,
+    ]);
+  const common = [
+    '--simulate',
+    'reference-host',
+    '--sim-dir',
+    e2e.daemon.simDir,
+    '--bus-address',
+    e2e.bus.address,
+    '--config',
+    e2e.daemon.configPath,
+  ];
+  const r = await hookctl('doctor', E2E_DOMAIN, ...common, '--connect', 'qemu:///system', '--json');
+  t.not(r.stdout, '', r.stderr);
+  const report = JSON.parse(r.stdout) as { checks: { id: string; status: string; finding: string }[] };
+  const check = (id: string) => report.checks.find((c) => c.id === `vm.${E2E_DOMAIN}.${id}`);
+  t.like(check('domain'), { status: 'ok', finding: 'defined (read from libvirt (qemu:///system))' }, r.stdout + r.stderr);
+  t.like(check('shmem'), { status: 'ok' }, 'the 32M and 2M <shmem>s agree with the configuration');
+  // The configuration detaches the simulated RX 590 for it, but its XML passes no <hostdev> through.
+  t.like(check('functions'), { status: 'warn' });
+  t.regex(check('functions')!.finding, /^0000:0b:00\.0, 0000:0b:00\.1 are detached for it but not in its XML/);
+  t.like(
+    report.checks.find((c) => c.id === 'daemon.running'),
+    { status: 'ok' },
+  );
+
+  const missing = await hookctl('doctor', 'no-such-vm', ...common, '--connect', 'qemu:///system', '--json');
+  t.is(missing.code, 1);
+
+  const s = await hookctl('config', 'suggest', E2E_DOMAIN, '--connect', 'qemu:///system', '--json');
+  t.is(s.code, 0, s.stderr);
+  const suggestion = JSON.parse(s.stdout) as { table: string; from: string };
+  t.is(suggestion.from, 'libvirt (qemu:///system)');
+  t.regex(suggestion.table, /\[vm\.vfiohookd-e2e\.looking-glass\]\nname = "vfiohookd-e2e-lg"\nsize = "32M"/);
+  const gone = await hookctl('config', 'suggest', 'no-such-vm', '--connect', 'qemu:///system');
+  t.is(gone.code, 1);
+  t.regex(gone.stderr, /libvirt has no domain named 'no-such-vm'/);
+});

@@ -473,8 +473,13 @@ export class E2eLibvirt {
   }
 
   /** `virsh -c qemu:///system ARGS` inside the namespaces; never throws on a non-zero exit. */
-  async virsh(args: string[], stdin?: string): Promise<CommandResult> {
-    const child = spawn('nsenter', ['-t', String(this.#holder.pid), '-m', '-n', '--', 'virsh', '-q', '-c', 'qemu:///system', ...args], {
+  virsh(args: string[], stdin?: string): Promise<CommandResult> {
+    return this.run('virsh', ['-q', '-c', 'qemu:///system', ...args], stdin);
+  }
+
+  /** A command inside the namespaces (where libvirtd's qemu:///system is); never throws on a non-zero exit. */
+  async run(command: string, args: string[], stdin?: string): Promise<CommandResult> {
+    const child = spawn('nsenter', ['-t', String(this.#holder.pid), '-m', '-n', '--', command, ...args], {
       env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
