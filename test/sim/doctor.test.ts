@@ -321,3 +321,56 @@ test('runs on every simulated host without throwing, and each check has a subjec
     }
   }
 });
+
+test('libvirt-dbus missing warns (the started-without-its-hook warning needs it)', async (t) => {
+  const s = await setup(t);
+  await s.remove('usr/share/dbus-1/system-services/org.libvirt.service');
+  const c = byId(await s.run(), 'daemon.libvirt-dbus');
+  t.is(c.status, 'warn');
+  t.is(c.fix, 'install libvirt-dbus');
+});
+
+test('vfio-pci not loaded and not in the kernel fails; in modules.dep it is available but not loaded (a warning)', async (t) => {
+  const s = await setup(t);
+  await s.remove('sys/bus/pci/drivers/vfio-pci');
+  const missing = await s.run();
+  t.is(byId(missing, 'vfio.available').status, 'fail');
+  t.is(byId(missing, 'vfio.available').finding, 'kernel 6.12.0-test has no vfio-pci module (not in modules.dep or modules.builtin)');
+  t.is(byId(missing, 'vfio.loaded').status, 'warn');
+  await s.write('lib/modules/6.12.0-test/modules.dep', 'kernel/drivers/vfio/pci/vfio-pci.ko: kernel/drivers/vfio/vfio.ko\n');
+  t.is(byId(await s.run(), 'vfio.available').status, 'ok');
+});
+
+test('a user or group that does not resolve fails, naming it', async (t) => {
+  const s = await setup(t);
+  await s.write(
+    'etc/vfio-hookd/vfio-hookd.toml',
+    `[daemon]\nqemu-user = "root"\n${WIN10_CONFIG.replace('user = "1000"', 'user = "no-such-user-x"')}`,
+  );
+  const user = byId(await s.run(), 'vm.win10.user');
+  t.is(user.status, 'fail');
+  t.regex(user.finding, /'no-such-user-x'/);
+  await s.write(
+    'etc/vfio-hookd/vfio-hookd.toml',
+    `[daemon]\nqemu-user = "root"\n${WIN10_CONFIG.replace('group = "64055"', 'group = "no-such-group-x"')}`,
+  );
+  const group = byId(await s.run(), 'vm.win10.group.looking-glass');
+  t.is(group.status, 'fail');
+  t.regex(group.finding, /'no-such-group-x'/);
+});
+
+test("a VM configured with the host's boot VGA, of the same model as another card, warns to check the address", async (t) => {
+  const s = await setup(t);
+  await s.write('etc/vfio-hookd/vfio-hookd.toml', '[vm.win10]\ndevices = ["0000:0a:00.0"]\n');
+  const c = byId(await s.run(), 'vm.win10.twin.0000:0a:00.0');
+  t.is(c.status, 'warn');
+  t.regex(c.finding, /^the VM's card 0000:0a:00\.0 .* is the boot VGA, and 0000:0b:00\.0 .* is the same model$/);
+});
+
+test('a hook not owned by root fails', async (t) => {
+  const s = await setup(t);
+  await fs.chown(path.join(s.dir, 'etc/libvirt/hooks/qemu.d/vfio-hookd'), 65534, 65534);
+  const c = byId(await s.run(), 'hook.executable');
+  t.is(c.status, 'fail');
+  t.regex(c.finding, /owned by uid 65534, not root/);
+});
