@@ -76,7 +76,7 @@ interface Entry {
 }
 
 /** States in which a machine's units are stopped; `running` starts them, the others leave them be. */
-const STOP_STATES: ReadonlySet<MachineState | ''> = new Set<MachineState>(['stopped', 'released', 'failed']);
+const STOP_STATES: ReadonlySet<MachineState | ''> = new Set<MachineState>(['stopped', 'releasing', 'released', 'failed']);
 
 export class Agent {
   readonly #opts: AgentOptions;
