@@ -30,6 +30,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
 import { NotifyListener, tempDir } from './private-bus.js';
+import { trackChild } from './settled.js';
 
 const exec = promisify(execFile);
 
@@ -197,10 +198,14 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
     ...cgroups.map((cg) => `echo $$ > ${q(path.join(cg, 'cgroup.procs'))}`),
     `exec setpriv --reuid=${user.uid} --regid=${user.gid} --init-groups ${SYSTEMD} --user`,
   ].join('\n');
-  const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
-    env: { ...env, NOTIFY_SOCKET: notify.path, SYSTEMD_LOG_TARGET: 'console', SYSTEMD_LOG_LEVEL: 'notice' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = trackChild(
+    t,
+    spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
+      env: { ...env, NOTIFY_SOCKET: notify.path, SYSTEMD_LOG_TARGET: 'console', SYSTEMD_LOG_LEVEL: 'notice' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+    'systemd --user',
+  );
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString('utf8')));
   child.stderr.on('data', (c: Buffer) => (output += c.toString('utf8')));
