@@ -16,6 +16,7 @@ import { UnsafePath } from '../../lib/errors.js';
 import { KernelWriteError, KernelWriteTimeout, type KernelPort } from '../../lib/pci/kernel-port.js';
 import { openRealKernel } from '../../lib/pci/real-kernel-factory.js';
 import { rootsUnder } from '../../lib/roots.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -269,8 +270,7 @@ test('close() after a write lets a process that has nothing else to do finish', 
   // What vfio-hookctl does with --sysfs-root: write, close, exit. The writer
   // is unref'd between writes, so close() must keep the loop alive itself
   // until the child has exited, or node gives up on the pending await.
-  const top = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-real-'));
-  t.teardown(() => fs.rm(top, { recursive: true, force: true }));
+  const top = await tempDir(t, 'vfio-hookd-real-');
   const roots = rootsUnder(top);
   await fs.mkdir(roots.sysfs, { recursive: true });
   await fs.writeFile(path.join(roots.sysfs, 'attr'), '');
