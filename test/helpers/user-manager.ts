@@ -227,6 +227,7 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
           // already gone
         }
       }
+    // Polled, bounded: SIGKILLed processes leave the cgroup a moment later.
     for (let i = 0; i < 50 && (await Promise.all(cgroups.map(cgroupPids))).flat().length > 0; i++)
       await new Promise((r) => setTimeout(r, 20));
   };
@@ -270,6 +271,7 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
     throw new Error(
       `cannot start the session bus: ${started.stderr} ${output} ${await fs.readFile(path.join(home, 'session-bus.log'), 'utf8').catch(() => '')}`,
     );
+  // Polled, bounded: nothing outside the user's session bus tells when the manager has joined it.
   for (let i = 0; ; i++) {
     try {
       await run('busctl', ['--user', 'status', 'org.freedesktop.systemd1']);

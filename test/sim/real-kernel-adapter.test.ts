@@ -71,7 +71,10 @@ async function childPids(): Promise<Set<number>> {
   return pids;
 }
 
-/** The writer child started since `before`: a `node` running sysfs-writer-child.cjs. */
+/**
+ * The writer child started since `before`: a `node` running sysfs-writer-child.cjs.
+ * Polled: the adapter starts it inside, and nothing outside it signals a new child.
+ */
 async function writerPid(before: ReadonlySet<number>): Promise<number> {
   for (let i = 0; i < 400; i++) {
     for (const pid of await childPids()) {
@@ -94,7 +97,7 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Wait (bounded) for a process to be gone and reaped. */
+/** Wait (bounded) for a process to be gone and reaped; polled, since it is the adapter's child and not ours to wait for. */
 async function gone(pid: number, withinMs = 3000): Promise<boolean> {
   const deadline = Date.now() + withinMs;
   while (alive(pid)) {
