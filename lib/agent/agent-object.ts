@@ -12,7 +12,7 @@ import dbus from 'dbus-next';
 import { AGENT_INTERFACE } from '../bus/names.js';
 import type { UnitFailure } from './agent.js';
 
-export interface AgentState {
+interface AgentState {
   readonly activeUnits: readonly string[];
   readonly failures: readonly UnitFailure[];
 }

@@ -47,7 +47,7 @@ function accessors(cls: { prototype: object }, names: readonly string[]): void {
   }
 }
 
-export class MachineObject extends PropertyObject {
+class MachineObject extends PropertyObject {
   constructor(row: MachineRow) {
     super(MACHINE_INTERFACE, machineProperties(row));
   }
@@ -65,7 +65,7 @@ MachineObject.configureMembers({
   },
 });
 
-export class DeviceObject extends PropertyObject {
+class DeviceObject extends PropertyObject {
   constructor(row: DeviceRow) {
     super(DEVICE_INTERFACE, deviceProperties(row));
   }
@@ -83,7 +83,7 @@ DeviceObject.configureMembers({
 });
 
 /** The bus's export/unexport, as much as this module needs. */
-export interface ObjectExporter {
+interface ObjectExporter {
   export(path: string, iface: dbus.interface.Interface): void;
   unexport(path: string, iface: dbus.interface.Interface): void;
 }

@@ -80,7 +80,7 @@ export interface ManagerBackend {
   reload(): Promise<void>;
 }
 
-export interface ManagerInfo {
+interface ManagerInfo {
   readonly version: string;
   /** Path of the configuration file, or '' when none is used. */
   readonly configFile: string;

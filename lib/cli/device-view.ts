@@ -11,7 +11,7 @@ import { viability } from '../pci/iommu-group.js';
 import type { HostSnapshot } from '../pci/host-snapshot.js';
 import type { ClaimRecord } from '../state/state-file.js';
 
-export interface DeviceView {
+interface DeviceView {
   address: string;
   vendorId: string;
   deviceId: string;
@@ -33,7 +33,7 @@ export interface DeviceView {
   claim: { owner: string; originalDriver: string | null; originalKnown: boolean } | null;
 }
 
-export interface GroupView {
+interface GroupView {
   group: number;
   viable: boolean;
   blockers: { address: string; driver: string }[];

@@ -28,7 +28,7 @@ import { VERSION } from '../version.js';
 import { devicesView, formatDevices } from './device-view.js';
 import { addAgentFailures, formatDaemonStatus, formatStatus, readDaemonStatus, readStatus } from './status-view.js';
 
-export interface CliIo {
+interface CliIo {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
 }

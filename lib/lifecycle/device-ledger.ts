@@ -27,7 +27,7 @@ import { VfioHookdError, q } from '../errors.js';
 import type { PciEngine } from '../pci/engine.js';
 import type { DeviceOrigin } from '../pci/executor.js';
 import { VFIO_DRIVER } from '../pci/iommu-group.js';
-import type { Claim, Plan } from '../pci/plan.js';
+import type { Plan } from '../pci/plan.js';
 import { UNKNOWN_OWNER, describeOwner, sameOwner, type Owner } from '../pci/owner.js';
 import { StateLock } from '../state/state-lock.js';
 import {
@@ -40,7 +40,7 @@ import {
   type State,
 } from '../state/state-file.js';
 
-export interface DeviceLedgerOptions {
+interface DeviceLedgerOptions {
   readonly engine: PciEngine;
   readonly state: StateFile;
   /** Longest to wait for another process's state lock. Default 30 000 ms. */
@@ -378,9 +378,4 @@ function sameClaims(a: ReadonlyMap<string, ClaimRecord>, b: ReadonlyMap<string, 
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-/** Claims as the planner reads them. */
-export function planClaims(claims: ReadonlyMap<string, ClaimRecord>): ReadonlyMap<string, Claim> {
-  return claims;
 }
