@@ -22,6 +22,7 @@ import { StateFile } from '../state/state-file.js';
 import { DeviceLedger } from '../lifecycle/device-ledger.js';
 import { manualOwner, vmOwner, type Owner } from '../pci/owner.js';
 import { callDaemon, daemonRunning } from './daemon-client.js';
+import { ManagerMember } from '../bus/names.js';
 import os from 'node:os';
 import { openSimulation } from '../sim/index.js';
 import { VERSION } from '../version.js';
@@ -203,8 +204,8 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
       trace('vfio-hookd runs: asking it');
       for (const address of args) {
         if (command === 'detach')
-          await callDaemon(values['bus-address'], 'DetachDevice', 'ssb', [address, values.for ?? '', values.force ?? false]);
-        else await callDaemon(values['bus-address'], 'ReattachDevice', 's', [address]);
+          await callDaemon(values['bus-address'], ManagerMember.DetachDevice, 'ssb', [address, values.for ?? '', values.force ?? false]);
+        else await callDaemon(values['bus-address'], ManagerMember.ReattachDevice, 's', [address]);
       }
       io.stdout(`${command === 'detach' ? 'Detached' : 'Given back'} by vfio-hookd: ${args.join(', ')}\n`);
       return 0;
