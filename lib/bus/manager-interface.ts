@@ -1,7 +1,7 @@
 /**
  * `org.vfiohookd1.Manager` at `/org/vfiohookd1`: a thin adapter. Behaviour
  * comes from an injected `ManagerBackend` (the daemon wires the PCI engine
- * and, later, the hook lifecycle into it); this class only converts values
+ * and the hook lifecycle into it); this class only converts values
  * (via `dbus-types.ts`) and maps errors (via `bus-errors.ts`).
  *
  * Every method replies once, when its work is done: dbus-next waits for the

@@ -1,5 +1,5 @@
 /**
- * The lifecycle table (docs: README "What happens at each hook"), run for
+ * The lifecycle table (docs/architecture.md, "Lifecycle"), run for
  * one VM at a time:
  *
  * | stage     | what happens                                                       |
