@@ -151,7 +151,7 @@ export class DeviceLedger {
     const moved = plan.devices.filter((d) => d.changes).map((d) => d.address);
     if (moved.length === 0) {
       // Nothing to write: only the claims change (a detach of devices already on vfio-pci).
-      const claims = kind === 'detach' ? this.#claimsAfterDetach(state.claims, plan, owner, []) : dropClaims(state.claims, plan);
+      const claims = kind === 'detach' ? this.#claimsAfterDetach(state.claims, plan, owner) : dropClaims(state.claims, plan);
       if (!sameClaims(claims, state.claims)) await this.#save({ ...state, claims });
       return { plan, moved };
     }
@@ -236,12 +236,8 @@ export class DeviceLedger {
     return next;
   }
 
-  #claimsAfterDetach(
-    current: ReadonlyMap<string, ClaimRecord>,
-    plan: Plan,
-    owner: Owner,
-    _moved: readonly string[],
-  ): Map<string, ClaimRecord> {
+  /** Claims after a detach that wrote nothing: every device of the plan is already on vfio-pci. */
+  #claimsAfterDetach(current: ReadonlyMap<string, ClaimRecord>, plan: Plan, owner: Owner): Map<string, ClaimRecord> {
     const next = new Map(current);
     const since = this.#now().toISOString();
     for (const d of plan.devices) {
