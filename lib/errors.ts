@@ -112,12 +112,6 @@ export class InvalidArgs extends VfioHookdError {
   readonly dbusName = 'org.freedesktop.DBus.Error.InvalidArgs';
 }
 
-/** The caller may not do this. */
-export class AccessDenied extends VfioHookdError {
-  override readonly name = 'AccessDenied';
-  readonly dbusName = 'org.freedesktop.DBus.Error.AccessDenied';
-}
-
 /** Values up to this many characters are quoted whole: a VM name (at most 251 bytes), a path, a unit name. */
 export const QUOTE_WHOLE_MAX = 256;
 

@@ -9,19 +9,19 @@
  * - `Failures` (a(sss)): the same with the VM and the reason: (vm, unit, reason).
  */
 import dbus from 'dbus-next';
-import { AGENT_INTERFACE } from '../bus/names.js';
+import { AGENT_INTERFACE, AgentMember } from '../bus/names.js';
 import type { UnitFailure } from './agent.js';
 
-export interface AgentState {
+interface AgentState {
   readonly activeUnits: readonly string[];
   readonly failures: readonly UnitFailure[];
 }
 
 function values(state: AgentState): Record<string, unknown> {
   return {
-    ActiveUnits: [...state.activeUnits],
-    FailedUnits: [...new Set(state.failures.map((f) => f.unit))].sort(),
-    Failures: state.failures.map((f) => [f.machine, f.unit, f.reason]),
+    [AgentMember.ActiveUnits]: [...state.activeUnits],
+    [AgentMember.FailedUnits]: [...new Set(state.failures.map((f) => f.unit))].sort(),
+    [AgentMember.Failures]: state.failures.map((f) => [f.machine, f.unit, f.reason]),
   };
 }
 
@@ -36,15 +36,15 @@ export class AgentObject extends dbus.interface.Interface {
   }
 
   get ActiveUnits(): unknown {
-    return this.#last['ActiveUnits'];
+    return this.#last[AgentMember.ActiveUnits];
   }
 
   get FailedUnits(): unknown {
-    return this.#last['FailedUnits'];
+    return this.#last[AgentMember.FailedUnits];
   }
 
   get Failures(): unknown {
-    return this.#last['Failures'];
+    return this.#last[AgentMember.Failures];
   }
 
   /** Re-read the agent's state and announce what changed. */

@@ -31,7 +31,7 @@ export interface AgentIdentity {
 }
 
 /** The user manager, as much as the agent needs (UserSystemd). */
-export interface UnitManager {
+interface UnitManager {
   startUnit(unit: string): Promise<JobOutcome>;
   stopUnit(unit: string): Promise<JobOutcome>;
   activeState(unit: string): Promise<string>;
@@ -52,7 +52,7 @@ export interface UnitFailure {
   readonly reason: string;
 }
 
-export interface AgentOptions {
+interface AgentOptions {
   readonly identity: AgentIdentity;
   readonly manager: UnitManager;
   readonly config: () => AgentConfig;

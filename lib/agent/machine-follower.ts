@@ -33,7 +33,7 @@ export interface MachineView {
   readonly units: readonly string[] | null;
 }
 
-export interface MachineFollowerEvents {
+interface MachineFollowerEvents {
   /** A machine was read or changed (called for every change, in order). */
   onMachine(view: MachineView): void;
   /** A machine left the daemon's set (its configuration was removed). */

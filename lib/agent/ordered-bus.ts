@@ -13,7 +13,7 @@ import dbus from 'dbus-next';
 
 const { Message, MessageType } = dbus;
 
-export interface CallSpec {
+interface CallSpec {
   readonly destination: string;
   readonly path: string;
   readonly interface: string;
@@ -22,10 +22,10 @@ export interface CallSpec {
   readonly body?: unknown[];
 }
 
-export type SignalHandler = (message: dbus.Message) => void;
+type SignalHandler = (message: dbus.Message) => void;
 
 /** A D-Bus error reply as an Error: `name` is the D-Bus error name. */
-export class BusCallError extends Error {
+class BusCallError extends Error {
   readonly errorName: string;
   constructor(errorName: string, text: string) {
     super(text);

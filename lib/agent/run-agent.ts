@@ -18,7 +18,7 @@ import { MachineFollower } from './machine-follower.js';
 import { OrderedBus } from './ordered-bus.js';
 import { UserSystemd } from './user-systemd.js';
 
-export interface RunAgentOptions {
+interface RunAgentOptions {
   /** System bus address; default the system bus (`DBUS_SYSTEM_BUS_ADDRESS` or /run/dbus/system_bus_socket). */
   readonly systemBusAddress?: string;
   /** Session bus address; default `DBUS_SESSION_BUS_ADDRESS`, else `$XDG_RUNTIME_DIR/bus` (see defaultSessionBusAddress). */
@@ -34,7 +34,7 @@ export interface RunAgentOptions {
   readonly onFatal: (error: Error) => void;
 }
 
-export interface RunningAgent {
+interface RunningAgent {
   readonly agent: Agent;
   readonly follower: MachineFollower;
   stop(): void;
@@ -45,7 +45,7 @@ export interface RunningAgent {
  * (what sd_bus_open_user() does: a user manager does not always export the
  * variable to its units), else undefined (dbus-next's own lookup).
  */
-export function defaultSessionBusAddress(env: NodeJS.ProcessEnv): string | undefined {
+function defaultSessionBusAddress(env: NodeJS.ProcessEnv): string | undefined {
   if (env['DBUS_SESSION_BUS_ADDRESS']) return env['DBUS_SESSION_BUS_ADDRESS'];
   if (env['XDG_RUNTIME_DIR']) return `unix:path=${env['XDG_RUNTIME_DIR']}/bus`;
   return undefined;

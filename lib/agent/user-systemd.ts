@@ -24,7 +24,7 @@ const PROPERTIES = 'org.freedesktop.DBus.Properties';
 const ORPHAN_RESULT_MS = 60_000;
 
 /** The object path systemd gives a unit (sd_bus_path_encode of its name). */
-export function unitPath(unit: string): string {
+function unitPath(unit: string): string {
   return UNIT_PATH_PREFIX + encodeLabel(unit);
 }
 

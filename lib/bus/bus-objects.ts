@@ -53,7 +53,7 @@ function accessors(cls: { prototype: object }, names: readonly string[]): void {
   }
 }
 
-export class MachineObject extends PropertyObject {
+class MachineObject extends PropertyObject {
   constructor(row: MachineRow) {
     super(MACHINE_INTERFACE, machineProperties(row));
   }
@@ -89,7 +89,7 @@ MachineObject.configureMembers({
   },
 });
 
-export class DeviceObject extends PropertyObject {
+class DeviceObject extends PropertyObject {
   constructor(row: DeviceRow) {
     super(DEVICE_INTERFACE, deviceProperties(row));
   }
@@ -107,7 +107,7 @@ DeviceObject.configureMembers({
 });
 
 /** The bus's export/unexport, as much as this module needs. */
-export interface ObjectExporter {
+interface ObjectExporter {
   export(path: string, iface: dbus.interface.Interface): void;
   unexport(path: string, iface: dbus.interface.Interface): void;
 }

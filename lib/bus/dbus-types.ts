@@ -20,7 +20,7 @@ export function busSafe(text: string): string {
 }
 
 /** `u` for "no IOMMU group" in `ListDevices`. */
-export const NO_GROUP = 0xffffffff;
+const NO_GROUP = 0xffffffff;
 
 /** One row of `ListDevices`, before conversion. */
 export interface DeviceRow {
@@ -75,7 +75,7 @@ export function hookHandledTuple(event: HookEvent, success: boolean, message: st
  * (its release runs now), `released`, `failed`. The daemon sets it, the agent
  * acts on it, the CLI shows it.
  */
-export const MACHINE_STATES = ['defined', 'preparing', 'prepared', 'running', 'stopped', 'releasing', 'released', 'failed'] as const;
+const MACHINE_STATES = ['defined', 'preparing', 'prepared', 'running', 'stopped', 'releasing', 'released', 'failed'] as const;
 export type MachineState = (typeof MACHINE_STATES)[number];
 
 /** `value` as a MachineState; null when it is none this version knows (or not a string). */

@@ -1,7 +1,7 @@
 /**
  * `org.vfiohookd1.Manager` at `/org/vfiohookd1`: a thin adapter. Behaviour
  * comes from an injected `ManagerBackend` (the daemon wires the PCI engine
- * and, later, the hook lifecycle into it); this class only converts values
+ * and the hook lifecycle into it); this class only converts values
  * (via `dbus-types.ts`) and maps errors (via `bus-errors.ts`).
  *
  * Every method replies once, when its work is done: dbus-next waits for the
@@ -42,9 +42,9 @@ import {
   type MachineRow,
   type MachineTuple,
 } from './dbus-types.js';
-import { MANAGER_INTERFACE } from './names.js';
+import { MANAGER_INTERFACE, ManagerMember } from './names.js';
 
-const CONST_PROPERTIES: ReadonlySet<string> = new Set(['Version', 'ConfigFile']);
+const CONST_PROPERTIES: ReadonlySet<string> = new Set([ManagerMember.Version, ManagerMember.ConfigFile]);
 
 /** The part of dbus-next's introspection object we touch. */
 interface IntrospectXml {
@@ -80,7 +80,7 @@ export interface ManagerBackend {
   reload(): Promise<void>;
 }
 
-export interface ManagerInfo {
+interface ManagerInfo {
   readonly version: string;
   /** Path of the configuration file, or '' when none is used. */
   readonly configFile: string;
@@ -130,7 +130,7 @@ export class ManagerInterface extends dbus.interface.Interface {
   }
 
   ListMachines(): Promise<MachineTuple[]> {
-    return this.#run('ListMachines', async () => (await this.#backend.listMachines()).map(machineTuple));
+    return this.#run(ManagerMember.ListMachines, async () => (await this.#backend.listMachines()).map(machineTuple));
   }
 
   #run<T>(member: string, work: () => Promise<T>): Promise<T> {
@@ -138,17 +138,17 @@ export class ManagerInterface extends dbus.interface.Interface {
   }
 
   ListDevices(): Promise<DeviceTuple[]> {
-    return this.#run('ListDevices', async () => (await this.#backend.listDevices()).map(deviceTuple));
+    return this.#run(ManagerMember.ListDevices, async () => (await this.#backend.listDevices()).map(deviceTuple));
   }
 
   DetachDevice(address: string, forVm: string, force: boolean): Promise<void> {
     const caller = this.#caller();
-    return this.#run('DetachDevice', async () => this.#backend.detachDevice(address, forVm, await caller, force));
+    return this.#run(ManagerMember.DetachDevice, async () => this.#backend.detachDevice(address, forVm, await caller, force));
   }
 
   ReattachDevice(address: string): Promise<void> {
     const caller = this.#caller();
-    return this.#run('ReattachDevice', async () => this.#backend.reattachDevice(address, await caller));
+    return this.#run(ManagerMember.ReattachDevice, async () => this.#backend.reattachDevice(address, await caller));
   }
 
   #caller(): Promise<BusCaller> {
@@ -157,7 +157,7 @@ export class ManagerInterface extends dbus.interface.Interface {
 
   HandleHook(domainName: string, operation: string, subOperation: string, extra: string, domainXml: string): Promise<void> {
     const start = this.#clock();
-    return this.#run('HandleHook', async () => {
+    return this.#run(ManagerMember.HandleHook, async () => {
       await this.#hook(hookEvent(domainName, operation, subOperation, extra, domainXml), start);
     });
   }
@@ -174,7 +174,7 @@ export class ManagerInterface extends dbus.interface.Interface {
       try {
         domainXml = await readHookXmlFile(hookXmlDir(this.#info.runRoot ?? DEFAULT_ROOTS.run), domainXmlFile);
       } catch (error) {
-        this.#info.onError?.('HandleHookFile', error);
+        this.#info.onError?.(ManagerMember.HandleHookFile, error);
         this.HookHandled(
           hookHandledTuple(hookEvent(domainName, operation, subOperation, extra, ''), false, firstLine(error), this.#clock() - start),
         );
@@ -184,7 +184,7 @@ export class ManagerInterface extends dbus.interface.Interface {
       try {
         outcome = await this.#hook(hookEvent(domainName, operation, subOperation, extra, domainXml), start);
       } catch (error) {
-        this.#info.onError?.('HandleHook', error);
+        this.#info.onError?.(ManagerMember.HandleHook, error);
         throw error;
       }
       return oneLine(outcome.note ?? '');
@@ -210,7 +210,7 @@ export class ManagerInterface extends dbus.interface.Interface {
   }
 
   Reload(): Promise<void> {
-    return this.#run('Reload', () => this.#backend.reload());
+    return this.#run(ManagerMember.Reload, () => this.#backend.reload());
   }
 
   /** Signal; configureMembers wraps it so that calling it emits the returned tuple. */

@@ -8,7 +8,7 @@ import { DaemonNotRunning, VfioHookdError } from '../errors.js';
 import { BUS_NAME, DBUS_DRIVER_INTERFACE, DBUS_DRIVER_NAME, DBUS_DRIVER_PATH, MANAGER_INTERFACE, ROOT_PATH } from '../bus/names.js';
 
 /** The daemon said no (its error name and sentence, as sent). */
-export class DaemonRefused extends VfioHookdError {
+class DaemonRefused extends VfioHookdError {
   override readonly name = 'DaemonRefused';
   constructor(
     readonly dbusName: string,

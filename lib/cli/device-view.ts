@@ -12,7 +12,7 @@ import type { HostSnapshot } from '../pci/host-snapshot.js';
 import type { ClaimRecord } from '../state/state-file.js';
 import { NO_NAMES, type PciNames } from '../pci/pci-ids.js';
 
-export interface DeviceView {
+interface DeviceView {
   address: string;
   vendorId: string;
   deviceId: string;
@@ -41,7 +41,7 @@ export interface DeviceView {
   claim: { owner: string; originalDriver: string | null; originalKnown: boolean } | null;
 }
 
-export interface GroupView {
+interface GroupView {
   group: number;
   viable: boolean;
   blockers: { address: string; driver: string }[];

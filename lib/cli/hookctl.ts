@@ -23,6 +23,7 @@ import { StateFile } from '../state/state-file.js';
 import { DeviceLedger } from '../lifecycle/device-ledger.js';
 import { manualOwner, vmOwner, type Owner } from '../pci/owner.js';
 import { callDaemon, daemonRunning } from './daemon-client.js';
+import { ManagerMember } from '../bus/names.js';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_CONFIG_PATH } from '../config/index.js';
@@ -37,7 +38,7 @@ import { VERSION } from '../version.js';
 import { devicesView, formatDevices } from './device-view.js';
 import { addAgentFailures, formatDaemonStatus, formatStatus, readDaemonStatus, readStatus } from './status-view.js';
 
-export interface CliIo {
+interface CliIo {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
   /** The terminal's width when stdout is one (devices fits it). */
@@ -242,8 +243,8 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
       trace('vfio-hookd runs: asking it');
       for (const address of args) {
         if (command === 'detach')
-          await callDaemon(values['bus-address'], 'DetachDevice', 'ssb', [address, values.for ?? '', values.force ?? false]);
-        else await callDaemon(values['bus-address'], 'ReattachDevice', 's', [address]);
+          await callDaemon(values['bus-address'], ManagerMember.DetachDevice, 'ssb', [address, values.for ?? '', values.force ?? false]);
+        else await callDaemon(values['bus-address'], ManagerMember.ReattachDevice, 's', [address]);
       }
       io.stdout(`${command === 'detach' ? 'Detached' : 'Given back'} by vfio-hookd: ${args.join(', ')}\n`);
       return 0;

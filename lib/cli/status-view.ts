@@ -20,7 +20,7 @@ import {
 } from '../bus/names.js';
 import { openBus } from './daemon-client.js';
 
-export interface MachineStatus {
+interface MachineStatus {
   name: string;
   /** 'unknown' for a state this version does not know (a newer daemon). */
   state: MachineState | 'unknown';
@@ -45,7 +45,7 @@ const iso = (usec: bigint | undefined): string | null =>
   usec === undefined || usec === 0n ? null : new Date(Number(usec / 1000n)).toISOString();
 
 /** What the daemon says of itself: its version, configuration file (and where it really is) and any error loading it. */
-export interface DaemonStatus {
+interface DaemonStatus {
   version: string;
   configFile: string;
   configRealPath: string | null;

@@ -148,13 +148,13 @@ function writeTimeout(text: string): number {
 }
 
 /** `[daemon]`. */
-export const DAEMON_SCHEMA = table({
+const DAEMON_SCHEMA = table({
   'qemu-user': v.optional(parsed((s) => validateAccountName('user', s))),
   'write-timeout': v.optional(parsed(writeTimeout)),
 });
 
 /** `[vm.NAME.looking-glass]`, before the either-resolution-or-size check. */
-export const LOOKING_GLASS_SCHEMA = table({
+const LOOKING_GLASS_SCHEMA = table({
   resolution: v.optional(parsed((s): Resolution => parseResolution(s))),
   size: v.optional(parsed(lookingGlassSizeBytes)),
   hdr: v.optional(bool()),
@@ -164,7 +164,7 @@ export const LOOKING_GLASS_SCHEMA = table({
 });
 
 /** `[vm.NAME.scream]`. */
-export const SCREAM_SCHEMA = table({
+const SCREAM_SCHEMA = table({
   size: v.optional(parsed((s) => validateScreamSize(parseSize(s)))),
   name: v.optional(parsed(validateShmName)),
   group: v.optional(parsed((s) => validateAccountName('group', s))),
@@ -192,4 +192,3 @@ export const CONFIG_FILE_SCHEMA = table({
 });
 
 export type VmTableSpec = v.InferOutput<typeof VM_TABLE_SCHEMA>;
-export type DaemonSpec = v.InferOutput<typeof DAEMON_SCHEMA>;

@@ -10,7 +10,7 @@ import type { KernelPort } from '../pci/kernel-port.js';
 
 export const CRASH_ENV = 'VFIO_HOOKD_CRASH_AFTER';
 
-export interface CrashPoint {
+interface CrashPoint {
   readonly kind: 'write' | 'save';
   readonly count: number;
 }

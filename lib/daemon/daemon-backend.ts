@@ -55,7 +55,7 @@ export interface Caller {
   readonly name: string;
 }
 
-export interface DaemonBackendOptions {
+interface DaemonBackendOptions {
   readonly engine: PciEngine;
   readonly lifecycle: Lifecycle;
   /** The configuration in force (the watcher keeps the last good one). */
@@ -96,7 +96,7 @@ class SeenStates extends Map<string, Seen> {
 }
 
 /** What a hook answer carries besides success: a note the hook prints on stderr ('' for none). */
-export interface HookAnswer extends LifecycleOutcome {
+interface HookAnswer extends LifecycleOutcome {
   readonly note?: string;
 }
 

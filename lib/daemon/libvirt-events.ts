@@ -17,13 +17,13 @@
  */
 import dbus from 'dbus-next';
 
-export const LIBVIRT_BUS_NAME = 'org.libvirt';
-export const LIBVIRT_QEMU_PATH = '/org/libvirt/QEMU';
+const LIBVIRT_BUS_NAME = 'org.libvirt';
+const LIBVIRT_QEMU_PATH = '/org/libvirt/QEMU';
 
 /** virDomainEventType values we act on (libvirt's enum). */
 export const DomainEventType = { STARTED: 2, STOPPED: 5 } as const;
 
-export interface LibvirtEventsOptions {
+interface LibvirtEventsOptions {
   readonly bus: dbus.MessageBus;
   /** Resolves when no hook is running or queued. */
   readonly idle: () => Promise<void>;

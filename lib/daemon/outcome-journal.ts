@@ -10,6 +10,7 @@ import type { OperationResult } from '../lifecycle/device-ledger.js';
 import { describeOwner, type Owner } from '../pci/owner.js';
 import { LogPriority, MessageId, type JournalFields, type Priority } from '../systemd/index.js';
 import type { Caller } from './daemon-backend.js';
+import { ManagerMember } from '../bus/names.js';
 
 export interface JournalEntry {
   readonly priority: Priority;
@@ -75,7 +76,7 @@ export function manualChangeEntry(
   const devices = result ? result.plan.devices.map((d) => d.address).join(', ') : '';
   const fields = { MESSAGE_ID: MessageId.MANUAL_CHANGE, CALLER_UID: String(caller.uid), ...(devices ? { PCI_ADDRESS: devices } : {}) };
   if (error !== null) {
-    const member = what === 'detach' ? 'DetachDevice' : 'ReattachDevice';
+    const member = what === 'detach' ? ManagerMember.DetachDevice : ManagerMember.ReattachDevice;
     return {
       priority: LogPriority.warning,
       message: `${member} by '${caller.name}' (uid ${caller.uid}) refused: ${(error as Error).message}`,

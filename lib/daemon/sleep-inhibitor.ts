@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import type dbus from 'dbus-next';
 
-export const LOGIND_BUS_NAME = 'org.freedesktop.login1';
+const LOGIND_BUS_NAME = 'org.freedesktop.login1';
 
 export class SleepInhibitor {
   readonly #bus: dbus.MessageBus;

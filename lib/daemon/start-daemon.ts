@@ -59,7 +59,7 @@ import { SleepInhibitor } from './sleep-inhibitor.js';
 import { trustedShmOwners } from './trusted-owners.js';
 
 /** How long a stop waits for a running hook to finish or roll back (below systemd's TimeoutStopSec). */
-export const STOP_GRACE_MS = 80_000;
+const STOP_GRACE_MS = 80_000;
 
 export interface DaemonOptions {
   /** The configuration file (the executable's default is DEFAULT_CONFIG_PATH). */
@@ -82,7 +82,7 @@ export interface DaemonOptions {
   readonly stopGraceMs?: number;
 }
 
-export interface RunningDaemon {
+interface RunningDaemon {
   /** The SIGTERM sequence; ends with `exit(0)`. */
   stop(signal: string): Promise<void>;
 }

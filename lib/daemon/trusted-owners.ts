@@ -8,7 +8,7 @@
  */
 import { DEFAULT_QEMU_USERS } from '../config/index.js';
 
-export interface TrustedOwners {
+interface TrustedOwners {
   readonly uids: readonly number[];
   /** A configured qemu-user that does not resolve (each ends in ', ignoring'). */
   readonly warnings: readonly string[];

@@ -46,10 +46,10 @@ export interface DomainHostdev {
   readonly managed: boolean;
 }
 
-export const SHMEM_MODELS = ['ivshmem', 'ivshmem-plain', 'ivshmem-doorbell'] as const;
-export type ShmemModel = (typeof SHMEM_MODELS)[number];
+const SHMEM_MODELS = ['ivshmem', 'ivshmem-plain', 'ivshmem-doorbell'] as const;
+type ShmemModel = (typeof SHMEM_MODELS)[number];
 
-export interface DomainShmem {
+interface DomainShmem {
   /** `name` attribute: the file `/dev/shm/<name>` for a server-less shmem. */
   readonly name: string;
   /** `<size>` in bytes (libvirt units, bytes when no unit); `null` when absent. */

@@ -3,17 +3,17 @@
  * vfio-hookd acts on (libvirt's naming rules are in lib/names).
  */
 
-export { DOMAIN_XML_MAX_BYTES, SHMEM_MODELS, hasPassthroughDevices, parseDomainXml } from './domain-xml.js';
-export type { DomainHostdev, DomainInfo, DomainShmem, ShmemModel } from './domain-xml.js';
+export { DOMAIN_XML_MAX_BYTES, hasPassthroughDevices, parseDomainXml } from './domain-xml.js';
+export type { DomainHostdev, DomainInfo } from './domain-xml.js';
 
 export { INLINE_PARSE_MAX_BYTES, parseDomainXmlOffThread } from './parse-off-thread.js';
 
 export { hookXmlDir, readHookXmlFile } from './hook-xml-file.js';
 
 export { VFIO_XMLNS, parseVmMetadata } from './metadata.js';
-export type { LookingGlassInput, ScreamInput, VmSettingsInput } from './metadata.js';
+export type { VmSettingsInput } from './metadata.js';
 
 export { libvirtUnitScale, parseLibvirtScaledSize } from './scaled-size.js';
 
-export { XML_MAX_DEPTH, parseXmlDocument } from './xml-tree.js';
+export { parseXmlDocument } from './xml-tree.js';
 export type { XmlElement } from './xml-tree.js';

@@ -40,7 +40,7 @@ import type { XmlElement } from './xml-tree.js';
 export const VFIO_XMLNS = 'https://vfio-hookd.org/xmlns/vm/1';
 
 /** `<vfio:looking-glass>` attributes, as the TOML table `[vm.NAME.looking-glass]` would have them. */
-export interface LookingGlassInput {
+interface LookingGlassInput {
   readonly resolution?: string;
   readonly size?: string;
   readonly hdr?: boolean;
@@ -50,7 +50,7 @@ export interface LookingGlassInput {
 }
 
 /** `<vfio:scream>` attributes, as the TOML table `[vm.NAME.scream]` would have them. */
-export interface ScreamInput {
+interface ScreamInput {
   readonly size?: string;
   readonly name?: string;
   readonly group?: string;

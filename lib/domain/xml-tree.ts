@@ -21,7 +21,7 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { InvalidArgs, q } from '../errors.js';
 
 /** Deepest element nesting accepted (libxml2's default `xmlParserMaxDepth`). */
-export const XML_MAX_DEPTH = 256;
+const XML_MAX_DEPTH = 256;
 
 /** Namespace of the `xml:` prefix, bound by definition. */
 const XML_NS = 'http://www.w3.org/XML/1998/namespace';

@@ -27,7 +27,7 @@ import { VfioHookdError, q } from '../errors.js';
 import type { PciEngine } from '../pci/engine.js';
 import type { DeviceOrigin } from '../pci/executor.js';
 import { VFIO_DRIVER } from '../pci/iommu-group.js';
-import type { Claim, Plan } from '../pci/plan.js';
+import type { Plan } from '../pci/plan.js';
 import { UNKNOWN_OWNER, describeOwner, sameOwner, type Owner } from '../pci/owner.js';
 import { StateLock } from '../state/state-lock.js';
 import {
@@ -40,7 +40,7 @@ import {
   type State,
 } from '../state/state-file.js';
 
-export interface DeviceLedgerOptions {
+interface DeviceLedgerOptions {
   readonly engine: PciEngine;
   readonly state: StateFile;
   /** Longest to wait for another process's state lock. Default 30 000 ms. */
@@ -151,7 +151,7 @@ export class DeviceLedger {
     const moved = plan.devices.filter((d) => d.changes).map((d) => d.address);
     if (moved.length === 0) {
       // Nothing to write: only the claims change (a detach of devices already on vfio-pci).
-      const claims = kind === 'detach' ? this.#claimsAfterDetach(state.claims, plan, owner, []) : dropClaims(state.claims, plan);
+      const claims = kind === 'detach' ? this.#claimsAfterDetach(state.claims, plan, owner) : dropClaims(state.claims, plan);
       if (!sameClaims(claims, state.claims)) await this.#save({ ...state, claims });
       return { plan, moved };
     }
@@ -236,12 +236,8 @@ export class DeviceLedger {
     return next;
   }
 
-  #claimsAfterDetach(
-    current: ReadonlyMap<string, ClaimRecord>,
-    plan: Plan,
-    owner: Owner,
-    _moved: readonly string[],
-  ): Map<string, ClaimRecord> {
+  /** Claims after a detach that wrote nothing: every device of the plan is already on vfio-pci. */
+  #claimsAfterDetach(current: ReadonlyMap<string, ClaimRecord>, plan: Plan, owner: Owner): Map<string, ClaimRecord> {
     const next = new Map(current);
     const since = this.#now().toISOString();
     for (const d of plan.devices) {
@@ -378,9 +374,4 @@ function sameClaims(a: ReadonlyMap<string, ClaimRecord>, b: ReadonlyMap<string, 
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-/** Claims as the planner reads them. */
-export function planClaims(claims: ReadonlyMap<string, ClaimRecord>): ReadonlyMap<string, Claim> {
-  return claims;
 }

@@ -9,8 +9,8 @@ import { vmNameProblem } from '../names/vm-name.js';
 export const OPERATIONS = ['prepare', 'start', 'started', 'stopped', 'release', 'migrate', 'restore', 'reconnect', 'attach'] as const;
 export const SUB_OPERATIONS = ['begin', 'end', '-'] as const;
 
-export type Operation = (typeof OPERATIONS)[number];
-export type SubOperation = (typeof SUB_OPERATIONS)[number];
+type Operation = (typeof OPERATIONS)[number];
+type SubOperation = (typeof SUB_OPERATIONS)[number];
 
 export interface HookEvent {
   readonly domainName: string;

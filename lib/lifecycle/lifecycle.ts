@@ -1,5 +1,5 @@
 /**
- * The lifecycle table (docs: README "What happens at each hook"), run for
+ * The lifecycle table (docs/architecture.md, "Lifecycle"), run for
  * one VM at a time:
  *
  * | stage     | what happens                                                       |
@@ -33,7 +33,7 @@ import { unassignedFunctions } from '../pci/unassigned-functions.js';
 import { stageOf, type HookEvent, type HookStage } from './hook-event.js';
 
 /** One shared-memory file of a VM, as it must be. */
-export interface ShmFileWant {
+interface ShmFileWant {
   readonly name: string;
   readonly sizeBytes: number;
   readonly uid: number;
@@ -58,12 +58,12 @@ export interface ManagedVm {
 }
 
 /** A lock that keeps the host from suspending (logind's sleep inhibitor), one per VM. */
-export interface SleepLock {
+interface SleepLock {
   take(vm: string, why: string): Promise<void>;
   release(vm: string): void;
 }
 
-export interface LifecycleOptions {
+interface LifecycleOptions {
   readonly ledger: DeviceLedger;
   readonly roots: HostRoots;
   /** Uids that may already own an shm file (root and the qemu user: QEMU creates missing files); read at each use. */

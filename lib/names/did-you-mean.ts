@@ -27,7 +27,7 @@ function fold(key: string): string {
  * most 2 edits apart (after folding case and `_`), and fewer edits than the
  * key has characters so that `x` does not "mean" `hdr`.
  */
-export function closestKey(key: string, candidates: Iterable<string>): string | null {
+function closestKey(key: string, candidates: Iterable<string>): string | null {
   const folded = fold(key);
   let best: string | null = null;
   let bestDistance = Infinity;

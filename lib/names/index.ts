@@ -6,7 +6,7 @@
  * it, and it imports none of them.
  */
 
-export { closestKey, closestName, didYouMean } from './did-you-mean.js';
+export { closestName, didYouMean } from './did-you-mean.js';
 export { validateAccountName } from './account-name.js';
 export { validateUnitName } from './unit-name.js';
-export { VM_NAME_MAX_BYTES, validateVmName, vmNameProblem } from './vm-name.js';
+export { validateVmName, vmNameProblem } from './vm-name.js';

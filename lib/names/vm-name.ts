@@ -17,7 +17,7 @@ import { Buffer } from 'node:buffer';
 import { InvalidArgs, q } from '../errors.js';
 
 /** Longest VM name accepted, in UTF-8 bytes: NAME_MAX (255) minus `.xml`. */
-export const VM_NAME_MAX_BYTES = 251;
+const VM_NAME_MAX_BYTES = 251;
 
 // C0 controls (NUL and newline included), DEL, and C1 controls.
 const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;

@@ -11,7 +11,7 @@ import { InvalidArgs, q } from '../errors.js';
 const FULL = /^([0-9a-f]{4}):([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$/;
 const SHORT = /^([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$/;
 
-export interface PciAddressParts {
+interface PciAddressParts {
   readonly domain: number;
   readonly bus: number;
   readonly device: number;

@@ -58,6 +58,8 @@ export interface ExecuteResult {
 
 const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
 const DEFAULT_SETTLE_TIMEOUT_MS = 3_000;
+// Reading a link or a node back after a write is polled: sysfs sends no event
+// for it, and this is the one bounded poll the engine makes.
 const SETTLE_INTERVAL_MS = 5;
 
 export class PlanExecutor {

@@ -58,7 +58,7 @@ export async function scanProcesses(port: KernelPort): Promise<ProcessTable> {
 }
 
 /** The device nodes through which a process can hold this device. */
-export function nodesOf(device: PciDevice): { exact: string[]; prefixes: string[] } {
+function nodesOf(device: PciDevice): { exact: string[]; prefixes: string[] } {
   const exact = device.drm.map(NODE_NAMES.drm);
   const prefixes: string[] = [];
   if (device.driver === 'nvidia') prefixes.push(NODE_NAMES.nvidia);

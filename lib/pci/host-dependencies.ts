@@ -60,7 +60,7 @@ function unescapeOctal(text: string): string {
   return text.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
 }
 
-export function parseMountInfo(text: string): HostFacts['mounts'] {
+function parseMountInfo(text: string): HostFacts['mounts'] {
   const mounts: HostFacts['mounts'] = [];
   for (const line of text.split('\n')) {
     const fields = line.split(' ');
@@ -76,7 +76,7 @@ export function parseMountInfo(text: string): HostFacts['mounts'] {
   return mounts;
 }
 
-export function parseSwaps(text: string): string[] {
+function parseSwaps(text: string): string[] {
   return text
     .split('\n')
     .slice(1)

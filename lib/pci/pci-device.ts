@@ -72,7 +72,7 @@ function linkedAddresses(entries: readonly string[], prefix: string): string[] {
 }
 
 /** Addresses of every PCI device, in lspci order. */
-export async function listAddresses(port: KernelPort): Promise<string[]> {
+async function listAddresses(port: KernelPort): Promise<string[]> {
   const names = await port.readDir(pciDevicesDir(port.roots));
   return names.filter(isPciAddress).sort(compareAddresses);
 }

@@ -65,11 +65,11 @@ export type PciDeviceAttribute =
  * Entries of a PCI device's folder: its attributes, the `driver` and
  * `iommu_group` links, and the folders of the nodes drivers make beneath it.
  */
-export type PciDeviceEntry = PciDeviceAttribute | 'driver' | 'iommu_group' | 'drm' | 'vfio-dev';
+type PciDeviceEntry = PciDeviceAttribute | 'driver' | 'iommu_group' | 'drm' | 'vfio-dev';
 
 /** Files of a PCI driver's folder. */
 export const PCI_DRIVER_FILES = ['bind', 'unbind', 'new_id', 'remove_id'] as const;
-export type PciDriverFile = (typeof PCI_DRIVER_FILES)[number];
+type PciDriverFile = (typeof PCI_DRIVER_FILES)[number];
 
 /** Prefixes of a device's device-link entries (`consumer:pci:0000:0b:00.1`). */
 export const CONSUMER_LINK_PREFIX = 'consumer:pci:';
@@ -141,7 +141,7 @@ export function devlinkEntryIn(deviceDir: string, role: 'consumer' | 'supplier',
 }
 
 /** What a write to a PCI bus attribute is, by its path; null for any other path. */
-export type PciWriteTarget =
+type PciWriteTarget =
   | { readonly attribute: 'drivers_probe' }
   | { readonly attribute: 'driver_override'; readonly address: string }
   | { readonly attribute: PciDriverFile; readonly driver: string };

@@ -24,7 +24,7 @@ const BlockDevice = v.object({
 });
 
 /** The kinds of input device a simulated USB controller can carry; `gamepad` is one the host does not depend on. */
-export const INPUT_KINDS = ['keyboard', 'mouse', 'gamepad'] as const;
+const INPUT_KINDS = ['keyboard', 'mouse', 'gamepad'] as const;
 
 const InputDevice = v.object({
   /** The `name` attribute, as the device reports it: `Logitech USB Keyboard`. */
@@ -86,7 +86,7 @@ const Process = v.object({
   fds: v.array(v.string()),
 });
 
-export const FixtureSchema = v.object({
+const FixtureSchema = v.object({
   name: Name,
   description: v.string(),
   /** Drivers that are loaded; `vfio-pci` must be listed for detaching to work. */

@@ -13,12 +13,12 @@ import { SimKernel } from './sim-kernel.js';
 
 export { SimKernel } from './sim-kernel.js';
 export type { Fixture, FixtureInput } from './fixture.js';
-export { parseFixture, loadFixtureFile } from './fixture.js';
+export { parseFixture } from './fixture.js';
 export { buildSimHost, openSimHost, addSimProcess, removeSimProcess, type SimHost } from './sim-host.js';
 export { BUILTIN_HOSTS } from './hosts/index.js';
 
 /** A built-in host by name, or a JSON fixture by path (anything with a `/` or ending in `.json`). */
-export async function resolveFixture(nameOrPath: string): Promise<FixtureInput> {
+async function resolveFixture(nameOrPath: string): Promise<FixtureInput> {
   if (nameOrPath.includes('/') || nameOrPath.endsWith('.json')) return loadFixtureFile(nameOrPath);
   const builtin = BUILTIN_HOSTS.get(nameOrPath);
   if (!builtin) {
@@ -30,12 +30,12 @@ export async function resolveFixture(nameOrPath: string): Promise<FixtureInput> 
 }
 
 /** Where a simulated host lives unless told: `$XDG_RUNTIME_DIR` (or the temp folder)`/vfio-hookd-sim/<name>`. */
-export function defaultSimDir(name: string): string {
+function defaultSimDir(name: string): string {
   const base = process.env['XDG_RUNTIME_DIR'] || os.tmpdir();
   return path.join(base, 'vfio-hookd-sim', path.basename(name).replace(/\.json$/, ''));
 }
 
-export interface OpenSimOptions {
+interface OpenSimOptions {
   /** The host's folder. Default: defaultSimDir(fixture). */
   readonly dir?: string;
   /** Throw away the folder and build it afresh from the fixture. Default false. */

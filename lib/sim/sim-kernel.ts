@@ -67,7 +67,7 @@ import { hostDriverOf, openSimHost, planBind, planUnbind, simDeviceDir, VFIO_DEV
 import { withSimLock } from './sim-lock.js';
 import { commitTransition, envCount, KILL_AT_FILE_OP_ENV, rollForward, type FileOp } from './sim-transition.js';
 
-export const KILL_AFTER_WRITES_ENV = 'VFIO_HOOKD_SIM_KILL_AFTER_WRITES';
+const KILL_AFTER_WRITES_ENV = 'VFIO_HOOKD_SIM_KILL_AFTER_WRITES';
 
 /** Writes settled in this process, for the kill switch. */
 let settledWrites = 0;

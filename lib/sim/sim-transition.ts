@@ -55,13 +55,13 @@ export type FileOp =
   | { readonly op: 'remove'; readonly path: string };
 
 /** The write a record is for, for the reader of a left-over record. */
-export interface SimWrite {
+interface SimWrite {
   /** The attribute written, relative to the host folder. */
   readonly file: string;
   readonly data: string;
 }
 
-export const PENDING_WRITE_FILE = 'pending-write.json';
+const PENDING_WRITE_FILE = 'pending-write.json';
 const PENDING_TEMP_FILE = `${PENDING_WRITE_FILE}.tmp`;
 export const KILL_AT_FILE_OP_ENV = 'VFIO_HOOKD_SIM_KILL_AT_FILE_OP';
 

@@ -30,7 +30,7 @@ import { DamagedState, q } from '../errors.js';
 import { isPciAddress } from '../pci/address.js';
 import { manualOwner, vmOwner, type Owner } from '../pci/owner.js';
 
-export const STATE_VERSION = 2;
+const STATE_VERSION = 2;
 /** Largest state file read: far beyond any real one (a claim is ~200 bytes). */
 const STATE_MAX_BYTES = 4 * 1024 * 1024;
 
@@ -232,7 +232,7 @@ function sortedObject<T>(map: ReadonlyMap<string, T>): Record<string, T> {
   return Object.fromEntries([...map].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-export function serialiseState(state: State): string {
+function serialiseState(state: State): string {
   return (
     JSON.stringify(
       { version: STATE_VERSION, claims: sortedObject(state.claims), machines: sortedObject(state.machines), pending: state.pending },
@@ -243,7 +243,7 @@ export function serialiseState(state: State): string {
 }
 
 /** Parse a state file's text. @throws DamagedState, with the path and the reason but never the text. */
-export function parseState(text: string, file: string): State {
+function parseState(text: string, file: string): State {
   if (text.trim() === '') throw new DamagedState(`State file ${q(file)} is empty`);
   let json: unknown;
   try {

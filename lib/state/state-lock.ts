@@ -25,7 +25,7 @@ import { StateLocked, q } from '../errors.js';
 /** How often a waiter re-checks a holder that may have died without an event. */
 const RECHECK_MS = 50;
 
-export interface StateLockOptions {
+interface StateLockOptions {
   /** Longest to wait for another holder. Default 30 000 ms. */
   readonly timeoutMs?: number;
 }

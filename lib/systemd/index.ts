@@ -4,10 +4,9 @@
  * stays in `_internal`.
  */
 
-export { NOTIFY_ENVIRONMENT, Notifier, statusLine } from './notify.js';
-export type { NotifierOptions } from './notify.js';
+export { Notifier, statusLine } from './notify.js';
 
-export { JOURNAL_SOCKET, Journal, isJournalStream } from './journal.js';
+export { Journal } from './journal.js';
 export type { JournalOptions } from './journal.js';
 export {
   DEFAULT_IDENTIFIER,
@@ -19,10 +18,9 @@ export {
   formatStderr,
   isValidFieldName,
 } from './journal-entry.js';
-export type { FieldValue, JournalFields, Priority } from './journal-entry.js';
+export type { JournalFields, Priority } from './journal-entry.js';
 
 export { MessageId } from './message-ids.js';
-export type { MessageIdName, MessageIdValue } from './message-ids.js';
 
 export { DatagramError } from './datagram.js';
 export type { DatagramSender } from './datagram.js';

@@ -19,7 +19,7 @@ export const LogPriority = {
 
 export type Priority = (typeof LogPriority)[keyof typeof LogPriority];
 
-export type FieldValue = string | number | bigint | boolean | null | undefined;
+type FieldValue = string | number | bigint | boolean | null | undefined;
 
 /** Own fields of an entry, by name; `null`/`undefined` values are skipped. */
 export type JournalFields = Readonly<Record<string, FieldValue>>;

@@ -66,7 +66,7 @@ import { DatagramError, type DatagramSender } from './datagram.js';
 import { sendDatagram } from './_internal/unix-datagram.js';
 
 /** Where journald listens for native-protocol datagrams. */
-export const JOURNAL_SOCKET = '/run/systemd/journal/socket';
+const JOURNAL_SOCKET = '/run/systemd/journal/socket';
 
 export interface JournalOptions {
   /** `SYSLOG_IDENTIFIER` of every entry. Default `'vfio-hookd'`. */
@@ -98,7 +98,7 @@ export interface JournalOptions {
 }
 
 /** True when `journalStream` (`DEVICE:INODE`, decimal) names the file open at `fd`. */
-export function isJournalStream(journalStream: string | undefined, fd: number): boolean {
+function isJournalStream(journalStream: string | undefined, fd: number): boolean {
   const match = /^([0-9]+):([0-9]+)$/.exec(journalStream ?? '');
   if (match === null) return false;
   let st: fs.BigIntStats;

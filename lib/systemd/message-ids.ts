@@ -33,6 +33,3 @@ export const MessageId = {
   /** The state file was damaged (or an operation unfinished) at start, and was recovered from sysfs. */
   STATE_RECOVERED: 'a58203931ded49e59f63cf9e7e99316a',
 } as const;
-
-export type MessageIdName = keyof typeof MessageId;
-export type MessageIdValue = (typeof MessageId)[MessageIdName];

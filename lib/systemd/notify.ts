@@ -27,12 +27,12 @@ import { DatagramError, type DatagramSender } from './datagram.js';
 import { sendDatagram } from './_internal/unix-datagram.js';
 
 /** The environment variables sd_notify reads, and removes with `unsetEnvironment`. */
-export const NOTIFY_ENVIRONMENT = ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID'] as const;
+const NOTIFY_ENVIRONMENT = ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID'] as const;
 
 /** setInterval's largest delay (2^31 - 1 ms, about 24.8 days); a longer watchdog period is pinged at this pace. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-export interface NotifierOptions {
+interface NotifierOptions {
   /**
    * Called with a `DatagramError` when sending starts to fail, once, and again
    * only after a send has succeeded in between. Default: none (failures are
@@ -57,7 +57,7 @@ export interface NotifierOptions {
 }
 
 /** The two timer functions the watchdog uses; a handle must be unref-able. */
-export interface IntervalTimers {
+interface IntervalTimers {
   setInterval(callback: () => void, ms: number): { unref(): unknown };
   clearInterval(handle: { unref(): unknown }): void;
 }

@@ -13,42 +13,22 @@
  * - after the release, every device is where it started (driver, override).
  */
 import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 import { BUILTIN_HOSTS } from '../../lib/sim/index.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
+import { handleHook } from '../helpers/command.js';
 
-const run = promisify(execFile);
 const RX590 = { '0000:0b:00.0': 'amdgpu', '0000:0b:00.1': 'snd_hda_intel' } as const;
 /** Every device of the reference host with its driver at boot. */
 const BOOT_DRIVERS = new Map(
   (BUILTIN_HOSTS.get('reference-host')!.devices as { address: string; driver?: string }[]).map((d) => [d.address, d.driver ?? null]),
 );
 
-async function hook(bus: PrivateBus, op: string, sub: string, extra = '-'): Promise<{ ok: boolean; text: string }> {
-  try {
-    await run('busctl', [
-      `--address=${bus.address}`,
-      '--timeout=60',
-      'call',
-      'org.vfiohookd1',
-      '/org/vfiohookd1',
-      'org.vfiohookd1.Manager',
-      'HandleHook',
-      'sssss',
-      'win10',
-      op,
-      sub,
-      extra,
-      WIN10_XML,
-    ]);
-    return { ok: true, text: '' };
-  } catch (error) {
-    return { ok: false, text: String((error as { stderr?: string }).stderr ?? error) };
-  }
+/** HandleHook for win10, as the hook of an earlier version called it. */
+function hook(bus: PrivateBus, op: string, sub: string, extra = '-'): Promise<{ ok: boolean; text: string }> {
+  return handleHook(bus, 'win10', op, sub, WIN10_XML, extra);
 }
 
 async function binding(daemon: DaemonProcess, address: string): Promise<{ driver: string | null; override: string }> {

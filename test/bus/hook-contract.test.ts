@@ -6,47 +6,16 @@
  * one or two daemons, and 27 at once starve a 2-core machine.
  */
 import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
+import { startDaemon, startPrivateBus, tempDir, type DaemonProcess } from '../helpers/private-bus.js';
 import { SimKernel } from '../../lib/sim/index.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
+import { callManager, handleHook as hook, run } from '../helpers/command.js';
 
-const run = promisify(execFile);
 const PLAIN_XML = "<domain type='kvm'><name>plain</name><memory>1048576</memory><devices><disk type='file'/></devices></domain>";
 const HOST = ['amdgpu', 'snd_hda_intel'];
 const VFIO = ['vfio-pci', 'vfio-pci'];
-
-async function hook(
-  bus: PrivateBus,
-  vm: string,
-  op: string,
-  sub: string,
-  xml: string,
-  extra = '-',
-): Promise<{ ok: boolean; text: string }> {
-  try {
-    await run('busctl', [
-      `--address=${bus.address}`,
-      'call',
-      'org.vfiohookd1',
-      '/org/vfiohookd1',
-      'org.vfiohookd1.Manager',
-      'HandleHook',
-      'sssss',
-      vm,
-      op,
-      sub,
-      extra,
-      xml,
-    ]);
-    return { ok: true, text: '' };
-  } catch (error) {
-    return { ok: false, text: String((error as { stderr?: string }).stderr ?? error).trim() };
-  }
-}
 
 async function rx590(daemon: DaemonProcess): Promise<(string | null)[]> {
   const out: (string | null)[] = [];
@@ -103,14 +72,7 @@ for (const { name, edit } of EDITS) {
     t.deepEqual(await rx590(daemon), VFIO);
     await edit(daemon.configPath);
     // Reload now (the watcher would too), so the release meets the edited configuration.
-    await run('busctl', [
-      `--address=${bus.address}`,
-      'call',
-      'org.vfiohookd1',
-      '/org/vfiohookd1',
-      'org.vfiohookd1.Manager',
-      'Reload',
-    ]).catch(() => undefined);
+    await callManager(bus, 'Reload', '');
     t.true((await hook(bus, 'win10', 'stopped', 'end', WIN10_XML)).ok);
     const release = await hook(bus, 'win10', 'release', 'end', WIN10_XML, 'shutdown');
     t.true(release.ok, release.text);

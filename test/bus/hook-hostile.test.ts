@@ -5,21 +5,19 @@
  * domain XML of any size reaches the daemon; the hook leaves no file behind.
  */
 import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import dbus from 'dbus-next';
 import { startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 import { daemonRuntime, installHook, leftovers, runHook, type HookRun, type InstalledHook } from '../helpers/hook.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 import { HOSTILE_NAMES, escapeXml, managedConfig } from '../helpers/hook-fuzz.js';
+import { callManager, run as exec } from '../helpers/command.js';
 import { q } from '../../lib/errors.js';
 import { DOMAIN_XML_MAX_BYTES } from '../../lib/domain/index.js';
 import { ManagerInterface, type ManagerBackend } from '../../lib/bus/manager-interface.js';
 import { InvalidArgs } from '../../lib/errors.js';
 
-const exec = promisify(execFile);
 const MiB = 2 ** 20;
 
 /** win10.xml (two PCI hostdevs, a 32M and a 2M shmem) for a VM named `name`. */
@@ -284,23 +282,7 @@ test.serial('HandleHookFile reads only a hook file in the runtime folder, and ma
   const runtime = daemonRuntime(daemon);
   await fs.mkdir(runtime, { recursive: true });
   await fs.symlink('/etc/passwd', path.join(runtime, 'hook-link'));
-  const busctl = async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-    try {
-      const { stdout, stderr } = await exec('busctl', [
-        `--address=${bus.address}`,
-        '--',
-        'call',
-        'org.vfiohookd1',
-        '/org/vfiohookd1',
-        'org.vfiohookd1.Manager',
-        ...args,
-      ]);
-      return { code: 0, stdout, stderr };
-    } catch (error) {
-      const e = error as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  };
+  const busctl = (member: string, signature: string, ...args: string[]) => callManager(bus, member, signature, ...args);
   t.deepEqual(await busctl('HandleHookFile', 'sssss', 'plain', 'prepare', 'begin', '-', '/etc/passwd'), {
     code: 1,
     stdout: '',

@@ -4,13 +4,10 @@
  * (With a DESTDIR it never calls systemctl and shows no demo.)
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { REPO, tempDir } from '../helpers/private-bus.js';
-
-const run = promisify(execFile);
+import { run } from '../helpers/command.js';
 
 async function tree(root: string): Promise<string[]> {
   const out: string[] = [];

@@ -8,14 +8,12 @@
  * it has no home, no shell and no password).
  */
 import test, { type ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import dbus from 'dbus-next';
 import { startDaemon, startPrivateBus, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
+import { run as exec, runResult, type CommandResult } from '../helpers/command.js';
 
-const exec = promisify(execFile);
 const NAME = 'org.vfiohookd1';
 const PATH = '/org/vfiohookd1';
 const IFACE = 'org.vfiohookd1.Manager';
@@ -42,24 +40,14 @@ test.before(async () => {
   testUser = found;
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Run = CommandResult;
 
 /** Run a command, never throwing on a non-zero exit; `asUser` drops to the test user. */
-async function run(command: string, args: string[], asUser = false): Promise<Run> {
+function run(command: string, args: string[], asUser = false): Promise<Run> {
   const [file, argv] = asUser
     ? ['setpriv', [`--reuid=${testUser.uid}`, `--regid=${testUser.gid}`, '--clear-groups', '--', command, ...args]]
     : [command, args];
-  try {
-    const { stdout, stderr } = await exec(file, argv, { timeout: 30_000 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
+  return runResult(file, argv, { timeout: 30_000 });
 }
 
 function busctl(bus: PrivateBus, args: string[], asUser = false): Promise<Run> {

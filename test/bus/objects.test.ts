@@ -3,15 +3,12 @@
  * kept in step with the hooks, with PropertiesChanged for followers.
  */
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
-import { promisify } from 'node:util';
 import dbus from 'dbus-next';
 import { REPO, startDaemon, startPrivateBus } from '../helpers/private-bus.js';
+import { run } from '../helpers/command.js';
 import { devicePath, machinePath } from '../../lib/bus/object-path.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
-
-const run = promisify(execFile);
 
 test('each configured VM and each PCI device has an object whose properties follow the hooks', async (t) => {
   const bus = await startPrivateBus(t);

@@ -3,10 +3,9 @@
  * (pure parsing; kept beside the agent's e2e tests).
  */
 import test from 'ava';
-import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { defaultAgentConfigPath, loadAgentConfig, parseAgentConfig } from '../../lib/agent/agent-config.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 test('[vm.NAME] units are read, checked and deduplicated', (t) => {
   const config = parseAgentConfig(
@@ -30,7 +29,6 @@ test('the file lives under XDG_CONFIG_HOME (default ~/.config); a missing one is
   t.is(defaultAgentConfigPath({ HOME: '/home/alex' }), '/home/alex/.config/vfio-hookd/agent.toml');
   t.is(defaultAgentConfigPath({ HOME: '/home/alex', XDG_CONFIG_HOME: '/cfg' }), '/cfg/vfio-hookd/agent.toml');
   t.is(defaultAgentConfigPath({ HOME: '/home/alex', XDG_CONFIG_HOME: 'relative' }), '/home/alex/.config/vfio-hookd/agent.toml');
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-agent-config-'));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'vfio-hookd-agent-config-');
   t.is((await loadAgentConfig(path.join(dir, 'agent.toml'))).vms.size, 0);
 });

@@ -6,6 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import type { ExecutionContext } from 'ava';
+import { track } from './settled.js';
 
 interface DgramSocket {
   bind(path: string): void;
@@ -44,6 +45,7 @@ export class DatagramReceiver {
       socket.bind(path);
     });
     socket.on('error', () => {});
+    track(t, () => (receiver.#open ? `the datagram socket '${path}'` : null));
     t.teardown(() => receiver.close());
     return receiver;
   }

@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import type { ExecutionContext } from 'ava';
 import dbus from 'dbus-next';
 import type { PrivateBus } from './private-bus.js';
+import { trackChild } from './settled.js';
 
 export const LOGIND_POLICY = '/usr/share/dbus-1/system.d/org.freedesktop.login1.conf';
 const LOGIND = '/lib/systemd/systemd-logind';
@@ -30,10 +31,14 @@ export async function startLogind(t: ExecutionContext, bus: PrivateBus): Promise
       if (name === 'org.freedesktop.login1' && owner !== '') resolve();
     }),
   );
-  const child = spawn(
-    'unshare',
-    ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system && exec ${LOGIND}`],
-    { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', DBUS_SYSTEM_BUS_ADDRESS: bus.address }, stdio: ['ignore', 'ignore', 'pipe'] },
+  const child = trackChild(
+    t,
+    spawn(
+      'unshare',
+      ['-m', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system && exec ${LOGIND}`],
+      { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', DBUS_SYSTEM_BUS_ADDRESS: bus.address }, stdio: ['ignore', 'ignore', 'pipe'] },
+    ),
+    'systemd-logind',
   );
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));

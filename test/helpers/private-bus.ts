@@ -3,7 +3,7 @@
  * the shipped policy `units/org.vfiohookd1.conf`, and the real daemon process
  * on it. Never the machine's own system bus, never its `/sys`: the daemon runs
  * on a simulated host in the test's temp folder. Everything started here is
- * stopped in the test's teardown.
+ * stopped in the test's teardown, and tracked by the settled check (settled.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
 import { DatagramReceiver } from './datagram.js';
+import { trackChild } from './settled.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const POLICY_FILE = path.join(REPO, 'units', 'org.vfiohookd1.conf');
@@ -92,9 +93,13 @@ export async function startPrivateBus(t: ExecutionContext, extraPolicies: readon
   const socketPath = path.join(dir, 'bus_socket');
   const configPath = path.join(dir, 'bus.conf');
   await fs.writeFile(configPath, await busConfig(socketPath, POLICY_FILE, extraPolicies));
-  const child = spawn('dbus-daemon', [`--config-file=${configPath}`, '--print-address', '--nofork', '--nopidfile'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = trackChild(
+    t,
+    spawn('dbus-daemon', [`--config-file=${configPath}`, '--print-address', '--nofork', '--nopidfile'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+    'dbus-daemon',
+  );
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
   const stop = (): Promise<void> => stopChild(child);
@@ -216,25 +221,29 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
     env['JOURNAL_STREAM'] = `${st.dev}:${st.ino}`;
   }
   delete env['DBUS_SYSTEM_BUS_ADDRESS'];
-  const child = spawn(
-    process.execPath,
-    [
-      ...(opts.compiled
-        ? [path.join(REPO, 'dist', 'service', 'vfio-hookd.js')]
-        : ['--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd.ts')]),
-      '--simulate',
-      fixture,
-      '--sim-dir',
-      simDir,
-      '--bus-address',
-      bus.address,
-      '--run-root',
-      runRoot,
-      '--config',
-      configPath,
-      ...(opts.journalSocket !== undefined ? ['--journal-socket', opts.journalSocket] : []),
-    ],
-    { cwd: REPO, env, stdio: ['ignore', 'pipe', stderrFd ?? 'pipe'] },
+  const child = trackChild(
+    t,
+    spawn(
+      process.execPath,
+      [
+        ...(opts.compiled
+          ? [path.join(REPO, 'dist', 'service', 'vfio-hookd.js')]
+          : ['--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd.ts')]),
+        '--simulate',
+        fixture,
+        '--sim-dir',
+        simDir,
+        '--bus-address',
+        bus.address,
+        '--run-root',
+        runRoot,
+        '--config',
+        configPath,
+        ...(opts.journalSocket !== undefined ? ['--journal-socket', opts.journalSocket] : []),
+      ],
+      { cwd: REPO, env, stdio: ['ignore', 'pipe', stderrFd ?? 'pipe'] },
+    ),
+    'vfio-hookd',
   );
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));

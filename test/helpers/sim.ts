@@ -2,12 +2,12 @@
  * A simulated host per test: its own temp folder, removed in teardown.
  */
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { buildSimHost, BUILTIN_HOSTS, SimKernel, type FixtureInput } from '../../lib/sim/index.js';
 import { PciEngine } from '../../lib/pci/engine.js';
 import type { ExecuteOptions } from '../../lib/pci/executor.js';
+import { tempDir } from './temp-dir.js';
 
 export interface TestSim {
   dir: string;
@@ -28,8 +28,7 @@ export function fixtureCopy(name: string): FixtureInput {
 }
 
 export async function makeSim(t: ExecutionContext, fixture: string | FixtureInput, options: ExecuteOptions = {}): Promise<TestSim> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-sim-'));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'vfio-hookd-sim-');
   await buildSimHost(typeof fixture === 'string' ? fixtureCopy(fixture) : fixture, dir);
   const kernel = await SimKernel.open(dir);
   const engine = new PciEngine(kernel, options);

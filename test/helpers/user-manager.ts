@@ -30,6 +30,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { ExecutionContext } from 'ava';
 import { NotifyListener, tempDir } from './private-bus.js';
+import { trackChild } from './settled.js';
 
 const exec = promisify(execFile);
 
@@ -197,10 +198,14 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
     ...cgroups.map((cg) => `echo $$ > ${q(path.join(cg, 'cgroup.procs'))}`),
     `exec setpriv --reuid=${user.uid} --regid=${user.gid} --init-groups ${SYSTEMD} --user`,
   ].join('\n');
-  const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
-    env: { ...env, NOTIFY_SOCKET: notify.path, SYSTEMD_LOG_TARGET: 'console', SYSTEMD_LOG_LEVEL: 'notice' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = trackChild(
+    t,
+    spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
+      env: { ...env, NOTIFY_SOCKET: notify.path, SYSTEMD_LOG_TARGET: 'console', SYSTEMD_LOG_LEVEL: 'notice' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+    'systemd --user',
+  );
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString('utf8')));
   child.stderr.on('data', (c: Buffer) => (output += c.toString('utf8')));
@@ -222,6 +227,7 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
           // already gone
         }
       }
+    // Polled, bounded: SIGKILLed processes leave the cgroup a moment later.
     for (let i = 0; i < 50 && (await Promise.all(cgroups.map(cgroupPids))).flat().length > 0; i++)
       await new Promise((r) => setTimeout(r, 20));
   };
@@ -265,6 +271,7 @@ export async function startUserManager(t: ExecutionContext, units: Record<string
     throw new Error(
       `cannot start the session bus: ${started.stderr} ${output} ${await fs.readFile(path.join(home, 'session-bus.log'), 'utf8').catch(() => '')}`,
     );
+  // Polled, bounded: nothing outside the user's session bus tells when the manager has joined it.
   for (let i = 0; ; i++) {
     try {
       await run('busctl', ['--user', 'status', 'org.freedesktop.systemd1']);

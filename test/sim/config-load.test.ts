@@ -1,7 +1,6 @@
 import { Buffer } from 'node:buffer';
 import { execFile, execFileSync } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
-import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -10,12 +9,7 @@ import test, { type ExecutionContext } from 'ava';
 
 import { InvalidConfig } from '../../lib/errors.js';
 import { CONFIG_MAX_BYTES, emptyConfig, loadConfigFile } from '../../lib/config/index.js';
-
-async function tempDir(t: ExecutionContext): Promise<string> {
-  const dir = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-load-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from '../helpers/temp-dir.js';
 
 test('a missing file is the empty configuration, not an error', async (t) => {
   const dir = await tempDir(t);

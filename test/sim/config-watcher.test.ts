@@ -5,13 +5,13 @@
  */
 
 import * as fsp from 'node:fs/promises';
-import os from 'node:os';
 import { join } from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
 
 import { InvalidConfig } from '../../lib/errors.js';
 import { ConfigWatcher, type Config } from '../../lib/config/index.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 type WatcherEvent = { type: 'change'; config: Config } | { type: 'error'; error: InvalidConfig };
 
@@ -23,12 +23,6 @@ const MiB = 1024 * 1024;
 function handles(): { watchers: number; timers: number } {
   const info = process.getActiveResourcesInfo();
   return { watchers: info.filter((r) => r === 'FSEventWrap').length, timers: info.filter((r) => r === 'Timeout').length };
-}
-
-async function tempDir(t: ExecutionContext): Promise<string> {
-  const dir = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-config-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  return dir;
 }
 
 /**

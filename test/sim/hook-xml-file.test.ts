@@ -5,16 +5,15 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgs, UnsafePath, q } from '../../lib/errors.js';
 import { DOMAIN_XML_MAX_BYTES, hookXmlDir, readHookXmlFile } from '../../lib/domain/index.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const XML = "<domain type='kvm'><name>w\u00fcn10</name></domain>\n";
 
 async function runtime(t: ExecutionContext): Promise<string> {
-  const top = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-xmlfile-'));
-  t.teardown(() => fs.rm(top, { recursive: true, force: true }));
+  const top = await tempDir(t, 'vfio-hookd-xmlfile-');
   const dir = hookXmlDir(top);
   await fs.mkdir(dir, { mode: 0o755 });
   return dir;

@@ -16,6 +16,7 @@ import { UnsafePath } from '../../lib/errors.js';
 import { KernelWriteError, KernelWriteTimeout, type KernelPort } from '../../lib/pci/kernel-port.js';
 import { openRealKernel } from '../../lib/pci/real-kernel-factory.js';
 import { rootsUnder } from '../../lib/roots.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -70,7 +71,10 @@ async function childPids(): Promise<Set<number>> {
   return pids;
 }
 
-/** The writer child started since `before`: a `node` running sysfs-writer-child.cjs. */
+/**
+ * The writer child started since `before`: a `node` running sysfs-writer-child.cjs.
+ * Polled: the adapter starts it inside, and nothing outside it signals a new child.
+ */
 async function writerPid(before: ReadonlySet<number>): Promise<number> {
   for (let i = 0; i < 400; i++) {
     for (const pid of await childPids()) {
@@ -93,7 +97,7 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Wait (bounded) for a process to be gone and reaped. */
+/** Wait (bounded) for a process to be gone and reaped; polled, since it is the adapter's child and not ours to wait for. */
 async function gone(pid: number, withinMs = 3000): Promise<boolean> {
   const deadline = Date.now() + withinMs;
   while (alive(pid)) {
@@ -269,8 +273,7 @@ test('close() after a write lets a process that has nothing else to do finish', 
   // What vfio-hookctl does with --sysfs-root: write, close, exit. The writer
   // is unref'd between writes, so close() must keep the loop alive itself
   // until the child has exited, or node gives up on the pending await.
-  const top = await fs.mkdtemp(path.join(os.tmpdir(), 'vfio-hookd-real-'));
-  t.teardown(() => fs.rm(top, { recursive: true, force: true }));
+  const top = await tempDir(t, 'vfio-hookd-real-');
   const roots = rootsUnder(top);
   await fs.mkdir(roots.sysfs, { recursive: true });
   await fs.writeFile(path.join(roots.sysfs, 'attr'), '');

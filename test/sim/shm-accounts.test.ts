@@ -1,11 +1,11 @@
 import * as fsp from 'node:fs/promises';
-import os from 'node:os';
 import { join } from 'node:path';
 
 import test, { type ExecutionContext } from 'ava';
 
 import { InvalidArgs, InvalidConfig, Timeout } from '../../lib/errors.js';
 import { resolveGid, resolvePrimaryGid, resolveUid, userNameOf } from '../../lib/shm/accounts.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const PASSWD = [
   'root:x:0:0:root:/root:/bin/bash',
@@ -21,8 +21,7 @@ const GROUP = ['root:x:0:', 'users:x:100:', 'qemu-libvirtd:x:301:alex', 'kvm:x:3
 
 /** An etc directory with our own passwd and group, removed after the test. */
 async function fakeEtc(t: ExecutionContext): Promise<string> {
-  const dir = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-etc-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'vfio-hookd-etc-');
   await fsp.writeFile(join(dir, 'passwd'), PASSWD);
   await fsp.writeFile(join(dir, 'group'), GROUP);
   return dir;
@@ -97,8 +96,7 @@ for (const [name, message] of badNames) {
 }
 
 test('gives up on a getent that hangs', async (t) => {
-  const dir = await fsp.mkdtemp(join(os.tmpdir(), 'vfio-hookd-getent-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'vfio-hookd-getent-');
   const getent = join(dir, 'getent');
   // exec: the hanging process is the one execFile kills, so nothing outlives the test.
   await fsp.writeFile(getent, '#!/bin/sh\nexec sleep 30\n', { mode: 0o755 });

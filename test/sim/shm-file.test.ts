@@ -15,6 +15,7 @@ import test, { type ExecutionContext } from 'ava';
 
 import { InvalidArgs, InvalidConfig, UnsafePath } from '../../lib/errors.js';
 import { ensureShmFile, inspectShmFile, removeShmFile, type ShmFileSpec } from '../../lib/shm/index.js';
+import { tempDir as helperTempDir } from '../helpers/temp-dir.js';
 
 /**
  * Decided once, before the tests: a test that cannot provoke its failure on
@@ -78,10 +79,8 @@ test.after.always(() => fsp.rm(ETC, { recursive: true, force: true }));
 const tmpfsTest = NO_TMPFS === null ? test : (title: string, _fn: unknown) => test.skip(`${title} (skipped: ${NO_TMPFS})`, () => {});
 
 /** A fresh directory under the system temp dir, removed after the test. */
-async function tempDir(t: ExecutionContext, label: string): Promise<string> {
-  const dir = await fsp.mkdtemp(join(os.tmpdir(), `vfio-hookd-shm-${label}-`));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  return dir;
+function tempDir(t: ExecutionContext, label: string): Promise<string> {
+  return helperTempDir(t, `vfio-hookd-shm-${label}-`);
 }
 
 function lgSpec(root: string, overrides: Partial<ShmFileSpec> = {}): ShmFileSpec {

@@ -121,6 +121,7 @@ test('unbind from vfio-pci blocks while a process holds the device fd and finish
   const pending = write(sim, sys(sim, 'bus/pci/drivers/vfio-pci/unbind'), GPU).then(() => {
     done = true;
   });
+  // "Still blocked" has no event: give a write that wrongly went through 100 ms to finish.
   await sleep(100);
   t.false(done, 'the write is still blocked');
   t.is(await sim.driverOf(GPU), 'vfio-pci');

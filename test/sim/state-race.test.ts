@@ -6,13 +6,11 @@
  * lost one time in ten must fail here too (with the lock taken out, it
  * fails every time).
  */
-import { tempDir } from '../helpers/temp-dir.js';
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildSimHost, BUILTIN_HOSTS, SimKernel } from '../../lib/sim/index.js';
-import { PciEngine } from '../../lib/pci/engine.js';
+import { makeSim } from '../helpers/sim.js';
 import { DeviceLedger } from '../../lib/lifecycle/device-ledger.js';
 import { StateFile } from '../../lib/state/state-file.js';
 import { ownerKey, vmOwner } from '../../lib/pci/owner.js';
@@ -33,10 +31,8 @@ function cli(simDir: string, ...args: string[]): Promise<{ code: number; stderr:
 
 test(`the CLI and the daemon detaching at once never lose a claim (${ROUNDS} rounds)`, async (t) => {
   for (let round = 0; round < ROUNDS; round++) {
-    const simDir = await tempDir(t, 'vfio-hookd-race-');
-    await buildSimHost(structuredClone(BUILTIN_HOSTS.get('reference-host')), simDir);
-    const kernel = await SimKernel.open(simDir);
-    const ledger = new DeviceLedger({ engine: new PciEngine(kernel), state: new StateFile(kernel.roots.run) });
+    const { dir: simDir, kernel, engine } = await makeSim(t, 'reference-host');
+    const ledger = new DeviceLedger({ engine, state: new StateFile(kernel.roots.run) });
 
     // The daemon detaches and gives back win10's GPU again and again for as long as the CLI runs.
     let cycles = 0;

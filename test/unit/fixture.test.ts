@@ -6,13 +6,7 @@
 import test from 'ava';
 import { InvalidConfig } from '../../lib/errors.js';
 import { BUILTIN_HOSTS, parseFixture, type FixtureInput } from '../../lib/sim/index.js';
-
-/** A deep copy of a built-in host, to break before parsing. */
-function copyOf(name: string): FixtureInput {
-  const fixture = BUILTIN_HOSTS.get(name);
-  if (!fixture) throw new Error(`no built-in host ${name}`);
-  return structuredClone(fixture) as FixtureInput;
-}
+import { fixtureCopy } from '../helpers/sim.js';
 
 type DeviceInput = FixtureInput['devices'][number];
 
@@ -37,7 +31,7 @@ for (const [name, input] of BUILTIN_HOSTS) {
 }
 
 test('parseFixture fills the defaults of the reference host', (t) => {
-  const fixture = parseFixture(copyOf('reference-host'), 'reference-host');
+  const fixture = parseFixture(fixtureCopy('reference-host'), 'reference-host');
   const bridge = fixture.devices.find((d) => d.address === '0000:00:01.1');
   t.deepEqual(bridge?.drm, []);
   t.deepEqual(bridge?.consumers, []);
@@ -52,28 +46,28 @@ test('parseFixture fills the defaults of the reference host', (t) => {
 });
 
 test('parseFixture refuses a device address that appears twice', (t) => {
-  const input = copyOf('reference-host');
+  const input = fixtureCopy('reference-host');
   input.devices.push({ ...deviceOf(input, '0000:0b:00.1') });
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
   t.is(error.message, "Invalid simulated host 'my-host.json': device '0000:0b:00.1' appears twice");
 });
 
 test('parseFixture refuses a consumer that is not a device of the host', (t) => {
-  const input = copyOf('reference-host');
+  const input = fixtureCopy('reference-host');
   deviceOf(input, '0000:0b:00.0').consumers = ['0000:0b:00.1', '0000:0b:00.5'];
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
   t.is(error.message, "Invalid simulated host 'my-host.json': '0000:0b:00.0' names '0000:0b:00.5', which is not a device of this host");
 });
 
 test('parseFixture refuses a parent that is not a device of the host', (t) => {
-  const input = copyOf('reference-host');
+  const input = fixtureCopy('reference-host');
   deviceOf(input, '0000:0b:00.0').parent = '0000:00:07.1';
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
   t.is(error.message, "Invalid simulated host 'my-host.json': '0000:0b:00.0' names '0000:00:07.1', which is not a device of this host");
 });
 
 test('parseFixture refuses a consumer that is not a PCI address, naming its path', (t) => {
-  const input = copyOf('reference-host');
+  const input = fixtureCopy('reference-host');
   deviceOf(input, '0000:0b:00.0').consumers = ['0b:00.1'];
   const index = input.devices.findIndex((d) => d.address === '0000:0b:00.0');
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
@@ -85,7 +79,7 @@ test('parseFixture refuses a consumer that is not a PCI address, naming its path
 
 for (const field of ['driver', 'hostDriver', 'override'] as const) {
   test(`parseFixture refuses ${field === 'override' ? 'an' : 'a'} ${field} that is not in 'drivers'`, (t) => {
-    const input = copyOf('reference-host');
+    const input = fixtureCopy('reference-host');
     deviceOf(input, '0000:0b:00.0')[field] = 'nvidia';
     const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
     t.is(error.message, "Invalid simulated host 'my-host.json': '0000:0b:00.0' uses driver 'nvidia', which is not in 'drivers'");
@@ -96,7 +90,7 @@ const badClassCodes = ['0x3000', '030000', '0x03000G', '0X030000', '0x0300000'];
 
 for (const code of badClassCodes) {
   test(`parseFixture refuses the class code '${code}', naming the device's path`, (t) => {
-    const input = copyOf('reference-host');
+    const input = fixtureCopy('reference-host');
     const index = input.devices.findIndex((d) => d.address === '0000:0b:00.0');
     deviceOf(input, '0000:0b:00.0').class = code;
     const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
@@ -105,7 +99,7 @@ for (const code of badClassCodes) {
 }
 
 test('parseFixture lists every schema problem with its path', (t) => {
-  const input = copyOf('nvidia-host');
+  const input = fixtureCopy('nvidia-host');
   input.devices[0]!.vendor = '10DE';
   input.devices[1]!.class = 'bridge';
   const error = t.throws(() => parseFixture(input, 'nv.json'), { instanceOf: InvalidConfig });
@@ -123,14 +117,14 @@ test('parseFixture refuses a document that is not a fixture at all', (t) => {
 });
 
 test('parseFixture refuses a process comm longer than the kernel keeps', (t) => {
-  const input = copyOf('reference-host');
+  const input = fixtureCopy('reference-host');
   input.processes = [{ pid: 4242, comm: 'looking-glass-client', fds: ['/dev/dri/card1'] }];
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
   t.regex(error.message, /^Invalid simulated host 'my-host\.json': processes\.0\.comm: /);
 });
 
 test('parseFixture fills the input devices of a USB controller, and none elsewhere', (t) => {
-  const fixture = parseFixture(copyOf('chipset-host'), 'chipset-host');
+  const fixture = parseFixture(fixtureCopy('chipset-host'), 'chipset-host');
   t.deepEqual(fixture.devices.find((d) => d.address === '0000:03:00.1')?.input, [
     { name: 'CHERRY USB keyboard', kind: 'keyboard' },
     { name: 'Logitech USB Optical Mouse', kind: 'mouse' },
@@ -156,7 +150,7 @@ const badInputs: [string, unknown, string][] = [
 
 for (const [what, entry, problem] of badInputs) {
   test(`parseFixture refuses an input device with ${what}, naming its path`, (t) => {
-    const input = copyOf('chipset-host');
+    const input = fixtureCopy('chipset-host');
     const index = input.devices.findIndex((d) => d.address === '0000:03:00.1');
     (deviceOf(input, '0000:03:00.1') as { input: unknown[] }).input = [entry];
     const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
@@ -165,7 +159,7 @@ for (const [what, entry, problem] of badInputs) {
 }
 
 test('parseFixture refuses input devices on a device that is not a USB controller', (t) => {
-  const input = copyOf('chipset-host');
+  const input = fixtureCopy('chipset-host');
   deviceOf(input, '0000:01:00.0').input = [{ name: 'CHERRY USB keyboard', kind: 'keyboard' }];
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
   t.is(
@@ -175,7 +169,7 @@ test('parseFixture refuses input devices on a device that is not a USB controlle
 });
 
 test('parseFixture refuses input devices on a USB controller without a host driver', (t) => {
-  const input = copyOf('chipset-host');
+  const input = fixtureCopy('chipset-host');
   delete deviceOf(input, '0000:03:00.1').driver;
   const error = t.throws(() => parseFixture(input, 'my-host.json'), { instanceOf: InvalidConfig });
   t.is(

@@ -31,7 +31,7 @@ interface UnixDgramModule {
 }
 
 /** `sun_path` is 108 bytes on Linux; `unix-dgram` keeps one for the terminating NUL. */
-export const SUN_PATH_MAX_BYTES = 107;
+const SUN_PATH_MAX_BYTES = 107;
 
 let loaded: UnixDgramModule | undefined;
 
@@ -50,7 +50,7 @@ function errnoError(code: unknown): DatagramError {
 }
 
 /** Why `path` cannot be used as a datagram address by this module, or null. */
-export function addressProblem(path: string): string | null {
+function addressProblem(path: string): string | null {
   if (path.startsWith('@') || path.startsWith('\0')) {
     return 'abstract socket names are not supported (unix-dgram cannot address them)';
   }
