@@ -62,7 +62,7 @@ test('the shipped example.toml parses to what its comments say', (t) => {
     vm('win10', {
       devices: ['0000:0b:00.0'],
       user: 'alex',
-      units: ['looking-glass-client.service', 'scream-ivshmem-pulse.service'],
+      units: ['looking-glass-client@looking-glass.service', 'scream-receiver@scream.service'],
       lookingGlass: {
         name: 'looking-glass',
         sizeBytes: 64 * MiB,
