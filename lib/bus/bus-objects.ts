@@ -52,7 +52,7 @@ export class MachineObject extends PropertyObject {
     super(MACHINE_INTERFACE, machineProperties(row));
   }
 }
-accessors(MachineObject, ['Name', 'State', 'Devices', 'ShmFiles', 'LastMessage', 'User', 'Units']);
+accessors(MachineObject, ['Name', 'State', 'Devices', 'ShmFiles', 'LastMessage', 'User', 'Units', 'HeldAtBoot']);
 MachineObject.configureMembers({
   properties: {
     Name: { signature: 's', access: 'read' },
@@ -62,6 +62,7 @@ MachineObject.configureMembers({
     LastMessage: { signature: 's', access: 'read' },
     User: { signature: 's', access: 'read' },
     Units: { signature: 'as', access: 'read' },
+    HeldAtBoot: { signature: 'as', access: 'read' },
   },
 });
 

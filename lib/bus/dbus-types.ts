@@ -96,6 +96,8 @@ export interface MachineRow {
   readonly user: string;
   /** The user units its agent starts while it runs. */
   readonly units: readonly string[];
+  /** Of `devices`, those held at boot for it (`hold = "boot"`): they stay on vfio-pci when it stops. Default none. */
+  readonly heldAtBoot?: readonly string[];
 }
 
 /** `(sso)`: name, state, machine path. */
@@ -115,6 +117,7 @@ export function machineProperties(row: MachineRow): Record<string, string | stri
     LastMessage: busSafe(row.lastMessage),
     User: row.user,
     Units: [...row.units],
+    HeldAtBoot: [...(row.heldAtBoot ?? [])],
   };
 }
 
@@ -141,6 +144,8 @@ export function decodeMachineProperties(values: Readonly<Record<string, unknown>
   if (user !== null) out.user = user;
   const units = strings(values['Units']);
   if (units !== null) out.units = units;
+  const heldAtBoot = strings(values['HeldAtBoot']);
+  if (heldAtBoot !== null) out.heldAtBoot = heldAtBoot;
   return out;
 }
 

@@ -29,6 +29,8 @@ export interface MachineStatus {
   shmFiles: string[];
   units: string[];
   lastMessage: string;
+  /** Of `devices`, those held at boot for this VM (`hold = "boot"`); [] from a daemon without boot holds. */
+  heldAtBoot: string[];
   /** Units the caller's agent reports failed for this VM, with the reason ([] when none, or no agent to ask). */
   failedUnits: { unit: string; reason: string }[];
 }
@@ -90,6 +92,7 @@ export async function readStatus(busAddress: string | undefined): Promise<Machin
         shmFiles: [...(machine.shmFiles ?? [])],
         units: [...(machine.units ?? [])],
         lastMessage: machine.lastMessage ?? '',
+        heldAtBoot: [...(machine.heldAtBoot ?? [])],
         failedUnits: [],
       });
     }
@@ -142,6 +145,9 @@ export function formatStatus(machines: readonly MachineStatus[]): string {
         [
           `${m.name}: ${m.state}${m.user ? ` (user ${m.user})` : ''}`,
           `  devices: ${m.devices.join(', ') || '-'}`,
+          ...(m.heldAtBoot.length > 0
+            ? [`  held at boot for VM '${m.name}': ${m.heldAtBoot.join(', ')} (on vfio-pci until the host shuts down)`]
+            : []),
           `  shm files: ${m.shmFiles.join(', ') || '-'}`,
           ...(m.units.length > 0 ? [`  units: ${m.units.join(', ')}`] : []),
           ...m.failedUnits.map((f) => `  failed unit: ${f.unit}: ${f.reason}`),

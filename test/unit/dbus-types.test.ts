@@ -17,6 +17,7 @@ const row: MachineRow = {
   lastMessage: 'started',
   user: 'alice',
   units: ['looking-glass-client.service'],
+  heldAtBoot: ['0000:0b:00.0'],
 };
 
 test('Machine properties decode to what was encoded', (t) => {
