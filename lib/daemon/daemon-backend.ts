@@ -237,7 +237,12 @@ export class DaemonBackend implements ManagerBackend {
     if (!this.#options.config().vms.has(name)) return null;
     const seen = this.#seen.get(name)?.state;
     if (seen === 'prepared' || seen === 'running') return null;
-    if (await this.#options.lifecycle.knows(name)) return null;
+    // Devices held at boot say nothing of a prepare: they are held before any VM starts.
+    const state = await this.#options.lifecycle.ledger.read();
+    const prepared =
+      state.machines.has(name) ||
+      [...state.claims.values()].some((c) => c.hold !== 'boot' && c.owner.kind === 'vm' && c.owner.name === name);
+    if (prepared) return null;
     const message =
       `VM '${name}' started, but its prepare hook never reached vfio-hookd: its devices and shm files were not prepared. ` +
       `Check that the hook is installed and executable (/etc/libvirt/hooks/qemu.d/vfio-hookd) and restart libvirtd once so it sees it`;

@@ -273,3 +273,16 @@ test('recovery puts a device held at boot that is found driverless back on vfio-
   t.deepEqual(await driversOf(sim, RX590), HELD);
   t.deepEqual(await claims(life), heldFromHost);
 });
+
+test('a VM started without its prepare hook is still reported when it only holds devices at boot', async (t) => {
+  const sim = await makeSim(t, 'reference-host');
+  const life = lifecycle(sim);
+  const config = parseConfig(BOOT_CONFIG, 'vfio-hookd.toml');
+  const daemon = backend(sim, life, () => config);
+  await daemon.holdAtBoot();
+  t.regex((await daemon.domainStarted('win10')) ?? '', /^VM 'win10' started, but its prepare hook never reached vfio-hookd/);
+  // After a prepare (a record), a start is no news.
+  const other = backend(sim, life, () => config);
+  await life.handle(ev('prepare', 'begin'), win10({ hold: 'boot' }));
+  t.is(await other.domainStarted('win10'), null);
+});
