@@ -184,8 +184,8 @@ export class DeviceLedger {
       failure = error;
     }
     const claims = await this.#settle(state.claims, pending, failure === null ? plan : null);
-    // After a failure too: what it left on vfio-pci for this owner is held as asked.
-    if (atBoot) markHeldAtBoot(claims, state.claims, plan, owner);
+    // Only after a success: what a failed rollback left on vfio-pci stays an ordinary claim, which the VM's release gives back.
+    if (atBoot && failure === null) markHeldAtBoot(claims, state.claims, plan, owner);
     try {
       await this.#save({ ...state, claims, pending: null });
     } catch (error) {
