@@ -10,9 +10,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import dbus from 'dbus-next';
-import { REPO, startDaemon, startPrivateBus, type DaemonProcess } from '../helpers/private-bus.js';
+import { REPO, startDaemon, startPrivateBus, tempDir, type DaemonProcess } from '../helpers/private-bus.js';
 import { daemonRuntime, installHook, runHook } from '../helpers/hook.js';
 import { machinePath } from '../../lib/bus/object-path.js';
+import { StateFile } from '../../lib/state/state-file.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
 
 const run = promisify(execFile);
@@ -77,4 +78,45 @@ test('a VM with hold = "boot" has its devices on vfio-pci at READY=1, and keeps 
   t.deepEqual(await rx590(again), ['vfio-pci', 'vfio-pci']);
   t.notRegex(again.stderr(), /detached to vfio-pci at start/);
   t.is(await busctl('get-property', ...machine, 'HeldAtBoot'), 'as 2 "0000:0b:00.0" "0000:0b:00.1"');
+});
+
+/**
+ * Killed after each sysfs write and each state save of the boot hold
+ * (VFIO_HOOKD_CRASH_AFTER, every point until the start gets past the hold),
+ * then started again: the RX 590 ends on vfio-pci, held at boot, with the
+ * drivers it really had recorded, and no write-ahead record is left.
+ */
+test('a daemon killed at any point of the boot hold takes the devices at its next start, with their real drivers recorded', async (t) => {
+  t.timeout(600_000);
+  const points: string[] = [];
+  for (const kind of ['write', 'save'] as const) {
+    for (let n = 1; n < 50; n++) {
+      const bus = await startPrivateBus(t);
+      const dir = await tempDir(t, 'vfio-hookd-crash-');
+      await fs.writeFile(path.join(dir, 'vfio-hookd.toml'), BOOT_CONFIG);
+      const env = { VFIO_HOOKD_CRASH_AFTER: `${kind}:${n}` };
+      const crashed = await startDaemon(t, bus, { dir, env }).then(
+        (d) => (d.child.kill('SIGTERM'), false),
+        (error: Error) => /exited \(SIGKILL\) before READY=1/.test(error.message) || Promise.reject(error),
+      );
+      if (!crashed) break; // the start got past the hold without reaching this point
+      points.push(`${kind}:${n}`);
+      const daemon = await startDaemon(t, bus, { dir });
+      t.deepEqual(await rx590(daemon), ['vfio-pci', 'vfio-pci'], `${kind}:${n}`);
+      const state = await new StateFile(daemon.runRoot).load();
+      t.is(state.pending, null, `${kind}:${n}`);
+      t.deepEqual(
+        [...state.claims].map(([a, c]) => [a, c.owner, c.originalDriver, c.originalKnown, c.hold]),
+        [
+          ['0000:0b:00.0', { kind: 'vm', name: 'win10' }, 'amdgpu', true, 'boot'],
+          ['0000:0b:00.1', { kind: 'vm', name: 'win10' }, 'snd_hda_intel', true, 'boot'],
+        ],
+        `${kind}:${n}`,
+      );
+      daemon.child.kill('SIGTERM');
+      await daemon.exited;
+    }
+  }
+  t.log(`${points.length} kill points: ${points.join(' ')}`);
+  t.true(points.length >= 4, points.join(' '));
 });
