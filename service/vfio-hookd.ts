@@ -5,11 +5,13 @@
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_CONFIG_PATH } from '../lib/config/index.js';
+import { checkConfigFile } from '../lib/config/check-config.js';
 import { startDaemon } from '../lib/daemon/start-daemon.js';
 import { Journal } from '../lib/systemd/index.js';
 
 const USAGE =
-  'Usage: vfio-hookd [--config FILE] [--simulate FIXTURE [--sim-dir DIR]] [--bus-address ADDRESS] [--run-root DIR] [--journal-socket PATH]';
+  'Usage: vfio-hookd [--config FILE] [--simulate FIXTURE [--sim-dir DIR]] [--bus-address ADDRESS] [--run-root DIR] [--journal-socket PATH]\n' +
+  '       vfio-hookd --check-config FILE';
 
 // Until the journal is set up (it needs the options), usage errors go to stderr as they are.
 function usageError(message: string): never {
@@ -22,6 +24,7 @@ try {
   parsed = parseArgs({
     options: {
       config: { type: 'string' },
+      'check-config': { type: 'string' },
       simulate: { type: 'string' },
       'sim-dir': { type: 'string' },
       'bus-address': { type: 'string' },
@@ -36,6 +39,16 @@ try {
 }
 const values = parsed.values;
 if (values['sim-dir'] !== undefined && values.simulate === undefined) usageError('--sim-dir needs --simulate');
+
+// A check of a file alone (lib/config/check-config.ts): no bus, no sysfs, no state.
+const checked = values['check-config'];
+if (checked !== undefined) {
+  const others = Object.keys(values).filter((key) => key !== 'check-config');
+  if (others.length > 0) usageError(`--check-config FILE takes no other option (got --${others.join(', --')})`);
+  const { code, stderr } = await checkConfigFile(checked);
+  for (const line of stderr) process.stderr.write(`${line}\n`);
+  process.exit(code);
+}
 
 // Native journal protocol when stderr is the journal stream (systemd sets JOURNAL_STREAM), else <N> lines.
 const log = new Journal(values['journal-socket'] !== undefined ? { socketPath: values['journal-socket'] } : {});

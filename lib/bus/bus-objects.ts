@@ -71,6 +71,7 @@ accessors(MachineObject, [
   'StateSinceUsec',
   'ShmFileInfo',
   'ReturnDrivers',
+  'HeldAtBoot',
 ]);
 MachineObject.configureMembers({
   properties: {
@@ -86,6 +87,7 @@ MachineObject.configureMembers({
     StateSinceUsec: { signature: 't', access: 'read' },
     ShmFileInfo: { signature: 'a(stuuu)', access: 'read' },
     ReturnDrivers: { signature: 'a(ss)', access: 'read' },
+    HeldAtBoot: { signature: 'as', access: 'read' },
   },
 });
 

@@ -107,6 +107,8 @@ export interface MachineRow {
   readonly shmDetails?: readonly ShmDetail[];
   /** Each device it holds and the driver it goes back to at release (null: the kernel chooses). */
   readonly returnDrivers?: readonly { readonly address: string; readonly driver: string | null }[];
+  /** Of `devices`, those held at boot for it (`hold = "boot"`): they stay on vfio-pci when it stops. Default none. */
+  readonly heldAtBoot?: readonly string[];
 }
 
 export interface ShmDetail {
@@ -141,6 +143,7 @@ export function machineProperties(row: MachineRow): Record<string, unknown> {
     LastMessage: busSafe(row.lastMessage),
     User: row.user,
     Units: [...row.units],
+    HeldAtBoot: [...(row.heldAtBoot ?? [])],
   };
 }
 
@@ -185,6 +188,8 @@ export function decodeMachineProperties(values: Readonly<Record<string, unknown>
         ? [{ address: d[0], driver: d[1] === '' ? null : d[1] }]
         : [],
     );
+  const heldAtBoot = strings(values['HeldAtBoot']);
+  if (heldAtBoot !== null) out.heldAtBoot = heldAtBoot;
   return out;
 }
 

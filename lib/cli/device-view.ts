@@ -37,8 +37,11 @@ interface DeviceView {
   consumers: string[];
   holders: Holder[];
   hostDependencies: string[];
-  /** `owner` as `vm:NAME`, `manual:USER` or `unknown`; `originalDriver` null when driverless or unknown (`originalKnown`). */
-  claim: { owner: string; originalDriver: string | null; originalKnown: boolean } | null;
+  /**
+   * `owner` as `vm:NAME`, `manual:USER` or `unknown`; `originalDriver` null when driverless or unknown (`originalKnown`);
+   * `hold: 'boot'` only on a device held at boot for its VM (`hold = "boot"`), which stays on vfio-pci when the VM stops.
+   */
+  claim: { owner: string; originalDriver: string | null; originalKnown: boolean; hold?: 'boot' } | null;
 }
 
 interface GroupView {
@@ -89,6 +92,7 @@ export function devicesView(snapshot: HostSnapshot, claims: ReadonlyMap<string, 
             owner: ownerKey(claim.owner),
             originalDriver: claim.originalKnown ? claim.originalDriver : null,
             originalKnown: claim.originalKnown,
+            ...(claim.hold === 'boot' ? { hold: 'boot' as const } : {}),
           }
         : null,
     };
@@ -147,7 +151,10 @@ function notesOf(d: DeviceView): string[] {
   if (d.bootVga) notes.push('boot VGA');
   if (d.claim) {
     const was = d.claim.originalKnown ? (d.claim.originalDriver ?? 'driverless') : 'unknown: the kernel chooses at reattach';
-    notes.push(`claimed by ${d.claim.owner} (was ${was})`);
+    const vm = d.claim.owner.startsWith('vm:') ? d.claim.owner.slice(3) : null;
+    notes.push(
+      d.claim.hold === 'boot' && vm !== null ? `held at boot for VM '${vm}' (was ${was})` : `claimed by ${d.claim.owner} (was ${was})`,
+    );
   }
   if (d.holders.length > 0) notes.push(`held by ${[...new Set(d.holders.map((h) => `${h.comm} (${h.pid})`))].join(', ')}`);
   if (d.hostDependencies.length > 0) notes.push(`host needs it: ${d.hostDependencies.join(', ')}`);

@@ -29,6 +29,8 @@ interface MachineStatus {
   shmFiles: string[];
   units: string[];
   lastMessage: string;
+  /** Of `devices`, those held at boot for this VM (`hold = "boot"`); [] from a daemon without boot holds. */
+  heldAtBoot: string[];
   /** Units the caller's agent reports failed for this VM, with the reason ([] when none, or no agent to ask). */
   failedUnits: { unit: string; reason: string }[];
   /** Since when it is in its state (ISO 8601), or null when the daemon has not seen it change since it started. */
@@ -101,6 +103,7 @@ export async function readStatus(busAddress: string | undefined): Promise<Machin
         shmFiles: [...(machine.shmFiles ?? [])],
         units: [...(machine.units ?? [])],
         lastMessage: machine.lastMessage ?? '',
+        heldAtBoot: [...(machine.heldAtBoot ?? [])],
         failedUnits: [],
         since: iso(machine.stateSinceUsec),
         step: machine.step ? { text: machine.step, since: iso(machine.stepSinceUsec) ?? new Date().toISOString() } : null,
@@ -181,6 +184,9 @@ export function formatStatus(machines: readonly MachineStatus[], now: Date = new
               })
               .join(', ') || '-'
           }`,
+          ...(m.heldAtBoot.length > 0
+            ? [`  held at boot for VM '${m.name}': ${m.heldAtBoot.join(', ')} (on vfio-pci until the host shuts down)`]
+            : []),
           `  shm files: ${m.shmDetails.length > 0 ? m.shmDetails.map(shmText).join(', ') : m.shmFiles.join(', ') || '-'}`,
           ...(m.units.length > 0 ? [`  units: ${m.units.join(', ')}`] : []),
           ...m.failedUnits.map((f) => `  failed unit: ${f.unit}: ${f.reason}`),

@@ -45,6 +45,16 @@ const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTT
 /** S_ISVTX, which Node's fs.constants does not export. */
 const STICKY = 0o1000;
 
+/** How `readConfigBytes` treats a file whose owner or mode it cannot trust. */
+export interface ReadConfigOptions {
+  /**
+   * Given, a trust problem is handed here and the file is read all the same
+   * (`vfio-hookd --check-config`, which judges the text, not where it lies).
+   * Default: refused with InvalidConfig, as the daemon must.
+   */
+  readonly onUntrusted?: (problem: InvalidConfig) => void;
+}
+
 /**
  * The file's text, or `null` when it does not exist.
  *
@@ -54,6 +64,22 @@ const STICKY = 0o1000;
  *   not UTF-8.
  */
 export async function readConfigText(path: string): Promise<string | null> {
+  const bytes = await readConfigBytes(path);
+  if (bytes === null) return null;
+  try {
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw new InvalidConfig(`Cannot read configuration ${q(path)}: not valid UTF-8 (TOML files are UTF-8)`);
+  }
+}
+
+/**
+ * The file's bytes, or `null` when it does not exist: every check of
+ * `readConfigText` but the UTF-8 one.
+ *
+ * @throws InvalidConfig as `readConfigText` does (trust problems: see `options`).
+ */
+export async function readConfigBytes(path: string, options: ReadConfigOptions = {}): Promise<Buffer | null> {
   let handle: FileHandle;
   try {
     handle = await open(path, OPEN_FLAGS);
@@ -68,7 +94,12 @@ export async function readConfigText(path: string): Promise<string | null> {
     const st = await handle.stat();
     if (st.isDirectory()) throw new InvalidConfig(`Cannot read configuration ${q(path)}: it is a directory`);
     if (!st.isFile()) throw new InvalidConfig(`Cannot read configuration ${q(path)}: it is a ${describeType(st)}, not a regular file`);
-    await checkTrusted(path, st);
+    try {
+      await checkTrusted(path, st);
+    } catch (error) {
+      if (!(error instanceof InvalidConfig) || options.onUntrusted === undefined) throw error;
+      options.onUntrusted(error);
+    }
     if (st.size > CONFIG_MAX_BYTES) throw tooLarge(path, st.size);
     bytes = await readAtMost(handle, CONFIG_MAX_BYTES + 1);
     // It grew since fstat (someone trusted is writing it): still no more than the limit is read.
@@ -79,11 +110,7 @@ export async function readConfigText(path: string): Promise<string | null> {
   } finally {
     await handle.close();
   }
-  try {
-    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
-  } catch {
-    throw new InvalidConfig(`Cannot read configuration ${q(path)}: not valid UTF-8 (TOML files are UTF-8)`);
-  }
+  return bytes;
 }
 
 /**

@@ -167,6 +167,8 @@ function combine(file: VmSettings, meta: VmSettings, problems: string[]): VmSett
     user,
     force,
     removeShmOnStop,
+    // The metadata has no hold: it is read at hook time, and boot holds are taken at the daemon's start.
+    hold: file.hold,
     lookingGlass,
     scream,
     units: union(file.units, meta.units),

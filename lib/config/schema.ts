@@ -32,6 +32,21 @@
  *   force = false               allow detaching devices the host depends on
  *                               (console, mounted disks, network that is up).
  *                               Default: false.
+ *   hold = "vm"                 how long vfio-hookd keeps `devices` on vfio-pci:
+ *                               "vm", while the VM runs (taken at its prepare,
+ *                               given back at its release); "boot", from the
+ *                               daemon's start until the host shuts down: taken
+ *                               when vfio-hookd starts (ordered before the
+ *                               display manager), never given back at release,
+ *                               so the host driver never has the card (the
+ *                               blog's initrd driver_override loop, declared).
+ *                               A device already on vfio-pci then (the initrd
+ *                               did it) is adopted, its original driver
+ *                               unknown. File only: the daemon takes them
+ *                               before any domain XML is seen. A change takes
+ *                               effect at the daemon's next start; devices
+ *                               taken at boot stay until then (or a
+ *                               `vfio-hookctl reattach`). Default: "vm".
  *   remove-shm-on-stop = false  remove the shm files when the VM has stopped.
  *                               Default: false (they stay, so a client can
  *                               keep its mapping across guest reboots).
@@ -99,7 +114,7 @@ import {
 import { validateAccountName } from '../names/account-name.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { parseShmMode } from './file-mode.js';
-import { bool, list, parsed, table } from './toml-schema.js';
+import { bool, describeValue, list, parsed, table } from './toml-schema.js';
 import { validateUnitName } from '../names/unit-name.js';
 
 /** `write-timeout` default: 10 s. */
@@ -147,6 +162,10 @@ function writeTimeout(text: string): number {
   return ms;
 }
 
+/** `hold` values: while the VM runs, or from the daemon's start on (see the module comment). */
+export const HOLD_VALUES = ['vm', 'boot'] as const;
+export type Hold = (typeof HOLD_VALUES)[number];
+
 /** `[daemon]`. */
 const DAEMON_SCHEMA = table({
   'qemu-user': v.optional(parsed((s) => validateAccountName('user', s))),
@@ -179,6 +198,12 @@ export const VM_TABLE_SCHEMA = table({
   devices: v.optional(list(parsed(parsePciAddress))),
   user: v.optional(parsed((s) => validateAccountName('user', s))),
   force: v.optional(bool()),
+  hold: v.optional(
+    v.picklist(
+      HOLD_VALUES,
+      (issue) => `expected "vm" (while the VM runs) or "boot" (from vfio-hookd's start on), got ${describeValue(issue.input)}`,
+    ),
+  ),
   'remove-shm-on-stop': v.optional(bool()),
   'looking-glass': v.optional(LOOKING_GLASS_SCHEMA),
   scream: v.optional(SCREAM_SCHEMA),

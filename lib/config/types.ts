@@ -57,6 +57,8 @@ export interface VmSettings {
   readonly force: boolean;
   /** `remove-shm-on-stop`; default false. */
   readonly removeShmOnStop: boolean;
+  /** `hold`: keep `devices` on vfio-pci while the VM runs ('vm', the default) or from the daemon's start on ('boot'). */
+  readonly hold: 'vm' | 'boot';
   /** `null` when the VM has no Looking Glass table. */
   readonly lookingGlass: LookingGlassSettings | null;
   /** `null` when the VM has no Scream table. */

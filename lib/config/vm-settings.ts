@@ -47,6 +47,9 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
 
   checkDuplicates(spec.devices ?? [], 'devices', 'device', at);
   checkDuplicates(spec.units ?? [], 'units', 'unit', at);
+  if (spec.hold === 'boot' && (spec.devices ?? []).length === 0) {
+    at(['hold'], 'hold = "boot" needs devices listed here: vfio-hookd takes them at its start, before any domain XML is read');
+  }
 
   const lookingGlass = lookingGlassSettings(spec, at);
   const scream: ScreamSettings | null =
@@ -80,6 +83,7 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
       user: spec.user ?? null,
       force: spec.force ?? false,
       removeShmOnStop: spec['remove-shm-on-stop'] ?? false,
+      hold: spec.hold ?? 'vm',
       lookingGlass,
       scream,
       units: spec.units ?? [],

@@ -30,7 +30,7 @@ import type { PciEngine } from '../pci/engine.js';
 import { parsePciAddress } from '../pci/address.js';
 import { readPciDevices } from '../pci/pci-device.js';
 import { className } from '../pci/class-code.js';
-import type { Lifecycle, HookOutcome as LifecycleOutcome } from '../lifecycle/lifecycle.js';
+import type { BootHoldResult, Lifecycle, HookOutcome as LifecycleOutcome } from '../lifecycle/lifecycle.js';
 import type { OperationResult } from '../lifecycle/device-ledger.js';
 import { parseHookEvent, stageOf, type HookEvent as ParsedHookEvent, type HookStage } from '../lifecycle/hook-event.js';
 import { manualOwner, ownerKey, vmOwner, type Owner } from '../pci/owner.js';
@@ -139,12 +139,70 @@ export class DaemonBackend implements ManagerBackend {
     return this.#progress.run(name, stage, work);
   }
 
-  /** Remember which VMs hold devices now, before any hook of this daemon (call once at start, after recovery). */
+  /**
+   * Remember which VMs hold devices now, before any hook of this daemon (call
+   * once at start, after recovery). Devices held at boot do not count: their
+   * VM need not run for them to be held.
+   */
   async noteStartState(): Promise<void> {
     const state = await this.#options.lifecycle.ledger.read();
     this.#heldAtStart = new Set(
-      [...state.claims.values()].flatMap((c) => (c.owner.kind === 'vm' ? [c.owner.name] : [])).concat([...state.machines.keys()]),
+      [...state.claims.values()]
+        .flatMap((c) => (c.owner.kind === 'vm' && c.hold !== 'boot' ? [c.owner.name] : []))
+        .concat([...state.machines.keys()]),
     );
+  }
+
+  /**
+   * At start, after recovery: take the devices of every VM configured with
+   * `hold = "boot"` (Lifecycle.holdAtBoot). A VM that cannot have them is
+   * marked failed with the reason, for `status`. Returns what was done, and
+   * the notes about boot holds the configuration no longer asks for.
+   */
+  async holdAtBoot(): Promise<{ results: BootHoldResult[]; notes: string[] }> {
+    const vms = [...this.#options.config().vms.values()]
+      .filter((vm) => vm.hold === 'boot')
+      .map((vm) => ({ name: vm.name, devices: vm.devices, force: vm.force }));
+    const results = await this.#options.lifecycle.holdAtBoot(vms);
+    for (const r of results) {
+      if (r.error !== null) this.#seen.set(r.name, { state: 'failed', message: bootHoldFailure(r) });
+    }
+    const notes = await this.bootHoldNotes();
+    this.#options.onChange?.();
+    return { results, notes };
+  }
+
+  /**
+   * The devices held at boot for a VM whose configuration no longer says
+   * `hold = "boot"` (changed to "vm", or the VM removed), and the VMs now
+   * set to "boot" that hold nothing at boot yet: a sentence each. The record
+   * decides what was done: such devices stay on vfio-pci until the host shuts
+   * down or are given back by hand, and new boot holds are taken at the
+   * daemon's next start; a reload never moves a device by itself.
+   */
+  async bootHoldNotes(): Promise<string[]> {
+    const state = await this.#options.lifecycle.ledger.read();
+    const config = this.#options.config();
+    const held = new Map<string, string[]>();
+    for (const [address, claim] of state.claims) {
+      if (claim.hold !== 'boot' || claim.owner.kind !== 'vm') continue;
+      held.set(claim.owner.name, [...(held.get(claim.owner.name) ?? []), address].sort());
+    }
+    const notes: string[] = [];
+    for (const [name, addresses] of [...held].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const vm = config.vms.get(name);
+      if (vm?.hold === 'boot') continue;
+      const now = vm === undefined ? 'is no longer in the configuration' : 'is now hold = "vm"';
+      notes.push(
+        `VM ${q(name)} ${now}, but ${addresses.map(q).join(', ')} were taken at boot for it: they stay on vfio-pci until the host shuts down; ` +
+          `give them back now with 'vfio-hookctl reattach ${addresses[0]}'${addresses.length > 1 ? ' (each address)' : ''}`,
+      );
+    }
+    for (const vm of config.vms.values()) {
+      if (vm.hold !== 'boot' || held.has(vm.name)) continue;
+      notes.push(`VM ${q(vm.name)} is hold = "boot" but holds nothing at boot yet: its devices are taken at vfio-hookd's next start`);
+    }
+    return notes;
   }
 
   set libvirtAvailable(available: boolean) {
@@ -186,15 +244,18 @@ export class DaemonBackend implements ManagerBackend {
     const state = await this.#state();
     const config = this.#options.config();
     const held = new Map<string, string[]>();
+    const atBoot = new Map<string, string[]>();
     for (const [address, claim] of state.claims) {
       if (claim.owner.kind !== 'vm') continue;
       held.set(claim.owner.name, [...(held.get(claim.owner.name) ?? []), address]);
+      if (claim.hold === 'boot') atBoot.set(claim.owner.name, [...(atBoot.get(claim.owner.name) ?? []), address]);
     }
     const names = new Set([...config.vms.keys(), ...state.machines.keys(), ...held.keys(), ...this.#seen.keys()]);
     return [...names].sort().map((name) => {
       const settings = config.vms.get(name);
       const record = state.machines.get(name);
       const holds = held.get(name) ?? [];
+      const heldAtBoot = atBoot.get(name) ?? [];
       const seen = this.#seen.get(name);
       const stale =
         seen === undefined && this.#heldAtStart.has(name) && !this.#libvirtAvailable
@@ -208,11 +269,15 @@ export class DaemonBackend implements ManagerBackend {
         stepSinceUsec: progress === null ? 0n : BigInt(progress.stepSinceMs) * 1000n,
         stateSinceUsec: seen === undefined ? 0n : BigInt(seen.sinceMs) * 1000n,
         shmDetails: (record?.shm ?? []).map((f) => ({ name: f.name, sizeBytes: f.sizeBytes, uid: f.uid, gid: f.gid, mode: f.mode })),
-        returnDrivers: holds.map((address) => {
-          const claim = state.claims.get(address)!;
-          return { address, driver: claim.originalKnown ? claim.originalDriver : null };
-        }),
-        state: seen?.state ?? (record !== undefined || holds.length > 0 ? 'prepared' : 'defined'),
+        // What a release gives back, and to which driver; devices held at boot stay, so they are not listed.
+        returnDrivers: holds
+          .filter((address) => !heldAtBoot.includes(address))
+          .map((address) => {
+            const claim = state.claims.get(address)!;
+            return { address, driver: claim.originalKnown ? claim.originalDriver : null };
+          }),
+        // Devices held at boot do not make a VM prepared: they are held whether or not it runs.
+        state: seen?.state ?? (record !== undefined || holds.length > heldAtBoot.length ? 'prepared' : 'defined'),
         devices: holds.length > 0 ? holds : [...(record?.devices ?? settings?.devices ?? [])],
         shmFiles: record
           ? record.shm.map((f) => f.name)
@@ -220,6 +285,7 @@ export class DaemonBackend implements ManagerBackend {
         lastMessage: seen?.message ?? stale ?? '',
         user: (record ? record.user : settings?.user) ?? '',
         units: [...((record ? record.units : settings?.units) ?? [])],
+        heldAtBoot: heldAtBoot.sort(),
       };
     });
   }
@@ -234,7 +300,12 @@ export class DaemonBackend implements ManagerBackend {
     if (!this.#options.config().vms.has(name)) return null;
     const seen = this.#seen.get(name)?.state;
     if (seen === 'prepared' || seen === 'running') return null;
-    if (await this.#options.lifecycle.knows(name)) return null;
+    // Devices held at boot say nothing of a prepare: they are held before any VM starts.
+    const state = await this.#options.lifecycle.ledger.read();
+    const prepared =
+      state.machines.has(name) ||
+      [...state.claims.values()].some((c) => c.hold !== 'boot' && c.owner.kind === 'vm' && c.owner.name === name);
+    if (prepared) return null;
     const message =
       `VM '${name}' started, but its prepare hook never reached vfio-hookd: its devices and shm files were not prepared. ` +
       `Check that the hook is installed and executable (/etc/libvirt/hooks/qemu.d/vfio-hookd) and restart libvirtd once so it sees it`;
@@ -431,6 +502,15 @@ export class DaemonBackend implements ManagerBackend {
       `; did you mean that table? Name it [vm.${tableName(domain.name)}] to manage this VM; starting it as it is`
     );
   }
+}
+
+/** Why a VM's devices could not be held at boot, for `status` and the journal. */
+export function bootHoldFailure(result: BootHoldResult): string {
+  const message = result.error?.message ?? 'unknown error';
+  return (
+    `Cannot hold the devices of VM ${q(result.name)} at boot: ${message.replace(/, refusing$/, '')}; ` +
+    `they stay with the host until the VM starts, and are held from then on`
+  );
 }
 
 /** A TOML table key for a VM name: bare when it can be, quoted otherwise. */

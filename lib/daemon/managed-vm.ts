@@ -53,6 +53,7 @@ export async function toManagedVm(settings: VmSettings, accounts: AccountResolve
     shmFiles,
     force: settings.force,
     removeShmOnStop: settings.removeShmOnStop,
+    hold: settings.hold,
     user: settings.user,
     units: settings.units,
   };

@@ -4,12 +4,12 @@
  * journal as they are; test/unit/outcome-journal.test.ts pins them. The ids
  * themselves live in lib/systemd/message-ids.ts.
  */
-import type { HookOutcome } from '../lifecycle/lifecycle.js';
+import type { BootHoldResult, HookOutcome } from '../lifecycle/lifecycle.js';
 import type { HookEvent } from '../lifecycle/hook-event.js';
 import type { OperationResult } from '../lifecycle/device-ledger.js';
 import { describeOwner, type Owner } from '../pci/owner.js';
 import { LogPriority, MessageId, type JournalFields, type Priority } from '../systemd/index.js';
-import type { Caller } from './daemon-backend.js';
+import { bootHoldFailure, type Caller } from './daemon-backend.js';
 import { ManagerMember } from '../bus/names.js';
 
 export interface JournalEntry {
@@ -104,6 +104,36 @@ export function staleReleasedEntry(name: string, outcome: HookOutcome): JournalE
 /** A managed VM that libvirt started without its prepare hook reaching us (`warning` from DaemonBackend.domainStarted). */
 export function hookNotReceivedEntry(name: string, warning: string): JournalEntry {
   return { priority: LogPriority.err, message: warning, fields: { VFIO_DOMAIN: name, MESSAGE_ID: MessageId.HOOK_NOT_RECEIVED } };
+}
+
+/**
+ * The devices of a `hold = "boot"` VM taken at start: each device moved (as
+ * a hook's detach is), then one sentence; or the error that kept them with
+ * the host.
+ */
+export function bootHoldEntries(result: BootHoldResult): JournalEntry[] {
+  const base = { VFIO_DOMAIN: result.name, VFIO_HOOK: 'daemon start' };
+  if (result.error !== null) {
+    return [{ priority: LogPriority.err, message: bootHoldFailure(result), fields: { ...base, MESSAGE_ID: MessageId.BOOT_HOLD_FAILED } }];
+  }
+  const entries = result.detached.map((address) =>
+    info(`Device '${address}' detached to vfio-pci at start, held at boot for VM '${result.name}'`, {
+      ...base,
+      PCI_ADDRESS: address,
+      MESSAGE_ID: MessageId.DEVICE_DETACHED,
+    }),
+  );
+  const adopted =
+    result.adopted.length === 0
+      ? ''
+      : `; ${result.adopted.map((a) => `'${a}'`).join(', ')} already on vfio-pci (the initrd?), adopted with the original driver unknown`;
+  entries.push(
+    info(
+      `VM '${result.name}' holds ${result.held.map((a) => `'${a}'`).join(', ')} at boot: on vfio-pci until the host shuts down${adopted}`,
+      base,
+    ),
+  );
+  return entries;
 }
 
 /** What recovery at start put right in the state file, one entry a note. */

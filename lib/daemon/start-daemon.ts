@@ -10,8 +10,11 @@
  *  5. export the Manager;
  *  6. check that no other daemon owns the name: a second daemon exits here,
  *     before it reads or rewrites any state;
- *  7. recover the state file from sysfs, then export the Machine and Device
- *     objects (so a client that sees the name owned finds them there);
+ *  7. recover the state file from sysfs;
+ *  7b. take the devices of `hold = "boot"` VMs (before READY=1, so a unit
+ *     ordered after ours, the display manager, never sees the card on its
+ *     host driver), then export the Machine and Device objects (so a client
+ *     that sees the name owned finds them there);
  *  8. own the name;
  *  9. follow libvirt through libvirt-dbus;
  * 10. retake the sleep locks of VMs that hold devices;
@@ -48,6 +51,7 @@ import { DaemonBackend } from './daemon-backend.js';
 import { DomainEventType, LibvirtEvents } from './libvirt-events.js';
 import {
   hookNotReceivedEntry,
+  bootHoldEntries,
   hookOutcomeEntries,
   hookRefusedEntry,
   manualChangeEntry,
@@ -98,6 +102,7 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   daemon.exportManager();
   await daemon.checkNameFree();
   await daemon.recoverState();
+  await daemon.holdAtBoot();
   await daemon.ownName();
   await daemon.followLibvirt();
   await daemon.retakeSleepLocks();
@@ -221,6 +226,11 @@ class Daemon {
       this.#refresh.request();
       this.#log.notice(`Configuration reloaded from '${CONFIG_FILE}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE });
       for (const warning of next.warnings) this.#log.warning(warning, { CONFIG_FILE });
+      // A changed hold moves nothing now (the claims' record decides); say what it will do.
+      void this.#parts?.backend
+        .bootHoldNotes()
+        .then((notes) => notes.forEach((note) => this.#log.notice(note, { CONFIG_FILE })))
+        .catch((error: Error) => this.#log.warning(`Cannot compare the boot holds with the configuration: ${error.message}`));
     });
     this.#watcher.on('error', (error) => this.#log.error(`${error.message}; keeping the running configuration`, { CONFIG_FILE }));
     this.#engine = new PciEngine(this.#need(this.#port), {
@@ -373,11 +383,19 @@ class Daemon {
     }
   }
 
-  /** 7. The state file put right from sysfs, then the Machine and Device objects exported. */
+  /** 7. The state file put right from sysfs. */
   async recoverState(): Promise<void> {
     const { lifecycle, backend } = this.#need(this.#parts);
     this.#write(recoveredEntries(await lifecycle.recover()));
     await backend.noteStartState();
+  }
+
+  /** 7b. Devices held at boot taken (a failure is journaled, never fatal), then the Machine and Device objects exported. */
+  async holdAtBoot(): Promise<void> {
+    const { backend } = this.#need(this.#parts);
+    const { results, notes } = await backend.holdAtBoot();
+    for (const result of results) this.#write(bootHoldEntries(result));
+    for (const note of notes) this.#log.notice(note);
     this.#refresh.request();
     await this.#refresh.settled();
   }

@@ -51,6 +51,17 @@ interface DeviceLedgerOptions {
   readonly now?: () => Date;
 }
 
+/** How a detach holds its devices (see `DeviceLedger.detach`). */
+export interface DetachOptions {
+  /**
+   * 'boot': the claims are marked held at boot (`hold = "boot"`): a release
+   * of their VM leaves them on vfio-pci. A device that was on vfio-pci
+   * already and not this owner's (the initrd bound it) is adopted with its
+   * original driver unknown. Default: held while the VM runs.
+   */
+  readonly hold?: 'boot';
+}
+
 export interface OperationResult {
   readonly plan: Plan;
   /** Addresses whose driver changed. */
@@ -126,32 +137,34 @@ export class DeviceLedger {
   }
 
   /** Detach devices for `owner`, write-ahead, and record the claims. */
-  detach(owner: Owner, addresses: readonly string[], force = false): Promise<OperationResult> {
+  detach(owner: Owner, addresses: readonly string[], force = false, options: DetachOptions = {}): Promise<OperationResult> {
     return this.#exclusive(async (state) => {
       const { plan } = await this.#engine.planDetach(addresses, { owner, claims: state.claims, force });
-      return this.#run(state, plan, 'detach', owner);
+      return this.#run(state, plan, 'detach', owner, options.hold === 'boot');
     });
   }
 
   /**
    * Give back devices: those named, or (no addresses) every device `owner`
-   * holds. Any owner's claim may be given back unless its group is in use
+   * holds except those held at boot, which only a reattach by address gives
+   * back. Any owner's claim may be given back unless its group is in use
    * (the plan refuses then, naming the VM).
    */
   reattach(owner: Owner, addresses?: readonly string[]): Promise<OperationResult | null> {
     return this.#exclusive(async (state) => {
-      const targets = addresses ?? [...state.claims].filter(([, c]) => sameOwner(c.owner, owner)).map(([a]) => a);
+      const targets = addresses ?? [...state.claims].filter(([, c]) => sameOwner(c.owner, owner) && c.hold !== 'boot').map(([a]) => a);
       if (targets.length === 0) return null;
       const { plan } = await this.#engine.planReattach(targets, { owner, claims: state.claims });
       return this.#run(state, plan, 'reattach', owner);
     });
   }
 
-  async #run(state: State, plan: Plan, kind: 'detach' | 'reattach', owner: Owner): Promise<OperationResult> {
+  async #run(state: State, plan: Plan, kind: 'detach' | 'reattach', owner: Owner, atBoot = false): Promise<OperationResult> {
     const moved = plan.devices.filter((d) => d.changes).map((d) => d.address);
     if (moved.length === 0) {
       // Nothing to write: only the claims change (a detach of devices already on vfio-pci).
       const claims = kind === 'detach' ? this.#claimsAfterDetach(state.claims, plan, owner) : dropClaims(state.claims, plan);
+      if (atBoot) markHeldAtBoot(claims, state.claims, plan, owner);
       if (!sameClaims(claims, state.claims)) await this.#save({ ...state, claims });
       return { plan, moved };
     }
@@ -171,6 +184,8 @@ export class DeviceLedger {
       failure = error;
     }
     const claims = await this.#settle(state.claims, pending, failure === null ? plan : null);
+    // Only after a success: what a failed rollback left on vfio-pci stays an ordinary claim, which the VM's release gives back.
+    if (atBoot && failure === null) markHeldAtBoot(claims, state.claims, plan, owner);
     try {
       await this.#save({ ...state, claims, pending: null });
     } catch (error) {
@@ -296,7 +311,12 @@ export class DeviceLedger {
           }
           if (isOnVfio(device.driver, device.driverOverride) && device.driver !== null) continue;
           if (device.driver === null) {
-            const done = await this.#engine.restore([targetOf({ address, driver: null, override: null, group: claim.group }, claim)]);
+            // Held at boot: back to vfio-pci, where it stays; otherwise to the driver it had.
+            const target =
+              claim.hold === 'boot'
+                ? { address, driver: VFIO_DRIVER, override: VFIO_DRIVER }
+                : targetOf({ address, driver: null, override: null, group: claim.group }, claim);
+            const done = await this.#engine.restore([target]);
             const after = await this.#engine.binding(address).catch(() => null);
             if (after !== null && isOnVfio(after.driver, after.override)) continue; // left on vfio-pci: still theirs
             claims.delete(address);
@@ -364,6 +384,27 @@ function dropClaims(current: ReadonlyMap<string, ClaimRecord>, plan: Plan): Map<
     if (claim && (!claim.originalKnown || claim.originalDriver === d.driver || !isOnVfio(d.driver, null))) next.delete(d.address);
   }
   return next;
+}
+
+/**
+ * Mark the claims of a boot hold: every device of `plan` that `owner` now
+ * claims is held at boot. One that was on vfio-pci before the plan ran and
+ * was not already this owner's (the initrd put it there; recovery made it a
+ * claim of unknown owner, or no override said anything) is adopted with its
+ * original driver unknown: vfio-pci was not what it had, and what it had
+ * nobody recorded. A reattach by hand then lets the kernel choose.
+ */
+function markHeldAtBoot(claims: Map<string, ClaimRecord>, before: ReadonlyMap<string, ClaimRecord>, plan: Plan, owner: Owner): void {
+  for (const d of plan.devices) {
+    const claim = claims.get(d.address);
+    if (claim === undefined || !sameOwner(claim.owner, owner)) continue;
+    const prior = before.get(d.address);
+    const adopted = !d.changes && !(prior !== undefined && sameOwner(prior.owner, owner));
+    claims.set(
+      d.address,
+      adopted ? { ...claim, originalDriver: null, originalOverride: null, originalKnown: false, hold: 'boot' } : { ...claim, hold: 'boot' },
+    );
+  }
 }
 
 function sameClaims(a: ReadonlyMap<string, ClaimRecord>, b: ReadonlyMap<string, ClaimRecord>): boolean {

@@ -15,6 +15,13 @@
  * |           | record                                                             |
  * | reconnect | nothing changes                                                    |
  *
+ * A VM with `hold = "boot"` has its devices taken once more, at the daemon's
+ * start (`holdAtBoot`), and their claims are marked so: its release leaves
+ * them on vfio-pci (DeviceLedger.reattach skips them), so the host driver
+ * never has the card until the host shuts down or someone gives a device
+ * back by hand. The mark is the record: a configuration changed later
+ * (boot to vm) never gives them back by itself.
+ *
  * What was done decides what is undone: `started`, `stopped` and `release`
  * act on the machine record that prepare wrote into the state file, never on
  * today's configuration or domain XML, so an edited, broken or removed
@@ -55,6 +62,29 @@ export interface ManagedVm {
   readonly units: readonly string[];
   /** PCI addresses the domain XML gives the guest (`<hostdev>`), to warn of card functions left out. Default: not checked. */
   readonly givenToGuest?: readonly string[];
+  /** 'boot': the devices are held from the daemon's start on, never given back at release. Default 'vm'. */
+  readonly hold?: 'vm' | 'boot';
+}
+
+/** A VM whose devices are held from the daemon's start (`hold = "boot"`). */
+export interface BootHold {
+  readonly name: string;
+  readonly devices: readonly string[];
+  /** Ignore the host-dependency safety rail, as for its prepare. */
+  readonly force: boolean;
+}
+
+/** What `holdAtBoot` did for one VM. */
+export interface BootHoldResult {
+  readonly name: string;
+  /** Devices moved onto vfio-pci now. */
+  readonly detached: readonly string[];
+  /** Every device the VM holds at boot now, in address order. */
+  readonly held: readonly string[];
+  /** Of those, the ones whose original driver nobody knows (found on vfio-pci: the initrd put them there). */
+  readonly adopted: readonly string[];
+  /** Why nothing was taken (the plan refused, a write failed); null when it worked. */
+  readonly error: Error | null;
 }
 
 /** A lock that keeps the host from suspending (logind's sleep inhibitor), one per VM. */
@@ -159,7 +189,8 @@ export class Lifecycle {
           m.set(vm.name, { ...current, shm: mergeShm(current.shm, shmRecord(file, result, this.#roots.shm)) });
         });
       }
-      const result = vm.devices.length > 0 ? await this.#ledger.detach(vmOwner(vm.name), vm.devices, vm.force) : null;
+      const hold = vm.hold === 'boot' ? { hold: 'boot' as const } : {};
+      const result = vm.devices.length > 0 ? await this.#ledger.detach(vmOwner(vm.name), vm.devices, vm.force, hold) : null;
       const detached = result?.moved ?? [];
       await this.#ledger.updateMachines((m) => {
         const current = m.get(vm.name) ?? record;
@@ -231,12 +262,41 @@ export class Lifecycle {
       }
       if (record) await this.#ledger.updateMachines((m) => m.delete(name));
       const reattached = result ? [...result.moved] : [];
+      const kept = this.#heldAtBoot(name);
+      const stay = kept.length === 0 ? '' : `; ${kept.map((a) => `'${a}'`).join(', ')} stay on vfio-pci, held at boot for it`;
       const message =
-        result === null && record === undefined
+        result === null && record === undefined && kept.length === 0
           ? `VM '${name}' holds nothing: nothing to release`
-          : `VM '${name}' released: ${reattached.length} device(s) given back`;
+          : `VM '${name}' released: ${reattached.length} device(s) given back${stay}`;
       return { ...outcome('release', message), reattached, warnings };
     }) as Promise<HookOutcome>;
+  }
+
+  /**
+   * Take the devices of VMs held at boot (at the daemon's start, after
+   * recovery, before anyone is told it is ready), each on its VM's queue.
+   * A VM whose devices cannot be taken (a process holds the card, another
+   * VM claims it) keeps nothing and the others go on: its result says why.
+   */
+  async holdAtBoot(vms: readonly BootHold[]): Promise<BootHoldResult[]> {
+    const results: BootHoldResult[] = [];
+    for (const vm of vms) {
+      results.push(
+        (await this.#queueFor(vm.name).add(async (): Promise<BootHoldResult> => {
+          try {
+            const result = await this.#ledger.detach(vmOwner(vm.name), vm.devices, vm.force, { hold: 'boot' });
+            const held = this.#heldAtBoot(vm.name);
+            const claims = this.#ledger.cached.claims;
+            const adopted = held.filter((a) => !result.moved.includes(a) && claims.get(a)?.originalKnown === false);
+            return { name: vm.name, detached: [...result.moved], held, adopted, error: null };
+          } catch (error) {
+            const held = this.#heldAtBoot(vm.name);
+            return { name: vm.name, detached: [], held, adopted: [], error: error instanceof Error ? error : new Error(String(error)) };
+          }
+        })) as BootHoldResult,
+      );
+    }
+    return results;
   }
 
   /** Finish or undo what a crash left, and make the claims agree with sysfs (DeviceLedger.recover). */
@@ -251,7 +311,10 @@ export class Lifecycle {
   async retakeSleepLocks(): Promise<string[]> {
     const state = await this.#ledger.read();
     const owners = new Set<string>();
-    for (const claim of state.claims.values()) if (claim.owner.kind === 'vm') owners.add(claim.owner.name);
+    // A device held at boot for a VM that is not running keeps no lock: an idle card on vfio-pci does not mind a suspend.
+    for (const claim of state.claims.values()) {
+      if (claim.owner.kind === 'vm' && (claim.hold !== 'boot' || state.machines.has(claim.owner.name))) owners.add(claim.owner.name);
+    }
     const warnings: string[] = [];
     for (const owner of owners) warnings.push(...(await this.#takeSleepLock(owner)));
     return warnings;
@@ -259,6 +322,14 @@ export class Lifecycle {
 
   #held(vm: string): string[] {
     return [...this.#ledger.cached.claims].filter(([, c]) => sameOwner(c.owner, vmOwner(vm))).map(([a]) => a);
+  }
+
+  /** The devices held at boot for `vm`, in address order (from the state last read or saved). */
+  #heldAtBoot(vm: string): string[] {
+    return [...this.#ledger.cached.claims]
+      .filter(([, c]) => c.hold === 'boot' && sameOwner(c.owner, vmOwner(vm)))
+      .map(([a]) => a)
+      .sort();
   }
 
   async #takeSleepLock(vm: string): Promise<string[]> {

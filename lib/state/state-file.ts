@@ -3,6 +3,8 @@
  *
  * - `claims`: each device it moved to vfio-pci, for whom (a typed owner),
  *   and the driver and override it had before (or that the truth is unknown);
+ *   `hold: 'boot'` on those taken at the daemon's start and never given back
+ *   at release;
  * - `machines`: per VM, what its prepare did (the shm files it made or
  *   repaired, with size, owner, group and mode; the user and units; the
  *   devices asked for). `started`, `stopped` and `release` act on this
@@ -52,6 +54,13 @@ const ClaimSchema = v.object({
   originalKnown: v.boolean(),
   group: v.nullable(v.number()),
   since: v.string(),
+  /**
+   * 'boot': taken for its VM at the daemon's start (`hold = "boot"`), kept on
+   * vfio-pci at the VM's release and by recovery; given back only by hand.
+   * Absent: held while the VM runs. Decides alone: today's configuration
+   * never changes what a claim says.
+   */
+  hold: v.optional(v.literal('boot')),
 });
 
 const ShmRecordSchema = v.object({

@@ -32,4 +32,6 @@ export const MessageId = {
   MANUAL_CHANGE: 'dcfab31185fa4f15b714caa65ce20ad6',
   /** The state file was damaged (or an operation unfinished) at start, and was recovered from sysfs. */
   STATE_RECOVERED: 'a58203931ded49e59f63cf9e7e99316a',
+  /** The devices of a `hold = "boot"` VM could not be taken at the daemon's start: the host keeps them. */
+  BOOT_HOLD_FAILED: '00d934400b914cc0a79b89eb460ff137',
 } as const;

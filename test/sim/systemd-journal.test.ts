@@ -357,6 +357,7 @@ test('a failing stderr writer or onError does not escape', async (t) => {
 test('MESSAGE_IDs are 32 lowercase hex characters and all different', (t) => {
   const ids = Object.values(MessageId);
   t.deepEqual(Object.keys(MessageId).sort(), [
+    'BOOT_HOLD_FAILED',
     'DEVICE_DETACHED',
     'DEVICE_REATTACHED',
     'HOOK_NOT_RECEIVED',

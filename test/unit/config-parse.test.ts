@@ -27,6 +27,7 @@ function vm(name: string, overrides: Partial<VmSettings> = {}): VmSettings {
     user: null,
     force: false,
     removeShmOnStop: false,
+    hold: 'vm',
     lookingGlass: null,
     scream: null,
     units: [],
@@ -105,6 +106,12 @@ group = "qemu-libvirtd"
   ['a quoted VM name with a space', '[vm."Windows 10"]\nforce = true\n', vm('Windows 10', { force: true })],
   ['a literal-quoted VM name', "[vm.'win.10']\nremove-shm-on-stop = true\n", vm('win.10', { removeShmOnStop: true })],
   ['an empty VM table (devices come from the XML)', '[vm.win10]\n', vm('win10')],
+  [
+    'hold = "boot" with its devices',
+    '[vm.win10]\ndevices = ["0b:00.0"]\nhold = "boot"\n',
+    vm('win10', { devices: ['0000:0b:00.0'], hold: 'boot' }),
+  ],
+  ['hold = "vm", the default, said aloud', '[vm.win10]\nhold = "vm"\n', vm('win10')],
   [
     'inline tables',
     '[vm.win10]\nlooking-glass = { size = "64MiB", mode = "600" }\nscream = { size = "4M", name = "audio" }\n',
@@ -195,6 +202,16 @@ const badFiles: ReadonlyArray<readonly [string, string, string]> = [
     'a key defined twice',
     '[vm.win10]\nuser = "a"\nuser = "b"\n',
     `${F}:3:1: invalid TOML: trying to redefine an already defined table or value`,
+  ],
+  [
+    'a hold that is neither vm nor boot',
+    '[vm.win10]\ndevices = ["0b:00.0"]\nhold = "always"\n',
+    `${F}:3:8: vm.win10.hold: expected "vm" (while the VM runs) or "boot" (from vfio-hookd's start on), got string 'always'`,
+  ],
+  [
+    'hold = "boot" without devices in the table',
+    '[vm.win10]\nhold = "boot"\n',
+    `${F}:2:8: vm.win10.hold: hold = "boot" needs devices listed here: vfio-hookd takes them at its start, before any domain XML is read`,
   ],
   ['a table defined twice', '[vm.win10]\n[vm.win10]\n', `${F}:2:2: invalid TOML: trying to redefine an already defined table or value`],
   // The example from the design: a bad mode, pointed at its value.

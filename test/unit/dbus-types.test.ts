@@ -25,6 +25,7 @@ const row: MachineRow = {
     { address: '0000:0b:00.0', driver: 'amdgpu' },
     { address: '0000:0b:00.1', driver: null },
   ],
+  heldAtBoot: ['0000:0b:00.0'],
 };
 
 test('Machine properties decode to what was encoded', (t) => {
