@@ -145,8 +145,11 @@ test('devices already on vfio-pci at start (the initrd loop bound them) are adop
   );
 
   // `vfio-hookctl devices` shows them held at boot; only a reattach by address gives them back, to the kernel's choice.
-  const listing = formatDevices(devicesView(await sim.engine.inspect(), (await life.ledger.read()).claims));
-  t.regex(listing, /0000:0b:00\.0 .* vfio-pci +held at boot for VM 'win10' \(was unknown: the kernel chooses at reattach\)/);
+  const listing = formatDevices(devicesView(await sim.engine.inspect(), (await life.ledger.read()).claims), { width: 200 });
+  t.regex(
+    listing,
+    /0000:0b:00\.0 +1002:67df +\S+ +vfio-pci .*\n +subsystem 1682:c590; driver_override vfio-pci; held at boot for VM 'win10' \(was unknown: the kernel chooses at reattach\)/,
+  );
   const view = devicesView(await sim.engine.inspect(), (await life.ledger.read()).claims);
   t.deepEqual(view.devices.find((d) => d.address === '0000:0b:00.1')?.claim, {
     owner: 'vm:win10',

@@ -133,6 +133,26 @@ else
   note "bench detach+reattach: engine n/a (CLI did not complete a cycle), raw shell ${RAW_MEDIAN:-n/a} ms (median of 3, QEMU/TCG)"
 fi
 
+# ------------------------------------------------------------ 2b. hold = "boot"
+# The blog's initrd loop (driver_override, unbind, drivers_probe), then the
+# daemon's start step on the real sysfs (hold-boot.mjs), then a reattach by hand.
+for d in "$HDA" "$VGA"; do
+  echo vfio-pci > "/sys/bus/pci/devices/$d/driver_override"
+  [ -e "/sys/bus/pci/devices/$d/driver" ] && echo "$d" > "/sys/bus/pci/devices/$d/driver/unbind"
+  echo "$d" > /sys/bus/pci/drivers_probe
+done
+eq "boot: the initrd loop put the pair on vfio-pci" "$(drv "$VGA") $(drv "$HDA")" "vfio-pci vfio-pci"
+HOLDRUN=$(mktemp -d)
+VGA=$VGA HOLDRUN=$HOLDRUN node "$G/hold-boot.mjs" > /tmp/hold.out 2>&1
+note "hold-boot.mjs: $(head -c 600 /tmp/hold.out | tr '\n' ' ')"
+check "boot: both functions adopted (original driver unknown) and marked held at boot" grep -q "^ok|2|.*=boot/false .*=boot/false|" /tmp/hold.out
+check "boot: the VM's release leaves them held" grep -q "held at boot" /tmp/hold.out
+eq "boot: the pair is still on vfio-pci after the release" "$(drv "$VGA") $(drv "$HDA")" "vfio-pci vfio-pci"
+node "$CLI" --run-root "$HOLDRUN" reattach "$VGA" > /tmp/hold-re.out 2>&1
+note "reattach: $(head -c 400 /tmp/hold-re.out | tr '\n' ' ')"
+eq "boot: a reattach by hand lets the kernel choose: bochs-drm and snd_hda_intel" "$(drv "$VGA") $(drv "$HDA")" "bochs-drm snd_hda_intel"
+eq "boot: driver_override of both cleared" "$(ovr "$VGA") $(ovr "$HDA")" "(null) (null)"
+
 # make sure section 3 starts from a clean pair whatever the CLI did
 [ "$(drv "$VGA") $(drv "$HDA")" = "bochs-drm snd_hda_intel" ] || raw_reattach "$VGA" "$HDA"
 
