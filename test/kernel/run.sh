@@ -8,7 +8,7 @@
 #
 # Prints TAP on stdout ending with "# pass N" / "# fail N"; exits non-zero when
 # anything failed. Everything is bounded: the whole tier stays under
-# KERNEL_TIER_BUDGET seconds (default 225), download included.
+# KERNEL_TIER_BUDGET seconds (default 600), download included.
 #
 # This script never writes the machine's own /sys: all device rebinding
 # happens inside the QEMU guest. Caches live in test/kernel/.work/ (ignored).
@@ -17,7 +17,10 @@ set -u -o pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 work=$here/.work
-budget=${KERNEL_TIER_BUDGET:-225}
+# The guest ran 190 s of its 200 s bound in a quiet CI run, and was killed at
+# 142-176 s with half its checks unrun on a loaded machine: the bound is set
+# for a machine twice as slow as a loaded one, and only a hang ever reaches it.
+budget=${KERNEL_TIER_BUDGET:-600}
 start_s=$SECONDS
 
 n=0 pass=0 fail=0
@@ -243,7 +246,7 @@ qemu_pidfile=$work/qemu.pid
 rm -f "$qemu_pidfile"
 left=$(remaining)
 qemu_tmo=$((left - 10))
-[ "$qemu_tmo" -gt 200 ] && qemu_tmo=200
+[ "$qemu_tmo" -gt 560 ] && qemu_tmo=560
 [ "$qemu_tmo" -ge 40 ] || bail "time left to boot the guest (${left}s)"
 guest_tmo=$((qemu_tmo - 40))
 note "booting QEMU/TCG (timeout ${qemu_tmo}s, guest test timeout ${guest_tmo}s)"
