@@ -9,7 +9,12 @@
 #   3. the hook as libvirt runs it, for a VM with the guest GPU as managed='no' hostdevs:
 #      prepare moves the pair to vfio-pci; restart while prepared changes nothing; release gives it back
 #   4. a refused prepare (a process holding the DRM node) changes nothing; the follow-ups are harmless
-#   5. systemctl stop releases the bus name
+#   5. systemctl stop during a prepare held in the HDA's unbind: the prepare finishes, then the daemon exits
+#   6. libvirtd, libvirt-dbus and virsh: QEMU holds the group and maps the shm files; a reattach is
+#      refused; reload; the test user's agent starts the VM's user units (stand-in clients); kill -9 and
+#      Restart=on-failure; virsh destroy releases and the units stop
+#   7. the daemon stopped (then blocked) across the VM's stop, and started again: the pair comes back
+#   8. systemctl poweroff with the VM running (vfio-system-late.service and run.sh check what followed)
 R=/results
 TAP=$R/tap
 PCI=/sys/bus/pci/devices
