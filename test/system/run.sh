@@ -30,7 +30,7 @@ node_budget=60
 # and destroys (120 s each at most), four daemon starts (the kill, the hook's
 # activation, the start after the block, one spare), the user's manager and agent.
 libvirt_budget=$(( 120 + 8 * 120 + 4 * node_budget + 150 ))
-steps_budget=$(( (3 * node_budget + 240) + node_budget + 180 + libvirt_budget ))   # install.sh, the restart, the hooks and checks
+steps_budget=$(( (3 * node_budget + 420) + node_budget + 180 + libvirt_budget ))   # install.sh, the restart, the hooks and checks
 shutdown_budget=240                                                # the poweroff with a VM running: libvirtd, the daemon, the user's manager
 qemu_budget=$(( boot_budget + steps_budget + shutdown_budget ))    # + journal saving and poweroff
 
