@@ -110,9 +110,10 @@ echo "systest:x:4711:" >>"$e/group"
 cut -d: -f1 "$e/passwd" | sed 's/$/:!*:19000:0:99999:7:::/' >"$e/shadow"
 chmod 0640 "$e/shadow"
 # The host has no /etc/pam.d/systemd-user (user@.service's PAMName=); a
-# permissive one stands in for Debian's: the guest has no passwords to check.
+# permissive one stands in for Debian's (pam_systemd sets XDG_RUNTIME_DIR and
+# registers the manager with logind): the guest has no passwords to check.
 mkdir -p "$e/pam.d"
-printf 'auth required pam_permit.so\naccount required pam_permit.so\nsession required pam_permit.so\n' >"$e/pam.d/systemd-user"
+printf 'auth required pam_permit.so\naccount required pam_permit.so\nsession required pam_permit.so\nsession optional pam_systemd.so\n' >"$e/pam.d/systemd-user"
 cp /etc/nsswitch.conf /etc/ld.so.cache "$e/" 2>/dev/null
 # the links Debian's /usr/bin/awk and friends point through
 [ -d /etc/alternatives ] && cp -a /etc/alternatives "$e/"
