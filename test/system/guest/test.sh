@@ -252,12 +252,11 @@ pair_is() { [ "$(drv "$VGA") $(drv "$HDA")" = "$1" ]; }
 qemu_pid() { cat "/run/libvirt/qemu/$VM.pid" 2>/dev/null; }
 # holds PID PATH: PID has PATH open (one ls for all its fds: a readlink per fd costs 80 ms under TCG)
 holds() { ls -l "/proc/$1/fd" 2>/dev/null | grep -q -- "-> $2\$"; }
-# the cgroup of one of the test user's units (the slice it lands in is the manager's choice)
-ucg() { for d in /sys/fs/cgroup/user.slice/user-$TUID.slice/user@$TUID.service/*/"$1" /sys/fs/cgroup/user.slice/user-$TUID.slice/user@$TUID.service/"$1"; do [ -d "$d" ] && echo "$d" && return 0; done; return 1; }
-upid() { d=$(ucg "$1") && head -n 1 "$d/cgroup.procs"; }
-unit_runs() { p=$(upid "$1") && [ -n "$p" ]; }
-unit_gone() { ! ucg "$1" > /dev/null; }
 usys() { bounded 30 setpriv --reuid=$TUID --regid=$TUID --init-groups env XDG_RUNTIME_DIR=/run/user/$TUID systemctl --user "$@"; }
+# a unit of the test user's manager: its main pid (0 when it does not run), asked of that manager
+upid() { usys show -p MainPID --value "$1" 2>/dev/null; }
+unit_runs() { p=$(upid "$1") && [ -n "$p" ] && [ "$p" != 0 ]; }
+unit_gone() { [ "$(usys is-active "$1" 2>/dev/null)" != active ]; }
 vstart() {
   bounded $VIRSH virsh start --paused "$VM" > /tmp/virsh.out 2>&1
   eq "virsh start --paused $VM exits 0 $1" "$BRC" 0
