@@ -102,8 +102,9 @@ else
   policydir=/etc/dbus-1/system.d
   activationdir="$prefix/share/dbus-1/system-services"
   docdir="$prefix/share/doc/vfio-hookd"
-  # journalctl -x reads catalogs from /usr/lib/systemd/catalog only (not /usr/local).
-  catalogdir=/usr/lib/systemd/catalog
+  # journalctl -x reads catalogs from /usr/local/lib/systemd/catalog and /usr/lib/systemd/catalog
+  # (systemd 252's catalog.c): the default prefix is one of them; /usr may be read-only.
+  catalogdir="$prefix/lib/systemd/catalog"
   [ -n "$hooks_dir" ] || hooks_dir=/etc/libvirt/hooks/qemu.d
 fi
 manifest="$destdir$libdir/install-manifest"

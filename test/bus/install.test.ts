@@ -42,7 +42,7 @@ test('install.sh installs the daemon, unit, policy and hook; a second run is the
     'usr/local/sbin/vfio-hookd',
     'usr/local/share/dbus-1/system-services/org.vfiohookd1.service',
     'usr/local/share/doc/vfio-hookd/vfio-hookd.toml.example',
-    'usr/lib/systemd/catalog/vfio-hookd.catalog',
+    'usr/local/lib/systemd/catalog/vfio-hookd.catalog',
     'usr/local/lib/vfio-hookd/dist/service/vfio-hookd.js',
   ]) {
     t.true(first.includes(expected), expected);
