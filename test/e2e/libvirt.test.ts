@@ -334,10 +334,7 @@ test.serial('doctor and config suggest read the domain from the real libvirtd (v
   // The configuration detaches the simulated RX 590 for it, but its XML passes no <hostdev> through.
   t.like(check('functions'), { status: 'warn' });
   t.regex(check('functions')!.finding, /^0000:0b:00\.0, 0000:0b:00\.1 are detached for it but not in its XML/);
-  t.like(
-    report.checks.find((c) => c.id === 'daemon.running'),
-    { status: 'ok' },
-  );
+  // Whether a daemon runs at this point depends on the tests before it (they stop and restart it); the bus tier checks doctor's daemon check.
 
   const missing = await hookctl('doctor', 'no-such-vm', ...common, '--connect', 'qemu:///system', '--json');
   t.is(missing.code, 1);
