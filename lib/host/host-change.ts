@@ -1,0 +1,61 @@
+/**
+ * A change to the host around a VM (busy-card policies, single-GPU hand-over,
+ * CPU isolation, hugepages, reset methods): planned as data, recorded before
+ * it is made, read back after, and undone from the record alone.
+ *
+ * The contract every kind keeps:
+ * - `plan` (the kind's own function) reads what it needs and returns a
+ *   HostChange whose `record` holds everything `undo` will need (the values
+ *   as they were before), with no side effect yet.
+ * - The lifecycle saves `record` in the VM's machine record (state.json)
+ *   before `apply` runs (write-ahead), so a crash between the two is undone
+ *   at recovery from the record.
+ * - `apply` makes the change and reads it back; it throws a sentence (what,
+ *   why, how to fix) when the host did not take it. The caller then runs
+ *   `undo(record)`: apply need not clean up after itself.
+ * - `undo` puts back what the record says and is idempotent: undoing a
+ *   change never made, or made twice, leaves the host as the record found
+ *   it. It never reads today's configuration.
+ *
+ * Prepare applies the VM's changes in order (`before-detach` ones, the
+ * detach, `after-detach` ones); release, a failed prepare and recovery undo
+ * them in reverse.
+ */
+import type { HostRoots } from '../roots.js';
+
+/** What `undo` needs, saved in state.json: plain JSON, `kind` names the undoer. */
+export interface HostChangeRecord {
+  readonly kind: string;
+  readonly [field: string]: unknown;
+}
+
+export interface HostChange<R extends HostChangeRecord = HostChangeRecord> {
+  readonly record: R;
+  /** One line for the journal and StepStarted: what apply does ("stop display-manager.service"). */
+  readonly describe: string;
+  /** Before the devices are detached or after. */
+  readonly phase: 'before-detach' | 'after-detach';
+  apply(): Promise<void>;
+}
+
+/** Reaching the host: the injected roots and, where a kind needs it, the system manager. */
+export interface HostContext {
+  readonly roots: HostRoots;
+  /** systemd's manager (org.freedesktop.systemd1) on the system bus; null where there is none (a kind that needs it refuses at plan time). */
+  readonly systemd: SystemdManager | null;
+}
+
+/** The few systemd Manager calls the host changes use, each waiting for its job where it makes one. */
+export interface SystemdManager {
+  /** StartUnit/StopUnit in mode "replace", resolved when its JobRemoved says done; rejects with the job's result otherwise. */
+  startUnit(name: string): Promise<void>;
+  stopUnit(name: string): Promise<void>;
+  /** `ActiveState` of a unit ('inactive' when not loaded). */
+  activeState(name: string): Promise<string>;
+  /** SetUnitProperties(name, runtime = true, [(property, value)]). */
+  setRuntimeProperty(name: string, property: string, signature: string, value: unknown): Promise<void>;
+  /** A property of the unit's own interface (e.g. Slice's AllowedCPUs, an `ay` bitmask). */
+  unitProperty(name: string, iface: string, property: string): Promise<unknown>;
+}
+
+export type HostChangeUndo = (record: HostChangeRecord, context: HostContext) => Promise<void>;
