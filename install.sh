@@ -148,7 +148,7 @@ fi
 case "$busctl" in /*) ;; *) busctl=$(command -v "$busctl" || echo "$busctl") ;; esac
 [ -x "$busctl" ] || { echo "install.sh: busctl '$busctl' is not an executable file; give the path of systemd's busctl with --busctl" >&2; exit 1; }
 busctl=$(readlink -f "$busctl")
-if $prebuilt && { [ ! -f "$src/dist/service/vfio-hookd.js" ] || [ ! -d "$src/node_modules" ]; }; then
+if $prebuilt && { [ ! -f "$src/dist/bin/vfio-hookd.js" ] || [ ! -d "$src/node_modules" ]; }; then
   echo "install.sh: --prebuilt needs '$src/dist' (npm run build) and '$src/node_modules' (production dependencies), missing, refusing" >&2
   exit 1
 fi
@@ -264,24 +264,26 @@ subst() { sed -e "s|@NODE@|$node|g" -e "s|@LIBDIR@|$libdir|g" "$1"; }
 
 # The one list of what goes where.
 install_files() {
-  # The app: built JavaScript (without the tests), production dependencies.
+  # The app: the bundles (one file an executable: scripts/bundle.mjs), production dependencies
+  # (the bundles load only the native ones, unix-dgram and usocket, from there).
   put_dir "$libdir"
+  put_dir "$libdir/dist"
   local listing
-  listing=$(cd "$app_src" && find dist node_modules package.json README.md -path dist/test -prune -o -print)
+  listing=$(cd "$app_src" && find dist/bin node_modules package.json README.md)
   while IFS= read -r p; do
     if [ -d "$app_src/$p" ] && [ ! -L "$app_src/$p" ]; then echo "d $libdir/$p"; else echo "f $libdir/$p"; fi
   done <<<"$listing" >>"$journal"
-  # tar, not a cp a file: about 1,650 files, and each fork counts in the system tier's guest.
-  { (cd "$app_src" && tar -cf - --anchored --exclude=dist/test dist node_modules package.json README.md) |
+  # tar, not a cp a file: about 1,500 files, and each fork counts in the system tier's guest.
+  { (cd "$app_src" && tar -cf - dist/bin node_modules package.json README.md) |
     tar -C "$destdir$libdir" --no-same-owner -xf -; } 2>"$errfile" || fail "copy the app into '$destdir$libdir'"
 
   put_file 0755 "$bindir/vfio-hookctl" <<EOF
 #!/bin/sh
-exec '$node' '$libdir/dist/service/vfio-hookctl.js' "\$@"
+exec '$node' '$libdir/dist/bin/vfio-hookctl.js' "\$@"
 EOF
   put_file 0755 "$sbindir/vfio-hookd" <<EOF
 #!/bin/sh
-exec '$node' '$libdir/dist/service/vfio-hookd.js' "\$@"
+exec '$node' '$libdir/dist/bin/vfio-hookd.js' "\$@"
 EOF
   put_file 0644 "$unitdir/vfio-hookd.service" < <(subst units/vfio-hookd.service.in)
   # The per-user agent and the units it starts, for every user's own manager.

@@ -9,7 +9,7 @@
 set -euo pipefail
 node=${1:-node}
 src=${2:-$(cd "$(dirname "$0")/.." && pwd)}
-[ -f "$src/dist/service/vfio-hookd.js" ] || { echo "demo: build first (npm run build)" >&2; exit 1; }
+[ -f "$src/dist/bin/vfio-hookd.js" ] || { echo "demo: build first (npm run build)" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vfio-hookd-demo.XXXXXX")
 pids=()
@@ -20,7 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-hookctl() { "$node" "$src/dist/service/vfio-hookctl.js" --simulate reference-host --sim-dir "$work/sim" "$@"; }
+hookctl() { "$node" "$src/dist/bin/vfio-hookctl.js" --simulate reference-host --sim-dir "$work/sim" "$@"; }
 show() { echo "\$ $*"; }
 
 if ! command -v dbus-daemon >/dev/null || ! command -v busctl >/dev/null; then
@@ -66,7 +66,7 @@ cat >"$work/win10.xml" <<'EOF'
 EOF
 
 for _ in $(seq 50); do [ -S "$work/bus" ] && break; sleep 0.1; done
-"$node" "$src/dist/service/vfio-hookd.js" --simulate reference-host --sim-dir "$work/sim" --run-root "$work/run" \
+"$node" "$src/dist/bin/vfio-hookd.js" --simulate reference-host --sim-dir "$work/sim" --run-root "$work/run" \
   --config "$work/vfio-hookd.toml" --bus-address "$DBUS_SYSTEM_BUS_ADDRESS" 2>"$work/daemon.log" &
 pids+=($!)
 for _ in $(seq 100); do busctl --system status org.vfiohookd1 >/dev/null 2>&1 && break; sleep 0.1; done

@@ -35,7 +35,7 @@ test('install.sh installs the daemon, unit, policy and hook; a second run is the
     'etc/systemd/user/vfio-hookd-agent.service',
     'etc/systemd/user/looking-glass-client@.service',
     'etc/systemd/user/scream-receiver@.service',
-    'usr/local/lib/vfio-hookd/dist/service/vfio-hookd-agent.js',
+    'usr/local/lib/vfio-hookd/dist/bin/vfio-hookd-agent.js',
     'etc/dbus-1/system.d/org.vfiohookd1.conf',
     'etc/libvirt/hooks/qemu.d/vfio-hookd',
     'usr/local/bin/vfio-hookctl',
@@ -43,7 +43,7 @@ test('install.sh installs the daemon, unit, policy and hook; a second run is the
     'usr/local/share/dbus-1/system-services/org.vfiohookd1.service',
     'usr/local/share/doc/vfio-hookd/vfio-hookd.toml.example',
     'usr/local/lib/systemd/catalog/vfio-hookd.catalog',
-    'usr/local/lib/vfio-hookd/dist/service/vfio-hookd.js',
+    'usr/local/lib/vfio-hookd/dist/bin/vfio-hookd.js',
   ]) {
     t.true(first.includes(expected), expected);
   }

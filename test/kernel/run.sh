@@ -4,7 +4,7 @@
 # the reference host's RX 580), a "guest GPU" VGA + HDA pair in one IOMMU group
 # behind a root port (same ids as the host VGA, like the RX 590) and an e1000e
 # in its own group; the guest rebinds them with raw sysfs writes (baseline and record of
-# real kernel behaviour) and with the project's CLI (dist/service/vfio-hookctl.js).
+# real kernel behaviour) and with the project's CLI (dist/bin/vfio-hookctl.js).
 #
 # Prints TAP on stdout ending with "# pass N" / "# fail N"; exits non-zero when
 # anything failed. Everything is bounded: the whole tier stays under
@@ -92,7 +92,7 @@ fi
 ok "host tools present (qemu-system-x86_64, static busybox, cpio, kmod, xz)"
 
 # the CLI under test, relative to the repo (override only to debug the harness)
-cli_rel=${KERNEL_TIER_CLI:-dist/service/vfio-hookctl.js}
+cli_rel=${KERNEL_TIER_CLI:-dist/bin/vfio-hookctl.js}
 case "$cli_rel" in /* | *..* | *" "*) bail "KERNEL_TIER_CLI must be a plain path relative to the repo" ;; esac
 cli=$repo/$cli_rel
 if [ -f "$cli" ]; then

@@ -155,13 +155,14 @@ fi
 # A source tree with what install.sh reads (its units, hook and example from
 # the repository) and a stand-in app: the layout, not the build, is under test.
 src=$work/src
-mkdir -p "$src/units" "$src/hooks" "$src/lib/config" "$src/catalog" "$src/dist/service" "$src/dist/test" "$src/node_modules/dep/dist/test"
+mkdir -p "$src/units" "$src/hooks" "$src/lib/config" "$src/catalog" "$src/dist/bin" "$src/dist/lib" "$src/dist/test" "$src/node_modules/dep/dist/test"
 cp "$repo/install.sh" "$repo/package.json" "$repo/package-lock.json" "$repo/README.md" "$src/"
 cp "$repo"/units/* "$src/units/"
 cp "$repo/hooks/qemu" "$src/hooks/"
 cp "$repo/lib/config/example.toml" "$src/lib/config/"
 cp "$repo/catalog/vfio-hookd.catalog" "$src/catalog/"
-for f in vfio-hookd vfio-hookctl vfio-hookd-agent; do echo "// stand-in" >"$src/dist/service/$f.js"; done
+for f in vfio-hookd vfio-hookctl vfio-hookd-agent; do echo "// stand-in" >"$src/dist/bin/$f.js"; done
+echo "// the tsc output the bundles are made from, not installed" >"$src/dist/lib/x.js"
 echo "// a test, not installed" >"$src/dist/test/x.test.js"
 echo "// a dependency's own file, installed" >"$src/node_modules/dep/dist/test/keep.js"
 ln -s dep "$src/node_modules/dep-link"
@@ -203,10 +204,10 @@ lib/systemd/user/vfio-hookd-agent.service
 lib/vfio-hookd
 lib/vfio-hookd/README.md
 lib/vfio-hookd/dist
-lib/vfio-hookd/dist/service
-lib/vfio-hookd/dist/service/vfio-hookctl.js
-lib/vfio-hookd/dist/service/vfio-hookd-agent.js
-lib/vfio-hookd/dist/service/vfio-hookd.js
+lib/vfio-hookd/dist/bin
+lib/vfio-hookd/dist/bin/vfio-hookctl.js
+lib/vfio-hookd/dist/bin/vfio-hookd-agent.js
+lib/vfio-hookd/dist/bin/vfio-hookd.js
 lib/vfio-hookd/node_modules
 lib/vfio-hookd/node_modules/dep
 lib/vfio-hookd/node_modules/dep-link
@@ -233,10 +234,10 @@ else
   notok "install.sh --layout lays out the package tree"; show "$work/out"; show "$work/diff"
 fi
 problems=
-grep -qxF "ExecStart=$node_bin $layout/lib/vfio-hookd/dist/service/vfio-hookd.js" "$layout/lib/systemd/system/vfio-hookd.service" 2>/dev/null || problems+=" vfio-hookd.service's ExecStart;"
-grep -qxF "ExecStart=$node_bin $layout/lib/vfio-hookd/dist/service/vfio-hookd-agent.js" "$layout/lib/systemd/user/vfio-hookd-agent.service" 2>/dev/null || problems+=" the agent's ExecStart;"
+grep -qxF "ExecStart=$node_bin --max-semi-space-size=1 --max-old-space-size=48 --single-threaded $layout/lib/vfio-hookd/dist/bin/vfio-hookd.js" "$layout/lib/systemd/system/vfio-hookd.service" 2>/dev/null || problems+=" vfio-hookd.service's ExecStart;"
+grep -qxF "ExecStart=$node_bin --max-semi-space-size=1 --max-old-space-size=48 --single-threaded $layout/lib/vfio-hookd/dist/bin/vfio-hookd-agent.js" "$layout/lib/systemd/user/vfio-hookd-agent.service" 2>/dev/null || problems+=" the agent's ExecStart;"
 grep -qxF "BUSCTL='$busctl_bin'" "$layout/libexec/vfio-hookd/vfio-hookd" 2>/dev/null || problems+=" the hook's BUSCTL;"
-grep -qxF "exec '$node_bin' '$layout/lib/vfio-hookd/dist/service/vfio-hookd.js' \"\$@\"" "$layout/bin/vfio-hookd" 2>/dev/null || problems+=" bin/vfio-hookd;"
+grep -qxF "exec '$node_bin' '$layout/lib/vfio-hookd/dist/bin/vfio-hookd.js' \"\$@\"" "$layout/bin/vfio-hookd" 2>/dev/null || problems+=" bin/vfio-hookd;"
 for f in bin/vfio-hookd bin/vfio-hookctl libexec/vfio-hookd/vfio-hookd; do
   [ "$(stat -c %a "$layout/$f" 2>/dev/null)" = 755 ] || problems+=" mode of $f;"
 done

@@ -82,7 +82,7 @@ note "system tier: work dir $work; budgets: boot ${boot_budget}s, steps ${steps_
 for c in qemu-system-x86_64 cpio npm; do command -v "$c" >/dev/null || bail "host tool '$c' present"; done
 [ -x /usr/lib/systemd/systemd ] && command -v busctl >/dev/null && command -v dbus-daemon >/dev/null ||
   bail "the host's systemd and dbus (apt-get install systemd dbus): the guest runs them from the host's /usr"
-[ -f "$repo/dist/service/vfio-hookd.js" ] || bail "dist/service/vfio-hookd.js exists (run 'npm run build' first)"
+[ -f "$repo/dist/bin/vfio-hookd.js" ] || bail "dist/bin/vfio-hookd.js exists (run 'npm run build' first)"
 ok "kernel $(basename "$kdir"), the kernel tier's initramfs, dist/, the host's systemd $(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p')"
 
 # ---------------------------------------------------------------- the overlay

@@ -1,6 +1,6 @@
 // Section 2 of the kernel-tier guest test, run INSIDE the QEMU guest by
 // test.sh with the machine's own node: drives the project's CLI
-// (dist/service/vfio-hookctl.js) against real sysfs and checks the result
+// (dist/bin/vfio-hookctl.js) against real sysfs and checks the result
 // through sysfs itself. Prints "ok - ..." / "not ok - ..." / "# ..." lines,
 // then "# engine-median-ms N", "# node-startup-median-ms N", "# cli-done".
 // A missing CLI is a failure of every check, never a skip.

@@ -4,7 +4,7 @@
 # host numbers them. Sections:
 #   1. raw shell: find the devices, driver_override semantics, detach/reattach
 #      the VGA+HDA pair by echo (also the benchmark baseline)
-#   2. the project's CLI (cli.mjs drives dist/service/vfio-hookctl.js)
+#   2. the project's CLI (cli.mjs drives dist/bin/vfio-hookctl.js)
 #   3. more real-kernel facts: a VFIO group held by a container and a device
 #      fd (vfio-helper, as QEMU holds it), a DRM node held during unbind
 export PATH=/bin:/usr/bin
@@ -114,7 +114,7 @@ note "bench raw shell detach+reattach runs (ms):$raw_ms"
 
 # ------------------------------------------------------------ 2. CLI
 export VGA HDA NIC GROUP HOSTVGA
-export CLI=/repo/${VFIOTEST_CLI:-dist/service/vfio-hookctl.js}
+export CLI=/repo/${VFIOTEST_CLI:-dist/bin/vfio-hookctl.js}
 node "$G/cli.mjs" > /tmp/cli.out 2>/tmp/cli.err
 rc=$?
 cat /tmp/cli.out >> "$TAP"; cat /tmp/cli.out
