@@ -10,7 +10,7 @@
 import { execFile } from 'node:child_process';
 import dbus from 'dbus-next';
 import type { BusCaller } from './manager-interface.js';
-import { DBUS_DRIVER_INTERFACE, DBUS_DRIVER_NAME, DBUS_DRIVER_PATH } from './names.js';
+import { connectionUnixUser } from './bus-driver.js';
 
 export class CallerTracker {
   readonly #bus: dbus.MessageBus;
@@ -33,8 +33,7 @@ export class CallerTracker {
 
   async #resolve(sender: string | undefined): Promise<BusCaller> {
     if (sender === undefined) return { uid: -1, name: 'unknown caller' };
-    const driver = (await this.#bus.getProxyObject(DBUS_DRIVER_NAME, DBUS_DRIVER_PATH)).getInterface(DBUS_DRIVER_INTERFACE);
-    const uid = Number(await (driver['GetConnectionUnixUser'] as (name: string) => Promise<number>)(sender));
+    const uid = await connectionUnixUser(this.#bus, sender);
     return { uid, name: await this.#nameOf(uid) };
   }
 

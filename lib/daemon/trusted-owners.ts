@@ -17,12 +17,12 @@ interface TrustedOwners {
 export async function trustedShmOwners(qemuUser: string | null, resolveUid: (user: string) => Promise<number>): Promise<TrustedOwners> {
   const uids = [0];
   const warnings: string[] = [];
-  for (const user of qemuUser !== null ? [qemuUser] : DEFAULT_QEMU_USERS) {
-    try {
-      uids.push(await resolveUid(user));
-    } catch {
-      if (qemuUser !== null) warnings.push(`[daemon] qemu-user '${user}' does not resolve to a user, ignoring`);
-    }
-  }
+  // Looked up side by side (each is a getent child): the daemon's start waits for the slowest, not the sum.
+  const users = qemuUser !== null ? [qemuUser] : DEFAULT_QEMU_USERS;
+  const found = await Promise.allSettled(users.map((user) => resolveUid(user)));
+  found.forEach((result, i) => {
+    if (result.status === 'fulfilled') uids.push(result.value);
+    else if (qemuUser !== null) warnings.push(`[daemon] qemu-user '${users[i]}' does not resolve to a user, ignoring`);
+  });
   return { uids, warnings };
 }

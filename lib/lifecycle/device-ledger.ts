@@ -301,9 +301,11 @@ export class DeviceLedger {
         }
 
         const claims = new Map(state.claims);
-        const snapshot = await this.#engine.inspect();
+        // Only the devices: recovery needs their drivers, not who holds them or what the host depends on
+        // (reading every process's descriptors is the costly part of a full inspect, and nothing here uses it).
+        const devices = await this.#engine.devices();
         for (const [address, claim] of state.claims) {
-          const device = snapshot.devices.get(address);
+          const device = devices.get(address);
           if (device === undefined) {
             claims.delete(address);
             notes.push(`Claim of ${describeOwner(claim.owner)} on ${q(address)} dropped: the device is gone`);
@@ -328,7 +330,7 @@ export class DeviceLedger {
             `Claim of ${describeOwner(claim.owner)} on ${q(address)} dropped: the device is on ${q(device.driver)}, not on vfio-pci`,
           );
         }
-        for (const device of snapshot.devices.values()) {
+        for (const device of devices.values()) {
           if (claims.has(device.address) || device.driverOverride !== VFIO_DRIVER) continue;
           if (device.driver !== null && device.driver !== VFIO_DRIVER) continue;
           if (device.driver === null) {

@@ -11,6 +11,7 @@
 import type { KernelPort } from './kernel-port.js';
 import { sameOwner } from './owner.js';
 import { readHost, type HostSnapshot } from './host-snapshot.js';
+import { readPciDevices, type PciDevice } from './pci-device.js';
 import { planDetach, planReattach, type Claim, type Plan, type PlanOptions } from './plan.js';
 import { PlanExecutor, type DeviceBinding, type DeviceOrigin, type ExecuteOptions } from './executor.js';
 
@@ -47,6 +48,11 @@ export class PciEngine {
 
   inspect(): Promise<HostSnapshot> {
     return readHost(this.#port);
+  }
+
+  /** The PCI devices alone, without processes and host dependencies (recovery, listings). */
+  devices(): Promise<ReadonlyMap<string, PciDevice>> {
+    return readPciDevices(this.#port);
   }
 
   async planDetach(addresses: readonly string[], options: PlanOptions): Promise<{ plan: Plan; snapshot: HostSnapshot }> {
