@@ -28,6 +28,7 @@
  */
 import dbus from 'dbus-next';
 import { DEFAULT_ROOTS } from '../roots.js';
+import { InvalidArgs, q } from '../errors.js';
 import { hookXmlDir, readHookXmlFile } from '../domain/hook-xml-file.js';
 import { mapErrors, oneLine, toHookDBusError } from './bus-errors.js';
 import {
@@ -170,9 +171,15 @@ export class ManagerInterface extends dbus.interface.Interface {
   async HandleHookFile(domainName: string, operation: string, subOperation: string, extra: string, domainXmlFile: string): Promise<string> {
     const start = this.#clock();
     try {
-      let domainXml: string;
+      let domainXml = '';
       try {
-        domainXml = await readHookXmlFile(hookXmlDir(this.#info.runRoot ?? DEFAULT_ROOTS.run), domainXmlFile);
+        // Only prepare reads the XML (every later stage acts on the record), so the hook sends no file for the others.
+        if (domainXmlFile === '' && operation === 'prepare') {
+          throw new InvalidArgs(
+            `Operation 'prepare' of ${q(domainName)} came without the domain XML file; the hook passes one for prepare, refusing`,
+          );
+        }
+        if (domainXmlFile !== '') domainXml = await readHookXmlFile(hookXmlDir(this.#info.runRoot ?? DEFAULT_ROOTS.run), domainXmlFile);
       } catch (error) {
         this.#info.onError?.(ManagerMember.HandleHookFile, error);
         this.HookHandled(

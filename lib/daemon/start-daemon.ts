@@ -36,7 +36,8 @@ import { PciEngine } from '../pci/engine.js';
 import type { KernelPort } from '../pci/kernel-port.js';
 import { openSimulation } from '../sim/index.js';
 import { Notifier, type Journal } from '../systemd/index.js';
-import { BUS_NAME, DBUS_DRIVER_INTERFACE, DBUS_DRIVER_NAME, DBUS_DRIVER_PATH, ManagerMember, ROOT_PATH } from '../bus/names.js';
+import { BUS_NAME, ManagerMember, ROOT_PATH } from '../bus/names.js';
+import { nameHasOwner } from '../bus/bus-driver.js';
 import { ManagerInterface } from '../bus/manager-interface.js';
 import { BusObjects } from '../bus/bus-objects.js';
 import { CallerTracker } from '../bus/caller.js';
@@ -60,6 +61,8 @@ import {
   type JournalEntry,
 } from './outcome-journal.js';
 import { SleepInhibitor } from './sleep-inhibitor.js';
+import { OwedIndex } from './owed-index.js';
+import { hookXmlDir } from '../domain/hook-xml-file.js';
 import { trustedShmOwners } from './trusted-owners.js';
 
 /** How long a stop waits for a running hook to finish or roll back (below systemd's TimeoutStopSec). */
@@ -128,6 +131,8 @@ class Daemon {
   readonly #refresh: CoalescedRefresh;
   #crashes = new CrashCounter(null);
   #port: KernelPort | null = null;
+  /** The hook's list of VMs it must call us for (owed-index.ts). */
+  #owed: OwedIndex | null = null;
   #roots: HostRoots = DEFAULT_ROOTS;
   #bus: dbus.MessageBus | null = null;
   #objects: BusObjects | null = null;
@@ -190,6 +195,7 @@ class Daemon {
     );
     this.#port = port;
     this.#roots = runRoot !== undefined ? { ...port.roots, run: runRoot } : port.roots;
+    this.#owed = new OwedIndex(hookXmlDir(this.#roots.run));
   }
 
   /** 2. The bus, with unix fd passing: logind's Inhibit() returns the lock as a file descriptor. */
@@ -374,8 +380,7 @@ class Daemon {
   async checkNameFree(): Promise<void> {
     const bus = this.#need(this.#bus);
     try {
-      const driver = (await bus.getProxyObject(DBUS_DRIVER_NAME, DBUS_DRIVER_PATH)).getInterface(DBUS_DRIVER_INTERFACE);
-      if ((await (driver['NameHasOwner'] as (n: string) => Promise<boolean>)(BUS_NAME)) === true) {
+      if (await nameHasOwner(bus, BUS_NAME)) {
         this.#fail(`The bus name '${BUS_NAME}' is already owned by another process (is vfio-hookd already running?), exiting`);
       }
     } catch (error) {
@@ -456,6 +461,7 @@ class Daemon {
       this.#log.error(`A hook was still running ${graceMs / 1000} s after ${signal}; stopping anyway`);
     }
     inhibitor.releaseAll();
+    await this.#owed?.remove().catch((error: Error) => this.#log.warning(`Cannot remove the hook's index: ${error.message}`));
     this.#notifier.close();
     bus.disconnect();
     await this.#need(this.#port).close();
@@ -471,6 +477,7 @@ class Daemon {
       const before = objects.machinePaths.join(' ');
       const [machines, devices] = await Promise.all([backend.listMachines(), backend.listDevices()]);
       objects.sync(machines, devices);
+      await this.#owed?.write(machines.map((m) => m.name));
       if (objects.machinePaths.join(' ') !== before) {
         dbus.interface.Interface.emitPropertiesChanged(manager, { [ManagerMember.Machines]: objects.machinePaths }, []);
       }
