@@ -184,8 +184,10 @@ export interface DaemonOptions {
   readonly config?: string;
   /** Reuse the folder (simulated host, state, config) of an earlier daemon: a restart. */
   readonly dir?: string;
-  /** Run the built `dist/service/vfio-hookd.js` instead of the source through tsx (benchmarks). Default false. */
-  readonly compiled?: boolean;
+  /** Run the bundle `dist/bin/vfio-hookd.js` (what is installed; `npm run build`) instead of the source through tsx (benchmarks). Default false. */
+  readonly bundled?: boolean;
+  /** Extra node options before the script (the unit's V8 limits, in the benchmarks). Default none. */
+  readonly nodeOptions?: readonly string[];
   /**
    * Log as under systemd: stderr is a file whose device:inode is in
    * JOURNAL_STREAM, and the native journal protocol goes to this socket.
@@ -226,8 +228,9 @@ export async function startDaemon(t: ExecutionContext, bus: PrivateBus, options:
     spawn(
       process.execPath,
       [
-        ...(opts.compiled
-          ? [path.join(REPO, 'dist', 'service', 'vfio-hookd.js')]
+        ...(opts.nodeOptions ?? []),
+        ...(opts.bundled
+          ? [path.join(REPO, 'dist', 'bin', 'vfio-hookd.js')]
           : ['--import', 'tsx', path.join(REPO, 'service', 'vfio-hookd.ts')]),
         '--simulate',
         fixture,
