@@ -9,9 +9,10 @@
  * - refused (exit 1, the daemon's one line): a name libvirt would not make
  *   ('/', a control character, empty, over 251 bytes), an operation or
  *   sub-operation libvirt does not send, an extra argument with a control
- *   character or over 4096 characters, XML that is not UTF-8; and, at
+ *   character or over 4096 characters; and, at
  *   `prepare begin` (the one stage that reads the XML: the others act on the
  *   record prepare made, so a release is never refused for its XML), XML
+ *   that is not UTF-8, XML
  *   that is not a valid domain of that name (not XML,
  *   truncated, another root, no or two <name>, another name, a DOCTYPE, an
  *   unknown entity, nesting over 256, a bad hostdev, shmem, uuid or
@@ -25,6 +26,10 @@
  * Unicode noncharacters (U+FDD0..U+FDEF, U+xFFFE, U+xFFFF), so the call
  * never leaves the hook (libvirt cannot make such a name either: XML 1.0
  * excludes U+FFFE and U+FFFF).
+ * A VM owed nothing (hooks/qemu owed_nothing: plain arguments, an XML that
+ * names it and mentions no hostdev, shmem or our namespace, a name not
+ * configured) is answered by the hook itself: exit 0 whatever else its
+ * document holds.
  * Cases that would make the daemon really act (a managed VM's valid
  * started/stopped/release/reconnect) are not generated: their answer
  * depends on what came before, not on the input.
@@ -466,8 +471,11 @@ function fuzzCase(rng: Rng, index: number): FuzzCase | null {
       Buffer.from(rng.pick([[0xff], [0xc3], [0xed, 0xa0, 0x80], [0xfe, 0xff]])),
       Buffer.from(text.slice(at)),
     ]);
-    refused = true;
-    why.push('XML not UTF-8');
+    // Only prepare sends the XML to the daemon (the later stages act on the record).
+    if (operation === 'prepare') {
+      refused = true;
+      why.push('XML not UTF-8');
+    } else why.push('XML not UTF-8, but only prepare sends it');
   } else if (managed && operation === 'prepare' && subOperation === 'begin' && !refused && xmlKind < 0.6) {
     // A managed VM's real prepare: its Looking Glass size (32M here) disagrees with the configuration (64M).
     xml = domainXml(rng, { name, hostdevs: rng.int(3), shmems: [{ name: 'looking-glass', size: '32' }], noise: rng.chance(0.5) });
@@ -491,12 +499,32 @@ function fuzzCase(rng: Rng, index: number): FuzzCase | null {
   // $(cat) in the hook drops NUL bytes; the hook's rule sees what is left.
   const seen = text.replaceAll('\u0000', '');
   const closedWhenDown = (operation === 'prepare' || operation === 'start') && (seen.includes('<hostdev') || seen.includes('<shmem'));
+  const args: [string, string, string, string] = [name, operation, subOperation, extra];
+  if (!managed && owedNothing(args, seen)) {
+    // hooks/qemu owed_nothing(): answered by the hook itself, the daemon never asked (lib/daemon/owed-index.ts).
+    refused = false;
+    why.push('a VM owed nothing: answered by the hook without a call');
+  }
   if (!refused)
     why.push(managed ? 'managed VM, a stage that does not act' : acting ? 'valid input of a VM not managed' : 'a stage that does not act');
-  const args: [string, string, string, string] = [name, operation, subOperation, extra];
   const unsendable = args.some(hasNoncharacter);
   if (unsendable) why.push('an argument busctl cannot send');
   return { index, args, xml, refused, closedWhenDown, unsendable, why: why.join('; ') };
+}
+
+/** The hook's rule for answering without a call (hooks/qemu, owed_nothing), for a name not in the daemon's index. */
+function owedNothing([name, operation, subOperation, extra]: readonly string[], xml: string): boolean {
+  return (
+    /^[A-Za-z0-9_][A-Za-z0-9._+-]*$/.test(name!) &&
+    name!.length <= 251 &&
+    (OPERATIONS as readonly string[]).includes(operation!) &&
+    (SUB_OPERATIONS as readonly string[]).includes(subOperation!) &&
+    /^[\x20-\x7e]*$/.test(extra!) &&
+    extra!.length <= 4096 &&
+    xml.length <= 16 * 2 ** 20 &&
+    !/hostdev|shmem|vfio-hookd\.org\/xmlns/.test(xml) &&
+    xml.includes(`<name>${name}</name>`)
+  );
 }
 
 /** A Unicode noncharacter, which sd-bus refuses in a string (systemd's unichar_is_valid). */
