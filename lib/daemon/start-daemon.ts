@@ -193,6 +193,8 @@ class Daemon {
         ? await openSimulation(simulate, simDir !== undefined ? { dir: simDir } : {})
         : openRealKernel({ ...DEFAULT_ROOTS, run: runRoot ?? DEFAULT_ROOTS.run }),
     );
+    // The writer child starts now, beside the rest of the start, so no hook waits for it (a node start).
+    port.prepareWrites?.();
     this.#port = port;
     this.#roots = runRoot !== undefined ? { ...port.roots, run: runRoot } : port.roots;
     this.#owed = new OwedIndex(hookXmlDir(this.#roots.run));

@@ -46,6 +46,12 @@ export interface KernelPort {
    * first. Paths outside the sysfs root are refused.
    */
   write(path: string, data: string, signal: AbortSignal): Promise<void>;
+  /**
+   * Get ready to write now rather than at the first write (the real adapter
+   * starts its writer process: a node start, which a hook must not pay for).
+   * Optional; a no-op where there is nothing to start.
+   */
+  prepareWrites?(): void;
   /** Release what the adapter holds (the writer process). */
   close(): Promise<void>;
 }

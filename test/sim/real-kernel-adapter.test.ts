@@ -296,3 +296,24 @@ test('close() after a write lets a process that has nothing else to do finish', 
   t.is(await fs.readFile(path.join(roots.sysfs, 'attr'), 'utf8'), 'vfio-pci');
   t.deepEqual(result, { code: 0, stdout: 'closed\n', stderr: '' });
 });
+
+// Serial: ava runs serial tests before the others, so no other test's writer is counted.
+test.serial('prepareWrites starts the writer child before any write, once (the daemon calls it at its start)', async (t) => {
+  const { kernel } = await open(t);
+  const writers = async (): Promise<string[]> => {
+    // The children of this process, by /proc: no event says a child was spawned, and none is needed, spawn() is synchronous.
+    const tasks = await fs.readdir(`/proc/${process.pid}/task`);
+    const pids = (await Promise.all(tasks.map((id) => fs.readFile(`/proc/${process.pid}/task/${id}/children`, 'utf8')))).join(' ');
+    const cmdlines = await Promise.all(
+      pids
+        .split(/\s+/)
+        .filter(Boolean)
+        .map((pid) => fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')),
+    );
+    return cmdlines.filter((c) => c.includes('sysfs-writer-child.cjs'));
+  };
+  const before = (await writers()).length;
+  kernel.prepareWrites?.();
+  kernel.prepareWrites?.();
+  t.is((await writers()).length, before + 1);
+});

@@ -37,6 +37,10 @@ export class RealKernel implements KernelPort {
     await this.#writer.write(file, data, signal);
   }
 
+  prepareWrites(): void {
+    this.#writer.start();
+  }
+
   close(): Promise<void> {
     return this.#writer.close();
   }

@@ -84,6 +84,11 @@ export class SysfsWriter {
     });
   }
 
+  /** Start the child now (the daemon does at its start), so the first write does not wait for a node start. */
+  start(): void {
+    this.#ensureChild();
+  }
+
   #ensureChild(): ChildProcessWithoutNullStreams {
     if (this.#child) return this.#child;
     const child = spawn(process.execPath, [CHILD_PATH], {
