@@ -112,6 +112,10 @@ src=$(cd "$(dirname "$0")" && pwd)
 has_systemd=false
 [ -d /run/systemd/system ] && [ -z "$destdir" ] && [ -z "$layout" ] && has_systemd=true
 
+# The manifest's paths (one a line) under DESTDIR, NUL-separated for xargs -0: one rm or rmdir for
+# ~1,500 files instead of a fork each (a loaded machine took over a minute for a loop of them).
+under_dest() { D=$destdir awk '{ print ENVIRON["D"] $0 }' | tr '\n' '\0'; }
+
 if $uninstall; then
   if [ ! -f "$manifest" ]; then
     echo "install.sh: nothing to uninstall: no manifest at '$manifest'" >&2
@@ -124,8 +128,9 @@ if $uninstall; then
   # Files first (the manifest lists itself, so read it once), then the
   # folders we made, deepest first, only when empty.
   listed=$(cat "$manifest")
-  grep '^f ' <<<"$listed" | cut -c3- | while IFS= read -r f; do rm -f -- "$destdir$f"; done
-  grep '^d ' <<<"$listed" | cut -c3- | sort -ru | while IFS= read -r d; do rmdir -- "$destdir$d" 2>/dev/null || true; done
+  # rmdir goes on past a folder that is not empty.
+  grep '^f ' <<<"$listed" | cut -c3- | under_dest | xargs -0 -r rm -f --
+  grep '^d ' <<<"$listed" | cut -c3- | sort -ru | under_dest | xargs -0 -r rmdir -- 2>/dev/null || true
   if $has_systemd; then systemctl daemon-reload; fi
   echo "vfio-hookd removed from $destdir$prefix (configuration in /etc/vfio-hookd, if any, is yours and stays)"
   exit 0
@@ -182,11 +187,9 @@ rollback() {
   local files dirs
   files=$(grep -c '^f ' "$journal" || true)
   dirs=$(grep -c '^d ' "$journal" || true)
-  # Only files (and links): a folder in a file's place was not ours.
-  grep '^f ' "$journal" | cut -c3- | while IFS= read -r f; do
-    if [ -L "$destdir$f" ] || [ ! -d "$destdir$f" ]; then rm -f -- "$destdir$f"; fi
-  done
-  grep '^d ' "$journal" | cut -c3- | sort -ru | while IFS= read -r d; do rmdir -- "$destdir$d" 2>/dev/null; done
+  # Only files (and links): a folder in a file's place was not ours, and rm without -r leaves it.
+  grep '^f ' "$journal" | cut -c3- | under_dest | xargs -0 -r rm -f -- 2>/dev/null || true
+  grep '^d ' "$journal" | cut -c3- | sort -ru | under_dest | xargs -0 -r rmdir -- 2>/dev/null || true
   echo "install.sh: the install failed; removed the $files files and $dirs folders it had written${replaced:+ (the earlier installation it was replacing is gone too)}; fix the cause and run install.sh again" >&2
 }
 on_exit() {
@@ -241,7 +244,7 @@ replaced=
 if [ -z "$layout" ] && [ -f "$manifest" ]; then
   replaced=yes
   grep '^d ' "$manifest" >>"$journal" || true
-  grep '^f ' "$manifest" | cut -c3- | while IFS= read -r f; do rm -f -- "$destdir$f"; done
+  grep '^f ' "$manifest" | cut -c3- | under_dest | xargs -0 -r rm -f -- || true
 fi
 # put_dir DIR: make it (and record it) unless it exists already, so uninstall removes only ours.
 put_dir() {

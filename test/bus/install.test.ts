@@ -66,6 +66,6 @@ test('install.sh installs the daemon, unit, policy and hook; a second run is the
   await run('bash', [path.join(REPO, 'install.sh'), '--prefix', '/usr/local'], { cwd: REPO, env, timeout: 240_000 });
   t.deepEqual(await tree(dest), first, 'idempotent');
 
-  await run('bash', [path.join(REPO, 'install.sh'), '--prefix', '/usr/local', '--uninstall'], { cwd: REPO, env, timeout: 60_000 });
+  await run('bash', [path.join(REPO, 'install.sh'), '--prefix', '/usr/local', '--uninstall'], { cwd: REPO, env, timeout: 240_000 });
   t.deepEqual(await tree(dest), []);
 });
