@@ -13,7 +13,7 @@
  * buffer, unbind the firmware frame buffer; then `on-busy`'s units are
  * stopped, or its DRM remove uevent sent. Release undoes them in reverse.
  */
-import { q } from '../errors.js';
+import { UnitFailed, q } from '../errors.js';
 import { planDrmRelease } from './drm-release.js';
 import { planFramebufferUnbind } from './framebuffer.js';
 import type { HostChange, HostContext } from './host-change.js';
@@ -47,7 +47,7 @@ export function hostChangeSteps(vm: string, devices: readonly string[], policy: 
   const needsSystemd = policy.singleGpu || policy.onBusy === 'stop-units';
   if (needsSystemd && context.systemd === null) {
     const what = policy.singleGpu ? `single-gpu = true stops ${DISPLAY_MANAGER_UNIT}` : 'on-busy = "stop-units" stops units';
-    throw new Error(`Cannot prepare VM ${q(vm)}: ${what}, and vfio-hookd has no connection to systemd's manager, refusing`);
+    throw new UnitFailed(`Cannot prepare VM ${q(vm)}: ${what}, and vfio-hookd has no connection to systemd's manager, refusing`);
   }
   const steps: PlannedStep[] = [];
   const before = (plan: () => Promise<HostChange>): void => void steps.push({ phase: 'before-detach', plan });

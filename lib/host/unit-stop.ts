@@ -11,7 +11,7 @@
  * `JobRemoved` (systemd-manager.ts).
  */
 import * as v from 'valibot';
-import { DamagedState, q } from '../errors.js';
+import { DamagedState, UnitFailed, q } from '../errors.js';
 import type { HostChange, HostContext, HostChangeRecord, SystemdManager } from './host-change.js';
 
 export const UNIT_STOP_KIND = 'stop-units';
@@ -30,7 +30,7 @@ const ACTIVE = new Set(['active', 'activating', 'reloading', 'refreshing']);
 
 function needSystemd(systemd: SystemdManager | null, units: readonly string[]): SystemdManager {
   if (systemd === null) {
-    throw new Error(`Cannot stop ${units.map(q).join(', ')}: vfio-hookd has no connection to systemd's manager, refusing`);
+    throw new UnitFailed(`Cannot stop ${units.map(q).join(', ')}: vfio-hookd has no connection to systemd's manager, refusing`);
   }
   return systemd;
 }
