@@ -112,6 +112,9 @@ eq "raw: pair back on bochs-drm + snd_hda_intel after 3 timed cycles" "$(drv "$V
 RAW_MEDIAN=$(echo "$raw_ms" | tr ' ' '\n' | grep . | sort -n | sed -n 2p)
 note "bench raw shell detach+reattach runs (ms):$raw_ms"
 
+# ------------------------------------------------------------ 1b. issue 14: consoles, frame buffer, on-busy release (graphics.sh)
+. "$G/graphics.sh"
+
 # ------------------------------------------------------------ 2. CLI
 export VGA HDA NIC GROUP HOSTVGA
 export CLI=/repo/${VFIOTEST_CLI:-dist/service/vfio-hookctl.js}
@@ -155,9 +158,6 @@ eq "boot: driver_override of both cleared" "$(ovr "$VGA") $(ovr "$HDA")" "(null)
 
 # make sure section 3 starts from a clean pair whatever the CLI did
 [ "$(drv "$VGA") $(drv "$HDA")" = "bochs-drm snd_hda_intel" ] || raw_reattach "$VGA" "$HDA"
-
-# ------------------------------------------------------------ 2c. issue 14: consoles, frame buffer, on-busy release
-. "$G/graphics.sh"
 
 # ------------------------------------------------------------ 3. more facts
 . "$G/facts.sh"
