@@ -53,6 +53,23 @@ export async function planVtconsoleUnbind(context: HostContext): Promise<HostCha
   };
 }
 
+/**
+ * Writing 1 to fbcon's `bind` only takes back VTs held by a *system* console
+ * driver (vt.c vt_bind looks for one without CON_DRIVER_FLAG_MODULE). On the
+ * kernel tier's 6.12 guest both fbcon and the dummy console are `(M)`, so
+ * the write does nothing there (seen in the kernel tier). Unbinding the
+ * console that took the VTs over instead (the dummy, now bound) hands them
+ * to the first other registered driver (vt.c do_unbind_con_driver), fbcon.
+ */
+async function unbindTheTaker(port: KernelPort, name: string): Promise<void> {
+  for (const other of (await port.readDir(vtconsoleDir(port.roots))).filter((n) => /^vtcon\d+$/.test(n) && n !== name).sort()) {
+    const description = (await port.readFile(vtconsoleFile(port.roots, other, 'name')))?.trim() ?? '';
+    if (FRAME_BUFFER.test(description) || !(await bound(port, other))) continue;
+    await writeSysfs(port, vtconsoleFile(port.roots, other, 'bind'), '0\n', `hand the VTs of ${q(other)} back to ${q(name)}`);
+    if (await bound(port, name)) return;
+  }
+}
+
 /** Bind the recorded consoles again (a bound one is skipped), and read each back. */
 export async function undoVtconsoleUnbind(input: HostChangeRecord, context: HostContext): Promise<void> {
   const parsed = v.safeParse(RecordSchema, input);
@@ -64,6 +81,7 @@ export async function undoVtconsoleUnbind(input: HostChangeRecord, context: Host
     try {
       if (await bound(port, name)) continue;
       await writeSysfs(port, vtconsoleFile(port.roots, name, 'bind'), '1\n', `bind the console ${q(name)} again`);
+      if (!(await bound(port, name))) await unbindTheTaker(port, name);
       if (!(await bound(port, name))) throw new BindFailed(`Cannot bind the console ${q(name)} again: its bind still reads 0`);
     } catch (error) {
       failures.push((error as Error).message);

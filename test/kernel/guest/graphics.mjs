@@ -32,8 +32,13 @@ try {
     const change = await planVtconsoleUnbind(context);
     await change.apply();
     const during = binds();
-    await undoVtconsoleUnbind(change.record, context);
-    console.log(`ok|${change.record.consoles.join(',')}|${before}|${during}|${binds()}`);
+    let result = 'ok';
+    try {
+      await undoVtconsoleUnbind(change.record, context);
+    } catch (error) {
+      result = `undo-failed: ${error.message}`;
+    }
+    console.log(`${result}|${change.record.consoles.join(',')}|${before}|${during}|${binds()}`);
   } else if (mode === 'framebuffer') {
     const change = await planFramebufferUnbind(context);
     console.log(`ok|${change.record.devices.length}|${change.describe}`);
