@@ -106,6 +106,16 @@ export class DaemonNotRunning extends VfioHookdError {
   readonly dbusName = 'org.freedesktop.DBus.Error.ServiceUnknown';
 }
 
+/**
+ * A systemd unit job (StopUnit/StartUnit of a unit named by `on-busy =
+ * "stop-units"` or `single-gpu`) did not end `done`. The design card's
+ * `UnitFailed`, used here for the system manager's jobs.
+ */
+export class UnitFailed extends VfioHookdError {
+  override readonly name = 'UnitFailed';
+  readonly dbusName = busName('UnitFailed');
+}
+
 /** A caller passed a malformed argument (address, name, size, ...). */
 export class InvalidArgs extends VfioHookdError {
   override readonly name = 'InvalidArgs';

@@ -172,5 +172,10 @@ function combine(file: VmSettings, meta: VmSettings, problems: string[]): VmSett
     lookingGlass,
     scream,
     units: union(file.units, meta.units),
+    // File only (no metadata element): they act on the host as root, and a domain's XML is any libvirt user's to edit.
+    onBusy: file.onBusy,
+    stopUnits: file.stopUnits,
+    busyTimeoutMs: file.busyTimeoutMs,
+    singleGpu: file.singleGpu,
   };
 }

@@ -53,6 +53,42 @@
  *   units = ["x.service"]       user units the agent starts with the VM and
  *                               stops after it (service, socket, target,
  *                               timer, path). Default: [].
+ *   on-busy = "refuse"          what to do when a process holds the card
+ *                               (its /dev/dri node, /dev/nvidia*): "refuse",
+ *                               name the holders and do not start the VM;
+ *                               "release", send a DRM `remove` uevent so the
+ *                               compositor drops the card, wait up to
+ *                               `busy-timeout` for every holder to close it
+ *                               (else refuse naming them, and send `add`
+ *                               back), and send `add` at release; "stop-units",
+ *                               stop the system units in `stop-units` that
+ *                               are running (StopUnit on systemd's D-Bus,
+ *                               waiting for each job) and start exactly those
+ *                               again after the VM. Default: "refuse".
+ *   stop-units = ["nvidia-persistenced.service"]
+ *                               system units to stop for on-busy =
+ *                               "stop-units" (needs that value, and it
+ *                               needs at least one unit). Default: [].
+ *   busy-timeout = "10s"        how long on-busy = "release" waits for the
+ *                               holders to let go: a duration from 1s to 2m.
+ *                               Default: "10s".
+ *   single-gpu = false          the card is the host's only GPU (the boot
+ *                               VGA, drawing the console and the desktop):
+ *                               prepare stops display-manager.service, unbinds
+ *                               the virtual consoles from the frame buffer and
+ *                               the firmware frame buffer (efifb, simpledrm,
+ *                               vesafb) from its driver, then detaches;
+ *                               release reattaches, binds them back and starts
+ *                               the display manager if it was running. Also
+ *                               the opt-in the host-dependency rail asks for
+ *                               before taking the boot VGA's console. Not with
+ *                               hold = "boot". Default: false.
+ *
+ *                               on-busy, stop-units, busy-timeout and
+ *                               single-gpu are file only: they act on the
+ *                               host as root (stop system units), and a
+ *                               domain's XML is editable by every libvirt
+ *                               user.
  *
  * [vm.NAME.looking-glass]       optional: the Looking Glass shm file
  *   resolution = "2560x1440"    the guest's largest resolution; the size
@@ -116,6 +152,8 @@ import { formatDuration, parseDuration } from './duration.js';
 import { parseShmMode } from './file-mode.js';
 import { bool, describeValue, list, parsed, table } from './toml-schema.js';
 import { validateUnitName } from '../names/unit-name.js';
+import { DEFAULT_BUSY_TIMEOUT_MS as DRM_RELEASE_DEFAULT_TIMEOUT_MS } from '../host/drm-release.js';
+import { ON_BUSY_VALUES } from '../host/host-policy.js';
 
 /** `write-timeout` default: 10 s. */
 export const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
@@ -157,6 +195,23 @@ function writeTimeout(text: string): number {
   if (ms < MIN_WRITE_TIMEOUT_MS || ms > MAX_WRITE_TIMEOUT_MS) {
     throw new InvalidArgs(
       `Invalid write timeout '${text}': must be from ${formatDuration(MIN_WRITE_TIMEOUT_MS)} to ${formatDuration(MAX_WRITE_TIMEOUT_MS)}`,
+    );
+  }
+  return ms;
+}
+
+/** `busy-timeout` default: 10 s (lib/host/drm-release.ts DEFAULT_BUSY_TIMEOUT_MS). */
+export const DEFAULT_BUSY_TIMEOUT_MS = DRM_RELEASE_DEFAULT_TIMEOUT_MS;
+/** Shortest `busy-timeout`: a compositor needs some time to tear down a GPU. */
+export const MIN_BUSY_TIMEOUT_MS = 1_000;
+/** Longest `busy-timeout`: the hook call, and libvirtd's job for the VM, wait meanwhile. */
+export const MAX_BUSY_TIMEOUT_MS = 120_000;
+
+function busyTimeout(text: string): number {
+  const ms = parseDuration(text);
+  if (ms < MIN_BUSY_TIMEOUT_MS || ms > MAX_BUSY_TIMEOUT_MS) {
+    throw new InvalidArgs(
+      `Invalid busy timeout '${text}': must be from ${formatDuration(MIN_BUSY_TIMEOUT_MS)} to ${formatDuration(MAX_BUSY_TIMEOUT_MS)}`,
     );
   }
   return ms;
@@ -208,6 +263,12 @@ export const VM_TABLE_SCHEMA = table({
   'looking-glass': v.optional(LOOKING_GLASS_SCHEMA),
   scream: v.optional(SCREAM_SCHEMA),
   units: v.optional(list(parsed(validateUnitName))),
+  'on-busy': v.optional(
+    v.picklist(ON_BUSY_VALUES, (issue) => `expected "refuse", "release" or "stop-units", got ${describeValue(issue.input)}`),
+  ),
+  'stop-units': v.optional(list(parsed(validateUnitName))),
+  'busy-timeout': v.optional(parsed(busyTimeout)),
+  'single-gpu': v.optional(bool()),
 });
 
 /** The whole file: `vm` is checked table by table, so that each VM's problems carry its name. */

@@ -65,6 +65,14 @@ export interface VmSettings {
   readonly scream: ScreamSettings | null;
   /** `units`; default none. */
   readonly units: readonly string[];
+  /** `on-busy`; default 'refuse'. */
+  readonly onBusy: 'refuse' | 'release' | 'stop-units';
+  /** `stop-units` (system units, for on-busy = "stop-units"); default none. */
+  readonly stopUnits: readonly string[];
+  /** `busy-timeout` in ms; default 10000. */
+  readonly busyTimeoutMs: number;
+  /** `single-gpu`; default false. */
+  readonly singleGpu: boolean;
 }
 
 export interface Config {

@@ -10,6 +10,7 @@ import { formatSize, lookingGlassSize, shmModeWarning } from '../shm/index.js';
 import type { ConfigProblem } from './problems.js';
 import { problemsFromIssues } from './problems.js';
 import {
+  DEFAULT_BUSY_TIMEOUT_MS,
   DEFAULT_LOOKING_GLASS_NAME,
   DEFAULT_SCREAM_NAME,
   DEFAULT_SCREAM_SIZE,
@@ -51,6 +52,24 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
     at(['hold'], 'hold = "boot" needs devices listed here: vfio-hookd takes them at its start, before any domain XML is read');
   }
 
+  checkDuplicates(spec['stop-units'] ?? [], 'stop-units', 'unit', at);
+  const onBusy = spec['on-busy'] ?? 'refuse';
+  if (onBusy === 'stop-units' && (spec['stop-units'] ?? []).length === 0) {
+    at(['on-busy'], 'on-busy = "stop-units" needs the units to stop: stop-units = ["nvidia-persistenced.service"]');
+  }
+  if (onBusy !== 'stop-units' && (spec['stop-units'] ?? []).length > 0) {
+    at(['stop-units'], `stop-units is only used with on-busy = "stop-units" (on-busy is ${q(onBusy)}); set it, or remove stop-units`);
+  }
+  if (spec['busy-timeout'] !== undefined && onBusy !== 'release') {
+    at(['busy-timeout'], `busy-timeout is only used with on-busy = "release" (on-busy is ${q(onBusy)}); set it, or remove busy-timeout`);
+  }
+  if (spec['single-gpu'] === true && spec.hold === 'boot') {
+    at(
+      ['single-gpu'],
+      'single-gpu = true hands the card over at each VM start, but with hold = "boot" the host never has it; remove one of them',
+    );
+  }
+
   const lookingGlass = lookingGlassSettings(spec, at);
   const scream: ScreamSettings | null =
     spec.scream === undefined
@@ -87,6 +106,10 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
       lookingGlass,
       scream,
       units: spec.units ?? [],
+      onBusy,
+      stopUnits: spec['stop-units'] ?? [],
+      busyTimeoutMs: spec['busy-timeout'] ?? DEFAULT_BUSY_TIMEOUT_MS,
+      singleGpu: spec['single-gpu'] ?? false,
     },
     problems,
     warnings,

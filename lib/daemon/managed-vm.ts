@@ -56,5 +56,11 @@ export async function toManagedVm(settings: VmSettings, accounts: AccountResolve
     hold: settings.hold,
     user: settings.user,
     units: settings.units,
+    hostPolicy: {
+      onBusy: settings.onBusy,
+      stopUnits: settings.stopUnits,
+      busyTimeoutMs: settings.busyTimeoutMs,
+      singleGpu: settings.singleGpu,
+    },
   };
 }

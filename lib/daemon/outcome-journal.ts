@@ -51,6 +51,9 @@ export function hookOutcomeEntries(event: HookEvent, outcome: HookOutcome): Jour
       }),
     );
   }
+  for (const change of outcome.hostChanges ?? []) {
+    entries.push(info(`VM '${event.domainName}': ${change}`, { ...base, VFIO_HOST_CHANGE: change }));
+  }
   for (const warning of outcome.warnings) entries.push({ priority: LogPriority.warning, message: warning, fields: base });
   entries.push(info(outcome.message, base));
   return entries;

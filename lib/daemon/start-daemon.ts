@@ -26,6 +26,7 @@
  */
 import { busSafe } from '../bus/dbus-types.js';
 import { StageProgress, progressText } from './stage-progress.js';
+import { DbusSystemdManager } from '../host/systemd-manager.js';
 import { describeStep } from '../pci/step-text.js';
 import dbus from 'dbus-next';
 import { DEFAULT_ROOTS, type HostRoots } from '../roots.js';
@@ -264,7 +265,15 @@ class Daemon {
     const notifier = this.#notifier;
     const inhibitor = new SleepInhibitor(bus);
     const ledger = new DeviceLedger({ engine, state: new StateFile(this.#roots.run), onSaved: () => this.#crashes.saved() });
-    const lifecycle = new Lifecycle({ ledger, roots: this.#roots, trustedShmOwners: () => this.#trusted, sleepLock: inhibitor });
+    const lifecycle = new Lifecycle({
+      ledger,
+      roots: this.#roots,
+      trustedShmOwners: () => this.#trusted,
+      sleepLock: inhibitor,
+      // Host changes (on-busy, single-gpu): sysfs through the same kernel port, units through the system manager.
+      host: { kernel: this.#need(this.#port), systemd: new DbusSystemdManager(bus) },
+      onStep: (step) => this.#progress.step(step),
+    });
     // libvirt's own view through libvirt-dbus, when it is on this bus (it is optional).
     const libvirt = new LibvirtEvents({
       bus,

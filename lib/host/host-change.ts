@@ -21,6 +21,7 @@
  * detach, `after-detach` ones); release, a failed prepare and recovery undo
  * them in reverse.
  */
+import type { KernelPort } from '../pci/kernel-port.js';
 import type { HostRoots } from '../roots.js';
 
 /** What `undo` needs, saved in state.json: plain JSON, `kind` names the undoer. */
@@ -43,6 +44,14 @@ export interface HostContext {
   readonly roots: HostRoots;
   /** systemd's manager (org.freedesktop.systemd1) on the system bus; null where there is none (a kind that needs it refuses at plan time). */
   readonly systemd: SystemdManager | null;
+  /**
+   * The kernel port (real: sysfs writes in the writer child, bounded by a
+   * timeout; simulated: lib/sim). Added for the kinds that write sysfs
+   * (DRM uevents, vtconsole bind, platform framebuffer unbind); optional so
+   * a kind that does not write sysfs needs none. A kind that needs it and
+   * finds none refuses at plan time.
+   */
+  readonly kernel?: KernelPort;
 }
 
 /** The few systemd Manager calls the host changes use, each waiting for its job where it makes one. */

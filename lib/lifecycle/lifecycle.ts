@@ -5,12 +5,17 @@
  * | stage     | what happens                                                       |
  * |-----------|--------------------------------------------------------------------|
  * | prepare   | record the VM (user, units, devices); create or repair the shm     |
- * |           | files, recording each; detach the devices; take the sleep lock.    |
- * |           | On failure undo what this stage did (files, devices, record)       |
+ * |           | files, recording each; the host changes before the detach (each   |
+ * |           | recorded, then made: units stopped, consoles unbound, a DRM        |
+ * |           | remove uevent); detach the devices; the host changes after it;     |
+ * |           | take the sleep lock. On failure undo what this stage did, in       |
+ * |           | reverse (host changes, devices, files, record)                     |
  * | started   | re-check the recorded shm files (owner, mode; never their size:    |
  * |           | QEMU has them mapped)                                              |
  * | stopped   | nothing here: the user agent stops the VM's units                  |
- * | release   | give back every device the VM holds, release the sleep lock,       |
+ * | release   | undo the after-detach host changes, give back every device the VM  |
+ * |           | holds, undo the before-detach host changes (reverse order), release|
+ * |           | the sleep lock,                                                    |
  * |           | remove the recorded shm files when the record says so, drop the    |
  * |           | record                                                             |
  * | reconnect | nothing changes                                                    |
@@ -34,7 +39,10 @@ import PQueue from 'p-queue';
 import type { HostRoots } from '../roots.js';
 import { ensureShmFile, removeShmFile, type EnsureShmFileResult } from '../shm/index.js';
 import { vmOwner, sameOwner } from '../pci/owner.js';
-import type { MachineRecord, ShmRecord } from '../state/state-file.js';
+import type { HostChangeEntry, MachineRecord, ShmRecord } from '../state/state-file.js';
+import type { HostContext } from '../host/host-change.js';
+import { hostChangeSteps, type HostPolicy } from '../host/host-policy.js';
+import { undoHostChanges } from '../host/undo.js';
 import type { DeviceLedger } from './device-ledger.js';
 import { unassignedFunctions } from '../pci/unassigned-functions.js';
 import { stageOf, type HookEvent, type HookStage } from './hook-event.js';
@@ -64,6 +72,8 @@ export interface ManagedVm {
   readonly givenToGuest?: readonly string[];
   /** 'boot': the devices are held from the daemon's start on, never given back at release. Default 'vm'. */
   readonly hold?: 'vm' | 'boot';
+  /** What happens to the host around the VM (on-busy, single-gpu). Default: nothing (on-busy = "refuse"). */
+  readonly hostPolicy?: HostPolicy;
 }
 
 /** A VM whose devices are held from the daemon's start (`hold = "boot"`). */
@@ -100,6 +110,13 @@ interface LifecycleOptions {
   readonly trustedShmOwners: () => readonly number[];
   /** Held from a prepare that moved devices to the VM's release. Default: none. */
   readonly sleepLock?: SleepLock;
+  /**
+   * How the host changes reach the host (kernel port, systemd). Default:
+   * none; a VM whose policy asks for a change is then refused.
+   */
+  readonly host?: Omit<HostContext, 'roots'>;
+  /** Hears each host change as it starts (the daemon's StepStarted and Step). Default: nobody. */
+  readonly onStep?: (step: string) => void;
 }
 
 export interface HookOutcome {
@@ -113,6 +130,8 @@ export interface HookOutcome {
   readonly warnings: readonly string[];
   /** Of those, what the VM's owner should see where they start it (the hook's stderr): the VM's own setup, not the host's. */
   readonly notes?: readonly string[];
+  /** Host changes made (prepare) or undone (release), a phrase each, in order: for the journal. */
+  readonly hostChanges?: readonly string[];
 }
 
 export class Lifecycle {
@@ -120,6 +139,8 @@ export class Lifecycle {
   readonly #roots: HostRoots;
   readonly #trusted: () => readonly number[];
   readonly #sleepLock: SleepLock | undefined;
+  readonly #host: HostContext | null;
+  readonly #onStep: (step: string) => void;
   readonly #perVm = new Map<string, PQueue>();
 
   constructor(options: LifecycleOptions) {
@@ -127,6 +148,13 @@ export class Lifecycle {
     this.#roots = options.roots;
     this.#trusted = options.trustedShmOwners;
     this.#sleepLock = options.sleepLock;
+    this.#host = options.host ? { ...options.host, roots: options.roots } : null;
+    this.#onStep = options.onStep ?? (() => undefined);
+  }
+
+  /** The host context, or a refusal for a VM whose policy needs one. */
+  #hostContext(): HostContext {
+    return this.#host ?? { roots: this.#roots, systemd: null };
   }
 
   get ledger(): DeviceLedger {
@@ -178,8 +206,28 @@ export class Lifecycle {
       shm: previous?.shm.filter((f) => f.action === 'created') ?? [],
       since: new Date().toISOString(),
     };
+    // Checked before any side effect: a policy that needs systemd without a connection to it.
+    const steps = vm.hostPolicy ? hostChangeSteps(vm.name, vm.devices, vm.hostPolicy, this.#hostContext()) : [];
     await this.#ledger.updateMachines((m) => m.set(vm.name, record));
     const shm: EnsureShmFileResult[] = [];
+    const changes: HostChangeEntry[] = [];
+    const applied: string[] = [];
+    let detachedNow: readonly string[] = [];
+    const applyPhase = async (phase: 'before-detach' | 'after-detach'): Promise<void> => {
+      for (const step of steps.filter((s) => s.phase === phase)) {
+        const change = await step.plan();
+        const entry: HostChangeEntry = { phase: change.phase, describe: change.describe, record: change.record };
+        changes.push(entry);
+        // Write-ahead: the record is saved before the change is made, so a crash in between is undone at recovery.
+        await this.#ledger.updateMachines((m) => {
+          const current = m.get(vm.name) ?? record;
+          m.set(vm.name, { ...current, hostChanges: [...(current.hostChanges ?? []), entry] });
+        });
+        this.#onStep(change.describe);
+        await change.apply();
+        applied.push(change.describe);
+      }
+    };
     try {
       for (const file of vm.shmFiles) {
         const result = await ensureShmFile(this.#spec(file), { trustedOwners: [...this.#trusted(), file.uid] });
@@ -189,9 +237,12 @@ export class Lifecycle {
           m.set(vm.name, { ...current, shm: mergeShm(current.shm, shmRecord(file, result, this.#roots.shm)) });
         });
       }
+      await applyPhase('before-detach');
       const hold = vm.hold === 'boot' ? { hold: 'boot' as const } : {};
       const result = vm.devices.length > 0 ? await this.#ledger.detach(vmOwner(vm.name), vm.devices, vm.force, hold) : null;
       const detached = result?.moved ?? [];
+      detachedNow = detached;
+      await applyPhase('after-detach');
       await this.#ledger.updateMachines((m) => {
         const current = m.get(vm.name) ?? record;
         m.set(vm.name, { ...current, stage: 'prepared' });
@@ -209,8 +260,20 @@ export class Lifecycle {
         detached: [...detached],
         warnings,
         notes,
+        hostChanges: applied,
       };
     } catch (error) {
+      // In reverse: the after-detach changes, the devices this prepare moved, the before-detach changes, the files.
+      const context = this.#hostContext();
+      await undoHostChanges(
+        changes.filter((c) => c.phase === 'after-detach'),
+        context,
+      );
+      if (detachedNow.length > 0) await this.#ledger.reattach(vmOwner(vm.name), detachedNow).catch(() => undefined);
+      await undoHostChanges(
+        changes.filter((c) => c.phase === 'before-detach'),
+        context,
+      );
       await this.#undoShm(shm);
       await this.#ledger
         .updateMachines((m) => {
@@ -245,9 +308,26 @@ export class Lifecycle {
     return this.#queueFor(name).add(async () => {
       const state = await this.#ledger.read();
       const record = state.machines.get(name);
-      const result = await this.#ledger.reattach(vmOwner(name));
-      this.#sleepLock?.release(name);
+      const context = this.#hostContext();
+      const recorded = record?.hostChanges ?? [];
       const warnings: string[] = [];
+      const hostChanges: string[] = [];
+      const undo = async (phase: 'before-detach' | 'after-detach'): Promise<void> => {
+        const list = recorded.filter((c) => c.phase === phase);
+        if (list.length === 0) return;
+        this.#onStep(
+          `undoing ${list.length} host change(s) ${phase === 'after-detach' ? 'made after the detach' : 'made before the detach'}`,
+        );
+        const { undone, failures } = await undoHostChanges(list, context);
+        hostChanges.push(...undone);
+        warnings.push(...failures);
+      };
+      await undo('after-detach');
+      // A reattach that fails throws here: the devices stay on vfio-pci, and giving the console or the display
+      // manager back now would draw on nothing. The record stays, so a second release tries again.
+      const result = await this.#ledger.reattach(vmOwner(name));
+      await undo('before-detach');
+      this.#sleepLock?.release(name);
       if (record?.removeShmOnStop) {
         for (const file of record.shm) {
           try {
@@ -268,7 +348,7 @@ export class Lifecycle {
         result === null && record === undefined && kept.length === 0
           ? `VM '${name}' holds nothing: nothing to release`
           : `VM '${name}' released: ${reattached.length} device(s) given back${stay}`;
-      return { ...outcome('release', message), reattached, warnings };
+      return { ...outcome('release', message), reattached, warnings, hostChanges };
     }) as Promise<HookOutcome>;
   }
 
@@ -299,9 +379,27 @@ export class Lifecycle {
     return results;
   }
 
-  /** Finish or undo what a crash left, and make the claims agree with sysfs (DeviceLedger.recover). */
-  recover(): Promise<string[]> {
-    return this.#ledger.recover();
+  /**
+   * Finish or undo what a crash left, and make the claims agree with sysfs
+   * (DeviceLedger.recover). Then a VM whose prepare never finished and that
+   * recorded host changes is released as a failed prepare would have been
+   * (its hook never got a reply, so QEMU never ran): devices back, host
+   * changes undone in reverse, from its record alone. A prepared VM keeps
+   * its changes (QEMU may be running): its release undoes them.
+   */
+  async recover(): Promise<string[]> {
+    const notes = await this.#ledger.recover();
+    const state = await this.#ledger.read();
+    for (const [name, record] of state.machines) {
+      if (record.stage !== 'preparing' || (record.hostChanges ?? []).length === 0) continue;
+      const released = await this.release(name);
+      notes.push(
+        `VM '${name}' was being prepared when vfio-hookd stopped: ${released.message}; ` +
+          `host changes undone: ${released.hostChanges?.length ?? 0}` +
+          (released.warnings.length > 0 ? `; ${released.warnings.join('; ')}` : ''),
+      );
+    }
+    return notes;
   }
 
   /**

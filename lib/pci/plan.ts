@@ -222,7 +222,11 @@ export function planDetach(snapshot: HostSnapshot, addresses: readonly string[],
           .join('; ') +
         (chipset
           ? `. A chipset function never leaves the host, not even with --force, and neither does a device in its IOMMU group; check the address ('vfio-hookctl devices'), refusing`
-          : `. Check the address ('vfio-hookctl devices'); pass --force only if you really mean it, refusing`),
+          : blocked.every((b) => b.deps.every((dep) => dep.kind === 'console'))
+            ? // The console alone: the single-GPU hand-over is the opt-in (lib/host/host-policy.ts), not force.
+              `. If this is the host's only GPU, set single-gpu = true in the VM's table: vfio-hookd then stops the display manager, ` +
+              `unbinds the consoles and the frame buffer first and gives them back after the VM, refusing`
+            : `. Check the address ('vfio-hookctl devices'); pass --force only if you really mean it, refusing`),
     );
   }
 

@@ -99,6 +99,17 @@ const FixtureSchema = v.object({
   ),
   swaps: v.optional(v.array(v.string()), []),
   consoles: v.optional(v.array(v.object({ name: Name, description: v.string(), bound: v.boolean() })), []),
+  /**
+   * Firmware frame buffers (platform devices): `efi-framebuffer.0` on
+   * `efi-framebuffer`, `simple-framebuffer.0` on `simple-framebuffer`, ...;
+   * `bound` false: the device exists without a driver.
+   */
+  framebuffers: v.optional(
+    v.array(
+      v.object({ device: Name, driver: v.picklist(['efi-framebuffer', 'simple-framebuffer', 'vesa-framebuffer']), bound: v.boolean() }),
+    ),
+    [],
+  ),
 });
 
 export type Fixture = v.InferOutput<typeof FixtureSchema>;

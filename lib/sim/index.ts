@@ -11,7 +11,9 @@ import { loadFixtureFile, type FixtureInput } from './fixture.js';
 import { SIM_STATE_FILE, buildSimHost } from './sim-host.js';
 import { SimKernel } from './sim-kernel.js';
 
-export { SimKernel } from './sim-kernel.js';
+export { SimKernel, SIM_UEVENT_LOG } from './sim-kernel.js';
+export { startSimCompositor, type SimCompositor } from './sim-compositor.js';
+export { SimSystemd } from './sim-systemd.js';
 export type { Fixture, FixtureInput } from './fixture.js';
 export { parseFixture } from './fixture.js';
 export { buildSimHost, openSimHost, addSimProcess, removeSimProcess, type SimHost } from './sim-host.js';

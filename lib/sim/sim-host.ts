@@ -181,6 +181,20 @@ export async function buildSimHost(fixtureInput: unknown, dir: string): Promise<
     await writeFile(classAttr(roots, 'vtconsole', c.name, 'name'), `${c.description}\n`);
     await writeFile(classAttr(roots, 'vtconsole', c.name, 'bind'), c.bound ? '1\n' : '0\n');
   }
+  // Platform frame buffers, as the platform bus lays them out: the device's folder under devices/platform,
+  // its link in bus/platform/devices, the driver's folder with bind and unbind, and a bound device's two links.
+  for (const f of fixture.framebuffers) {
+    const deviceDir = path.join(roots.sysfs, 'devices', 'platform', f.device);
+    const driverDir = path.join(roots.sysfs, 'bus', 'platform', 'drivers', f.driver);
+    await writeFile(path.join(deviceDir, 'uevent'), `DRIVER=${f.bound ? f.driver : ''}\n`);
+    await relLink(path.join(roots.sysfs, 'bus', 'platform', 'devices', f.device), deviceDir);
+    await writeFile(path.join(driverDir, 'bind'), '');
+    await writeFile(path.join(driverDir, 'unbind'), '');
+    if (f.bound) {
+      await relLink(path.join(deviceDir, 'driver'), driverDir);
+      await relLink(path.join(driverDir, f.device), deviceDir);
+    }
+  }
 
   await fs.writeFile(path.join(dir, SIM_STATE_FILE), JSON.stringify({ fixture }, null, 2) + '\n');
   for (const d of fixture.devices) {
@@ -289,6 +303,8 @@ function driverChildrenOps(host: SimHost, d: FixtureDevice, devDir: string): Fil
   for (const node of d.drm) {
     const nodeDir = classDeviceDirIn(devDir, 'drm', node);
     ops.push({ op: 'write', path: classAttrIn(nodeDir, 'drm', 'dev'), content: '226:0\n' });
+    // Writing an action here makes the kernel send that uevent (sim-kernel.ts logs it in SIM_UEVENT_LOG).
+    ops.push({ op: 'write', path: path.join(nodeDir, 'uevent'), content: `DEVNAME=dri/${node}\nDEVTYPE=drm_minor\n` });
     ops.push(relLinkOp(classEntry(roots, 'drm', node), nodeDir));
     ops.push({ op: 'write', path: drmNode(roots, node), content: '' });
   }

@@ -67,6 +67,26 @@ import { hostDriverOf, openSimHost, planBind, planUnbind, simDeviceDir, VFIO_DEV
 import { withSimLock } from './sim-lock.js';
 import { commitTransition, envCount, KILL_AT_FILE_OP_ENV, rollForward, type FileOp } from './sim-transition.js';
 
+/** The simulated uevents, a line `ACTION NODE` each, in the host folder (see #hostWrite). */
+export const SIM_UEVENT_LOG = 'uevents.log';
+
+type HostWriteTarget =
+  | { readonly kind: 'uevent'; readonly name: string }
+  | { readonly kind: 'vtconsole'; readonly name: string }
+  | { readonly kind: 'platform'; readonly driver: string; readonly file: 'bind' | 'unbind' };
+
+/** Which host-change attribute a write is for (the path as written, through class links), or null. */
+function hostWriteTarget(sysfs: string, file: string): HostWriteTarget | null {
+  const parts = path.relative(sysfs, file).split(path.sep);
+  const [a, b, c, d, e] = parts;
+  if (a === 'class' && b === 'drm' && parts.length === 4 && d === 'uevent' && c !== undefined) return { kind: 'uevent', name: c };
+  if (a === 'class' && b === 'vtconsole' && parts.length === 4 && d === 'bind' && c !== undefined) return { kind: 'vtconsole', name: c };
+  if (a === 'bus' && b === 'platform' && c === 'drivers' && parts.length === 5 && d !== undefined && (e === 'bind' || e === 'unbind')) {
+    return { kind: 'platform', driver: d, file: e };
+  }
+  return null;
+}
+
 const KILL_AFTER_WRITES_ENV = 'VFIO_HOOKD_SIM_KILL_AFTER_WRITES';
 
 /** Writes settled in this process, for the kill switch. */
@@ -131,8 +151,68 @@ export class SimKernel implements KernelPort {
         return this.#transition(file, data, () => this.#bind(file, driver, data));
       }
     }
+    const host = hostWriteTarget(sys, file);
+    if (host !== null && (await existsPath(file))) return this.#hostWrite(file, host, data);
     if (!(await existsPath(file))) throw new KernelWriteError(file, 'ENOENT', `${file}: no such attribute`);
     throw new KernelWriteError(file, 'EPERM', `${file}: writing this attribute is not simulated`);
+  }
+
+  /**
+   * The host-change attributes (lib/host), as the kernel handles them:
+   * - `class/drm/NODE/uevent`: `add`, `remove` or `change` (optionally
+   *   followed by a UUID and variables) sends that uevent and changes
+   *   nothing else (kobject_synth_uevent); anything else is EINVAL. The
+   *   uevents go, a line `ACTION NODE` each, to SIM_UEVENT_LOG in the host
+   *   folder: the simulator's netlink socket, read by a simulated
+   *   compositor (lib/sim/sim-compositor.ts).
+   * - `class/vtconsole/vtconN/bind`: 0 hands the VTs to the dummy console,
+   *   1 takes them back; a system driver (`(S)` in its name) cannot be
+   *   unbound and the write changes nothing, without an error (vt.c's
+   *   bind_store returns the count whatever vt_unbind did).
+   * - `bus/platform/drivers/D/unbind` (`bind`): the named platform device
+   *   must be bound to D (unbound), else ENODEV (EBUSY for a bind of a
+   *   bound device); the driver and device links go (come).
+   */
+  async #hostWrite(file: string, target: HostWriteTarget, data: string): Promise<void> {
+    const sys = this.#host.roots.sysfs;
+    const value = data.trim();
+    switch (target.kind) {
+      case 'uevent': {
+        const action = value.split(/\s+/)[0] ?? '';
+        if (!['add', 'remove', 'change'].includes(action)) throw new KernelWriteError(file, 'EINVAL', `${file}: invalid uevent action`);
+        const log = path.join(this.#host.dir, SIM_UEVENT_LOG);
+        return this.#transition(file, data, async () => [
+          { op: 'write', path: log, content: `${(await readFileOrNull(log)) ?? ''}${action} ${target.name}\n` },
+        ]);
+      }
+      case 'vtconsole': {
+        if (value !== '0' && value !== '1') throw new KernelWriteError(file, 'EINVAL', `${file}: expected 0 or 1`);
+        return this.#transition(file, data, async () => {
+          const name = (await readFileOrNull(path.join(path.dirname(file), 'name'))) ?? '';
+          if (value === '0' && name.includes('(S)')) return [];
+          return [{ op: 'write', path: file, content: `${value}\n` }];
+        });
+      }
+      case 'platform': {
+        const deviceDir = path.join(sys, 'devices', 'platform', value);
+        const driverDir = path.join(sys, 'bus', 'platform', 'drivers', target.driver);
+        return this.#transition(file, data, async () => {
+          if (!(await existsPath(deviceDir))) throw new KernelWriteError(file, 'ENODEV', `${file}: no platform device ${value}`);
+          const link = await readLinkOrNull(path.join(deviceDir, 'driver'));
+          const driver = link === null ? null : linkName(link);
+          if (target.file === 'unbind') {
+            if (driver !== target.driver) throw new KernelWriteError(file, 'ENODEV', `${file}: ${value} is not bound to ${target.driver}`);
+            return [
+              { op: 'remove', path: path.join(driverDir, value) },
+              { op: 'remove', path: path.join(deviceDir, 'driver') },
+            ];
+          }
+          if (driver !== null) throw new KernelWriteError(file, 'EBUSY', `${file}: ${value} is bound to ${driver}`);
+          const rel = (from: string, to: string): FileOp => ({ op: 'link', path: from, target: path.relative(path.dirname(from), to) });
+          return [rel(path.join(deviceDir, 'driver'), driverDir), rel(path.join(driverDir, value), deviceDir)];
+        });
+      }
+    }
   }
 
   /**

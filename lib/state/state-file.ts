@@ -7,7 +7,8 @@
  *   at release;
  * - `machines`: per VM, what its prepare did (the shm files it made or
  *   repaired, with size, owner, group and mode; the user and units; the
- *   devices asked for). `started`, `stopped` and `release` act on this
+ *   devices asked for; the host changes it made, each saved before it was
+ *   made: units stopped, consoles unbound, ...). `started`, `stopped` and `release` act on this
  *   record, never on today's configuration;
  * - `pending`: the write-ahead record of a device operation in progress:
  *   written before its first sysfs write, cleared with its last. A restart
@@ -74,6 +75,19 @@ const ShmRecordSchema = v.object({
   action: v.picklist(['created', 'repaired', 'unchanged']),
 });
 
+/**
+ * One change to the host around the VM (lib/host/host-change.ts), saved
+ * before it is applied: `record` is what its kind's undo needs. The record's
+ * own fields are checked by that undo (lib/host/undo.ts); here only that it
+ * is an object with a kind, so a damaged entry makes the file damaged, as
+ * any other unexpected value does.
+ */
+const HostChangeEntrySchema = v.object({
+  phase: v.picklist(['before-detach', 'after-detach']),
+  describe: v.string(),
+  record: v.looseObject({ kind: v.pipe(v.string(), v.minLength(1)) }),
+});
+
 const MachineSchema = v.object({
   /** `preparing` until its prepare finished; `prepared` after. */
   stage: v.picklist(['preparing', 'prepared']),
@@ -83,6 +97,8 @@ const MachineSchema = v.object({
   removeShmOnStop: v.boolean(),
   shm: v.array(ShmRecordSchema),
   since: v.string(),
+  /** The host changes its prepare made (or began), in the order made; absent in files from before they existed. */
+  hostChanges: v.optional(v.array(HostChangeEntrySchema)),
 });
 
 const DeviceBeforeSchema = v.object({
@@ -119,6 +135,7 @@ const V1StateSchema = v.object({ version: v.literal(1), claims: v.record(Address
 export type ClaimRecord = v.InferOutput<typeof ClaimSchema>;
 export type ShmRecord = v.InferOutput<typeof ShmRecordSchema>;
 export type MachineRecord = v.InferOutput<typeof MachineSchema>;
+export type HostChangeEntry = v.InferOutput<typeof HostChangeEntrySchema>;
 export type DeviceBefore = v.InferOutput<typeof DeviceBeforeSchema>;
 export type PendingOperation = v.InferOutput<typeof PendingSchema>;
 

@@ -112,6 +112,9 @@ eq "raw: pair back on bochs-drm + snd_hda_intel after 3 timed cycles" "$(drv "$V
 RAW_MEDIAN=$(echo "$raw_ms" | tr ' ' '\n' | grep . | sort -n | sed -n 2p)
 note "bench raw shell detach+reattach runs (ms):$raw_ms"
 
+# ------------------------------------------------------------ 1b. issue 14: consoles, frame buffer, on-busy release (graphics.sh)
+. "$G/graphics.sh"
+
 # ------------------------------------------------------------ 2. CLI
 export VGA HDA NIC GROUP HOSTVGA
 export CLI=/repo/${VFIOTEST_CLI:-dist/bin/vfio-hookctl.js}

@@ -234,6 +234,9 @@ else
   notok "the guest VGA has a DRM card node to hold (${CARD:-none})"
 fi
 
+# ------------------------------------------------------------ 4b. issue 14: stop-units and single-gpu against this systemd
+. /repo/test/system/guest/units.sh
+
 # ------------------------------------------------------------ 5. libvirtd, QEMU and the user's agent
 VIRSH=120   # one virsh start or destroy: the hook's call, QEMU's start under TCG
 # waitfor SECS WHAT CMD...: run CMD until it succeeds, at most SECS; says "timed out in step N" when not.

@@ -1,0 +1,57 @@
+/**
+ * A simulated system manager behind the host changes' SystemdManager port
+ * (lib/host/host-change.ts), as the simulated kernel is behind KernelPort:
+ * units with an ActiveState, jobs that end `done` or, for a unit told to,
+ * `failed`. The real manager is tested in the system tier
+ * (test/system/guest); this is for planning and rollback in the sim tier.
+ * `calls` lists every job in order, to assert what was stopped and started.
+ */
+import { UnitFailed, q } from '../errors.js';
+import type { SystemdManager } from '../host/host-change.js';
+
+export class SimSystemd implements SystemdManager {
+  readonly #states = new Map<string, string>();
+  readonly #failing = new Set<string>();
+  readonly calls: string[] = [];
+
+  /** `units`: name -> ActiveState; a unit not named is not loaded ('inactive'). */
+  constructor(units: Record<string, string> = {}) {
+    for (const [name, state] of Object.entries(units)) this.#states.set(name, state);
+  }
+
+  /** Jobs for `unit` end `failed` from now on (its state stays). */
+  failJobsOf(unit: string): void {
+    this.#failing.add(unit);
+  }
+
+  state(unit: string): string {
+    return this.#states.get(unit) ?? 'inactive';
+  }
+
+  async startUnit(name: string): Promise<void> {
+    this.#job('start', name, 'active');
+  }
+
+  async stopUnit(name: string): Promise<void> {
+    this.#job('stop', name, 'inactive');
+  }
+
+  async activeState(name: string): Promise<string> {
+    return this.state(name);
+  }
+
+  async setRuntimeProperty(name: string, property: string): Promise<void> {
+    this.calls.push(`set ${name} ${property}`);
+  }
+
+  async unitProperty(): Promise<unknown> {
+    return undefined;
+  }
+
+  #job(verb: 'start' | 'stop', name: string, after: string): void {
+    this.calls.push(`${verb} ${name}`);
+    if (this.#failing.has(name))
+      throw new UnitFailed(`Cannot ${verb} ${q(name)}: its job ended 'failed'; see 'journalctl -u ${name}', refusing`);
+    this.#states.set(name, after);
+  }
+}
