@@ -12,8 +12,15 @@
  *
  * Written before the detach (vfio-pci resets the device when it takes it and
  * when QEMU opens it), read back, and put back after the reattach from the
- * record: the list as it read before, which the kernel takes back because it
- * is a subset of what the device supports.
+ * record: the list as it read before.
+ *
+ * The list is what the kernel probed when the device appeared, and a write
+ * probes each method again: on 6.12 a GPU's `bus` listed before its HDA
+ * function was added is refused with EINVAL once the HDA shares the bus
+ * (the kernel tier's fact `reset-method-stale`). So apply can fail on a
+ * listed method (a refusal, nothing changed), and undo, when the kernel
+ * refuses the old list for that reason, writes `default`, the kernel's own
+ * probe of today, which is the nearest to "as it was" that it will take.
  */
 import { InvalidConfig, NoSuchDevice, q } from '../errors.js';
 import { isPciAddress } from '../pci/address.js';
@@ -127,14 +134,28 @@ export async function planResetMethod(
   };
 }
 
+/** Write the list; the errno name when the kernel refuses it (EINVAL: a method does not probe now), null when taken. */
+async function tryWrite(files: TunableFiles, file: string, text: string): Promise<string | null> {
+  try {
+    await files.write(file, text);
+    return null;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === undefined) throw error;
+    return code;
+  }
+}
+
 async function writeMethods(files: TunableFiles, context: HostContext, address: string, methods: readonly string[]): Promise<void> {
   const file = pciDeviceEntry(context.roots, address, 'reset_method');
-  try {
-    await files.write(file, `${methods.join(' ')}\n`);
-  } catch (error) {
+  const code = await tryWrite(files, file, `${methods.join(' ')}\n`);
+  if (code !== null) {
     throw new InvalidConfig(
-      `Cannot set reset_method of ${q(address)} to ${q(methods.join(' '))}: the kernel refused it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); ` +
-        `check the methods with 'vfio-hookctl devices', refusing`,
+      `Cannot set reset_method of ${q(address)} to ${q(methods.join(' '))}: the kernel refused it (${code})` +
+        (code === 'EINVAL'
+          ? ', as it does for a method that no longer works for the device (a bus reset once another function shares its bus)'
+          : '') +
+        `; choose another of its methods, refusing`,
     );
   }
   const got = words((await files.read(file)) ?? '');
@@ -155,5 +176,9 @@ export async function undoResetMethod(record: HostChangeRecord, context: HostCon
   const files = options.files ?? REAL_TUNABLES;
   const now = await files.read(pciDeviceEntry(context.roots, r.address, 'reset_method'));
   if (now === null || words(now).join(' ') === r.before.join(' ')) return;
-  await writeMethods(files, context, r.address, r.before);
+  const file = pciDeviceEntry(context.roots, r.address, 'reset_method');
+  // The old list no longer probes (see the file comment): the kernel's default is what it will take.
+  const code = await tryWrite(files, file, `${r.before.join(' ')}\n`);
+  if (code === 'EINVAL') await files.write(file, 'default\n');
+  else if (code !== null) await writeMethods(files, context, r.address, r.before); // the refusal, said as apply says it
 }

@@ -4,6 +4,7 @@
  * roots. One small port, so the simulator (lib/sim/sim-hugepages.ts) can
  * answer a write as the kernel does; the real one is the files themselves.
  */
+import { constants } from 'node:fs';
 import fs from 'node:fs/promises';
 
 import { existsPath, readFileOrNull } from '../pci/fs-reads.js';
@@ -19,6 +20,15 @@ export interface TunableFiles {
 
 export const REAL_TUNABLES: TunableFiles = {
   read: readFileOrNull,
-  write: (path, text) => fs.writeFile(path, text, { flag: 'r+' }),
+  // O_WRONLY alone: compact_memory is mode 0200, so a read-write open is refused (EACCES, seen on 6.12);
+  // no O_CREAT, no O_TRUNC: a tunable is never made, and a sysfs value is set by one write(2).
+  async write(path, text) {
+    const handle = await fs.open(path, constants.O_WRONLY);
+    try {
+      await handle.write(text);
+    } finally {
+      await handle.close();
+    }
+  },
   exists: existsPath,
 };

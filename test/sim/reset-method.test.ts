@@ -104,3 +104,37 @@ test('a read-back that differs is refused, and undo puts the old list back', asy
   await undoResetMethod(change.record, context, { files });
   t.is((await fs.readFile(file, 'utf8')).trim(), 'flr bus');
 });
+
+test("undo writes 'default' when the kernel refuses the old list (a listed method no longer probes)", async (t) => {
+  const { roots, context, read } = await device(t, 'flr bus\n');
+  const change = await planResetMethod({ address: ADDR, resetMethod: 'flr' }, context, { files });
+  await change.apply();
+  t.is(await read(), 'flr');
+  // As 6.12 does for a GPU's bus reset once its HDA shares the bus: 'bus' is refused, 'default' re-probes to 'flr'.
+  const file = path.join(roots.sysfs, 'bus', 'pci', 'devices', ADDR, 'reset_method');
+  const kernel = {
+    ...files,
+    async write(p: string, text: string) {
+      if (text.trim() === 'default') return files.write(p, 'flr\n');
+      if (text.split(/\s+/).includes('bus')) throw Object.assign(new Error('EINVAL'), { code: 'EINVAL' });
+      return files.write(p, text);
+    },
+  };
+  await t.throwsAsync(
+    planResetMethod({ address: ADDR, resetMethod: 'flr' }, context, { files: kernel }).then(async (c) => {
+      await files.write(file, 'flr bus\n');
+      const bus = await planResetMethod({ address: ADDR, resetMethod: 'bus' }, context, { files: kernel });
+      await bus.apply();
+      return c;
+    }),
+    {
+      instanceOf: InvalidConfig,
+      message:
+        "Cannot set reset_method of '0000:0b:00.0' to 'bus': the kernel refused it (EINVAL), as it does for a method that no longer works for the device (a bus reset once another function shares its bus); choose another of its methods, refusing",
+    },
+  );
+  t.is(await read(), 'flr bus', 'the refused apply changed nothing');
+  await files.write(file, 'flr\n');
+  await undoResetMethod(change.record, context, { files: kernel });
+  t.is(await read(), 'flr', "undo took the kernel's default");
+});
