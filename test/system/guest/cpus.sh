@@ -6,7 +6,13 @@
 # record alone (as recovery would), twice; then a refused plan changes nothing.
 CG=/sys/fs/cgroup
 cpus_show() { systemctl show -p AllowedCPUs --value system.slice user.slice init.scope | tr '\n' '/'; }
-cpus_cg() { for u in system.slice user.slice init.scope; do printf '%s=%s/' "$u" "$(cat "$CG/$u/cpuset.cpus" 2>/dev/null || echo '<none>')"; done; }
+# cpuset.cpus per unit; 'all' for no restriction: an empty file (inherit the parent's) or none
+# (systemd has not enabled the cpuset controller there, or disabled it again when nothing needs it).
+cpus_cg() {
+  for u in system.slice user.slice init.scope; do
+    v=$(cat "$CG/$u/cpuset.cpus" 2>/dev/null); printf '%s=%s/' "$u" "${v:-all}"
+  done
+}
 # systemd realizes the cgroup after the method has replied, on its own event loop;
 # no event tells a client when cpuset.cpus is written, so this polls, bounded.
 cpus_wait() { # WANT SECS
