@@ -5,7 +5,8 @@
 # answer. Plan and apply run in one node process, undo in another from the
 # record alone (as recovery would), twice; then a refused plan changes nothing.
 CG=/sys/fs/cgroup
-cpus_show() { systemctl show -p AllowedCPUs --value system.slice user.slice init.scope | tr '\n' '/'; }
+# one unit at a time: with several units, systemctl show puts a blank line between them
+cpus_show() { for u in system.slice user.slice init.scope; do printf '%s/' "$(systemctl show -p AllowedCPUs --value "$u")"; done; }
 # cpuset.cpus per unit; 'all' for no restriction: an empty file (inherit the parent's) or none
 # (systemd has not enabled the cpuset controller there, or disabled it again when nothing needs it).
 cpus_cg() {
