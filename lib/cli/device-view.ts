@@ -11,6 +11,7 @@ import { viability } from '../pci/iommu-group.js';
 import type { HostSnapshot } from '../pci/host-snapshot.js';
 import type { ClaimRecord } from '../state/state-file.js';
 import { NO_NAMES, type PciNames } from '../pci/pci-ids.js';
+import { formatSize } from '../shm/size.js';
 
 interface DeviceView {
   address: string;
@@ -33,6 +34,8 @@ interface DeviceView {
   bootVga: boolean | null;
   isBridge: boolean;
   resetMethods: string[];
+  /** Resizable BARs: BAR number, supported sizes and the size now, in bytes (current null when unknown). */
+  resizableBars: { bar: number; sizes: number[]; current: number | null }[];
   drm: string[];
   consumers: string[];
   holders: Holder[];
@@ -83,6 +86,7 @@ export function devicesView(snapshot: HostSnapshot, claims: ReadonlyMap<string, 
       bootVga: d.bootVga,
       isBridge: d.isBridge,
       resetMethods: [...d.resetMethods],
+      resizableBars: d.resizableBars.map((b) => ({ bar: b.bar, sizes: [...b.sizes], current: b.current })),
       drm: [...d.drm],
       consumers: [...d.consumers],
       holders: holdersOf(d, snapshot.processes),
@@ -138,7 +142,7 @@ const ADDRESS = 12;
 const IDS = 9;
 const REV = 3;
 
-/** What a device's notes say: subsystem, override, boot VGA, claim, holders, host needs. */
+/** What a device's notes say: subsystem, override, boot VGA, claim, holders, host needs, reset methods, Resizable BARs. */
 function notesOf(d: DeviceView): string[] {
   const notes: string[] = [];
   if (
@@ -158,7 +162,22 @@ function notesOf(d: DeviceView): string[] {
   }
   if (d.holders.length > 0) notes.push(`held by ${[...new Set(d.holders.map((h) => `${h.comm} (${h.pid})`))].join(', ')}`);
   if (d.hostDependencies.length > 0) notes.push(`host needs it: ${d.hostDependencies.join(', ')}`);
+  // Last, as the least urgent: what reset-method chooses among (the kernel's order); bridges are reset with their children, not for passthrough.
+  if (!d.isBridge && d.resetMethods.length > 0) notes.push(`reset ${d.resetMethods.join(' ')}`);
+  for (const b of d.resizableBars) notes.push(`ReBAR BAR${b.bar} ${barText(b)}`);
   return notes;
+}
+
+/** `256M (sizes 256M-8G)`: the size now, then the range it can be resized to. */
+function barText(b: DeviceView['resizableBars'][number]): string {
+  const size = (n: number): string => formatSize(n);
+  const range =
+    b.sizes.length === 0
+      ? 'no sizes'
+      : b.sizes.length === 1
+        ? size(b.sizes[0]!)
+        : `${size(b.sizes[0]!)}-${size(b.sizes[b.sizes.length - 1]!)}`;
+  return b.current === null ? `(sizes ${range})` : `${size(b.current)} (sizes ${range})`;
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import { isPciAddress, compareAddresses } from './address.js';
 import { isBridge } from './class-code.js';
+import { under } from '../roots.js';
 import type { KernelPort } from './kernel-port.js';
 import {
   CONSUMER_LINK_PREFIX,
@@ -36,8 +37,13 @@ export interface PciDevice {
   readonly iommuGroup: number | null;
   /** `boot_vga` for display devices, null when the attribute is absent. */
   readonly bootVga: boolean | null;
-  /** `reset_method` words (`flr`, `bus`, ...); [] when absent. */
+  /**
+   * `reset_method` words (`flr`, `bus`, ...): the methods the kernel will try, in order (Linux 5.15+); [] when
+   * absent (an older kernel, or a device with no reset method).
+   */
   readonly resetMethods: readonly string[];
+  /** The BARs with PCIe Resizable BAR (`resourceN_resize`, Linux 6.1+), by BAR number; [] when none. */
+  readonly resizableBars: readonly ResizableBar[];
   /** DRM nodes the bound driver made (`card1`, `renderD129`). */
   readonly drm: readonly string[];
   /** VFIO cdev nodes (`vfio0` under `vfio-dev/`, the iommufd interface), when present. */
@@ -47,6 +53,61 @@ export interface PciDevice {
   /** Devices this one consumes (`supplier:pci:ADDR`). */
   readonly suppliers: readonly string[];
   readonly isBridge: boolean;
+}
+
+/**
+ * One Resizable BAR as Documentation/ABI/testing/sysfs-bus-pci describes
+ * `resourceN_resize`: reading it gives a hex bitmap of the sizes the device
+ * supports, bit n = 2^n MiB (bit 0 = 1 MiB); writing a bit number resizes
+ * (only with no driver bound; not done here). The current size is the BAR's
+ * line in `resource` (start, end, flags).
+ */
+export interface ResizableBar {
+  readonly bar: number;
+  /** Supported sizes in bytes, smallest first. */
+  readonly sizes: readonly number[];
+  /** The BAR's size now in bytes; null when `resource` does not say. */
+  readonly current: number | null;
+}
+
+const RESIZE_RE = /^resource(\d)_resize$/;
+
+/** `resourceN_resize`'s bitmap (`00000000000001c0`) as sizes in bytes; [] when it does not parse. */
+export function parseResizeBitmap(text: string): number[] {
+  const t = text.trim();
+  if (!/^(0x)?[0-9a-f]+$/i.test(t)) return [];
+  const bits = BigInt(t.startsWith('0x') ? t : `0x${t}`);
+  const sizes: number[] = [];
+  for (let n = 0; n < 64; n++) if ((bits >> BigInt(n)) & 1n) sizes.push(2 ** (n + 20));
+  return sizes;
+}
+
+/** Size of BAR `bar` from the `resource` file's lines (`0x... 0x... 0x...`); null when empty or unreadable. */
+export function barSize(resource: string | null, bar: number): number | null {
+  const line = resource?.split('\n')[bar];
+  const m = line ? /^0x([0-9a-f]+)\s+0x([0-9a-f]+)/i.exec(line.trim()) : null;
+  if (!m) return null;
+  const start = BigInt(`0x${m[1]}`);
+  const end = BigInt(`0x${m[2]}`);
+  return end > start ? Number(end - start + 1n) : null;
+}
+
+async function readResizableBars(port: KernelPort, address: string, entries: readonly string[]): Promise<ResizableBar[]> {
+  const bars = entries
+    .map((e) => RESIZE_RE.exec(e))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+  if (bars.length === 0) return [];
+  const dir = pciDeviceDir(port.roots, address);
+  const resource = await port.readFile(under(dir, 'resource'));
+  const out: ResizableBar[] = [];
+  for (const bar of bars) {
+    const bitmap = await port.readFile(under(dir, `resource${bar}_resize`));
+    if (bitmap === null) continue;
+    out.push({ bar, sizes: parseResizeBitmap(bitmap), current: barSize(resource, bar) });
+  }
+  return out;
 }
 
 /** Hex attribute such as `0x1002\n` -> `1002`. */
@@ -100,6 +161,7 @@ export async function readPciDevice(port: KernelPort, address: string): Promise<
     port.readDir(pciDeviceEntry(port.roots, address, 'drm')),
     port.readDir(pciDeviceEntry(port.roots, address, 'vfio-dev')),
   ]);
+  const resizableBars = await readResizableBars(port, address, entries);
   const classCode = cls === null ? 0 : Number.parseInt(cls.trim(), 16);
   const group = groupLink === null ? null : Number.parseInt(linkName(groupLink), 10);
   return {
@@ -116,6 +178,7 @@ export async function readPciDevice(port: KernelPort, address: string): Promise<
     iommuGroup: group === null || Number.isNaN(group) ? null : group,
     bootVga: bootVga === null ? null : bootVga.trim() === '1',
     resetMethods: resetMethod === null ? [] : resetMethod.trim().split(/\s+/).filter(Boolean),
+    resizableBars,
     drm: drm.filter((n) => /^(card|renderD)\d+$/.test(n)).sort(),
     vfioDevices: vfioDev.filter((n) => /^vfio\d+$/.test(n)).sort(),
     consumers: linkedAddresses(entries, CONSUMER_LINK_PREFIX),

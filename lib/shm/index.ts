@@ -37,3 +37,6 @@ export type { ShmFileType } from './shm-entry.js';
 
 export { checkAccountName, resolveGid, resolvePrimaryGid, resolveUid, userNameOf } from './accounts.js';
 export type { AccountLookupOptions } from './accounts.js';
+
+export { MODPROBE_DIRS, kvmfrModuleSize, kvmfrPresent, parseStaticSizes, planKvmfr, undoKvmfr } from './kvmfr.js';
+export type { KvmfrChange, KvmfrOptions, KvmfrRecord, KvmfrSettings } from './kvmfr.js';

@@ -240,7 +240,11 @@ test('devices prints a header row, one header per IOMMU group and the holders of
   t.regex(deviceBlock(result.stdout, '0000:0a:00.1').line, /^ {2}0000:0a:00\.1 +1002:aaf0 +00 +snd_hda_intel +Audio device \[0403\]$/);
   const guest = deviceBlock(result.stdout, '0000:0b:00.0');
   t.regex(guest.line, /^ {2}0000:0b:00\.0 +1002:67df +e1 +amdgpu +VGA compatible controller \[0300\]$/);
-  t.is(guest.notes, 'subsystem 1682:c590', 'the RX 590 differs from the RX 580 by revision and subsystem only');
+  t.is(
+    guest.notes,
+    'subsystem 1682:c590; reset bus',
+    'the RX 590 differs from the RX 580 by revision and subsystem only (its reset methods are its own fixture value)',
+  );
   t.true(lines.indexOf(guest.line) > g25);
   t.regex(deviceBlock(result.stdout, '0000:01:00.0').notes, /host needs it: .*'\/' is mounted from 'nvme0n1p2' \(ext4\)/);
   t.false(result.stdout.includes('Note: not every process could be read'), 'the simulated /proc is fully readable');
@@ -273,9 +277,9 @@ test('devices fits 80 and 120 columns, names devices from pci.ids, and shows dri
     const guest = deviceBlock(result.stdout, '0000:0b:00.0');
     t.true(guest.line.startsWith('  0000:0b:00.0  1002:67df  e1  amdgpu'), guest.line);
     t.true(guest.line.includes(' [0300] Ellesmere [Radeon RX'), guest.line);
-    t.is(guest.notes, 'subsystem 1682:c590 (Radeon RX 590 Fatboy)');
+    t.is(guest.notes, 'subsystem 1682:c590 (Radeon RX 590 Fatboy); reset bus');
     t.is(deviceBlock(result.stdout, '0000:0a:00.0').notes.split(';')[0], 'subsystem 1da2:e366 (Sapphire Technology Limited device)');
-    t.is(deviceBlock(result.stdout, '0000:0b:00.1').notes, 'subsystem 1682:aaf0 (XFX Limited device); driver_override vfio-pci');
+    t.is(deviceBlock(result.stdout, '0000:0b:00.1').notes, 'subsystem 1682:aaf0 (XFX Limited device); driver_override vfio-pci; reset bus');
   }
   const wide = await sim.run('devices', '--width', '120');
   t.regex(
@@ -302,7 +306,7 @@ test('devices --tree lists each device under its bridge, with its IOMMU group', 
   const bridge = lines.findIndex((l) => l.startsWith('  0000:00:03.2 '));
   const gpu = lines.findIndex((l) => l.startsWith('    0000:0b:00.0 '));
   t.true(bridge > 0 && gpu > bridge, result.stdout);
-  t.is(deviceBlock(result.stdout, '0000:0b:00.0').notes, 'IOMMU group 25; subsystem 1682:c590');
+  t.is(deviceBlock(result.stdout, '0000:0b:00.0').notes, 'IOMMU group 25; subsystem 1682:c590; reset bus');
   t.deepEqual(
     lines.filter((l) => l.length > 80),
     [],

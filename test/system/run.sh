@@ -180,7 +180,7 @@ rm -f "$work/qemu.pid"
 note "booting QEMU/TCG into systemd (bound ${qemu_budget}s)"
 t0=$SECONDS
 timeout -k 5 "$qemu_budget" qemu-system-x86_64 \
-  -accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 1 -m 1536 \
+  -accel tcg -machine q35,kernel-irqchip=split -cpu max -smp 2 -m 1536 \
   -nodefaults -vga none -display none -no-reboot \
   -serial "file:$console" -monitor none -pidfile "$work/qemu.pid" \
   -device intel-iommu,intremap=on \

@@ -159,6 +159,9 @@ eq "boot: driver_override of both cleared" "$(ovr "$VGA") $(ovr "$HDA")" "(null)
 # make sure section 3 starts from a clean pair whatever the CLI did
 [ "$(drv "$VGA") $(drv "$HDA")" = "bochs-drm snd_hda_intel" ] || raw_reattach "$VGA" "$HDA"
 
+# ------------------------------------------------------------ 2c. host tuning (issue 14)
+. "$G/hugepages.sh"
+
 # ------------------------------------------------------------ 3. more facts
 . "$G/facts.sh"
 

@@ -67,6 +67,7 @@ bounded 30 busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.f
 eq "boot: the system bus answers (dbus.service activated by dbus.socket)" "$BRC $(systemctl is-active dbus.service)" "0 active"
 jobs=$(systemctl list-jobs --no-legend 2>/dev/null | grep -v vfio-system | head -n 5 | tr -s ' ' | tr '\n' ';')
 eq "boot: no other job is pending (nothing waits on a device unit)" "$jobs" ""
+. /repo/test/system/guest/cpus.sh   # issue 14: CPU isolation against this systemd
 
 # ------------------------------------------------------------ 2. install
 step "find the guest GPU and write the configuration"
