@@ -86,10 +86,15 @@ async function newChildren(before: ReadonlySet<string>): Promise<string[]> {
       .map(async (pid) => ({
         pid,
         cmdline: (await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0').filter(Boolean),
+        // The state letter after the parenthesised comm: 'Z' is a zombie, gone already, which keeps nothing alive.
+        state: /\) (\S)/.exec(await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => ') X'))?.[1] ?? 'X',
       })),
   );
   return (
     found
+      // Exited (a zombie: the esbuild service tsx started in a worker thread, whose loop
+      // is gone and never reaps it) or already reaped ('X'): nothing is left running.
+      .filter(({ state }) => state !== 'Z' && state !== 'X')
       // tsx's esbuild service: started on the first compile (which may come in
       // a test's dynamic import), unreferenced, ends with the worker.
       .filter(({ cmdline }) => !(cmdline[0]?.endsWith('/esbuild') && cmdline.some((a) => a.startsWith('--service='))))

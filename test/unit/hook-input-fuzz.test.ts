@@ -16,9 +16,10 @@ const COUNT = 20_000;
 /** What the daemon's parsers say of a case: refused or not, or a crash (any other error). */
 function verdict(c: FuzzCase): 'refused' | 'passed' | `crash: ${string}` {
   try {
-    const text = typeof c.xml === 'string' ? c.xml : new TextDecoder('utf-8', { fatal: true }).decode(c.xml);
     const event = parseHookEvent(...c.args);
-    // Only prepare reads the XML; the later stages act on the record prepare made.
+    // The hook sends the XML for prepare only (its file is read, so decoded, for any sub-operation);
+    // only prepare begin parses it, the later stages act on the record prepare made.
+    const text = c.args[1] !== 'prepare' ? '' : typeof c.xml === 'string' ? c.xml : new TextDecoder('utf-8', { fatal: true }).decode(c.xml);
     if (stageOf(event) === 'prepare') {
       const domain = parseDomainXml(text);
       if (domain.name !== event.domainName) return 'refused';
@@ -41,6 +42,8 @@ test(`${COUNT} generated hook inputs: the parsers agree with the oracle and neve
     kinds.set(c.why, (kinds.get(c.why) ?? 0) + 1);
     // A managed VM's prepare is refused by the configuration, which these parsers do not see.
     if (c.why.includes('sizes disagree')) continue;
+    // Answered by the hook itself (hooks/qemu owed_nothing): the parsers never see it.
+    if (c.why.includes('answered by the hook')) continue;
     const got = verdict(c);
     const expected = c.refused ? 'refused' : 'passed';
     if (got !== expected) {
