@@ -42,7 +42,7 @@ const rows = report.figures.map((f) => {
   const goal = f.goal
     ? `${f.goal.on === 'ratio' ? `<= ${f.goal.max}x` : `<= ${f.goal.max} ${f.unit}`}: ${goalMet(f) ? 'met' : '**not met**'}`
     : '';
-  return `| ${f.label} | ${cell(f.value, f.unit)} | ${f.anchor ? `${f.anchor.label}: ${cell(f.anchor.value, f.unit)}` : ''} | ${ratio} | ${goal} |`;
+  return `| ${f.label.replace(/</g, '&lt;')} | ${cell(f.value, f.unit)} | ${f.anchor ? `${f.anchor.label.replace(/</g, '&lt;')}: ${cell(f.anchor.value, f.unit)}` : ''} | ${ratio} | ${goal} |`;
 });
 await fs.writeFile(
   path.join(out, 'results.md'),
