@@ -10,23 +10,19 @@
  * subscribed clients), so a service that starts and then dies (`Type=simple`
  * whose program exits with an error) is reported too.
  */
-import { encodeLabel } from '../bus/object-path.js';
+import { systemdUnitPath as unitPath } from '../bus/object-path.js';
+import {
+  SYSTEMD_BUS_NAME as SYSTEMD,
+  SYSTEMD_MANAGER_INTERFACE as SYSTEMD_MANAGER,
+  SYSTEMD_PATH,
+  SYSTEMD_UNIT_INTERFACE as SYSTEMD_UNIT,
+} from '../bus/names.js';
 import { OrderedBus, unwrap, unwrapDict } from './ordered-bus.js';
 
-const SYSTEMD = 'org.freedesktop.systemd1';
-const SYSTEMD_PATH = '/org/freedesktop/systemd1';
-const SYSTEMD_MANAGER = 'org.freedesktop.systemd1.Manager';
-const SYSTEMD_UNIT = 'org.freedesktop.systemd1.Unit';
-const UNIT_PATH_PREFIX = '/org/freedesktop/systemd1/unit/';
 const PROPERTIES = 'org.freedesktop.DBus.Properties';
 
 /** How long JobRemoved results nobody asked for yet are kept (the reply carrying the job path may lag). */
 const ORPHAN_RESULT_MS = 60_000;
-
-/** The object path systemd gives a unit (sd_bus_path_encode of its name). */
-function unitPath(unit: string): string {
-  return UNIT_PATH_PREFIX + encodeLabel(unit);
-}
 
 export interface JobOutcome {
   /** JobRemoved's result: done, canceled, timeout, failed, dependency, skipped; or 'error' when the call itself failed. */

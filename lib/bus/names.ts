@@ -52,3 +52,10 @@ export const DBUS_DRIVER_NAME = 'org.freedesktop.DBus';
 export const DBUS_DRIVER_PATH = '/org/freedesktop/DBus';
 export const DBUS_DRIVER_INTERFACE = 'org.freedesktop.DBus';
 export const PROPERTIES_INTERFACE = 'org.freedesktop.DBus.Properties';
+
+/** systemd's manager on either bus (the system's, or a user's own): names both the daemon's host changes and the agent use. */
+export const SYSTEMD_BUS_NAME = 'org.freedesktop.systemd1';
+export const SYSTEMD_PATH = '/org/freedesktop/systemd1';
+export const SYSTEMD_MANAGER_INTERFACE = 'org.freedesktop.systemd1.Manager';
+export const SYSTEMD_UNIT_INTERFACE = 'org.freedesktop.systemd1.Unit';
+export const SYSTEMD_UNIT_PATH_PREFIX = '/org/freedesktop/systemd1/unit/';

@@ -7,7 +7,7 @@
  *   0000:0b:00.0  -> /org/vfiohookd1/device/_30000_3a0b_3a00_2e0
  */
 
-import { DEVICE_PATH_PREFIX, MACHINE_PATH_PREFIX } from './names.js';
+import { DEVICE_PATH_PREFIX, MACHINE_PATH_PREFIX, SYSTEMD_UNIT_PATH_PREFIX } from './names.js';
 
 export function encodeLabel(label: string): string {
   if (label === '') return '_';
@@ -55,4 +55,9 @@ export function machineNameOf(objectPath: string): string | null {
   if (!objectPath.startsWith(prefix)) return null;
   const label = objectPath.slice(prefix.length);
   return label.includes('/') ? null : decodeLabel(label);
+}
+
+/** The object path systemd gives a unit (sd_bus_path_encode of its name). */
+export function systemdUnitPath(unit: string): string {
+  return SYSTEMD_UNIT_PATH_PREFIX + encodeLabel(unit);
 }

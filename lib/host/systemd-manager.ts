@@ -15,25 +15,21 @@
  */
 import dbus from 'dbus-next';
 import { Timeout, UnitFailed, q } from '../errors.js';
-import { encodeLabel } from '../bus/object-path.js';
+import { systemdUnitPath as unitPath } from '../bus/object-path.js';
+import {
+  SYSTEMD_BUS_NAME as SYSTEMD,
+  SYSTEMD_MANAGER_INTERFACE as MANAGER,
+  SYSTEMD_PATH,
+  SYSTEMD_UNIT_INTERFACE as UNIT,
+} from '../bus/names.js';
 import type { SystemdManager } from './host-change.js';
 
-const SYSTEMD = 'org.freedesktop.systemd1';
-const SYSTEMD_PATH = '/org/freedesktop/systemd1';
-const MANAGER = 'org.freedesktop.systemd1.Manager';
-const UNIT = 'org.freedesktop.systemd1.Unit';
 const PROPERTIES = 'org.freedesktop.DBus.Properties';
-const UNIT_PATH_PREFIX = '/org/freedesktop/systemd1/unit/';
 
 /** Default bound on one job: systemd's own default stop timeout (90 s) and some margin. */
 export const DEFAULT_JOB_TIMEOUT_MS = 120_000;
 /** How long a JobRemoved nobody waits for yet is kept (the reply naming its job may lag behind it). */
 const ORPHAN_RESULT_MS = 60_000;
-
-/** The object path systemd gives a unit (sd_bus_path_encode of its name). */
-export function unitPath(unit: string): string {
-  return UNIT_PATH_PREFIX + encodeLabel(unit);
-}
 
 export interface SystemdManagerOptions {
   /** Longest wait for one job's JobRemoved. Default DEFAULT_JOB_TIMEOUT_MS. */
