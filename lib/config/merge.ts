@@ -150,6 +150,8 @@ function combine(file: VmSettings, meta: VmSettings, problems: string[]): VmSett
       hdr: pick('looking-glass.hdr', a.hdr, b.hdr, false, String),
       group: pick('looking-glass.group', a.group, b.group, null),
       mode: pick('looking-glass.mode', a.mode, b.mode, DEFAULT_SHM_MODE, (x) => q(formatFileMode(x))),
+      // File only: the metadata has no kvmfr attribute (it changes a device node in /dev, as root).
+      kvmfr: a.kvmfr,
     };
   }
   let scream: ScreamSettings | null = file.scream ?? meta.scream;
@@ -177,5 +179,8 @@ function combine(file: VmSettings, meta: VmSettings, problems: string[]): VmSett
     stopUnits: file.stopUnits,
     busyTimeoutMs: file.busyTimeoutMs,
     singleGpu: file.singleGpu,
+    hostCpus: file.hostCpus,
+    hugepages: file.hugepages,
+    resetMethods: file.resetMethods,
   };
 }

@@ -84,11 +84,42 @@
  *                               before taking the boot VGA's console. Not with
  *                               hold = "boot". Default: false.
  *
- *                               on-busy, stop-units, busy-timeout and
- *                               single-gpu are file only: they act on the
- *                               host as root (stop system units), and a
- *                               domain's XML is editable by every libvirt
- *                               user.
+ *   host-cpus = "0-3,8-11"      CPU isolation: while the VM runs, system.slice,
+ *                               user.slice and init.scope may use only these
+ *                               CPUs (systemd's runtime AllowedCPUs, cgroup
+ *                               v2), so the VM's pinned CPUs are left to it;
+ *                               restored at release. A cpulist as the kernel
+ *                               writes them; every CPU listed must be online
+ *                               and at least one must be left out (checked
+ *                               at prepare). Applied after the detach.
+ *                               Does not pin the VM (that is the domain's
+ *                               <cputune>). Default: unset (no isolation).
+ *   hugepages = "8G"            hugepages to reserve at prepare (memory is
+ *                               compacted first, the kernel's count read
+ *                               back, a short one refused with the numbers)
+ *                               and give back at release: the domain's
+ *                               <memory> when it has <memoryBacking>
+ *                               <hugepages/>. A whole number of pages.
+ *                               Default: unset (nothing reserved).
+ *   hugepage-size = "2M"        their page size ("2M" or "1G" on x86), with
+ *                               hugepages. Default: "2M".
+ *   reset-method = { "0b:00.0" = "device_specific" }
+ *                               per device of `devices`: the reset methods
+ *                               the kernel may use while it is passed
+ *                               through, in order ("flr bus", or a list),
+ *                               written to its reset_method before the
+ *                               detach, checked against what the device
+ *                               offers, read back, and put back after the
+ *                               reattach. `vfio-hookctl devices` shows each
+ *                               device's methods. Default: none.
+ *
+ *                               on-busy, stop-units, busy-timeout,
+ *                               single-gpu, host-cpus, hugepages,
+ *                               hugepage-size and reset-method are file
+ *                               only: they act on the host as root (stop
+ *                               system units, restrict every host process,
+ *                               take memory), and a domain's XML is
+ *                               editable by every libvirt user.
  *
  * [vm.NAME.looking-glass]       optional: the Looking Glass shm file
  *   resolution = "2560x1440"    the guest's largest resolution; the size
@@ -109,6 +140,19 @@
  *                               guest's screen); read for others is accepted
  *                               with a warning (everyone could watch the
  *                               guest's screen). Default: "0660".
+ *   kvmfr = "auto"              Looking Glass's kvmfr device (/dev/kvmfrN,
+ *                               what Looking Glass recommends over /dev/shm)
+ *                               instead of the shm file: its size (as the
+ *                               module was loaded: kvmfr.static_size_mb on
+ *                               the kernel command line or in modprobe.d)
+ *                               checked against the size above, its owner,
+ *                               group and mode set as for the file, and put
+ *                               back at release. "auto": /dev/kvmfr0 when it
+ *                               exists and the domain maps no <shmem> of
+ *                               this name; "off": always the shm file;
+ *                               "kvmfr0" to "kvmfr9": that device, refused
+ *                               when it is missing. File only.
+ *                               Default: "auto".
  *
  * [vm.NAME.scream]              optional: the Scream shm file
  *   size = "2M"                 a power of two, at least 1M. Default: "2M".
@@ -135,7 +179,7 @@
 
 import * as v from 'valibot';
 
-import { InvalidArgs } from '../errors.js';
+import { InvalidArgs, InvalidConfig, q } from '../errors.js';
 import { parsePciAddress } from '../pci/address.js';
 import {
   SCREAM_DEFAULT_SIZE,
@@ -150,10 +194,13 @@ import {
 import { validateAccountName } from '../names/account-name.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { parseShmMode } from './file-mode.js';
-import { bool, describeValue, list, parsed, table } from './toml-schema.js';
+import { bool, describeValue, isTable, list, parsed, table } from './toml-schema.js';
 import { validateUnitName } from '../names/unit-name.js';
 import { DEFAULT_BUSY_TIMEOUT_MS as DRM_RELEASE_DEFAULT_TIMEOUT_MS } from '../host/drm-release.js';
 import { ON_BUSY_VALUES } from '../host/host-policy.js';
+import { parseCpuList } from '../host/cpu-isolation.js';
+import { parseHugepages } from '../host/hugepages.js';
+import { parseResetMethod } from '../host/reset-method.js';
 
 /** `write-timeout` default: 10 s. */
 export const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
@@ -217,6 +264,69 @@ function busyTimeout(text: string): number {
   return ms;
 }
 
+/** `looking-glass.kvmfr`: "auto", "off" or a device name. */
+function kvmfrChoice(text: string): 'auto' | 'off' | `kvmfr${number}` {
+  if (text === 'auto' || text === 'off') return text;
+  if (/^kvmfr\d$/.test(text)) return text as `kvmfr${number}`;
+  throw new InvalidArgs(`Invalid kvmfr ${q(text)}: expected "auto", "off" or a device from "kvmfr0" to "kvmfr9"`);
+}
+
+/** Each host-tuning parser throws InvalidConfig; the schema reports InvalidArgs (toml-schema.ts `parsed`). */
+function asArgs<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof InvalidConfig) throw new InvalidArgs(error.message.replace(/, refusing$/, ''));
+    throw error;
+  }
+}
+
+/** `host-cpus`: checked as a cpulist now, kept as written (it is checked against the CPUs online at prepare). */
+function hostCpus(text: string): string {
+  asArgs(() => parseCpuList(text));
+  return text.trim();
+}
+
+function hugepagesTotal(text: string): string {
+  asArgs(() => parseSize(text));
+  return text.trim();
+}
+
+function hugepageSize(text: string): string {
+  asArgs(() => parseHugepages({ total: text, pageSize: text }));
+  return text.trim();
+}
+
+/**
+ * `reset-method = { "0b:00.0" = "device_specific", "0b:00.1" = ["flr", "bus"] }`:
+ * a table keyed by PCI address (normalised), each value methods in order.
+ */
+const RESET_METHOD_SCHEMA = v.pipe(
+  v.custom<Record<string, unknown>>(
+    isTable,
+    (issue) => `expected a table of PCI address = "methods", e.g. { "0b:00.0" = "flr bus" }, got ${describeValue(issue.input)}`,
+  ),
+  v.rawTransform<Record<string, unknown>, { address: string; methods: string[] }[]>(({ dataset, addIssue, NEVER }) => {
+    const out: { address: string; methods: string[] }[] = [];
+    for (const [key, value] of Object.entries(dataset.value)) {
+      try {
+        const address = parsePciAddress(key);
+        if (typeof value !== 'string' && !(Array.isArray(value) && value.every((w) => typeof w === 'string'))) {
+          throw new InvalidArgs(`expected methods as a string or an array of strings, got ${describeValue(value)}`);
+        }
+        out.push({ address, methods: asArgs(() => parseResetMethod(value as string | string[])) });
+      } catch (error) {
+        if (!(error instanceof InvalidArgs)) throw error;
+        addIssue({ message: `${q(key)}: ${error.message.replace(/^Invalid/, 'invalid')}` });
+      }
+    }
+    return out.length === Object.keys(dataset.value).length ? out : NEVER;
+  }),
+);
+
+/** `hugepage-size` default: 2 MiB, the x86 base huge page. */
+export const DEFAULT_HUGEPAGE_SIZE = '2M';
+
 /** `hold` values: while the VM runs, or from the daemon's start on (see the module comment). */
 export const HOLD_VALUES = ['vm', 'boot'] as const;
 export type Hold = (typeof HOLD_VALUES)[number];
@@ -235,6 +345,7 @@ const LOOKING_GLASS_SCHEMA = table({
   name: v.optional(parsed(validateShmName)),
   group: v.optional(parsed((s) => validateAccountName('group', s))),
   mode: v.optional(parsed(parseShmMode)),
+  kvmfr: v.optional(parsed(kvmfrChoice)),
 });
 
 /** `[vm.NAME.scream]`. */
@@ -269,6 +380,10 @@ export const VM_TABLE_SCHEMA = table({
   'stop-units': v.optional(list(parsed(validateUnitName))),
   'busy-timeout': v.optional(parsed(busyTimeout)),
   'single-gpu': v.optional(bool()),
+  'host-cpus': v.optional(parsed(hostCpus)),
+  hugepages: v.optional(parsed(hugepagesTotal)),
+  'hugepage-size': v.optional(parsed(hugepageSize)),
+  'reset-method': v.optional(RESET_METHOD_SCHEMA),
 });
 
 /** The whole file: `vm` is checked table by table, so that each VM's problems carry its name. */

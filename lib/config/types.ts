@@ -27,6 +27,13 @@ export interface LookingGlassSettings {
   readonly group: string | null;
   /** `mode` bits; default 0o660. */
   readonly mode: number;
+  /**
+   * `kvmfr`: Looking Glass's kvmfr device instead of the shm file. 'auto'
+   * (default): `/dev/kvmfr0` when it exists and the domain maps no
+   * `<shmem>` of this name; 'off': always the shm file; 'kvmfr0' to
+   * 'kvmfr9': that device, which must exist.
+   */
+  readonly kvmfr: 'auto' | 'off' | `kvmfr${number}`;
 }
 
 /** `[vm.NAME.scream]`. */
@@ -73,6 +80,12 @@ export interface VmSettings {
   readonly busyTimeoutMs: number;
   /** `single-gpu`; default false. */
   readonly singleGpu: boolean;
+  /** `host-cpus`, a cpulist (`"0-3,8-11"`) the host keeps while the VM runs; `null` when unset (no CPU isolation). */
+  readonly hostCpus: string | null;
+  /** `hugepages` (and `hugepage-size`, default "2M"), as written; `null` when unset (nothing reserved). */
+  readonly hugepages: { readonly total: string; readonly pageSize: string } | null;
+  /** `reset-method`: per device (normalised address, one of `devices`), the methods in the order to try; default none. */
+  readonly resetMethods: readonly { readonly address: string; readonly methods: readonly string[] }[];
 }
 
 export interface Config {

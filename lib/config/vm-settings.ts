@@ -11,6 +11,7 @@ import type { ConfigProblem } from './problems.js';
 import { problemsFromIssues } from './problems.js';
 import {
   DEFAULT_BUSY_TIMEOUT_MS,
+  DEFAULT_HUGEPAGE_SIZE,
   DEFAULT_LOOKING_GLASS_NAME,
   DEFAULT_SCREAM_NAME,
   DEFAULT_SCREAM_SIZE,
@@ -19,6 +20,7 @@ import {
   type VmTableSpec,
 } from './schema.js';
 import type { PathSegment } from './toml-locator.js';
+import { parseHugepages } from '../host/hugepages.js';
 import type { LookingGlassSettings, ScreamSettings, VmSettings } from './types.js';
 
 export interface VmTableResult {
@@ -70,6 +72,30 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
     );
   }
 
+  if (spec['hugepage-size'] !== undefined && spec.hugepages === undefined) {
+    at(
+      ['hugepage-size'],
+      'hugepage-size is the size of the pages of hugepages; set hugepages = "8G" (the VM\'s memory), or remove hugepage-size',
+    );
+  }
+  if (spec.hugepages !== undefined) {
+    try {
+      parseHugepages({ total: spec.hugepages, pageSize: spec['hugepage-size'] ?? DEFAULT_HUGEPAGE_SIZE });
+    } catch (error) {
+      at(['hugepages'], lowerFirst((error as Error).message.replace(/, refusing$/, '')));
+    }
+  }
+  for (const [index, { address }] of (spec['reset-method'] ?? []).entries()) {
+    if (!(spec.devices ?? []).includes(address)) {
+      at(
+        ['reset-method'],
+        `reset-method names ${q(address)}, which is not in this VM's devices; add it to devices (its reset method is set while the VM holds it), or remove it`,
+      );
+    }
+    const first = (spec['reset-method'] ?? []).findIndex((r) => r.address === address);
+    if (first !== index) at(['reset-method'], `reset-method names ${q(address)} twice (as two spellings of one address); name it once`);
+  }
+
   const lookingGlass = lookingGlassSettings(spec, at);
   const scream: ScreamSettings | null =
     spec.scream === undefined
@@ -110,6 +136,9 @@ export function validateVmTable(name: string, input: unknown, base: readonly Pat
       stopUnits: spec['stop-units'] ?? [],
       busyTimeoutMs: spec['busy-timeout'] ?? DEFAULT_BUSY_TIMEOUT_MS,
       singleGpu: spec['single-gpu'] ?? false,
+      hostCpus: spec['host-cpus'] ?? null,
+      hugepages: spec.hugepages === undefined ? null : { total: spec.hugepages, pageSize: spec['hugepage-size'] ?? DEFAULT_HUGEPAGE_SIZE },
+      resetMethods: spec['reset-method'] ?? [],
     },
     problems,
     warnings,
@@ -185,5 +214,11 @@ function lookingGlassSettings(spec: VmTableSpec, at: (path: readonly PathSegment
     hdr,
     group: lg.group ?? null,
     mode: lg.mode ?? DEFAULT_SHM_MODE,
+    kvmfr: lg.kvmfr ?? 'auto',
   };
+}
+
+/** `Invalid hugepages ...` -> `invalid hugepages ...`: problems follow a `path: `. */
+function lowerFirst(message: string): string {
+  return /^[A-Z][a-z]/.test(message) ? message[0]!.toLowerCase() + message.slice(1) : message;
 }

@@ -446,7 +446,11 @@ export class DaemonBackend implements ManagerBackend {
         if (note !== null) this.#options.onUnmanagedWarning?.(event.domainName, note);
         return { ...(await lifecycle.handle(event, null)), note: note ?? '' };
       }
-      const vm = { ...(await toManagedVm(settings, this.#options.accounts)), givenToGuest: domain.hostdevs.map((h) => h.address) };
+      const vm = {
+        ...(await toManagedVm(settings, this.#options.accounts)),
+        givenToGuest: domain.hostdevs.map((h) => h.address),
+        mappedShm: domain.shmems.map((m) => m.name),
+      };
       outcome = await this.#inProgress(event.domainName, 'prepare', () => lifecycle.handle(event, vm));
       const own = vmSettingsWarnings(settings);
       const warnings = [...own, ...outcome.warnings];

@@ -61,6 +61,10 @@ export async function toManagedVm(settings: VmSettings, accounts: AccountResolve
       stopUnits: settings.stopUnits,
       busyTimeoutMs: settings.busyTimeoutMs,
       singleGpu: settings.singleGpu,
+      hostCpus: settings.hostCpus,
+      hugepages: settings.hugepages,
+      resetMethods: settings.resetMethods,
+      kvmfr: lookingGlass ? { device: lookingGlass.kvmfr, shmName: lookingGlass.name } : null,
     },
   };
 }

@@ -27,6 +27,7 @@
 import { busSafe } from '../bus/dbus-types.js';
 import { StageProgress, progressText } from './stage-progress.js';
 import { DbusSystemdManager } from '../host/systemd-manager.js';
+import { PLAIN_TUNABLES } from '../sim/sim-tunables.js';
 import { describeStep } from '../pci/step-text.js';
 import dbus from 'dbus-next';
 import { DEFAULT_ROOTS, type HostRoots } from '../roots.js';
@@ -270,8 +271,14 @@ class Daemon {
       roots: this.#roots,
       trustedShmOwners: () => this.#trusted,
       sleepLock: inhibitor,
-      // Host changes (on-busy, single-gpu): sysfs through the same kernel port, units through the system manager.
-      host: { kernel: this.#need(this.#port), systemd: new DbusSystemdManager(bus) },
+      // Host changes: sysfs through the same kernel port, units and AllowedCPUs through the system manager, and the
+      // tunables (hugepages, reset_method) as files, or as a plain tree's files on a simulated host (a write replaces
+      // the text, as one write(2) to a sysfs attribute sets its value).
+      host: {
+        kernel: this.#need(this.#port),
+        systemd: new DbusSystemdManager(bus),
+        ...(this.#options.simulate !== undefined ? { tunables: PLAIN_TUNABLES } : {}),
+      },
       onStep: (step) => this.#progress.step(step),
     });
     // libvirt's own view through libvirt-dbus, when it is on this bus (it is optional).

@@ -14,12 +14,18 @@
  * src/shared/cpu-set-util.c: `out[cpu / 8] |= 1u << (cpu % 8)`), and an empty
  * array is the empty set, which for AllowedCPUs means "no restriction".
  */
+import * as v from 'valibot';
+
 import { HostDependency, InvalidConfig, q } from '../errors.js';
+import { checkedRecord } from './host-change.js';
 import { readFileOrNull } from '../pci/fs-reads.js';
 import { under } from '../roots.js';
 import type { HostChange, HostChangeRecord, HostContext, SystemdManager } from './host-change.js';
 
 /** The units whose processes are the host's: everything but the VM's own scope (machine.slice). */
+/** The record kind (lib/host/undo.ts finds the undo by it). */
+export const CPU_ISOLATION_KIND = 'cpu-isolation';
+
 export const ISOLATED_UNITS = [
   { name: 'system.slice', iface: 'org.freedesktop.systemd1.Slice' },
   { name: 'user.slice', iface: 'org.freedesktop.systemd1.Slice' },
@@ -41,6 +47,23 @@ export interface CpuIsolationRecord extends HostChangeRecord {
   /** Each unit's AllowedCPUs before (`[]` = not set: every CPU). */
   readonly units: readonly { readonly name: string; readonly iface: string; readonly allowedCpus: readonly number[] }[];
 }
+
+const CPU = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_CPU));
+/** What undo trusts of a record read back from state.json (a boundary: the file may be damaged or edited). */
+const RECORD_SCHEMA = v.object({
+  kind: v.literal('cpu-isolation'),
+  hostCpus: v.array(CPU),
+  units: v.pipe(
+    v.array(
+      v.object({
+        name: v.picklist(ISOLATED_UNITS.map((u) => u.name)),
+        iface: v.picklist(ISOLATED_UNITS.map((u) => u.iface)),
+        allowedCpus: v.array(CPU),
+      }),
+    ),
+    v.maxLength(ISOLATED_UNITS.length),
+  ),
+});
 
 /**
  * Parse a cpulist as the kernel writes and reads them (`0-3,8-11`,
@@ -189,7 +212,11 @@ async function applyAllowedCpus(
  * resets the property). Idempotent: it sets values, it does not subtract.
  */
 export async function undoCpuIsolation(record: HostChangeRecord, context: HostContext): Promise<void> {
-  const r = record as CpuIsolationRecord;
+  const r = checkedRecord(
+    RECORD_SCHEMA,
+    record,
+    "the host's units' AllowedCPUs: reset them with 'systemctl set-property --runtime system.slice AllowedCPUs=' (and user.slice, init.scope)",
+  );
   const systemd = needSystemd(context, `give ${r.units.map((u) => u.name).join(', ')} their CPUs back`);
   await applyAllowedCpus(systemd, r.units, (u) => u.allowedCpus);
 }

@@ -21,8 +21,12 @@
  * detach, `after-detach` ones); release, a failed prepare and recovery undo
  * them in reverse.
  */
+import * as v from 'valibot';
+
+import { DamagedState } from '../errors.js';
 import type { KernelPort } from '../pci/kernel-port.js';
 import type { HostRoots } from '../roots.js';
+import type { TunableFiles } from './tunable-files.js';
 
 /** What `undo` needs, saved in state.json: plain JSON, `kind` names the undoer. */
 export interface HostChangeRecord {
@@ -37,6 +41,8 @@ export interface HostChange<R extends HostChangeRecord = HostChangeRecord> {
   /** Before the devices are detached or after. */
   readonly phase: 'before-detach' | 'after-detach';
   apply(): Promise<void>;
+  /** Problems planning found that did not stop it (each ending in ', ignoring'), for the hook's outcome. Default: none. */
+  readonly warnings?: readonly string[];
 }
 
 /** Reaching the host: the injected roots and, where a kind needs it, the system manager. */
@@ -52,6 +58,13 @@ export interface HostContext {
    * finds none refuses at plan time.
    */
   readonly kernel?: KernelPort;
+  /**
+   * The kernel tunables hugepages and reset-method write (tunable-files.ts).
+   * Default: the files themselves; the sim tier passes its simulated pool.
+   */
+  readonly tunables?: TunableFiles;
+  /** Where kvmfr's module options are read (lib/shm/kvmfr.ts MODPROBE_DIRS by default); tests pass their own. */
+  readonly modprobeDirs?: readonly string[];
 }
 
 /** The few systemd Manager calls the host changes use, each waiting for its job where it makes one. */
@@ -68,3 +81,16 @@ export interface SystemdManager {
 }
 
 export type HostChangeUndo = (record: HostChangeRecord, context: HostContext) => Promise<void>;
+
+/**
+ * A record read back from state.json, checked before undo acts on it: the
+ * file crosses a boundary (a damaged disk, a hand edit). A record that does
+ * not fit is never guessed at: DamagedState says what to put right by hand.
+ *
+ * @param undoes what undo would have put back, and how to do it by hand.
+ */
+export function checkedRecord<S extends v.GenericSchema>(schema: S, record: unknown, undoes: string): v.InferOutput<S> {
+  const parsed = v.safeParse(schema, record);
+  if (!parsed.success) throw new DamagedState(`The record of this change is not valid, so it cannot be undone; put back ${undoes}`);
+  return parsed.output;
+}

@@ -16,13 +16,19 @@
  * used: a global write spreads the pages over the nodes, which is right for a
  * VM that is not pinned to one node; per-node reservation is not done.
  */
+import * as v from 'valibot';
+
 import { HostDependency, InvalidConfig, q } from '../errors.js';
+import { checkedRecord } from './host-change.js';
 import { under } from '../roots.js';
 import { formatSize, parseSize } from '../shm/size.js';
 import type { HostChange, HostChangeRecord, HostContext } from './host-change.js';
 import { REAL_TUNABLES, type TunableFiles } from './tunable-files.js';
 
 const KiB = 1024;
+
+/** The record kind (lib/host/undo.ts finds the undo by it). */
+export const HUGEPAGES_KIND = 'hugepages';
 
 export interface HugepagesSettings {
   /** How much memory the VM backs with hugepages (`hugepages = "8G"`): its `<memory>` when the domain has `<memoryBacking><hugepages/>`. */
@@ -47,6 +53,18 @@ export interface HugepagesOptions {
   /** Default: the files themselves (REAL_TUNABLES). */
   readonly files?: TunableFiles;
 }
+
+const COUNT = v.pipe(v.number(), v.safeInteger(), v.minValue(0));
+/** What undo trusts of a record read back from state.json. */
+const RECORD_SCHEMA = v.object({
+  kind: v.literal('hugepages'),
+  pageKiB: v.pipe(
+    COUNT,
+    v.check((n) => n >= 4 && (n & (n - 1)) === 0),
+  ),
+  pages: COUNT,
+  before: COUNT,
+});
 
 /**
  * `total` and `pageSize` to a count of pages.
@@ -170,7 +188,11 @@ async function reserve(files: TunableFiles, context: HostContext, record: Hugepa
  * count reaches the target once QEMU is gone.
  */
 export async function undoHugepages(record: HostChangeRecord, context: HostContext, options: HugepagesOptions = {}): Promise<void> {
-  const r = record as HugepagesRecord;
+  const r = checkedRecord(
+    RECORD_SCHEMA,
+    record,
+    'nr_hugepages: write the count you want to /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages',
+  );
   const files = options.files ?? REAL_TUNABLES;
   const nr = under(poolDir(context.roots.sysfs, r.pageKiB), 'nr_hugepages');
   const now = await readCount(files, nr);

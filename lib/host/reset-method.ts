@@ -22,7 +22,10 @@
  * refuses the old list for that reason, writes `default`, the kernel's own
  * probe of today, which is the nearest to "as it was" that it will take.
  */
+import * as v from 'valibot';
+
 import { InvalidConfig, NoSuchDevice, q } from '../errors.js';
+import { checkedRecord } from './host-change.js';
 import { isPciAddress } from '../pci/address.js';
 import { readFileOrNull } from '../pci/fs-reads.js';
 import { pciDeviceEntry } from '../pci/sysfs-layout.js';
@@ -30,8 +33,19 @@ import type { HostChange, HostChangeRecord, HostContext } from './host-change.js
 import { REAL_TUNABLES, type TunableFiles } from './tunable-files.js';
 
 /** The method names Linux knows (drivers/pci/pci.c, pci_reset_fn_methods[]). */
+/** The record kind (lib/host/undo.ts finds the undo by it). */
+export const RESET_METHOD_KIND = 'reset-method';
+
 export const RESET_METHODS = ['device_specific', 'acpi', 'flr', 'af_flr', 'pm', 'bus', 'cxl_bus'] as const;
 export type ResetMethod = (typeof RESET_METHODS)[number];
+
+/** What undo trusts of a record read back from state.json: an address and words it may write to the device's file. */
+const RECORD_SCHEMA = v.object({
+  kind: v.literal('reset-method'),
+  address: v.pipe(v.string(), v.check(isPciAddress)),
+  before: v.array(v.picklist(RESET_METHODS)),
+  methods: v.array(v.picklist(RESET_METHODS)),
+});
 
 export interface ResetMethodSettings {
   /** The device, `DDDD:BB:DD.F`. */
@@ -172,7 +186,7 @@ async function writeMethods(files: TunableFiles, context: HostContext, address: 
  * kernel's default.
  */
 export async function undoResetMethod(record: HostChangeRecord, context: HostContext, options: ResetMethodOptions = {}): Promise<void> {
-  const r = record as ResetMethodRecord;
+  const r = checkedRecord(RECORD_SCHEMA, record, "the device's reset_method: write 'default' to /sys/bus/pci/devices/ADDR/reset_method");
   const files = options.files ?? REAL_TUNABLES;
   const now = await files.read(pciDeviceEntry(context.roots, r.address, 'reset_method'));
   if (now === null || words(now).join(' ') === r.before.join(' ')) return;

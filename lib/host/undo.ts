@@ -11,15 +11,28 @@ import { q } from '../errors.js';
 import { DRM_RELEASE_KIND, undoDrmRelease } from './drm-release.js';
 import { FRAMEBUFFER_KIND, undoFramebufferUnbind } from './framebuffer.js';
 import type { HostChangeRecord, HostChangeUndo, HostContext } from './host-change.js';
+import type { TunableFiles } from './tunable-files.js';
 import { UNIT_STOP_KIND, undoUnitStop } from './unit-stop.js';
 import { VTCONSOLE_KIND, undoVtconsoleUnbind } from './vtconsole.js';
+import { CPU_ISOLATION_KIND, undoCpuIsolation } from './cpu-isolation.js';
+import { HUGEPAGES_KIND, undoHugepages } from './hugepages.js';
+import { RESET_METHOD_KIND, undoResetMethod } from './reset-method.js';
+import { KVMFR_KIND, undoKvmfr } from '../shm/kvmfr.js';
 
 const UNDO = new Map<string, HostChangeUndo>([
   [UNIT_STOP_KIND, undoUnitStop],
   [VTCONSOLE_KIND, undoVtconsoleUnbind],
   [FRAMEBUFFER_KIND, undoFramebufferUnbind],
   [DRM_RELEASE_KIND, undoDrmRelease],
+  [CPU_ISOLATION_KIND, undoCpuIsolation],
+  [HUGEPAGES_KIND, (record, context) => undoHugepages(record, context, tunablesOf(context))],
+  [RESET_METHOD_KIND, (record, context) => undoResetMethod(record, context, tunablesOf(context))],
+  [KVMFR_KIND, undoKvmfr],
 ]);
+
+function tunablesOf(context: HostContext): { files?: TunableFiles } {
+  return context.tunables ? { files: context.tunables } : {};
+}
 
 /** The kinds this build can undo. */
 export function knownHostChangeKinds(): string[] {

@@ -41,7 +41,8 @@ import { ensureShmFile, removeShmFile, type EnsureShmFileResult } from '../shm/i
 import { vmOwner, sameOwner } from '../pci/owner.js';
 import type { HostChangeEntry, MachineRecord, ShmRecord } from '../state/state-file.js';
 import type { HostContext } from '../host/host-change.js';
-import { hostChangeSteps, type HostPolicy } from '../host/host-policy.js';
+import { hostChangeSteps, kvmfrChoice, type HostPolicy } from '../host/host-policy.js';
+import type { KvmfrSettings } from '../shm/kvmfr.js';
 import { undoHostChanges } from '../host/undo.js';
 import type { DeviceLedger } from './device-ledger.js';
 import { unassignedFunctions } from '../pci/unassigned-functions.js';
@@ -72,8 +73,10 @@ export interface ManagedVm {
   readonly givenToGuest?: readonly string[];
   /** 'boot': the devices are held from the daemon's start on, never given back at release. Default 'vm'. */
   readonly hold?: 'vm' | 'boot';
-  /** What happens to the host around the VM (on-busy, single-gpu). Default: nothing (on-busy = "refuse"). */
+  /** What happens to the host around the VM (on-busy, single-gpu, host tuning). Default: nothing (on-busy = "refuse"). */
   readonly hostPolicy?: HostPolicy;
+  /** The `<shmem>` names the domain XML maps (kvmfr = "auto" keeps the shm file for those). Default: none. */
+  readonly mappedShm?: readonly string[];
 }
 
 /** A VM whose devices are held from the daemon's start (`hold = "boot"`). */
@@ -152,6 +155,15 @@ export class Lifecycle {
     this.#onStep = options.onStep ?? (() => undefined);
   }
 
+  /** The kvmfr device this prepare sets up instead of Looking Glass's shm file, with that file's size, owner and mode; null for none. */
+  async #kvmfr(vm: ManagedVm): Promise<KvmfrSettings | null> {
+    const choice = vm.hostPolicy?.kvmfr;
+    const file = choice ? vm.shmFiles.find((f) => f.name === choice.shmName) : undefined;
+    if (!choice || file === undefined) return null;
+    const device = await kvmfrChoice(choice, vm.mappedShm ?? [], this.#roots);
+    return device === null ? null : { device, size: file.sizeBytes, uid: file.uid, gid: file.gid, mode: file.mode };
+  }
+
   /** The host context, or a refusal for a VM whose policy needs one. */
   #hostContext(): HostContext {
     return this.#host ?? { roots: this.#roots, systemd: null };
@@ -206,12 +218,16 @@ export class Lifecycle {
       shm: previous?.shm.filter((f) => f.action === 'created') ?? [],
       since: new Date().toISOString(),
     };
+    // Looking Glass on kvmfr: the device stands in for that shm file (host-policy.ts kvmfrChoice).
+    const kvmfr = await this.#kvmfr(vm);
+    const shmFiles = kvmfr === null ? vm.shmFiles : vm.shmFiles.filter((f) => f.name !== vm.hostPolicy?.kvmfr?.shmName);
     // Checked before any side effect: a policy that needs systemd without a connection to it.
-    const steps = vm.hostPolicy ? hostChangeSteps(vm.name, vm.devices, vm.hostPolicy, this.#hostContext()) : [];
+    const steps = vm.hostPolicy ? hostChangeSteps(vm.name, vm.devices, vm.hostPolicy, this.#hostContext(), kvmfr) : [];
     await this.#ledger.updateMachines((m) => m.set(vm.name, record));
     const shm: EnsureShmFileResult[] = [];
     const changes: HostChangeEntry[] = [];
     const applied: string[] = [];
+    const changeWarnings: string[] = [];
     let detachedNow: readonly string[] = [];
     const applyPhase = async (phase: 'before-detach' | 'after-detach'): Promise<void> => {
       for (const step of steps.filter((s) => s.phase === phase)) {
@@ -226,10 +242,11 @@ export class Lifecycle {
         this.#onStep(change.describe);
         await change.apply();
         applied.push(change.describe);
+        changeWarnings.push(...(change.warnings ?? []));
       }
     };
     try {
-      for (const file of vm.shmFiles) {
+      for (const file of shmFiles) {
         const result = await ensureShmFile(this.#spec(file), { trustedOwners: [...this.#trusted(), file.uid] });
         shm.push(result);
         await this.#ledger.updateMachines((m) => {
@@ -249,13 +266,18 @@ export class Lifecycle {
       });
       const notes = [
         ...shm.flatMap((r) => r.warnings),
+        ...changeWarnings,
         ...(result !== null && vm.givenToGuest !== undefined
           ? unassignedFunctions(result.plan, vm.givenToGuest, vm.name).map((u) => u.message)
           : []),
       ];
       const warnings = [...notes, ...(vm.devices.length > 0 ? await this.#takeSleepLock(vm.name) : [])];
       return {
-        ...outcome('prepare', `VM '${vm.name}' prepared: ${describeDetached(detached)}, ${vm.shmFiles.length} shm file(s) ready`),
+        ...outcome(
+          'prepare',
+          `VM '${vm.name}' prepared: ${describeDetached(detached)}, ${shmFiles.length} shm file(s) ready` +
+            (kvmfr === null ? '' : `, Looking Glass on ${kvmfr.device}`),
+        ),
         shm,
         detached: [...detached],
         warnings,

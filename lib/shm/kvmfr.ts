@@ -29,7 +29,9 @@ import { constants, type Stats } from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 
-import { InvalidArgs, InvalidConfig, NoSuchDevice, UnsafePath, q } from '../errors.js';
+import * as v from 'valibot';
+
+import { DamagedState, InvalidArgs, InvalidConfig, NoSuchDevice, UnsafePath, q } from '../errors.js';
 import { readFileOrNull, readDirOrEmpty } from '../pci/fs-reads.js';
 import { under, type HostRoots } from '../roots.js';
 import { checkId, formatMode } from './shm-file-spec.js';
@@ -37,6 +39,9 @@ import { shmModeProblem } from './shm-mode.js';
 import { formatSize, MiB } from './size.js';
 
 /** Where modprobe reads its options (modprobe.d(5)), earlier ones first. Not under a root: they are configuration, not kernel state. */
+/** The record kind (lib/host/undo.ts finds the undo by it). */
+export const KVMFR_KIND = 'kvmfr';
+
 export const MODPROBE_DIRS = ['/etc/modprobe.d', '/run/modprobe.d', '/usr/local/lib/modprobe.d', '/usr/lib/modprobe.d', '/lib/modprobe.d'];
 
 /** Undo writes only the record's values, onto the node the record names: whoever owns it now (the VM's user, by our apply). */
@@ -77,6 +82,17 @@ export interface KvmfrRecord {
   readonly gid: number;
   readonly mode: number;
 }
+
+const ID = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xfffffffe));
+/** What undo trusts of a record read back from state.json: a kvmfr node's name (undo opens it under the dev root), ids, bits. */
+const RECORD_SCHEMA = v.object({
+  kind: v.literal(KVMFR_KIND),
+  path: v.pipe(v.string(), v.regex(/(^|\/)kvmfr\d$/)),
+  rdev: v.pipe(v.string(), v.regex(/^\d+:\d+$/)),
+  uid: ID,
+  gid: ID,
+  mode: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0o7777)),
+});
 
 export interface KvmfrChange {
   readonly record: KvmfrRecord;
@@ -294,7 +310,13 @@ export async function undoKvmfr(
   record: { readonly kind: string; readonly [field: string]: unknown },
   context: { readonly roots: HostRoots },
 ): Promise<void> {
-  const r = record as KvmfrRecord;
+  const parsed = v.safeParse(RECORD_SCHEMA, record);
+  if (!parsed.success) {
+    throw new DamagedState(
+      `The record of the kvmfr device's owner and mode is not valid, so it cannot be undone; set them by hand (chown, chmod /dev/kvmfr0)`,
+    );
+  }
+  const r = parsed.output;
   const name = path.basename(r.path);
   let opened;
   try {

@@ -12,6 +12,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 
 import type { TunableFiles } from '../host/tunable-files.js';
+import { PLAIN_TUNABLES } from './sim-tunables.js';
 import { existsPath, readFileOrNull } from '../pci/fs-reads.js';
 import type { HostRoots } from '../roots.js';
 
@@ -88,7 +89,8 @@ export class SimHugepages implements TunableFiles {
       await this.#show();
       return;
     }
-    await fs.writeFile(file, text, { flag: 'r+' });
+    // Any other tunable (compact_memory, a device's reset_method): as a plain tree's, a write sets the whole value.
+    await PLAIN_TUNABLES.write(file, text);
   }
 
   /** The pool as the kernel shows it: mapped pages above the persistent count are surplus. */

@@ -12,6 +12,8 @@ import type { SystemdManager } from '../host/host-change.js';
 export class SimSystemd implements SystemdManager {
   readonly #states = new Map<string, string>();
   readonly #failing = new Set<string>();
+  readonly #failingProperties = new Set<string>();
+  readonly #properties = new Map<string, unknown>();
   readonly calls: string[] = [];
 
   /** `units`: name -> ActiveState; a unit not named is not loaded ('inactive'). */
@@ -40,12 +42,28 @@ export class SimSystemd implements SystemdManager {
     return this.state(name);
   }
 
-  async setRuntimeProperty(name: string, property: string): Promise<void> {
+  /**
+   * SetUnitProperties(runtime): the value is kept and read back by
+   * unitProperty, as systemd's is. A unit told to (failPropertiesOf) refuses,
+   * as systemd does for a unit whose cgroup has no cpuset controller.
+   */
+  async setRuntimeProperty(name: string, property: string, _signature?: string, value?: unknown): Promise<void> {
     this.calls.push(`set ${name} ${property}`);
+    if (this.#failingProperties.has(name)) {
+      throw new UnitFailed(`Cannot set ${property} of ${q(name)}: the simulated manager refuses it, refusing`);
+    }
+    this.#properties.set(`${name} ${property}`, value);
   }
 
-  async unitProperty(): Promise<unknown> {
-    return undefined;
+  /** Properties as set; AllowedCPUs (an `ay`) is empty, every CPU, until set. */
+  async unitProperty(name?: string, _iface?: string, property?: string): Promise<unknown> {
+    const value = this.#properties.get(`${name} ${property}`);
+    return value ?? (property === 'AllowedCPUs' ? Buffer.alloc(0) : undefined);
+  }
+
+  /** SetUnitProperties on `unit` fails from now on. */
+  failPropertiesOf(unit: string): void {
+    this.#failingProperties.add(unit);
   }
 
   #job(verb: 'start' | 'stop', name: string, after: string): void {

@@ -55,6 +55,9 @@ test('an empty <vfio:vm/> opts the VM in, and its managed=no hostdevs become its
     stopUnits: [],
     busyTimeoutMs: 10_000,
     singleGpu: false,
+    hostCpus: null,
+    hugepages: null,
+    resetMethods: [],
     lookingGlass: null,
     scream: null,
     units: [],
@@ -75,7 +78,18 @@ test('the reference host: the audio function joins from the XML, sizes agree', (
     stopUnits: [],
     busyTimeoutMs: 10_000,
     singleGpu: false,
-    lookingGlass: { name: 'looking-glass', sizeBytes: 32 * MiB, resolution: '1920x1080', hdr: false, group: 'qemu-libvirtd', mode: 0o660 },
+    hostCpus: null,
+    hugepages: null,
+    resetMethods: [],
+    lookingGlass: {
+      name: 'looking-glass',
+      sizeBytes: 32 * MiB,
+      resolution: '1920x1080',
+      hdr: false,
+      group: 'qemu-libvirtd',
+      mode: 0o660,
+      kvmfr: 'auto',
+    },
     scream: { name: 'scream', sizeBytes: 2 * MiB, group: null, mode: 0o660 },
     units: [],
   });
@@ -185,7 +199,18 @@ test('metadata alone gives validated, normalised settings with the defaults', (t
     stopUnits: [],
     busyTimeoutMs: 10_000,
     singleGpu: false,
-    lookingGlass: { name: 'looking-glass', sizeBytes: 32 * MiB, resolution: '1920x1080', hdr: false, group: null, mode: 0o600 },
+    hostCpus: null,
+    hugepages: null,
+    resetMethods: [],
+    lookingGlass: {
+      name: 'looking-glass',
+      sizeBytes: 32 * MiB,
+      resolution: '1920x1080',
+      hdr: false,
+      group: null,
+      mode: 0o600,
+      kvmfr: 'auto',
+    },
     scream: { name: 'scream', sizeBytes: 2 * MiB, group: null, mode: 0o660 },
     units: ['looking-glass-client.service'],
   });
@@ -229,7 +254,10 @@ test('file and metadata combine: unions for devices and units, each other key fr
     stopUnits: [],
     busyTimeoutMs: 10_000,
     singleGpu: false,
-    lookingGlass: { name: 'looking-glass', sizeBytes: 32 * MiB, resolution: null, hdr: false, group: 'kvm', mode: 0o660 },
+    hostCpus: null,
+    hugepages: null,
+    resetMethods: [],
+    lookingGlass: { name: 'looking-glass', sizeBytes: 32 * MiB, resolution: null, hdr: false, group: 'kvm', mode: 0o660, kvmfr: 'auto' },
     scream: null,
     units: ['a.service', 'b.service'],
   });
@@ -245,6 +273,7 @@ test('within Looking Glass, a resolution from one side and an equal size from th
     hdr: false,
     group: 'qemu-libvirtd',
     mode: 0o640,
+    kvmfr: 'auto',
   });
 });
 
@@ -306,4 +335,26 @@ test('units need a user, from either source', (t) => {
     message: `VM 'win10': units need a user whose agent starts them; set user = "NAME" in the configuration file or <vfio:user> in the metadata`,
   });
   t.is(mergeVmSettings(file, xml('<vfio:user>alex</vfio:user>'))?.user, 'alex');
+});
+
+test('the host-tuning keys are file only: kept from the file when metadata is merged, refused in the metadata', (t) => {
+  const file = table(
+    '[vm.win10]\ndevices = ["0b:00.0"]\nhost-cpus = "0-1"\nhugepages = "4G"\nreset-method = { "0b:00.0" = "flr" }\n' +
+      '[vm.win10.looking-glass]\nsize = "32M"\nkvmfr = "off"\n',
+  );
+  const merged = mergeVmSettings(file, xml("<vfio:looking-glass size='32M' mode='0640'/>"))!;
+  t.like(merged, {
+    hostCpus: '0-1',
+    hugepages: { total: '4G', pageSize: '2M' },
+    resetMethods: [{ address: '0000:0b:00.0', methods: ['flr'] }],
+  });
+  t.is(merged.lookingGlass?.kvmfr, 'off');
+  for (const element of [
+    '<vfio:host-cpus>0-1</vfio:host-cpus>',
+    '<vfio:hugepages>4G</vfio:hugepages>',
+    '<vfio:reset-method>flr</vfio:reset-method>',
+  ]) {
+    t.throws(() => mergeVmSettings(undefined, xml(element)), { instanceOf: InvalidConfig }, element);
+  }
+  t.throws(() => mergeVmSettings(undefined, xml("<vfio:looking-glass size='32M' kvmfr='kvmfr0'/>")), { instanceOf: InvalidConfig });
 });

@@ -32,6 +32,9 @@ function vm(name: string, overrides: Partial<VmSettings> = {}): VmSettings {
     stopUnits: [],
     busyTimeoutMs: 10_000,
     singleGpu: false,
+    hostCpus: null,
+    hugepages: null,
+    resetMethods: [],
     lookingGlass: null,
     scream: null,
     units: [],
@@ -75,6 +78,7 @@ test('the shipped example.toml parses to what its comments say', (t) => {
         hdr: false,
         group: 'qemu-libvirtd',
         mode: 0o660,
+        kvmfr: 'auto',
       },
       scream: { name: 'scream', sizeBytes: 2 * MiB, group: 'qemu-libvirtd', mode: 0o660 },
     }),
@@ -103,6 +107,7 @@ group = "qemu-libvirtd"
         hdr: false,
         group: 'qemu-libvirtd',
         mode: 0o660,
+        kvmfr: 'auto',
       },
       scream: { name: 'scream', sizeBytes: 2 * MiB, group: null, mode: 0o660 },
     }),
@@ -120,7 +125,7 @@ group = "qemu-libvirtd"
     'inline tables',
     '[vm.win10]\nlooking-glass = { size = "64MiB", mode = "600" }\nscream = { size = "4M", name = "audio" }\n',
     vm('win10', {
-      lookingGlass: { name: 'looking-glass', sizeBytes: 64 * MiB, resolution: null, hdr: false, group: null, mode: 0o600 },
+      lookingGlass: { name: 'looking-glass', sizeBytes: 64 * MiB, resolution: null, hdr: false, group: null, mode: 0o600, kvmfr: 'auto' },
       scream: { name: 'audio', sizeBytes: 4 * MiB, group: null, mode: 0o660 },
     }),
   ],
@@ -128,7 +133,15 @@ group = "qemu-libvirtd"
     'dotted keys',
     'vm.win10.looking-glass.resolution = "3840x2160"\nvm.win10.looking-glass.hdr = true\n',
     vm('win10', {
-      lookingGlass: { name: 'looking-glass', sizeBytes: 256 * MiB, resolution: '3840x2160', hdr: true, group: null, mode: 0o660 },
+      lookingGlass: {
+        name: 'looking-glass',
+        sizeBytes: 256 * MiB,
+        resolution: '3840x2160',
+        hdr: true,
+        group: null,
+        mode: 0o660,
+        kvmfr: 'auto',
+      },
     }),
   ],
   [
@@ -136,7 +149,7 @@ group = "qemu-libvirtd"
     '[vm.win10]\nuser = "1000"\n[vm.win10.looking-glass]\nsize = "32M"\ngroup = "78"\n',
     vm('win10', {
       user: '1000',
-      lookingGlass: { name: 'looking-glass', sizeBytes: 32 * MiB, resolution: null, hdr: false, group: '78', mode: 0o660 },
+      lookingGlass: { name: 'looking-glass', sizeBytes: 32 * MiB, resolution: null, hdr: false, group: '78', mode: 0o660, kvmfr: 'auto' },
     }),
   ],
   [
