@@ -18,11 +18,9 @@ import {
   SYSTEMD_UNIT_INTERFACE as SYSTEMD_UNIT,
 } from '../bus/names.js';
 import { OrderedBus, unwrap, unwrapDict } from './ordered-bus.js';
+import { JOB_REMOVED_RULE, JobResults, isJobRemoved } from '../systemd/job-results.js';
 
 const PROPERTIES = 'org.freedesktop.DBus.Properties';
-
-/** How long JobRemoved results nobody asked for yet are kept (the reply carrying the job path may lag). */
-const ORPHAN_RESULT_MS = 60_000;
 
 export interface JobOutcome {
   /** JobRemoved's result: done, canceled, timeout, failed, dependency, skipped; or 'error' when the call itself failed. */
@@ -33,9 +31,7 @@ export interface JobOutcome {
 
 export class UserSystemd {
   readonly #bus: OrderedBus;
-  /** Job path -> result, for JobRemoved signals that came before the reply naming the job. */
-  readonly #results = new Map<string, { result: string; at: number }>();
-  readonly #waiters = new Map<string, (result: string) => void>();
+  readonly #jobs = new JobResults();
   readonly #activeStateListeners = new Set<(unit: string, activeState: string) => void>();
   readonly #followed = new Map<string, string>(); // unit path -> unit name
 
@@ -46,24 +42,15 @@ export class UserSystemd {
   /** Match rules, then Subscribe(): from here on JobRemoved and unit PropertiesChanged reach us. */
   async start(): Promise<void> {
     this.#bus.onSignal((m) => {
-      if (m.interface === SYSTEMD_MANAGER && m.member === 'JobRemoved' && m.path === SYSTEMD_PATH) {
-        const [, job, , result] = m.body as [number, string, string, string];
-        const waiter = this.#waiters.get(job);
-        if (waiter) {
-          this.#waiters.delete(job);
-          waiter(result);
-        } else {
-          const now = Date.now();
-          for (const [path, entry] of this.#results) if (now - entry.at > ORPHAN_RESULT_MS) this.#results.delete(path);
-          this.#results.set(job, { result, at: now });
-        }
+      if (isJobRemoved(m)) {
+        this.#jobs.removed(m.body);
       } else if (m.interface === PROPERTIES && m.member === 'PropertiesChanged' && m.body[0] === SYSTEMD_UNIT) {
         const unit = this.#followed.get(m.path);
         const state = unwrapDict(m.body[1])['ActiveState'];
         if (unit !== undefined && typeof state === 'string') for (const l of this.#activeStateListeners) l(unit, state);
       }
     });
-    await this.#bus.addMatch(`type='signal',sender='${SYSTEMD}',interface='${SYSTEMD_MANAGER}',member='JobRemoved',path='${SYSTEMD_PATH}'`);
+    await this.#bus.addMatch(JOB_REMOVED_RULE);
     await this.#bus.addMatch(
       `type='signal',sender='${SYSTEMD}',interface='${PROPERTIES}',member='PropertiesChanged',path_namespace='${SYSTEMD_PATH}/unit'`,
     );
@@ -113,11 +100,8 @@ export class UserSystemd {
     } catch (error) {
       return { result: 'error', message: (error as Error).message };
     }
-    const early = this.#results.get(job);
-    if (early) {
-      this.#results.delete(job);
-      return { result: early.result };
-    }
-    return { result: await new Promise<string>((resolve) => this.#waiters.set(job, resolve)) };
+    // Unbounded, as before: a user unit's start is not on a hook's path (the agent follows the VM's state on its own),
+    // and systemd's own TimeoutStartSec ends the job.
+    return { result: (await this.#jobs.wait(job)) ?? 'timeout' };
   }
 }

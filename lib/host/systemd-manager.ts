@@ -23,13 +23,12 @@ import {
   SYSTEMD_UNIT_INTERFACE as UNIT,
 } from '../bus/names.js';
 import type { SystemdManager } from './host-change.js';
+import { JOB_REMOVED_RULE, JobResults, isJobRemoved } from '../systemd/job-results.js';
 
 const PROPERTIES = 'org.freedesktop.DBus.Properties';
 
 /** Default bound on one job: systemd's own default stop timeout (90 s) and some margin. */
 export const DEFAULT_JOB_TIMEOUT_MS = 120_000;
-/** How long a JobRemoved nobody waits for yet is kept (the reply naming its job may lag behind it). */
-const ORPHAN_RESULT_MS = 60_000;
 
 export interface SystemdManagerOptions {
   /** Longest wait for one job's JobRemoved. Default DEFAULT_JOB_TIMEOUT_MS. */
@@ -43,22 +42,10 @@ function unwrap(value: unknown): unknown {
 export class DbusSystemdManager implements SystemdManager {
   readonly #bus: dbus.MessageBus;
   readonly #timeoutMs: number;
-  readonly #early = new Map<string, { result: string; at: number }>();
-  readonly #waiters = new Map<string, (result: string) => void>();
+  readonly #jobs = new JobResults();
   #started: Promise<void> | null = null;
   readonly #onMessage = (message: dbus.Message): void => {
-    if (message.type !== dbus.MessageType.SIGNAL) return;
-    if (message.interface !== MANAGER || message.member !== 'JobRemoved' || message.path !== SYSTEMD_PATH) return;
-    const [, job, , result] = message.body as [number, string, string, string];
-    const waiter = this.#waiters.get(job);
-    if (waiter) {
-      this.#waiters.delete(job);
-      waiter(result);
-      return;
-    }
-    const now = Date.now();
-    for (const [path, entry] of this.#early) if (now - entry.at > ORPHAN_RESULT_MS) this.#early.delete(path);
-    this.#early.set(job, { result, at: now });
+    if (message.type === dbus.MessageType.SIGNAL && isJobRemoved(message)) this.#jobs.removed(message.body as unknown[]);
   };
 
   constructor(bus: dbus.MessageBus, options: SystemdManagerOptions = {}) {
@@ -70,9 +57,7 @@ export class DbusSystemdManager implements SystemdManager {
   start(): Promise<void> {
     this.#started ??= (async () => {
       this.#bus.on('message', this.#onMessage);
-      await this.#call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'AddMatch', 's', [
-        `type='signal',sender='${SYSTEMD}',interface='${MANAGER}',member='JobRemoved',path='${SYSTEMD_PATH}'`,
-      ]);
+      await this.#call('org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'AddMatch', 's', [JOB_REMOVED_RULE]);
       await this.#call(SYSTEMD, SYSTEMD_PATH, MANAGER, 'Subscribe');
     })().catch((error: unknown) => {
       this.#bus.off('message', this.#onMessage);
@@ -124,24 +109,8 @@ export class DbusSystemdManager implements SystemdManager {
     } catch (error) {
       throw new UnitFailed(`Cannot ${verb} ${q(unit)}: systemd refused the job (${(error as Error).message}), refusing`);
     }
-    const early = this.#early.get(job);
-    let result: string;
-    if (early) {
-      this.#early.delete(job);
-      result = early.result;
-    } else {
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        result = await new Promise<string>((resolve) => {
-          this.#waiters.set(job, resolve);
-          timer = setTimeout(() => resolve('vfio-hookd-timeout'), this.#timeoutMs);
-        });
-      } finally {
-        clearTimeout(timer);
-        this.#waiters.delete(job);
-      }
-    }
-    if (result === 'vfio-hookd-timeout') {
+    const result = await this.#jobs.wait(job, this.#timeoutMs);
+    if (result === null) {
       throw new Timeout(
         `Cannot ${verb} ${q(unit)}: its job did not finish within ${Math.round(this.#timeoutMs / 1000)} s; ` +
           `see 'systemctl status ${unit}', refusing`,
