@@ -63,6 +63,13 @@ export interface HostContext {
    * Default: the files themselves; the sim tier passes its simulated pool.
    */
   readonly tunables?: TunableFiles;
+  /**
+   * Hugepages of `pageKiB` that the other VMs' records hold reserved now
+   * (the lifecycle sums its machine records), so a release gives back only
+   * its own VM's (hugepages.ts). Absent: not known, and undo keeps to the
+   * record's `before`.
+   */
+  readonly hugepagesHeldByOthers?: (pageKiB: number) => number;
   /** Where kvmfr's module options are read (lib/shm/kvmfr.ts MODPROBE_DIRS by default); tests pass their own. */
   readonly modprobeDirs?: readonly string[];
 }

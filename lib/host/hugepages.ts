@@ -45,8 +45,15 @@ export interface HugepagesRequest {
 
 export interface HugepagesRecord extends HugepagesRequest, HostChangeRecord {
   readonly kind: 'hugepages';
-  /** `nr_hugepages` before the change: undo never goes below it. */
+  /** `nr_hugepages` before the change. */
   readonly before: number;
+  /**
+   * Of `before`, the pages that were the host's own (a boot reservation,
+   * one by hand): `before` less what other VMs of this daemon had reserved
+   * then. Absent in records from before it was kept: undo then never goes
+   * below `before`.
+   */
+  readonly hostFloor?: number;
 }
 
 export interface HugepagesOptions {
@@ -64,6 +71,7 @@ const RECORD_SCHEMA = v.object({
   ),
   pages: COUNT,
   before: COUNT,
+  hostFloor: v.optional(COUNT),
 });
 
 /**
@@ -137,7 +145,14 @@ export async function planHugepages(
     );
   }
   const before = await readCount(files, under(dir, 'nr_hugepages'));
-  const record: HugepagesRecord = { kind: 'hugepages', pageKiB, pages, before };
+  const others = context.hugepagesHeldByOthers?.(pageKiB);
+  const record: HugepagesRecord = {
+    kind: 'hugepages',
+    pageKiB,
+    pages,
+    before,
+    ...(others === undefined ? {} : { hostFloor: Math.max(before - others, 0) }),
+  };
   return {
     record,
     describe: `reserve ${describePages(pages, pageKiB)} (nr_hugepages ${before} -> ${before + pages})`,
@@ -171,21 +186,23 @@ async function reserve(files: TunableFiles, context: HostContext, record: Hugepa
 
 /**
  * Give the VM's pages back: nr_hugepages becomes `now - pages`, never below
- * the record's `before`.
+ * a floor of pages that are not this VM's to give.
  *
  * Why not simply `before`: another VM may have reserved its own pages since
- * (now = before + ours + theirs); writing `before` would take theirs. Why
- * never below `before`: those pages were the host's before this VM (a boot
- * reservation, another VM's), and their users keep them. The clamp also
- * makes undo idempotent: after the first undo `now` is `before`, and a
- * second one (or the undo of a change never applied) writes `before` again.
- * The limit of a floor: two VMs released in another order than they were
- * prepared (A, then B, then A released first) leave A's pages reserved,
- * because B's `before` counts them; they are never taken from a user, and
- * go at the next release that has them above its floor, or by hand.
+ * (now = before + ours + theirs); writing `before` would take theirs. The
+ * floor is the host's own pages (the record's `hostFloor`: a boot
+ * reservation, pages reserved by hand) plus what the other VMs' records hold
+ * now (`HostContext.hugepagesHeldByOthers`), so VMs may be released in any
+ * order: A then B prepared, A released first gives back A's pages, B's
+ * release then B's, down to the host's own. Without both (a record from an
+ * older vfio-hookd, a caller that cannot tell), the floor is `before`, which
+ * never takes a page that was there before this VM, at the cost of leaving
+ * a VM's pages reserved when the VM prepared before it is released first.
  * Pages still mapped are not a reason to stop: the kernel keeps mapped ones
  * as surplus (`surplus_hugepages`) and frees each as it is unmapped, so the
- * count reaches the target once QEMU is gone.
+ * count reaches the target once QEMU is gone. Undo runs once per release:
+ * the record is dropped with the release (a second undo of the same record
+ * would give back `pages` again, down to the floor).
  */
 export async function undoHugepages(record: HostChangeRecord, context: HostContext, options: HugepagesOptions = {}): Promise<void> {
   const r = checkedRecord(
@@ -196,6 +213,8 @@ export async function undoHugepages(record: HostChangeRecord, context: HostConte
   const files = options.files ?? REAL_TUNABLES;
   const nr = under(poolDir(context.roots.sysfs, r.pageKiB), 'nr_hugepages');
   const now = await readCount(files, nr);
-  const target = Math.max(r.before, now - r.pages);
+  const others = context.hugepagesHeldByOthers?.(r.pageKiB);
+  const floor = r.hostFloor !== undefined && others !== undefined ? r.hostFloor + others : r.before;
+  const target = Math.max(floor, now - r.pages);
   if (target !== now) await files.write(nr, `${target}\n`);
 }

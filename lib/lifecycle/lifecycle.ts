@@ -44,6 +44,7 @@ import type { HostContext } from '../host/host-change.js';
 import { hostChangeSteps, kvmfrChoice, type HostPolicy } from '../host/host-policy.js';
 import type { KvmfrSettings } from '../shm/kvmfr.js';
 import { undoHostChanges } from '../host/undo.js';
+import { HUGEPAGES_KIND } from '../host/hugepages.js';
 import type { DeviceLedger } from './device-ledger.js';
 import { unassignedFunctions } from '../pci/unassigned-functions.js';
 import { stageOf, type HookEvent, type HookStage } from './hook-event.js';
@@ -164,9 +165,25 @@ export class Lifecycle {
     return device === null ? null : { device, size: file.sizeBytes, uid: file.uid, gid: file.gid, mode: file.mode };
   }
 
-  /** The host context, or a refusal for a VM whose policy needs one. */
-  #hostContext(): HostContext {
-    return this.#host ?? { roots: this.#roots, systemd: null };
+  /** The host context, or a refusal for a VM whose policy needs one; `vm` is whose changes it plans or undoes. */
+  #hostContext(vm: string): HostContext {
+    const base = this.#host ?? { roots: this.#roots, systemd: null };
+    return { ...base, hugepagesHeldByOthers: (pageKiB) => this.#hugepagesOfOthers(vm, pageKiB) };
+  }
+
+  /** Hugepages of that size the other VMs' records hold (each record's `pages`, as hugepages.ts wrote it). */
+  #hugepagesOfOthers(vm: string, pageKiB: number): number {
+    let pages = 0;
+    for (const [name, record] of this.#ledger.cached.machines) {
+      if (name === vm) continue;
+      for (const change of record.hostChanges ?? []) {
+        const r = change.record as { kind: string; pageKiB?: unknown; pages?: unknown };
+        if (r.kind === HUGEPAGES_KIND && r.pageKiB === pageKiB && Number.isSafeInteger(r.pages) && (r.pages as number) > 0) {
+          pages += r.pages as number;
+        }
+      }
+    }
+    return pages;
   }
 
   get ledger(): DeviceLedger {
@@ -222,7 +239,7 @@ export class Lifecycle {
     const kvmfr = await this.#kvmfr(vm);
     const shmFiles = kvmfr === null ? vm.shmFiles : vm.shmFiles.filter((f) => f.name !== vm.hostPolicy?.kvmfr?.shmName);
     // Checked before any side effect: a policy that needs systemd without a connection to it.
-    const steps = vm.hostPolicy ? hostChangeSteps(vm.name, vm.devices, vm.hostPolicy, this.#hostContext(), kvmfr) : [];
+    const steps = vm.hostPolicy ? hostChangeSteps(vm.name, vm.devices, vm.hostPolicy, this.#hostContext(vm.name), kvmfr) : [];
     await this.#ledger.updateMachines((m) => m.set(vm.name, record));
     const shm: EnsureShmFileResult[] = [];
     const changes: HostChangeEntry[] = [];
@@ -286,7 +303,7 @@ export class Lifecycle {
       };
     } catch (error) {
       // In reverse: the after-detach changes, the devices this prepare moved, the before-detach changes, the files.
-      const context = this.#hostContext();
+      const context = this.#hostContext(vm.name);
       await undoHostChanges(
         changes.filter((c) => c.phase === 'after-detach'),
         context,
@@ -330,7 +347,7 @@ export class Lifecycle {
     return this.#queueFor(name).add(async () => {
       const state = await this.#ledger.read();
       const record = state.machines.get(name);
-      const context = this.#hostContext();
+      const context = this.#hostContext(name);
       const recorded = record?.hostChanges ?? [];
       const warnings: string[] = [];
       const hostChanges: string[] = [];

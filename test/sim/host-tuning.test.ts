@@ -317,3 +317,23 @@ test('kvmfr = "kvmfr1" that does not exist is refused; "off" and a missing kvmfr
     await life.handle(ev('release', 'end'), null);
   }
 });
+
+test('two VMs with hugepages released in any order each give back their own pages, down to the host own', async (t) => {
+  const h = await host(t);
+  // The host's own: 4 pages reserved by hand before either VM.
+  await h.pool.write(path.join(h.pool.poolDir, 'nr_hugepages'), '4\n');
+  const life = h.lifecycle();
+  const pages = (name: string, total: string): ManagedVm => ({
+    ...vm(policy({ hugepages: { total, pageSize: '2M' } })),
+    name,
+    devices: [],
+  });
+  const run = (name: string, op: string, sub: string, v: ManagedVm | null) => life.handle(parseHookEvent(name, op, sub, '-'), v);
+  await run('a', 'prepare', 'begin', pages('a', '20M'));
+  await run('b', 'prepare', 'begin', pages('b', '40M'));
+  t.is(await h.pool.nr(), 4 + 10 + 20);
+  await run('a', 'release', 'end', null);
+  t.is(await h.pool.nr(), 4 + 20, "a's 10 pages went, b's stayed");
+  await run('b', 'release', 'end', null);
+  t.is(await h.pool.nr(), 4, "b's 20 went too; the host's own 4 stay");
+});
