@@ -374,3 +374,39 @@ test('a hook not owned by root fails', async (t) => {
   t.is(c.status, 'fail');
   t.regex(c.finding, /owned by uid 65534, not root/);
 });
+
+test('host tuning: what a prepare would refuse is found before the start, and good values pass', async (t) => {
+  const s = await setup(t);
+  await s.write('sys/devices/system/cpu/online', '0-7\n');
+  await s.write('sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', '0\n');
+  await s.write('proc/meminfo', 'MemTotal:       16384000 kB\nMemAvailable:    1048576 kB\n');
+  const config = (tuning: string, kvmfr: string) =>
+    s.write(
+      'etc/vfio-hookd/vfio-hookd.toml',
+      WIN10_CONFIG.replace('units = [', `${tuning}\nunits = [`).replace('size = "32M"', `size = "32M"\nkvmfr = "${kvmfr}"`),
+      0o644,
+    );
+  await config('host-cpus = "0-9"\nhugepages = "4G"\nreset-method = { "0b:00.0" = "flr" }', 'kvmfr1');
+  let checks = await s.run(['win10']);
+  t.like(byId(checks, 'vm.win10.host-cpus'), {
+    status: 'fail',
+    finding: "CPU 8-9 is not online (the host has 0-7): the VM's start is refused",
+  });
+  t.like(byId(checks, 'vm.win10.hugepages'), {
+    status: 'warn',
+    finding: 'reserves 2048 2M pages (4G) at start, but only 1024 MiB is available now: the start would be refused',
+  });
+  t.like(byId(checks, 'vm.win10.reset-method.0000:0b:00.0'), {
+    status: 'fail',
+    finding: "it offers 'bus', not 'flr': the VM's start is refused",
+  });
+  t.like(byId(checks, 'vm.win10.kvmfr'), { status: 'fail' });
+  t.regex(byId(checks, 'vm.win10.kvmfr').finding, /kvmfr1 does not exist/);
+
+  await config('host-cpus = "0-1"\nhugepages = "512M"\nreset-method = { "0b:00.0" = "bus" }', 'auto');
+  checks = await s.run(['win10']);
+  for (const check of ['host-cpus', 'hugepages', 'reset-method.0000:0b:00.0', 'kvmfr'])
+    t.is(byId(checks, `vm.win10.${check}`).status, 'ok', check);
+  t.is(byId(checks, 'vm.win10.host-cpus').finding, 'the host keeps CPU 0-1 while the VM runs; 2-7 are left to the VM');
+  t.is(byId(checks, 'vm.win10.kvmfr').finding, 'no /dev/kvmfr0: Looking Glass uses /dev/shm/looking-glass');
+});

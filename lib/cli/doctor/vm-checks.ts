@@ -2,7 +2,8 @@
  * The doctor's checks of one configured VM: its domain in libvirt (when
  * there is one to read), its accounts and shm files, the room for them, the
  * logind setting that would delete them, the dry run of its detach, the
- * agent that starts its units, and the identical card beside its own.
+ * agent that starts its units, the identical card beside its own, and its
+ * host tuning (tuning-checks.ts).
  *
  * Everything here only reads. The domain comes from libvirt when the CLI may
  * ask it (virsh dumpxml), else from libvirt's own saved definition
@@ -25,6 +26,7 @@ import { resolvePrimaryGid, resolveGid, resolveUid, type AccountLookupOptions } 
 import { fail, ok, skip, warn, type Check } from './check.js';
 import { iniValue, type HostView } from './host-view.js';
 import { readDomain } from '../domain-source.js';
+import { tuningChecks } from './tuning-checks.js';
 
 const exec = promisify(execFile);
 
@@ -54,6 +56,7 @@ export async function vmChecks(ctx: VmCheckContext, vm: VmSettings): Promise<Che
   checks.push(planCheck(ctx, vm, id, subject));
   checks.push(...twinChecks(ctx, vm, id, subject));
   if (vm.units.length > 0) checks.push(await agentCheck(ctx, vm, id, subject));
+  checks.push(...(await tuningChecks(ctx.host, vm, id, subject)));
   return checks;
 }
 
