@@ -72,6 +72,7 @@ accessors(MachineObject, [
   'ShmFileInfo',
   'ReturnDrivers',
   'HeldAtBoot',
+  'HostChanges',
 ]);
 MachineObject.configureMembers({
   properties: {
@@ -88,6 +89,7 @@ MachineObject.configureMembers({
     ShmFileInfo: { signature: 'a(stuuu)', access: 'read' },
     ReturnDrivers: { signature: 'a(ss)', access: 'read' },
     HeldAtBoot: { signature: 'as', access: 'read' },
+    HostChanges: { signature: 'a(sss)', access: 'read' },
   },
 });
 

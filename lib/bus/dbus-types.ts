@@ -109,6 +109,19 @@ export interface MachineRow {
   readonly returnDrivers?: readonly { readonly address: string; readonly driver: string | null }[];
   /** Of `devices`, those held at boot for it (`hold = "boot"`): they stay on vfio-pci when it stops. Default none. */
   readonly heldAtBoot?: readonly string[];
+  /**
+   * The host changes its record holds (made at prepare, undone at release),
+   * in the order made: kind, phase, and what was done. Default none.
+   */
+  readonly hostChanges?: readonly HostChangeRow[];
+}
+
+export interface HostChangeRow {
+  /** `stop-units`, `hugepages`, `cpu-isolation`, ... (lib/host/undo.ts). */
+  readonly kind: string;
+  readonly phase: string;
+  /** As the journal says it: "reserve 32 2 MiB pages (nr_hugepages 0 -> 32)". */
+  readonly describe: string;
 }
 
 export interface ShmDetail {
@@ -144,6 +157,8 @@ export function machineProperties(row: MachineRow): Record<string, unknown> {
     User: row.user,
     Units: [...row.units],
     HeldAtBoot: [...(row.heldAtBoot ?? [])],
+    // a(sss): kind, phase, what was done.
+    HostChanges: (row.hostChanges ?? []).map((c) => [busSafe(c.kind), busSafe(c.phase), busSafe(c.describe)]),
   };
 }
 
@@ -190,6 +205,13 @@ export function decodeMachineProperties(values: Readonly<Record<string, unknown>
     );
   const heldAtBoot = strings(values['HeldAtBoot']);
   if (heldAtBoot !== null) out.heldAtBoot = heldAtBoot;
+  const changes = values['HostChanges'];
+  if (Array.isArray(changes))
+    out.hostChanges = changes.flatMap((c: unknown) =>
+      Array.isArray(c) && c.length === 3 && c.every((x) => typeof x === 'string')
+        ? [{ kind: c[0] as string, phase: c[1] as string, describe: c[2] as string }]
+        : [],
+    );
   return out;
 }
 

@@ -41,6 +41,8 @@ interface MachineStatus {
   shmDetails: ShmDetail[];
   /** The driver each held device goes back to (null: the kernel chooses). */
   returnDrivers: { address: string; driver: string | null }[];
+  /** The host changes in effect for it (its record's), in the order made; [] from a daemon without them. */
+  hostChanges: { kind: string; phase: string; describe: string }[];
 }
 
 const iso = (usec: bigint | undefined): string | null =>
@@ -109,6 +111,7 @@ export async function readStatus(busAddress: string | undefined): Promise<Machin
         step: machine.step ? { text: machine.step, since: iso(machine.stepSinceUsec) ?? new Date().toISOString() } : null,
         shmDetails: [...(machine.shmDetails ?? [])],
         returnDrivers: [...(machine.returnDrivers ?? [])],
+        hostChanges: [...(machine.hostChanges ?? [])],
       });
     }
     return out;
@@ -189,6 +192,7 @@ export function formatStatus(machines: readonly MachineStatus[], now: Date = new
             : []),
           `  shm files: ${m.shmDetails.length > 0 ? m.shmDetails.map(shmText).join(', ') : m.shmFiles.join(', ') || '-'}`,
           ...(m.units.length > 0 ? [`  units: ${m.units.join(', ')}`] : []),
+          ...m.hostChanges.map((c) => `  host change: ${c.describe} (${c.kind}, undone at release)`),
           ...m.failedUnits.map((f) => `  failed unit: ${f.unit}: ${f.reason}`),
           ...(m.lastMessage ? [`  last: ${m.lastMessage}`] : []),
         ].join('\n'),

@@ -269,6 +269,7 @@ export class DaemonBackend implements ManagerBackend {
         stepSinceUsec: progress === null ? 0n : BigInt(progress.stepSinceMs) * 1000n,
         stateSinceUsec: seen === undefined ? 0n : BigInt(seen.sinceMs) * 1000n,
         shmDetails: (record?.shm ?? []).map((f) => ({ name: f.name, sizeBytes: f.sizeBytes, uid: f.uid, gid: f.gid, mode: f.mode })),
+        hostChanges: (record?.hostChanges ?? []).map((c) => ({ kind: c.record.kind, phase: c.phase, describe: c.describe })),
         // What a release gives back, and to which driver; devices held at boot stay, so they are not listed.
         returnDrivers: holds
           .filter((address) => !heldAtBoot.includes(address))

@@ -126,3 +126,27 @@ test('vfio-hookctl status shows what the daemon knows of each VM, and says so wh
     /^vfio-hookctl: Cannot connect to the bus unix:path=\/nonexistent\/bus \(.*\); is dbus running\?\n$/,
   );
 });
+
+test('the host changes a VM has in effect are its Machine object HostChanges, and vfio-hookctl status lists them', async (t) => {
+  const bus = await startPrivateBus(t);
+  const config = WIN10_CONFIG.replace('devices = ["0000:0b:00.0"]', 'devices = ["0000:0b:00.0"]\nreset-method = { "0b:00.0" = "bus" }');
+  await startDaemon(t, bus, { config });
+  const busctl = async (...args: string[]): Promise<string> => (await run('busctl', [`--address=${bus.address}`, ...args])).stdout.trim();
+  const machine = ['org.vfiohookd1', machinePath('win10'), 'org.vfiohookd1.Machine'];
+  t.is(await busctl('get-property', ...machine, 'HostChanges'), 'a(sss) 0');
+  const client = dbus.sessionBus({ busAddress: bus.address });
+  t.teardown(() => client.disconnect());
+  const manager = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.vfiohookd1.Manager');
+  const hook = manager['HandleHook'] as (...a: string[]) => Promise<void>;
+  await hook('win10', 'prepare', 'begin', '-', WIN10_XML);
+  t.is(
+    await busctl('get-property', ...machine, 'HostChanges'),
+    `a(sss) 1 "reset-method" "before-detach" "set reset_method of 0000:0b:00.0 to \\'bus\\' (was \\'bus\\')"`,
+  );
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', bus.address], {
+    cwd: REPO,
+  });
+  t.regex(stdout, /^ {2}host change: set reset_method of 0000:0b:00\.0 to 'bus' \(was 'bus'\) \(reset-method, undone at release\)$/m);
+  await hook('win10', 'release', 'end', '-', '');
+  t.is(await busctl('get-property', ...machine, 'HostChanges'), 'a(sss) 0');
+});

@@ -220,6 +220,7 @@ test('status shows the devices held at boot, and a VM that only holds them is no
         since: null,
         step: null,
         shmDetails: [],
+        hostChanges: [],
         returnDrivers: [...(machine!.returnDrivers ?? [])],
       },
     ]),
