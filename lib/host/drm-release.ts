@@ -5,20 +5,30 @@
  * Writing `remove` to `/sys/class/drm/cardN/uevent` makes the kernel send a
  * synthetic `remove` uevent for that DRM node (lib/kobject.c
  * kobject_synth_uevent); the node itself stays. Compositors that follow
- * udev treat it as a GPU hot-unplug and close their fd:
+ * udev may treat it as a GPU hot-unplug. What each does, read in their
+ * sources through the project's code search (2026-12; versions in the index,
+ * not necessarily the newest):
  * - wlroots (sway, river, ...): backend/session/session.c handle_udev_event
  *   turns a drm `remove` for a device it opened into that device's `remove`
- *   signal, and its DRM backend destroys itself (read in wlroots' source
- *   through the project's code search).
- * - KWin: DrmBackend's udev handler removes the DrmGpu on `remove`; when
- *   that was its only or primary GPU it quits instead (KWin's
- *   drm_backend.cpp; found through the code search, handler not re-read).
- * - Mutter: drops secondary GPUs on its udev `device-removed`; it cannot
- *   give up the GPU driving its primary outputs (not re-checked here).
- * - aquamarine (Hyprland): its CSession follows udev for DRM devices (seen
- *   in its session header); what its DRM backend does on `remove` was not
- *   verified here.
- * So `release` is for a card the desktop uses on the side (render offload,
+ *   signal; backend/drm/backend.c handle_dev_remove destroys the DRM
+ *   backend, which closes the fd through libseat. A secondary GPU is let
+ *   go and taken again on `add` (backend/drm/monitor.c handle_add_drm_card);
+ *   removing the primary destroys every DRM backend.
+ * - KWin: drm_backend.cpp handleUdevEvent: a secondary DrmGpu is marked
+ *   removed, updateOutputs erases it and ~DrmGpu closes its fd; `add`
+ *   calls addGpu again. For the primary GPU it logs "Primary gpu has been
+ *   removed! Quitting..." and exits 1.
+ * - Mutter: meta-udev.c emits device-removed, and its only listener
+ *   (meta-kms.c on_udev_device_removed) rescans KMS resources; no GPU is
+ *   ever removed (devices are freed only when MetaKms is finalized), so
+ *   the fd stays open and a GNOME session does not let go: use
+ *   `stop-units` or `single-gpu` there.
+ * - aquamarine (Hyprland): Session.cpp dispatchUdevEvents emits the
+ *   device's remove; its DRM backend drops the backend (older versions
+ *   only log a FIXME), but the CSessionDevice holding the fd stays in the
+ *   session's list, so the card stays open; `add` is only emitted for cards
+ *   it knows, and nothing was found listening for it.
+  * So `release` is for a card the desktop uses on the side (render offload,
  * an extra output), not for the card that draws the desktop. Whoever did
  * not let go within `busy-timeout` is named in the refusal, and `add` is
  * written back (undo) so the compositor picks the card up again: nothing
