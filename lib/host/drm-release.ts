@@ -28,7 +28,7 @@
  *   only log a FIXME), but the CSessionDevice holding the fd stays in the
  *   session's list, so the card stays open; `add` is only emitted for cards
  *   it knows, and nothing was found listening for it.
-  * So `release` is for a card the desktop uses on the side (render offload,
+ * So `release` is for a card the desktop uses on the side (render offload,
  * an extra output), not for the card that draws the desktop. Whoever did
  * not let go within `busy-timeout` is named in the refusal, and `add` is
  * written back (undo) so the compositor picks the card up again: nothing
