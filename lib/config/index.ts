@@ -11,7 +11,7 @@ export { formatDuration, parseDuration } from './duration.js';
 export { formatFileMode, parseFileMode, parseShmMode } from './file-mode.js';
 
 export { CONFIG_MAX_BYTES, DEFAULT_CONFIG_PATH, loadConfigFile, readConfigText } from './load-config.js';
-export { mergeVmSettings } from './merge.js';
+export { hugepagesNotes, mergeVmSettings } from './merge.js';
 export { emptyConfig, parseConfig } from './parse-config.js';
 export {
   DEFAULT_LOOKING_GLASS_NAME,

@@ -40,7 +40,7 @@
 
 import type { DomainInfo } from '../domain/domain-xml.js';
 import { InvalidArgs, InvalidConfig, q } from '../errors.js';
-import { formatSize } from '../shm/index.js';
+import { formatSize, parseSize } from '../shm/index.js';
 import { metadataProblemsError } from './problems.js';
 import { DEFAULT_LOOKING_GLASS_NAME, DEFAULT_SCREAM_NAME, DEFAULT_SCREAM_SIZE, DEFAULT_SHM_MODE } from './schema.js';
 import { formatFileMode } from './file-mode.js';
@@ -183,4 +183,32 @@ function combine(file: VmSettings, meta: VmSettings, problems: string[]): VmSett
     hugepages: file.hugepages,
     resetMethods: file.resetMethods,
   };
+}
+
+/**
+ * Notes for the VM's owner (the hook's stderr) when `hugepages` and the
+ * domain disagree: pages reserved for a domain that does not use them, or a
+ * reservation of another size than the domain's `<memory>` (QEMU then lacks
+ * pages, or some stay unused). Each ends in ', ignoring': the start goes on.
+ */
+export function hugepagesNotes(settings: VmSettings, xml: DomainInfo): string[] {
+  if (settings.hugepages === null || xml.hugepagesBacking === undefined) return [];
+  const total = settings.hugepages.total;
+  const at = `VM ${q(settings.name)}: hugepages`;
+  if (xml.hugepagesBacking === null) {
+    return [
+      `${at}: ${q(total)} are reserved, but the domain has no <memoryBacking><hugepages/>, so QEMU does not use them; add it, or remove hugepages, ignoring`,
+    ];
+  }
+  const memory = xml.hugepagesBacking.memoryBytes;
+  let bytes: number;
+  try {
+    bytes = parseSize(total);
+  } catch {
+    return [];
+  }
+  if (memory === null || memory === bytes) return [];
+  return [
+    `${at}: ${q(total)} are reserved, but the domain's <memory> is ${showBytes(memory)}; make them agree (QEMU needs the whole <memory> in hugepages), ignoring`,
+  ];
 }

@@ -21,7 +21,7 @@
  */
 import { InvalidArgs, InvalidConfig, q } from '../errors.js';
 import type { Config } from '../config/types.js';
-import { mergeVmSettings } from '../config/merge.js';
+import { hugepagesNotes, mergeVmSettings } from '../config/merge.js';
 import { vmSettingsWarnings } from '../config/vm-settings.js';
 import { closestName } from '../names/did-you-mean.js';
 import { hasPassthroughDevices, type DomainInfo } from '../domain/domain-xml.js';
@@ -453,7 +453,7 @@ export class DaemonBackend implements ManagerBackend {
         mappedShm: domain.shmems.map((m) => m.name),
       };
       outcome = await this.#inProgress(event.domainName, 'prepare', () => lifecycle.handle(event, vm));
-      const own = vmSettingsWarnings(settings);
+      const own = [...vmSettingsWarnings(settings), ...hugepagesNotes(settings, domain)];
       const warnings = [...own, ...outcome.warnings];
       const notes = [...own, ...(outcome.notes ?? [])];
       outcome = { ...outcome, warnings, notes };

@@ -69,6 +69,13 @@ export interface DomainInfo {
   readonly shmems: readonly DomainShmem[];
   /** vfio-hookd's settings from `<metadata>`, not yet validated; `null` when there are none. */
   readonly metadata: VmSettingsInput | null;
+  /**
+   * `<memoryBacking><hugepages/>`: whether the guest's memory is hugepages,
+   * and `<memory>` in bytes (null when it cannot be read). Advisory (the
+   * notes about `hugepages`, merge.ts): an odd value is never a refusal.
+   * Absent from callers that build a DomainInfo by hand.
+   */
+  readonly hugepagesBacking?: { readonly memoryBytes: number | null } | null;
 }
 
 /**
@@ -108,7 +115,7 @@ export function parseDomainXml(xml: string): DomainInfo {
     }
   }
   const metadata = parseVmMetadata(only(root, 'metadata', name), name);
-  return { name, uuid, hostdevs, shmems, metadata };
+  return { name, uuid, hostdevs, shmems, metadata, hugepagesBacking: readHugepagesBacking(root) };
 }
 
 /**
@@ -128,6 +135,35 @@ function only(parent: XmlElement, childName: string, vm: string | null): XmlElem
     throw new InvalidArgs(`Invalid domain XML${where}: <${parent.name}> has ${found.length} <${childName}> elements, expected one`);
   }
   return found[0] ?? null;
+}
+
+/** libvirt's memory units (formatdomain: "memory allocation"), to bytes. */
+const MEMORY_UNITS: Readonly<Record<string, number>> = {
+  b: 1,
+  bytes: 1,
+  kb: 1e3,
+  k: 1024,
+  kib: 1024,
+  mb: 1e6,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  gb: 1e9,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+  tb: 1e12,
+  t: 1024 ** 4,
+  tib: 1024 ** 4,
+};
+
+function readHugepagesBacking(root: XmlElement): { memoryBytes: number | null } | null {
+  const backing = root.children.filter((c) => c.name === 'memoryBacking');
+  if (backing.length !== 1 || !backing[0]!.children.some((c) => c.name === 'hugepages')) return null;
+  const memory = root.children.filter((c) => c.name === 'memory');
+  if (memory.length !== 1) return { memoryBytes: null };
+  const unit = MEMORY_UNITS[(memory[0]!.attributes.get('unit') ?? 'KiB').toLowerCase()];
+  const value = /^\s*(\d+)\s*$/.exec(memory[0]!.text);
+  const bytes = unit === undefined || value === null ? NaN : Number(value[1]) * unit;
+  return { memoryBytes: Number.isSafeInteger(bytes) ? bytes : null };
 }
 
 function readName(root: XmlElement): string {

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import test from 'ava';
 
 import { InvalidArgs, InvalidConfig } from '../../lib/errors.js';
-import { mergeVmSettings, parseConfig, vmSettingsWarnings, type VmSettings } from '../../lib/config/index.js';
+import { hugepagesNotes, mergeVmSettings, parseConfig, vmSettingsWarnings, type VmSettings } from '../../lib/config/index.js';
 import { VFIO_XMLNS, parseDomainXml, type DomainInfo } from '../../lib/domain/index.js';
 
 const MiB = 1024 * 1024;
@@ -357,4 +357,17 @@ test('the host-tuning keys are file only: kept from the file when metadata is me
     t.throws(() => mergeVmSettings(undefined, xml(element)), { instanceOf: InvalidConfig }, element);
   }
   t.throws(() => mergeVmSettings(undefined, xml("<vfio:looking-glass size='32M' kvmfr='kvmfr0'/>")), { instanceOf: InvalidConfig });
+});
+
+test('hugepages and the domain: a note when the domain does not use them or its <memory> is another size, none when they agree', (t) => {
+  const file = table('[vm.win10]\nhugepages = "8G"\n');
+  const backed = (memory: string) => (text: string) =>
+    text.replace(/<memory[^>]*>[^<]*<\/memory>/, memory).replace('</domain>', '<memoryBacking><hugepages/></memoryBacking></domain>');
+  t.deepEqual(hugepagesNotes(file, xml(null, backed("<memory unit='GiB'>8</memory>"))), []);
+  t.deepEqual(hugepagesNotes(file, xml(null, backed("<memory unit='KiB'>8388608</memory>"))), []);
+  t.deepEqual(hugepagesNotes(file, xml(null, backed("<memory unit='GiB'>16</memory>"))), [
+    "VM 'win10': hugepages: '8G' are reserved, but the domain's <memory> is 16G; make them agree (QEMU needs the whole <memory> in hugepages), ignoring",
+  ]);
+  t.regex(hugepagesNotes(file, xml())[0] ?? '', /the domain has no <memoryBacking><hugepages\/>, so QEMU does not use them/);
+  t.deepEqual(hugepagesNotes(table('[vm.win10]\n'), xml()), [], 'no hugepages, no note');
 });

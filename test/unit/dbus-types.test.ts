@@ -26,6 +26,7 @@ const row: MachineRow = {
     { address: '0000:0b:00.1', driver: null },
   ],
   heldAtBoot: ['0000:0b:00.0'],
+  hostChanges: [{ kind: 'hugepages', phase: 'before-detach', describe: 'reserve 4096 2 MiB pages (nr_hugepages 0 -> 4096)' }],
 };
 
 test('Machine properties decode to what was encoded', (t) => {

@@ -55,6 +55,7 @@ test('reads the reference Windows 10 domain: name, uuid, both GPU functions, bot
       { name: 'scream', sizeBytes: 2 * MiB, model: 'ivshmem-plain', role: null },
     ],
     metadata: null,
+    hugepagesBacking: null,
   } satisfies DomainInfo);
   t.true(hasPassthroughDevices(info));
 });
