@@ -305,12 +305,28 @@ try {
         reads.push(Math.round(now() - t));
       }
       out(`# bench engine in-process read of the host (devices, processes, dependencies) runs (ms): ${reads.join(' ')}`);
+      await readBreakdown(port, path.resolve(path.dirname(CLI), '..', 'lib', 'pci'));
       for (let i = 0; i < 4; i++) {
         const t = now();
         const { claims } = await engine.detach([VGA], { owner: 'bench' });
         await engine.reattach([VGA], { owner: 'bench', claims });
         if (i > 0) inProcess.push(Math.round(now() - t)); // the first run also starts the writer process
       }
+      // One more cycle, split: planning (its read of the host) against running the plan.
+      const split = [];
+      let t = now();
+      const d = await engine.planDetach([VGA], { owner: 'bench' });
+      split.push(`plan detach ${Math.round(now() - t)}`);
+      t = now();
+      await engine.execute(d.plan);
+      split.push(`execute ${Math.round(now() - t)} (${d.plan.steps.length} steps)`);
+      t = now();
+      const r = await engine.planReattach([VGA], { owner: 'bench' });
+      split.push(`plan reattach ${Math.round(now() - t)}`);
+      t = now();
+      await engine.execute(r.plan);
+      split.push(`execute ${Math.round(now() - t)} (${r.plan.steps.length} steps)`);
+      out(`# bench engine in-process cycle split (ms): ${split.join(', ')}`);
     } finally {
       await port.close();
     }
@@ -329,3 +345,53 @@ try {
   holder?.kill('SIGKILL');
 }
 out('# cli-done');
+
+/**
+ * Where one read of the host goes: each part of readHost timed alone
+ * (median of 3), with the number of port calls it makes by kind. Figures,
+ * never an assertion.
+ */
+async function readBreakdown(port, pciDir) {
+  const load = (f) => import(path.join(pciDir, f));
+  const [{ readPciDevices }, { scanProcesses }, { hostDependencies }] = await Promise.all([
+    load('pci-device.js'),
+    load('holders.js'),
+    load('host-dependencies.js'),
+  ]);
+  const counting = (calls) =>
+    new Proxy(port, {
+      get(target, key) {
+        const v = Reflect.get(target, key);
+        if (typeof v !== 'function' || !['readFile', 'readLink', 'realPath', 'readDir', 'exists'].includes(key)) return v;
+        return (...a) => {
+          calls[key] = (calls[key] ?? 0) + 1;
+          return v.apply(target, a);
+        };
+      },
+    });
+  const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const part = async (name, run) => {
+    const ms = [];
+    let calls = {};
+    for (let i = 0; i < 3; i++) {
+      calls = {};
+      const t = now();
+      await run(counting(calls));
+      ms.push(Math.round(now() - t));
+    }
+    const total = Object.values(calls).reduce((a, b) => a + b, 0);
+    const kinds = Object.entries(calls)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+    out(`# bench read part ${name}: ${med(ms)} ms median (${ms.join(' ')}), ${total} port calls (${kinds})`);
+  };
+  const devices = await readPciDevices(port);
+  await part(`devices (${devices.size})`, (p) => readPciDevices(p));
+  const pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
+  await part(`processes (${pids} pids)`, (p) => scanProcesses(p));
+  await part('dependencies', (p) => hostDependencies(p, devices.values()));
+  const { readHost, readHostFor } = await load('host-snapshot.js');
+  await part('readHost (whole host)', (p) => readHost(p));
+  // The engine's read for a detach or reattach of the pair (absent before issue 13).
+  if (typeof readHostFor === 'function') await part('readHostFor (the pair)', (p) => readHostFor(p, [VGA]));
+}
