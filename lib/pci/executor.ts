@@ -10,7 +10,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BindFailed, GroupNotViable, Timeout, q } from '../errors.js';
 import { KernelWriteError, KernelWriteTimeout, type KernelPort } from './kernel-port.js';
-import { parseOverride, readPciDevice, type PciDevice } from './pci-device.js';
+import { compareAddresses, isPciAddress } from './address.js';
+import { isBridge } from './class-code.js';
+import { parseOverride } from './pci-device.js';
 import {
   iommuGroupDevicesDir,
   linkName,
@@ -21,7 +23,7 @@ import {
   pciDriversProbe,
   vfioGroupNode,
 } from './sysfs-layout.js';
-import { groupsOf, viability, VFIO_DRIVER } from './iommu-group.js';
+import { viability, VFIO_DRIVER, type MemberBinding } from './iommu-group.js';
 import type { Plan, Step } from './plan.js';
 
 export interface ExecuteOptions {
@@ -176,13 +178,20 @@ export class PlanExecutor {
         return;
       }
       case 'check-viable': {
-        const devices = new Map<string, PciDevice>();
-        const members = await this.#port.readDir(iommuGroupDevicesDir(this.#port.roots, step.group));
+        // Live, from the kernel's member list: each member's class (a bridge
+        // or not) and driver link, all viability looks at. A whole
+        // readPciDevice per member was a dozen more reads each.
+        const members = (await this.#port.readDir(iommuGroupDevicesDir(this.#port.roots, step.group))).filter(isPciAddress);
+        const devices = new Map<string, MemberBinding>();
         for (const address of members) {
-          const d = await readPciDevice(this.#port, address);
-          if (d) devices.set(address, d);
+          const [cls, driver] = await Promise.all([
+            this.#port.readFile(pciDeviceEntry(this.#port.roots, address, 'class')),
+            this.#driverOf(address),
+          ]);
+          const classCode = cls === null ? Number.NaN : Number.parseInt(cls.trim(), 16);
+          devices.set(address, { isBridge: !Number.isNaN(classCode) && isBridge(classCode), driver });
         }
-        const group = groupsOf(devices).get(step.group) ?? { number: step.group, devices: [] };
+        const group = { number: step.group, devices: members.sort(compareAddresses) };
         const v = viability(group, devices);
         if (!v.viable) {
           throw new GroupNotViable(
