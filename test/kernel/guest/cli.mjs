@@ -390,6 +390,23 @@ async function readBreakdown(port, pciDir) {
   const pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
   await part(`processes (${pids} pids)`, (p) => scanProcesses(p));
   await part('dependencies', (p) => hostDependencies(p, devices.values()));
+  // What one call costs: the syscalls, or node's JS around them (the path
+  // building every read makes, under() in lib/roots.ts)?
+  const { under } = await import(path.resolve(pciDir, '..', 'roots.js'));
+  const each = (fn) => {
+    const n = 200;
+    const t = now();
+    for (let i = 0; i < n; i++) fn();
+    return ((now() - t) / n).toFixed(3);
+  };
+  const attr = `${PCI}/${VGA}/vendor`;
+  out(
+    `# bench one call (ms each, 200 runs): readFileSync ${each(() => fs.readFileSync(attr, 'utf8'))}, ` +
+      `readlinkSync ${each(() => fs.readlinkSync(`${PCI}/${VGA}/driver`))}, ` +
+      `readdirSync ${each(() => fs.readdirSync('/proc/1/fd'))}, ` +
+      `realpathSync.native ${each(() => fs.realpathSync.native(`${PCI}/${VGA}`))}, ` +
+      `under() ${each(() => under('/sys', 'bus', 'pci', 'devices', VGA, 'vendor'))}`,
+  );
   const { readHost, readHostFor } = await load('host-snapshot.js');
   await part('readHost (whole host)', (p) => readHost(p));
   // The engine's read for a detach or reattach of the pair (absent before issue 13).
