@@ -312,21 +312,32 @@ try {
         await engine.reattach([VGA], { owner: 'bench', claims });
         if (i > 0) inProcess.push(Math.round(now() - t)); // the first run also starts the writer process
       }
-      // One more cycle, split: planning (its read of the host) against running the plan.
+      // One more cycle, split: planning (its read of the host) against running the plan,
+      // with the port calls each makes (a read-back polled more than once shows as more readLink).
+      const calls = {};
       const split = [];
+      const kinds = () => {
+        const text = Object.entries(calls)
+          .map(([k, n]) => `${k} ${n}`)
+          .join(' ');
+        for (const k of Object.keys(calls)) delete calls[k];
+        return text;
+      };
       let t = now();
-      const d = await engine.planDetach([VGA], { owner: 'bench' });
-      split.push(`plan detach ${Math.round(now() - t)}`);
+      const counted = new pci.PciEngine(countingPort(port, calls));
+      const d = await counted.planDetach([VGA], { owner: 'bench' });
+      split.push(`plan detach ${Math.round(now() - t)} [${kinds()}]`);
       t = now();
-      await engine.execute(d.plan);
-      split.push(`execute ${Math.round(now() - t)} (${d.plan.steps.length} steps)`);
+      await counted.execute(d.plan);
+      split.push(`execute ${Math.round(now() - t)} (${d.plan.steps.length} steps) [${kinds()}]`);
       t = now();
-      const r = await engine.planReattach([VGA], { owner: 'bench' });
-      split.push(`plan reattach ${Math.round(now() - t)}`);
+      const r = await counted.planReattach([VGA], { owner: 'bench' });
+      split.push(`plan reattach ${Math.round(now() - t)} [${kinds()}]`);
       t = now();
-      await engine.execute(r.plan);
-      split.push(`execute ${Math.round(now() - t)} (${r.plan.steps.length} steps)`);
+      await counted.execute(r.plan);
+      split.push(`execute ${Math.round(now() - t)} (${r.plan.steps.length} steps) [${kinds()}]`);
       out(`# bench engine in-process cycle split (ms): ${split.join(', ')}`);
+      await writerRoundTrip(path.resolve(path.dirname(CLI), '..', 'lib', 'pci', '_internal', 'sysfs-writer.js'));
     } finally {
       await port.close();
     }
@@ -358,17 +369,7 @@ async function readBreakdown(port, pciDir) {
     load('holders.js'),
     load('host-dependencies.js'),
   ]);
-  const counting = (calls) =>
-    new Proxy(port, {
-      get(target, key) {
-        const v = Reflect.get(target, key);
-        if (typeof v !== 'function' || !['readFile', 'readLink', 'realPath', 'readDir', 'exists'].includes(key)) return v;
-        return (...a) => {
-          calls[key] = (calls[key] ?? 0) + 1;
-          return v.apply(target, a);
-        };
-      },
-    });
+  const counting = (calls) => countingPort(port, calls);
   const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
   const part = async (name, run) => {
     const ms = [];
@@ -411,4 +412,47 @@ async function readBreakdown(port, pciDir) {
   await part('readHost (whole host)', (p) => readHost(p));
   // The engine's read for a detach or reattach of the pair (absent before issue 13).
   if (typeof readHostFor === 'function') await part('readHostFor (the pair)', (p) => readHostFor(p, [VGA]));
+}
+
+/** The port, counting its calls by kind into `calls` (writes included). */
+function countingPort(port, calls) {
+  return new Proxy(port, {
+    get(target, key) {
+      const v = Reflect.get(target, key);
+      if (typeof v !== 'function') return v;
+      return (...a) => {
+        calls[key] = (calls[key] ?? 0) + 1;
+        return v.apply(target, a);
+      };
+    },
+  });
+}
+
+/** One write through the writer child and back, to a tmpfs file (median of 30), beside the same write made here. */
+async function writerRoundTrip(modulePath) {
+  const { SysfsWriter } = await import(modulePath);
+  const file = '/tmp/writer-round-trip';
+  fs.writeFileSync(file, '');
+  const writer = new SysfsWriter();
+  try {
+    writer.start();
+    const signal = new AbortController().signal;
+    await writer.write(file, 'x\n', signal);
+    const child = [];
+    const local = [];
+    for (let i = 0; i < 30; i++) {
+      let t = now();
+      await writer.write(file, 'x\n', signal);
+      child.push(now() - t);
+      t = now();
+      const fd = fs.openSync(file, fs.constants.O_WRONLY);
+      fs.writeSync(fd, 'x\n');
+      fs.closeSync(fd);
+      local.push(now() - t);
+    }
+    const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)].toFixed(2);
+    out(`# bench one write (ms, median of 30): through the writer child ${med(child)}, in this process ${med(local)}`);
+  } finally {
+    await writer.close();
+  }
 }
