@@ -324,7 +324,13 @@ try {
         return text;
       };
       let t = now();
-      const counted = new pci.PciEngine(countingPort(port, calls));
+      // Each step's time, from onStepStart to onStep (its write, read-back and checks).
+      const steps = [];
+      let stepT = 0;
+      const counted = new pci.PciEngine(countingPort(port, calls), {
+        onStepStart: () => (stepT = now()),
+        onStep: (step) => steps.push(`${step.op}${step.address ? ` ${step.address.slice(-4)}` : ''} ${(now() - stepT).toFixed(1)}`),
+      });
       const d = await counted.planDetach([VGA], { owner: 'bench' });
       split.push(`plan detach ${Math.round(now() - t)} [${kinds()}]`);
       t = now();
@@ -337,6 +343,7 @@ try {
       await counted.execute(r.plan);
       split.push(`execute ${Math.round(now() - t)} (${r.plan.steps.length} steps) [${kinds()}]`);
       out(`# bench engine in-process cycle split (ms): ${split.join(', ')}`);
+      out(`# bench engine in-process steps (ms): ${steps.join(', ')}`);
       await writerRoundTrip(path.resolve(path.dirname(CLI), '..', 'lib', 'pci', '_internal', 'sysfs-writer.js'));
     } finally {
       await port.close();
