@@ -18,7 +18,6 @@ import { PciEngine } from '../pci/engine.js';
 import type { KernelPort } from '../pci/kernel-port.js';
 import type { Plan } from '../pci/plan.js';
 import { describeStep, stepLine } from '../pci/step-text.js';
-import { planDetach, planReattach } from '../pci/plan.js';
 import { StateFile } from '../state/state-file.js';
 import { DeviceLedger } from '../lifecycle/device-ledger.js';
 import { manualOwner, vmOwner, type Owner } from '../pci/owner.js';
@@ -276,8 +275,8 @@ async function run(values: Values, positionals: string[], io: CliIo): Promise<nu
 
     const planOptions = { owner, claims: state.claims, force: values.force ?? false };
     if (values['dry-run']) {
-      const snapshot = await engine.inspect();
-      const plan = command === 'detach' ? planDetach(snapshot, args, planOptions) : planReattach(snapshot, args, planOptions);
+      // The same read and plan as the real run (engine.planDetach/planReattach).
+      const { plan } = command === 'detach' ? await engine.planDetach(args, planOptions) : await engine.planReattach(args, planOptions);
       io.stdout(values.json ? JSON.stringify(plan, null, 2) + '\n' : planText(plan, true));
       return 0;
     }

@@ -10,7 +10,7 @@
  */
 import type { KernelPort } from './kernel-port.js';
 import { sameOwner } from './owner.js';
-import { readHost, type HostSnapshot } from './host-snapshot.js';
+import { readHost, readHostFor, type HostSnapshot } from './host-snapshot.js';
 import { readPciDevices, type PciDevice } from './pci-device.js';
 import { planDetach, planReattach, type Claim, type Plan, type PlanOptions } from './plan.js';
 import { PlanExecutor, type DeviceBinding, type DeviceOrigin, type ExecuteOptions } from './executor.js';
@@ -46,8 +46,18 @@ export class PciEngine {
     return this.#port;
   }
 
+  /** The whole host: every device, its holders and dependencies (listings, doctor). */
   inspect(): Promise<HostSnapshot> {
     return readHost(this.#port);
+  }
+
+  /**
+   * What a plan for `addresses` can reach (host-snapshot.ts readHostFor):
+   * their devices, companions and groups, the process scan, their host
+   * dependencies. What detach and reattach plan from.
+   */
+  inspectFor(addresses: readonly string[]): Promise<HostSnapshot> {
+    return readHostFor(this.#port, addresses);
   }
 
   /** The PCI devices alone, without processes and host dependencies (recovery, listings). */
@@ -56,12 +66,12 @@ export class PciEngine {
   }
 
   async planDetach(addresses: readonly string[], options: PlanOptions): Promise<{ plan: Plan; snapshot: HostSnapshot }> {
-    const snapshot = await this.inspect();
+    const snapshot = await this.inspectFor(addresses);
     return { plan: planDetach(snapshot, addresses, options), snapshot };
   }
 
   async planReattach(addresses: readonly string[], options: PlanOptions): Promise<{ plan: Plan; snapshot: HostSnapshot }> {
-    const snapshot = await this.inspect();
+    const snapshot = await this.inspectFor(addresses);
     return { plan: planReattach(snapshot, addresses, options), snapshot };
   }
 

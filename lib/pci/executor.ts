@@ -10,7 +10,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BindFailed, GroupNotViable, Timeout, q } from '../errors.js';
 import { KernelWriteError, KernelWriteTimeout, type KernelPort } from './kernel-port.js';
-import { parseOverride, readPciDevice, type PciDevice } from './pci-device.js';
+import { compareAddresses, isPciAddress } from './address.js';
+import { isBridge } from './class-code.js';
+import { parseOverride } from './pci-device.js';
 import {
   iommuGroupDevicesDir,
   linkName,
@@ -21,7 +23,7 @@ import {
   pciDriversProbe,
   vfioGroupNode,
 } from './sysfs-layout.js';
-import { groupsOf, viability, VFIO_DRIVER } from './iommu-group.js';
+import { viability, VFIO_DRIVER, type MemberBinding } from './iommu-group.js';
 import type { Plan, Step } from './plan.js';
 
 export interface ExecuteOptions {
@@ -59,8 +61,12 @@ export interface ExecuteResult {
 const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
 const DEFAULT_SETTLE_TIMEOUT_MS = 3_000;
 // Reading a link or a node back after a write is polled: sysfs sends no event
-// for it, and this is the one bounded poll the engine makes.
+// for it, and this is the one bounded poll the engine makes. The first
+// retries come sooner (1, 2, 4 ms, then every 5): most links are there at
+// the first read, and one that is not is usually there a moment later; a
+// flat 5 ms cost a detach whole milliseconds per step under a slow machine.
 const SETTLE_INTERVAL_MS = 5;
+const SETTLE_FIRST_MS = 1;
 
 export class PlanExecutor {
   readonly #port: KernelPort;
@@ -176,13 +182,20 @@ export class PlanExecutor {
         return;
       }
       case 'check-viable': {
-        const devices = new Map<string, PciDevice>();
-        const members = await this.#port.readDir(iommuGroupDevicesDir(this.#port.roots, step.group));
+        // Live, from the kernel's member list: each member's class (a bridge
+        // or not) and driver link, all viability looks at. A whole
+        // readPciDevice per member was a dozen more reads each.
+        const members = (await this.#port.readDir(iommuGroupDevicesDir(this.#port.roots, step.group))).filter(isPciAddress);
+        const devices = new Map<string, MemberBinding>();
         for (const address of members) {
-          const d = await readPciDevice(this.#port, address);
-          if (d) devices.set(address, d);
+          const [cls, driver] = await Promise.all([
+            this.#port.readFile(pciDeviceEntry(this.#port.roots, address, 'class')),
+            this.#driverOf(address),
+          ]);
+          const classCode = cls === null ? Number.NaN : Number.parseInt(cls.trim(), 16);
+          devices.set(address, { isBridge: !Number.isNaN(classCode) && isBridge(classCode), driver });
         }
-        const group = groupsOf(devices).get(step.group) ?? { number: step.group, devices: [] };
+        const group = { number: step.group, devices: members.sort(compareAddresses) };
         const v = viability(group, devices);
         if (!v.viable) {
           throw new GroupNotViable(
@@ -274,10 +287,10 @@ export class PlanExecutor {
 
   async #settle(check: () => Promise<boolean>): Promise<boolean> {
     const deadline = Date.now() + this.#settleTimeoutMs;
-    for (;;) {
+    for (let wait = SETTLE_FIRST_MS; ; wait = Math.min(wait * 2, SETTLE_INTERVAL_MS)) {
       if (await check()) return true;
       if (Date.now() >= deadline) return false;
-      await sleep(SETTLE_INTERVAL_MS);
+      await sleep(wait);
     }
   }
 

@@ -19,7 +19,7 @@ import { chipsetRole } from './class-code.js';
 import { inputKinds, type InputKind } from './input-capabilities.js';
 import type { KernelPort } from './kernel-port.js';
 import type { PciDevice } from './pci-device.js';
-import { classAttr, classDir, classEntry, mountInfoFile, NODE_NAMES, swapsFile } from './sysfs-layout.js';
+import { classAttr, classDir, classEntry, mountInfoFile, NODE_NAMES, swapsFile, type SysfsClass } from './sysfs-layout.js';
 
 export interface Dependency {
   readonly kind: 'mount' | 'swap' | 'network' | 'console' | 'input' | 'chipset';
@@ -85,38 +85,64 @@ function parseSwaps(text: string): string[] {
     .map(unescapeOctal);
 }
 
-async function readFacts(port: KernelPort): Promise<HostFacts> {
+/**
+ * The class devices that matter for `devices`, read with as few reads as the
+ * check allows (a read of the host is what the engine's path spends most on,
+ * under a slow machine most of all): every class entry costs one `realPath`,
+ * and only an entry beneath one of the devices is read further. Two things
+ * are read although they are not beneath any of them, because the rail needs
+ * them: the block devices that hold one beneath (dm/md on a partition, found
+ * by following `holders`, never by listing), and the consoles when one of the
+ * devices is the boot VGA. mountinfo and swaps are read only when a block
+ * device is beneath one of them.
+ */
+async function readFacts(port: KernelPort, devices: readonly PciDevice[]): Promise<HostFacts> {
   const roots = port.roots;
-  const blocks = await Promise.all(
-    (await port.readDir(classDir(roots, 'block'))).map(async (name): Promise<BlockDevice | null> => {
-      const realPath = await port.realPath(classEntry(roots, 'block', name));
-      if (realPath === null) return null;
-      const [dev, holders, dmName] = await Promise.all([
-        port.readFile(classAttr(roots, 'block', name, 'dev')),
-        port.readDir(classAttr(roots, 'block', name, 'holders')),
-        port.readFile(classAttr(roots, 'block', name, 'dm/name')),
-      ]);
-      return { name, realPath, devNumber: dev?.trim() ?? null, holders, dmName: dmName?.trim() ?? null };
-    }),
-  );
+  const isBeneathAny = (realPath: string): boolean => devices.some((d) => beneath(d, realPath));
+  /** The class entries (name, real folder) beneath one of the devices. */
+  const entriesBeneath = async (cls: SysfsClass, names?: (n: string) => boolean): Promise<{ name: string; realPath: string }[]> => {
+    const all = (await port.readDir(classDir(roots, cls))).filter((n) => names === undefined || names(n));
+    const found = await Promise.all(all.map(async (name) => ({ name, realPath: await port.realPath(classEntry(roots, cls, name)) })));
+    return found.filter((e): e is { name: string; realPath: string } => e.realPath !== null && isBeneathAny(e.realPath));
+  };
+  const readBlock = async (name: string, realPath: string): Promise<BlockDevice> => {
+    const [dev, holders, dmName] = await Promise.all([
+      port.readFile(classAttr(roots, 'block', name, 'dev')),
+      port.readDir(classAttr(roots, 'block', name, 'holders')),
+      port.readFile(classAttr(roots, 'block', name, 'dm/name')),
+    ]);
+    return { name, realPath, devNumber: dev?.trim() ?? null, holders, dmName: dmName?.trim() ?? null };
+  };
+  const blocks = await Promise.all((await entriesBeneath('block')).map((e) => readBlock(e.name, e.realPath)));
+  // The holders of those (a LUKS or LVM volume on a partition), and theirs.
+  const known = new Set(blocks.map((b) => b.name));
+  for (let i = 0; i < blocks.length; i++) {
+    for (const h of blocks[i]!.holders) {
+      if (known.has(h)) continue;
+      known.add(h);
+      const realPath = await port.realPath(classEntry(roots, 'block', h));
+      if (realPath !== null) blocks.push(await readBlock(h, realPath));
+    }
+  }
   const nets = await Promise.all(
-    (await port.readDir(classDir(roots, 'net'))).map(async (name) => {
-      const realPath = await port.realPath(classEntry(roots, 'net', name));
+    (await entriesBeneath('net')).map(async ({ name, realPath }) => {
       const flags = await port.readFile(classAttr(roots, 'net', name, 'flags'));
       // IFF_UP is bit 0 of the interface flags.
       const up = flags !== null && (Number.parseInt(flags.trim(), 16) & 0x1) === 1;
-      return realPath === null ? null : { name, realPath, up };
+      return { name, realPath, up };
     }),
   );
-  const consoles = await Promise.all(
-    (await port.readDir(classDir(roots, 'vtconsole'))).map(async (name) => {
-      const [bind, description] = await Promise.all([
-        port.readFile(classAttr(roots, 'vtconsole', name, 'bind')),
-        port.readFile(classAttr(roots, 'vtconsole', name, 'name')),
-      ]);
-      return bind?.trim() === '1' ? { name, description: description?.trim() ?? '' } : null;
-    }),
-  );
+  const consoles = !devices.some((d) => d.bootVga === true)
+    ? []
+    : await Promise.all(
+        (await port.readDir(classDir(roots, 'vtconsole'))).map(async (name) => {
+          const [bind, description] = await Promise.all([
+            port.readFile(classAttr(roots, 'vtconsole', name, 'bind')),
+            port.readFile(classAttr(roots, 'vtconsole', name, 'name')),
+          ]);
+          return bind?.trim() === '1' ? { name, description: description?.trim() ?? '' } : null;
+        }),
+      );
   // Input devices: `<sysfs>/class/input/inputN` links to the device's real
   // directory, which sits in an `input/` folder of its parent device and so
   // beneath the PCI device that carries it. Checked: the kernel's own
@@ -126,26 +152,24 @@ async function readFacts(port: KernelPort): Promise<HostFacts> {
   // only "beneath the PCI device" matters. eventN, mouseN and jsN are
   // children of inputN and add nothing.
   const inputs = await Promise.all(
-    (await port.readDir(classDir(roots, 'input')))
-      .filter((n) => /^input\d+$/.test(n))
-      .map(async (name) => {
-        const [realPath, label, ev, key, rel] = await Promise.all([
-          port.realPath(classEntry(roots, 'input', name)),
-          port.readFile(classAttr(roots, 'input', name, 'name')),
-          port.readFile(classAttr(roots, 'input', name, 'capabilities/ev')),
-          port.readFile(classAttr(roots, 'input', name, 'capabilities/key')),
-          port.readFile(classAttr(roots, 'input', name, 'capabilities/rel')),
-        ]);
-        const kinds = inputKinds({ ev, key, rel });
-        return realPath === null || kinds.length === 0 ? null : { name, label: label?.trim() ?? '', realPath, kinds };
-      }),
+    (await entriesBeneath('input', (n) => /^input\d+$/.test(n))).map(async ({ name, realPath }) => {
+      const [label, ev, key, rel] = await Promise.all([
+        port.readFile(classAttr(roots, 'input', name, 'name')),
+        port.readFile(classAttr(roots, 'input', name, 'capabilities/ev')),
+        port.readFile(classAttr(roots, 'input', name, 'capabilities/key')),
+        port.readFile(classAttr(roots, 'input', name, 'capabilities/rel')),
+      ]);
+      const kinds = inputKinds({ ev, key, rel });
+      return kinds.length === 0 ? null : { name, label: label?.trim() ?? '', realPath, kinds };
+    }),
   );
-  const [mountInfo, swaps] = await Promise.all([port.readFile(mountInfoFile(roots)), port.readFile(swapsFile(roots))]);
+  const [mountInfo, swaps] =
+    blocks.length === 0 ? [null, null] : await Promise.all([port.readFile(mountInfoFile(roots)), port.readFile(swapsFile(roots))]);
   return {
-    blocks: blocks.filter((b): b is BlockDevice => b !== null),
+    blocks,
     mounts: mountInfo === null ? [] : parseMountInfo(mountInfo),
     swaps: swaps === null ? [] : parseSwaps(swaps),
-    nets: nets.filter((n): n is NonNullable<typeof n> => n !== null),
+    nets,
     consoles: consoles.filter((c): c is NonNullable<typeof c> => c !== null),
     inputs: inputs.filter((i): i is NonNullable<typeof i> => i !== null),
   };
@@ -193,13 +217,15 @@ function blockTreeUses(root: BlockDevice, facts: HostFacts): Dependency[] {
 
 /**
  * Dependencies of each given device, keyed by address (devices without any
- * are absent). Reads sysfs classes and proc once for all of them.
+ * are absent). Reads sysfs classes and proc once for all of them, and only
+ * what concerns them (readFacts): the answer for a device is the same
+ * whether it is asked alone or with every device of the host.
  */
 export async function hostDependencies(port: KernelPort, devices: Iterable<PciDevice>): Promise<Map<string, Dependency[]>> {
-  const facts = await readFacts(port);
+  const endpoints = [...devices].filter((d) => !d.isBridge);
+  const facts = await readFacts(port, endpoints);
   const result = new Map<string, Dependency[]>();
-  for (const device of devices) {
-    if (device.isBridge) continue;
+  for (const device of endpoints) {
     const deps: Dependency[] = [];
     for (const block of facts.blocks) {
       if (beneath(device, block.realPath)) deps.push(...blockTreeUses(block, facts));

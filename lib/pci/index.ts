@@ -16,7 +16,7 @@ export { inputKinds, parseCapabilityBitmap } from './input-capabilities.js';
 export type { UnassignedFunction } from './unassigned-functions.js';
 export { unassignedFunctions } from './unassigned-functions.js';
 export type { HostSnapshot } from './host-snapshot.js';
-export { readHost } from './host-snapshot.js';
+export { readHost, readHostFor } from './host-snapshot.js';
 export type { Step, Plan, PlannedDevice, Claim, PlanOptions } from './plan.js';
 export { planDetach, planReattach } from './plan.js';
 export type { ExecuteOptions, ExecuteResult, DeviceOrigin } from './executor.js';

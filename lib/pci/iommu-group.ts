@@ -38,12 +38,15 @@ export function groupsOf(devices: ReadonlyMap<string, PciDevice>): Map<number, I
   return groups;
 }
 
+/** The two facts viability looks at: a bridge or not, and the driver bound now. */
+export type MemberBinding = Pick<PciDevice, 'isBridge' | 'driver'>;
+
 /** Does this device, as it is now, keep its group viable? */
-export function isViableMember(device: PciDevice): boolean {
+export function isViableMember(device: MemberBinding): boolean {
   return device.isBridge || device.driver === null || VIABLE_DRIVERS.has(device.driver);
 }
 
-export function viability(group: IommuGroup, devices: ReadonlyMap<string, PciDevice>): Viability {
+export function viability(group: IommuGroup, devices: ReadonlyMap<string, MemberBinding>): Viability {
   const blockers: { address: string; driver: string }[] = [];
   for (const address of group.devices) {
     const d = devices.get(address);

@@ -12,6 +12,8 @@ import { SysfsWriter } from './sysfs-writer.js';
 
 export class RealKernel implements KernelPort {
   readonly #writer = new SysfsWriter();
+  /** The sysfs root's real path, resolved at the first write (a mount point does not move under a running daemon). */
+  #realRoot: string | null = null;
 
   constructor(readonly roots: HostRoots) {}
 
@@ -25,12 +27,11 @@ export class RealKernel implements KernelPort {
     // Check the text, then where the file (or its folder) really is: a link inside an
     // injected root (a copied sysfs tree) must not lead a write outside it.
     // The links of a real sysfs all stay inside /sys, so this costs nothing there.
-    const [root, target, parent] = await Promise.all([
-      realPathOrNull(this.roots.sysfs),
-      realPathOrNull(file),
-      realPathOrNull(path.dirname(file)),
-    ]);
-    const real = target ?? parent;
+    // Each read costs the engine's path (a slow machine feels a dozen a
+    // detach): the root is resolved once, the folder only for a missing file.
+    this.#realRoot ??= await realPathOrNull(this.roots.sysfs);
+    const root = this.#realRoot;
+    const real = (await realPathOrNull(file)) ?? (await realPathOrNull(path.dirname(file)));
     if (!isWithin(this.roots.sysfs, file) || root === null || (real !== null && !isWithin(root, real))) {
       throw new UnsafePath(`Write to ${q(file)} is outside the sysfs root ${q(this.roots.sysfs)}, refusing`);
     }

@@ -17,7 +17,6 @@
  * writer exited (1) before replying".
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { KernelWriteError, KernelWriteTimeout } from '../kernel-port.js';
 
@@ -95,8 +94,19 @@ export class SysfsWriter {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin' },
     });
-    const lines = readline.createInterface({ input: child.stdout });
-    lines.on('line', (line) => this.#onReply(line));
+    // Lines split by hand, not by readline: a write's round trip is the
+    // engine's cost per step, and readline's machinery was part of it.
+    let pending = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      pending += chunk;
+      let end;
+      while ((end = pending.indexOf('\n')) !== -1) {
+        const line = pending.slice(0, end);
+        pending = pending.slice(end + 1);
+        if (line !== '') this.#onReply(line);
+      }
+    });
     child.stderr.resume();
     child.on('exit', (code, signal) => {
       if (this.#child === child) this.#child = null;

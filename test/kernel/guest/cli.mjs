@@ -305,12 +305,46 @@ try {
         reads.push(Math.round(now() - t));
       }
       out(`# bench engine in-process read of the host (devices, processes, dependencies) runs (ms): ${reads.join(' ')}`);
+      await readBreakdown(port, path.resolve(path.dirname(CLI), '..', 'lib', 'pci'));
       for (let i = 0; i < 4; i++) {
         const t = now();
         const { claims } = await engine.detach([VGA], { owner: 'bench' });
         await engine.reattach([VGA], { owner: 'bench', claims });
         if (i > 0) inProcess.push(Math.round(now() - t)); // the first run also starts the writer process
       }
+      // One more cycle, split: planning (its read of the host) against running the plan,
+      // with the port calls each makes (a read-back polled more than once shows as more readLink).
+      const calls = {};
+      const split = [];
+      const kinds = () => {
+        const text = Object.entries(calls)
+          .map(([k, n]) => `${k} ${n}`)
+          .join(' ');
+        for (const k of Object.keys(calls)) delete calls[k];
+        return text;
+      };
+      let t = now();
+      // Each step's time, from onStepStart to onStep (its write, read-back and checks).
+      const steps = [];
+      let stepT = 0;
+      const counted = new pci.PciEngine(countingPort(port, calls), {
+        onStepStart: () => (stepT = now()),
+        onStep: (step) => steps.push(`${step.op}${step.address ? ` ${step.address.slice(-4)}` : ''} ${(now() - stepT).toFixed(1)}`),
+      });
+      const d = await counted.planDetach([VGA], { owner: 'bench' });
+      split.push(`plan detach ${Math.round(now() - t)} [${kinds()}]`);
+      t = now();
+      await counted.execute(d.plan);
+      split.push(`execute ${Math.round(now() - t)} (${d.plan.steps.length} steps) [${kinds()}]`);
+      t = now();
+      const r = await counted.planReattach([VGA], { owner: 'bench' });
+      split.push(`plan reattach ${Math.round(now() - t)} [${kinds()}]`);
+      t = now();
+      await counted.execute(r.plan);
+      split.push(`execute ${Math.round(now() - t)} (${r.plan.steps.length} steps) [${kinds()}]`);
+      out(`# bench engine in-process cycle split (ms): ${split.join(', ')}`);
+      out(`# bench engine in-process steps (ms): ${steps.join(', ')}`);
+      await writerRoundTrip(path.resolve(path.dirname(CLI), '..', 'lib', 'pci', '_internal', 'sysfs-writer.js'));
     } finally {
       await port.close();
     }
@@ -329,3 +363,103 @@ try {
   holder?.kill('SIGKILL');
 }
 out('# cli-done');
+
+/**
+ * Where one read of the host goes: each part of readHost timed alone
+ * (median of 3), with the number of port calls it makes by kind. Figures,
+ * never an assertion.
+ */
+async function readBreakdown(port, pciDir) {
+  const load = (f) => import(path.join(pciDir, f));
+  const [{ readPciDevices }, { scanProcesses }, { hostDependencies }] = await Promise.all([
+    load('pci-device.js'),
+    load('holders.js'),
+    load('host-dependencies.js'),
+  ]);
+  const counting = (calls) => countingPort(port, calls);
+  const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const part = async (name, run) => {
+    const ms = [];
+    let calls = {};
+    for (let i = 0; i < 3; i++) {
+      calls = {};
+      const t = now();
+      await run(counting(calls));
+      ms.push(Math.round(now() - t));
+    }
+    const total = Object.values(calls).reduce((a, b) => a + b, 0);
+    const kinds = Object.entries(calls)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+    out(`# bench read part ${name}: ${med(ms)} ms median (${ms.join(' ')}), ${total} port calls (${kinds})`);
+  };
+  const devices = await readPciDevices(port);
+  await part(`devices (${devices.size})`, (p) => readPciDevices(p));
+  const pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).length;
+  await part(`processes (${pids} pids)`, (p) => scanProcesses(p));
+  await part('dependencies', (p) => hostDependencies(p, devices.values()));
+  // What one call costs: the syscalls, or node's JS around them (the path
+  // building every read makes, under() in lib/roots.ts)?
+  const { under } = await import(path.resolve(pciDir, '..', 'roots.js'));
+  const each = (fn) => {
+    const n = 200;
+    const t = now();
+    for (let i = 0; i < n; i++) fn();
+    return ((now() - t) / n).toFixed(3);
+  };
+  const attr = `${PCI}/${VGA}/vendor`;
+  out(
+    `# bench one call (ms each, 200 runs): readFileSync ${each(() => fs.readFileSync(attr, 'utf8'))}, ` +
+      `readlinkSync ${each(() => fs.readlinkSync(`${PCI}/${VGA}/driver`))}, ` +
+      `readdirSync ${each(() => fs.readdirSync('/proc/1/fd'))}, ` +
+      `realpathSync.native ${each(() => fs.realpathSync.native(`${PCI}/${VGA}`))}, ` +
+      `under() ${each(() => under('/sys', 'bus', 'pci', 'devices', VGA, 'vendor'))}`,
+  );
+  const { readHost, readHostFor } = await load('host-snapshot.js');
+  await part('readHost (whole host)', (p) => readHost(p));
+  // The engine's read for a detach or reattach of the pair (absent before issue 13).
+  if (typeof readHostFor === 'function') await part('readHostFor (the pair)', (p) => readHostFor(p, [VGA]));
+}
+
+/** The port, counting its calls by kind into `calls` (writes included). */
+function countingPort(port, calls) {
+  return new Proxy(port, {
+    get(target, key) {
+      const v = Reflect.get(target, key);
+      if (typeof v !== 'function') return v;
+      return (...a) => {
+        calls[key] = (calls[key] ?? 0) + 1;
+        return v.apply(target, a);
+      };
+    },
+  });
+}
+
+/** One write through the writer child and back, to a tmpfs file (median of 30), beside the same write made here. */
+async function writerRoundTrip(modulePath) {
+  const { SysfsWriter } = await import(modulePath);
+  const file = '/tmp/writer-round-trip';
+  fs.writeFileSync(file, '');
+  const writer = new SysfsWriter();
+  try {
+    writer.start();
+    const signal = new AbortController().signal;
+    await writer.write(file, 'x\n', signal);
+    const child = [];
+    const local = [];
+    for (let i = 0; i < 30; i++) {
+      let t = now();
+      await writer.write(file, 'x\n', signal);
+      child.push(now() - t);
+      t = now();
+      const fd = fs.openSync(file, fs.constants.O_WRONLY);
+      fs.writeSync(fd, 'x\n');
+      fs.closeSync(fd);
+      local.push(now() - t);
+    }
+    const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)].toFixed(2);
+    out(`# bench one write (ms, median of 30): through the writer child ${med(child)}, in this process ${med(local)}`);
+  } finally {
+    await writer.close();
+  }
+}
