@@ -42,7 +42,7 @@
 import * as v from 'valibot';
 import { DamagedState, DeviceBusy, q } from '../errors.js';
 import { describeHolders, holdersOf, scanProcesses, type Holder } from '../pci/holders.js';
-import { readHost } from '../pci/host-snapshot.js';
+import { readHostFor } from '../pci/host-snapshot.js';
 import { VFIO_DRIVER } from '../pci/iommu-group.js';
 import type { KernelPort } from '../pci/kernel-port.js';
 import { readPciDevice, type PciDevice } from '../pci/pci-device.js';
@@ -93,7 +93,8 @@ export async function planDrmRelease(
   context: HostContext,
 ): Promise<HostChange<DrmReleaseRecord>> {
   const port = needKernel(context.kernel, 'ask the graphics stack to release the card');
-  const snapshot = await readHost(port);
+  // What the plan can reach (the devices, their groups' members), not the whole host: readHostFor in host-snapshot.ts.
+  const snapshot = await readHostFor(port, addresses);
   const groups = new Set(addresses.map((a) => snapshot.devices.get(a)?.iommuGroup).filter((g) => g !== null && g !== undefined));
   const devices = [...snapshot.devices.values()].filter(
     (d) => (addresses.includes(d.address) || (d.iommuGroup !== null && groups.has(d.iommuGroup))) && d.driver !== VFIO_DRIVER,
