@@ -29,7 +29,7 @@ export function isTable(value: unknown): value is Record<string, unknown> {
 }
 
 /** `Invalid mode ...` -> `invalid mode ...`: these messages follow a `path: `. */
-function lowerFirst(message: string): string {
+export function lowerFirst(message: string): string {
   return /^[A-Z][a-z]/.test(message) ? message[0]!.toLowerCase() + message.slice(1) : message;
 }
 

@@ -21,6 +21,7 @@ import {
 } from './schema.js';
 import type { PathSegment } from './toml-locator.js';
 import { parseHugepages } from '../host/hugepages.js';
+import { lowerFirst } from './toml-schema.js';
 import type { LookingGlassSettings, ScreamSettings, VmSettings } from './types.js';
 
 export interface VmTableResult {
@@ -216,9 +217,4 @@ function lookingGlassSettings(spec: VmTableSpec, at: (path: readonly PathSegment
     mode: lg.mode ?? DEFAULT_SHM_MODE,
     kvmfr: lg.kvmfr ?? 'auto',
   };
-}
-
-/** `Invalid hugepages ...` -> `invalid hugepages ...`: problems follow a `path: `. */
-function lowerFirst(message: string): string {
-  return /^[A-Z][a-z]/.test(message) ? message[0]!.toLowerCase() + message.slice(1) : message;
 }

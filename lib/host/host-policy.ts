@@ -88,10 +88,7 @@ export function hostChangeSteps(
   const steps: PlannedStep[] = [];
   const before = (plan: () => Promise<HostChange>): void => void steps.push({ phase: 'before-detach', plan });
   if (kvmfr !== null) {
-    before(async () => {
-      const change = await planKvmfr(kvmfr, context, context.modprobeDirs ? { modprobeDirs: context.modprobeDirs } : {});
-      return change;
-    });
+    before(() => planKvmfr(kvmfr, context, context.modprobeDirs ? { modprobeDirs: context.modprobeDirs } : {}));
   }
   if (policy.hugepages) {
     const settings = policy.hugepages;
