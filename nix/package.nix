@@ -90,7 +90,7 @@ buildNpmPackage {
   installCheckPhase = ''
     runHook preInstallCheck
     node=$(readlink -f ${lib.getExe nodejs_20})
-    grep -qx "ExecStart=$node --max-semi-space-size=1 --max-old-space-size=48 --single-threaded $out/lib/vfio-hookd/dist/bin/vfio-hookd.js" \
+    grep -qx "ExecStart=$node --lite-mode --no-expose-wasm --max-semi-space-size=1 --max-old-space-size=48 --single-threaded $out/lib/vfio-hookd/dist/bin/vfio-hookd.js" \
       "$out/lib/systemd/system/vfio-hookd.service"
     grep -qx "BUSCTL='$(readlink -f ${lib.getExe' systemd "busctl"})'" "$out/libexec/vfio-hookd/vfio-hookd"
     if grep -rn '=/bin/kill\|=/bin/false' "$out/lib/systemd" "$out/share/dbus-1"; then

@@ -50,14 +50,14 @@ test('install.sh installs the daemon, unit, policy and hook; a second run is the
   const unit = await fs.readFile(path.join(dest, 'etc/systemd/system/vfio-hookd.service'), 'utf8');
   t.regex(
     unit,
-    /^ExecStart=\/\S+\/node --max-semi-space-size=1 --max-old-space-size=48 --single-threaded \/usr\/local\/lib\/vfio-hookd\/dist\/bin\/vfio-hookd\.js$/m,
+    /^ExecStart=\/\S+\/node --lite-mode --no-expose-wasm --max-semi-space-size=1 --max-old-space-size=48 --single-threaded \/usr\/local\/lib\/vfio-hookd\/dist\/bin\/vfio-hookd\.js$/m,
   );
   t.regex(unit, /^Type=notify$/m);
   t.regex(unit, /^BusName=org\.vfiohookd1$/m);
   const agent = await fs.readFile(path.join(dest, 'etc/systemd/user/vfio-hookd-agent.service'), 'utf8');
   t.regex(
     agent,
-    /^ExecStart=\/\S+\/node --max-semi-space-size=1 --max-old-space-size=48 --single-threaded \/usr\/local\/lib\/vfio-hookd\/dist\/bin\/vfio-hookd-agent\.js$/m,
+    /^ExecStart=\/\S+\/node --lite-mode --no-expose-wasm --max-semi-space-size=1 --max-old-space-size=48 --single-threaded \/usr\/local\/lib\/vfio-hookd\/dist\/bin\/vfio-hookd-agent\.js$/m,
   );
   const hook = await fs.readFile(path.join(dest, 'etc/libvirt/hooks/qemu.d/vfio-hookd'), 'utf8');
   t.regex(hook, /^BUSCTL='\/\S+\/busctl'$/m, 'absolute busctl: NixOS hooks get no useful PATH');
