@@ -8,6 +8,9 @@
  *
  * Layout (the relative paths the sources use still hold in one folder):
  *   dist/bin/vfio-hookd.js, vfio-hookctl.js, vfio-hookd-agent.js
+ *   dist/bin/vfio-hookd-main.cjs               (the daemon, CommonJS: vfio-hookd.js, built from
+ *                                               service/vfio-hookd-launcher.ts, runs it through a V8
+ *                                               code cache, lib/daemon/code-cache.ts)
  *   dist/bin/sysfs-writer-child.cjs            (lib/pci/_internal/sysfs-writer.ts: `./sysfs-writer-child.cjs`)
  *   dist/bin/_internal/parse-worker.js         (lib/domain/parse-off-thread.ts: `./_internal/parse-worker.js`)
  * Native addons (unix-dgram, usocket) and dbus-next's optional X11 address
@@ -47,13 +50,24 @@ await fs.rm(out, { recursive: true, force: true });
 const result = await build({
   ...common,
   entryPoints: {
-    'vfio-hookd': 'service/vfio-hookd.ts',
+    'vfio-hookd': 'service/vfio-hookd-launcher.ts',
     'vfio-hookctl': 'service/vfio-hookctl.ts',
     'vfio-hookd-agent': 'service/vfio-hookd-agent.ts',
     '_internal/parse-worker': 'lib/domain/_internal/parse-worker.ts',
   },
   outdir: out,
   metafile: metafileArg > 0,
+});
+// The daemon as CommonJS, for vm.Script's code cache (Node 20 caches no ES module). import.meta.url becomes
+// the file's URL, which the relative paths above are resolved against; import.meta.resolve is used only under tsx.
+await build({
+  ...common,
+  format: 'cjs',
+  banner: { js: "var __vfioImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
+  define: { 'import.meta.url': '__vfioImportMetaUrl', 'import.meta.resolve': 'undefined' },
+  entryPoints: { 'vfio-hookd-main': 'service/vfio-hookd.ts' },
+  outdir: out,
+  outExtension: { '.js': '.cjs' },
 });
 await fs.copyFile(path.join(repo, 'lib/pci/_internal/sysfs-writer-child.cjs'), path.join(out, 'sysfs-writer-child.cjs'));
 for (const name of ['vfio-hookd', 'vfio-hookctl', 'vfio-hookd-agent']) await fs.chmod(path.join(out, `${name}.js`), 0o755);

@@ -19,8 +19,9 @@ import { DOMAIN_XML_MAX_BYTES, parseDomainXml, type DomainInfo } from './domain-
 export const INLINE_PARSE_MAX_BYTES = 256 * 1024;
 
 // The worker runs the same flavour of the code as this module: .js when
-// built, .ts under tsx (tests, development).
-const FLAVOUR = path.extname(fileURLToPath(import.meta.url));
+// built (also from the daemon's CommonJS bundle, vfio-hookd-main.cjs: the
+// worker is the ES module bundle beside it), .ts under tsx (tests, development).
+const FLAVOUR = path.extname(fileURLToPath(import.meta.url)) === '.ts' ? '.ts' : '.js';
 const WORKER_URL = new URL(`./_internal/parse-worker${FLAVOUR}`, import.meta.url);
 
 // Under tsx on Node 20 a worker does not inherit the TypeScript loader (tsx

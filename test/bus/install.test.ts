@@ -36,6 +36,7 @@ test('install.sh installs the daemon, unit, policy and hook; a second run is the
     'etc/systemd/user/looking-glass-client@.service',
     'etc/systemd/user/scream-receiver@.service',
     'usr/local/lib/vfio-hookd/dist/bin/vfio-hookd-agent.js',
+    'usr/local/lib/vfio-hookd/dist/bin/vfio-hookd-main.cjs',
     'etc/dbus-1/system.d/org.vfiohookd1.conf',
     'etc/libvirt/hooks/qemu.d/vfio-hookd',
     'usr/local/bin/vfio-hookctl',
