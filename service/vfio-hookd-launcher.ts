@@ -14,8 +14,13 @@ import { runWithCodeCache } from '../lib/daemon/code-cache.js';
 const WRITE_AFTER_MS = 10_000;
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-runWithCodeCache(path.join(here, 'vfio-hookd-main.cjs'), {
+// Under systemd stderr is the journal stream: a <N> prefix gives a line its priority (the daemon's own lines use
+// the native protocol once it has set up its journal). A manual run sees only the notes.
+const journal = process.env['JOURNAL_STREAM'] !== undefined;
+const outcome = runWithCodeCache(path.join(here, 'vfio-hookd-main.cjs'), {
   // systemd joins several CacheDirectory= folders with ':'; the unit names one.
   cacheDir: process.env['CACHE_DIRECTORY']?.split(':')[0] || undefined,
   writeAfterMs: WRITE_AFTER_MS,
+  note: (line) => process.stderr.write(`${journal ? '<4>' : ''}${line}\n`),
 });
+if (journal) process.stderr.write(`<7>vfio-hookd: V8 code cache: ${outcome}\n`);

@@ -191,11 +191,18 @@ else
   notok "journalctl -u vfio-hookd VFIO_DOMAIN=$VM has entries with PCI_ADDRESS=$VGA and a MESSAGE_ID ($(grep -c '^__CURSOR=' /tmp/journal.export) entries for the VM)"
 fi
 
+# The V8 code cache (CacheDirectory=, lib/daemon/code-cache.ts): written ten seconds after a start, used by the next.
+cache=/var/cache/vfio-hookd/vfio-hookd.v8cache
+i=0; while [ ! -s $cache ] && [ $i -lt 240 ]; do sleep 0.5; i=$((i + 1)); done
+eq "the daemon wrote its V8 code cache in CacheDirectory= (root's, 0600, in a 0700 folder)" \
+  "$(stat -c '%U %a' $cache 2>&1) $(stat -c '%a' /var/cache/vfio-hookd 2>&1)" "root 600 700"
 step "systemctl restart vfio-hookd while the VM runs"
 pid0=$(systemctl show -p MainPID --value vfio-hookd.service)
 bounded $NODE systemctl restart vfio-hookd.service
 eq "systemctl restart vfio-hookd exits 0 and the daemon is active again" "$BRC $(systemctl is-active vfio-hookd.service)" "0 active"
 pid1=$(systemctl show -p MainPID --value vfio-hookd.service)
+eq "the restarted daemon started from the code cache (its debug line in the journal)" \
+  "$(journalctl -b -q --no-pager -o cat _PID="$pid1" -p debug 2>&1 | grep -c '^vfio-hookd: V8 code cache: used$')" 1
 if [ "$pid0" != "$pid1" ]; then ok "a new daemon process runs (pid $pid0 -> $pid1)"; else notok "a new daemon process runs (pid still $pid1)"; fi
 eq "the restart changed nothing: the pair is still on vfio-pci" "$(drv "$VGA") $(drv "$HDA")" "vfio-pci vfio-pci"
 hook reconnect begin -
