@@ -7,7 +7,7 @@
  *   simulated host and the V8 code cache are made once before, as a real
  *   host's sysfs exists and the unit's CacheDirectory= holds the cache),
  *   anchor `node -e 0` run alternately;
- * - resident memory idle after start (the sysfs writer child beside it), and after N full lifecycles
+ * - resident memory idle after start, and after N full lifecycles
  *   (VFIO_BENCH_LIFECYCLES, default 1,000; 2,000 with `npm run bench:long`,
  *   which also reports the growth from 1,000 to 2,000);
  * - the hook's round trip (the real hooks/qemu, sh + busctl, as libvirt runs
@@ -37,16 +37,6 @@ const PLAIN_XML = "<domain type='kvm'><name>plain</name><devices/></domain>";
 async function rssMiB(pid: number): Promise<number> {
   const status = await fs.readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? 'NaN') / 1024;
-}
-
-/** The daemon's child process that runs sysfs-writer-child.cjs, if there is one. */
-async function writerChildPid(pid: number): Promise<number | null> {
-  const children = (await fs.readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).trim().split(/\s+/).filter(Boolean);
-  for (const child of children) {
-    const cmdline = await fs.readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes('sysfs-writer-child')) return Number(child);
-  }
-  return null;
 }
 
 /** The node options between @NODE@ and the script in the shipped unit's ExecStart=, so the figures are the unit's. */
@@ -119,18 +109,6 @@ export async function daemonFigures(report: Report): Promise<Series[]> {
       unit: 'MiB',
       goal: { on: 'value', max: 55 },
     });
-    // The service is more than its main process: the sysfs writer child (a plain node, started with the
-    // daemon) is reported beside it, so the figure above is not read as the unit's whole footprint.
-    const writer = await writerChildPid(pid);
-    if (writer !== null) {
-      report.add({
-        id: 'rss-writer',
-        label: 'rss of the sysfs writer child (plain node, started with the daemon), beside it',
-        value: await rssMiB(writer),
-        unit: 'MiB',
-      });
-    }
-
     const hookText = (await fs.readFile(path.join(REPO, 'hooks/qemu'), 'utf8'))
       .replace(/^BUS_ADDRESS=.*$/m, `BUS_ADDRESS='${bus.address}'`)
       .replace(/^RUNTIME=.*$/m, `RUNTIME='${path.join(d.runRoot, 'vfio-hookd')}'`);
