@@ -126,6 +126,21 @@ test('successive writes reuse one writer and each lands', async (t) => {
   t.deepEqual(await Promise.all(files.map((file) => fs.readFile(file, 'utf8'))), ['value 0', 'value 1', 'value 2']);
 });
 
+test('many writes in flight at once, with multi-byte data over 64 KiB of requests, each lands and is answered', async (t) => {
+  // The child reads its requests with blocking read(2)s of 64 KiB: a request cut between two reads,
+  // inside a multi-byte character, must still arrive whole.
+  const f = await open(t);
+  const files = Array.from({ length: 400 }, (_, i) => attr(f, `attr-${i}`));
+  for (const file of files) await fs.writeFile(file, '');
+  const value = (i: number): string => `${i} ${'é€'.repeat(60 + (i % 7))}`;
+  await Promise.all(files.map((file, i) => f.kernel.write(file, value(i), never())));
+  const read = await Promise.all(files.map((file) => fs.readFile(file, 'utf8')));
+  t.deepEqual(
+    read,
+    files.map((_, i) => value(i)),
+  );
+});
+
 test('a write to a missing attribute fails with KernelWriteError ENOENT and creates nothing', async (t) => {
   const f = await open(t);
   const before = await tree(f.top);

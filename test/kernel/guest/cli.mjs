@@ -459,6 +459,20 @@ async function writerRoundTrip(modulePath) {
     }
     const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)].toFixed(2);
     out(`# bench one write (ms, median of 30): through the writer child ${med(child)}, in this process ${med(local)}`);
+    // The child is a process of its own beside the daemon: its memory, as the daemon's unit would hold it.
+    const kids = fs
+      .readdirSync('/proc/self/task')
+      .flatMap((task) => fs.readFileSync(`/proc/self/task/${task}/children`, 'utf8').trim().split(/\s+/))
+      .filter(Boolean);
+    const writerPid = kids.find((pid) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('sysfs-writer-child');
+      } catch {
+        return false;
+      }
+    });
+    const kb = writerPid ? /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${writerPid}/status`, 'utf8'))?.[1] : undefined;
+    out(`# bench the writer child's resident memory: ${kb ? `${(Number(kb) / 1024).toFixed(1)} MiB` : 'not found'}`);
   } finally {
     await writer.close();
   }
