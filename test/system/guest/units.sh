@@ -6,6 +6,15 @@
 # installed daemon's StopUnit/JobRemoved; release starts exactly what was
 # running; a refused prepare starts them again and changes nothing.
 step "single-gpu and on-busy = stop-units against the real systemd"
+# systemctl reload returns once the SIGHUP is sent (ExecReload=kill -HUP), not once the daemon has read the
+# file: for a VM the configuration adds, wait (bounded) until the hook's index lists it, as the hook will look.
+reload_for() {
+  bounded 60 systemctl reload vfio-hookd.service
+  [ "$BRC" -eq 0 ] || return 0
+  i=0
+  while ! grep -qxF "vm $1" /run/vfio-hookd/owed 2>/dev/null && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+  grep -qxF "vm $1" /run/vfio-hookd/owed || BRC="not in the hook's index after 60 s"
+}
 UVM=systest-units
 SD=/run/vfio-standin
 mkdir -p $SD
@@ -62,7 +71,7 @@ single-gpu = true
 on-busy = "stop-units"
 stop-units = ["standin-persistenced.service", "standin-idle.service"]
 TOML
-bounded 60 systemctl reload vfio-hookd.service
+reload_for "$UVM"
 eq "the daemon reloaded the configuration with $UVM" "$BRC" 0
 cat > /tmp/units-domain.xml <<XML
 <domain type='qemu'><name>$UVM</name><memory unit='MiB'>64</memory><os><type arch='x86_64' machine='pc'>hvm</type></os><devices/></domain>
@@ -152,7 +161,7 @@ online=$(cat /sys/devices/system/cpu/online)
 } > /etc/vfio-hookd/vfio-hookd.toml
 if [ "$online" = 0 ]; then note "SKIPPED host-cpus through the daemon: the guest has one CPU"; fi
 if [ -z "$TRM" ]; then note "SKIPPED reset-method through the daemon: no guest device offers two reset methods"; fi
-bounded 60 systemctl reload vfio-hookd.service
+reload_for "$TVM"
 eq "the daemon reloaded the configuration with $TVM" "$BRC" 0
 TRM=${TRM:-$VGA}
 before=$(tshow)
