@@ -34,7 +34,7 @@ function handle(line) {
 const nap = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
 
 function writeAll(bytes) {
-  for (let off = 0; off < bytes.length; ) {
+  for (let off = 0; off < bytes.length;) {
     try {
       off += fs.writeSync(1, bytes, off);
     } catch (e) {
