@@ -53,7 +53,7 @@ export function runWithCodeCache(bundle: string, options: CodeCacheOptions): Cac
   const note = options.note ?? ((line: string) => process.stderr.write(`${line}\n`));
   const text = fs.readFileSync(bundle, 'utf8');
   const wrapped = wrap(text);
-  const header = cacheHeader(text);
+  const header = headerFor(wrapped);
   const cacheFile = options.cacheDir === undefined ? null : path.join(options.cacheDir, 'vfio-hookd.v8cache');
 
   let outcome: CacheOutcome = cacheFile === null ? 'none' : 'absent';
@@ -98,9 +98,14 @@ function wrap(bundleText: string): string {
 
 /** The cache file's first line for a bundle's text: what a cache must have been made from (exported for the tests). */
 export function cacheHeader(bundleText: string): string {
+  return headerFor(wrap(bundleText));
+}
+
+/** cacheHeader of text already wrapped: the start wraps the 750 KB bundle once, not twice. */
+function headerFor(wrapped: string): string {
   const key = createHash('sha256')
     .update(`${process.version}\0${process.execArgv.join(' ')}\0`)
-    .update(wrap(bundleText))
+    .update(wrapped)
     .digest('hex');
   return `${HEADER}${key}`;
 }

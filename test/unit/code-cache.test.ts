@@ -31,12 +31,17 @@ async function setup(t: Parameters<typeof tempDir>[0], mark = 'A'): Promise<{ bu
   return { bundle, cacheDir, cacheFile: path.join(cacheDir, 'vfio-hookd.v8cache') };
 }
 
+/** Poll `done` every 10 ms, at most 2 s (the cache is written on a timer): the assertion after it decides. */
+async function until(done: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200 && !(await done()); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
 /** Run, then wait for the cache file (written on a timer of 0 ms) when one is expected. */
 async function run(bundle: string, options: CodeCacheOptions, expectWrite: boolean): Promise<string> {
   const outcome = runWithCodeCache(bundle, options);
   if (expectWrite && options.cacheDir !== undefined) {
     const file = path.join(options.cacheDir, 'vfio-hookd.v8cache');
-    for (let i = 0; i < 200 && (await fs.stat(file).catch(() => null)) === null; i++) await new Promise((r) => setTimeout(r, 10));
+    await until(async () => (await fs.stat(file).catch(() => null)) !== null);
   }
   return outcome;
 }
@@ -68,7 +73,7 @@ test.serial('a different bundle of the same length is stale: its own code runs a
   await fs.writeFile(cacheFile, before, { mode: 0o600 });
   t.is(await run(bundle, options, false), 'stale');
   t.is(lastRun(), 'B:main.cjs');
-  for (let i = 0; i < 200 && (await fs.readFile(cacheFile)).equals(before); i++) await new Promise((r) => setTimeout(r, 10));
+  await until(async () => !(await fs.readFile(cacheFile)).equals(before));
   t.false((await fs.readFile(cacheFile)).equals(before), 'rewritten for the new bundle');
   t.is(await run(bundle, options, false), 'used');
 });
@@ -80,7 +85,7 @@ test.serial('a cache V8 rejects (right header, broken body) still runs the bundl
   await fs.writeFile(cacheFile, broken, { mode: 0o600 });
   t.is(await run(bundle, { cacheDir, writeAfterMs: 0, note: () => undefined }, false), 'rejected');
   t.is(lastRun(), 'C:main.cjs');
-  for (let i = 0; i < 200 && (await fs.readFile(cacheFile)).equals(broken); i++) await new Promise((r) => setTimeout(r, 10));
+  await until(async () => !(await fs.readFile(cacheFile)).equals(broken));
   t.false((await fs.readFile(cacheFile)).equals(broken), 'rewritten');
 });
 
@@ -118,7 +123,7 @@ test.serial('no folder (no CACHE_DIRECTORY): no cache, nothing written; a folder
   const notes: string[] = [];
   const missing = path.join(cacheDir, 'not-there');
   t.is(await run(bundle, { cacheDir: missing, writeAfterMs: 0, note: (l) => notes.push(l) }, false), 'absent');
-  for (let i = 0; i < 200 && notes.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  await until(() => notes.length > 0);
   t.regex(notes[0] ?? '', /the code cache was not written to .*not-there\/vfio-hookd\.v8cache \(ENOENT.*; the next start compiles again/);
   t.deepEqual(await fs.readdir(cacheDir), []);
 });
