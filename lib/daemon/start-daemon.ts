@@ -21,7 +21,9 @@
  * 11. READY=1.
  *
  * SIGHUP or Reload(): re-read the configuration (a broken file keeps the
- * running one). SIGTERM/SIGINT: STOPPING=1, give up the name (no new hook
+ * running one). Reload() returns once the new configuration is in force: the
+ * [daemon] settings applied, the Machine objects and the hook's index rewritten
+ * (the unit's ExecReload calls it, so `systemctl reload` waits for that too). SIGTERM/SIGINT: STOPPING=1, give up the name (no new hook
  * call reaches us), let a hook already running finish or roll back, exit 0.
  */
 import { busSafe } from '../bus/dbus-types.js';
@@ -147,6 +149,8 @@ class Daemon {
   #configError: InvalidConfig | null = null;
   /** Uids that may already own an shm file (trusted-owners.ts). */
   #trusted: readonly number[] = [0];
+  /** The last `[daemon]` settings change in flight (a reload awaits it). */
+  #settingsApplied: Promise<void> = Promise.resolve();
   #stopping = false;
   /** The step of the prepare or release now running (Machine.Step, StepStarted, STATUS=). */
   readonly #progress = new StageProgress();
@@ -232,7 +236,9 @@ class Daemon {
         this.#configError = null;
         if (this.#parts) dbus.interface.Interface.emitPropertiesChanged(this.#parts.manager, { [ManagerMember.ConfigError]: '' }, []);
       }
-      void this.applyDaemonSettings();
+      this.#settingsApplied = this.applyDaemonSettings().catch((error: Error) =>
+        this.#log.warning(`Cannot apply the [daemon] settings: ${error.message}`, { CONFIG_FILE }),
+      );
       this.#refresh.request();
       this.#log.notice(`Configuration reloaded from '${CONFIG_FILE}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE });
       for (const warning of next.warnings) this.#log.warning(warning, { CONFIG_FILE });
@@ -299,6 +305,11 @@ class Daemon {
         notifier.reloading('Reloading configuration');
         try {
           this.#config = await this.#watcher.reload();
+          // A changed file emitted 'change' inside reload(), which applied the settings and requested a refresh:
+          // wait for both, so a VM started right after `systemctl reload` meets the new configuration in the
+          // hook's index (owed-index.ts) and in the Machine objects, not the old one.
+          await this.#settingsApplied;
+          await this.#refresh.settled();
         } finally {
           notifier.ready('Ready');
         }
