@@ -263,7 +263,7 @@ put_file() {
   chmod "$1" "$destdir$2" 2>"$errfile" || fail "set the mode of '$destdir$2'"
 }
 # The files in the unit templates that install.sh fills in.
-subst() { sed -e "s|@NODE@|$node|g" -e "s|@LIBDIR@|$libdir|g" "$1"; }
+subst() { sed -e "s|@NODE@|$node|g" -e "s|@LIBDIR@|$libdir|g" -e "s|@BUSCTL@|$busctl|g" "$1"; }
 
 # The one list of what goes where.
 install_files() {

@@ -377,7 +377,7 @@ in
       systemd.services.vfio-hookd = {
         wantedBy = [ "multi-user.target" ];
         aliases = [ "dbus-org.vfiohookd1.service" ];
-        # A rebuild changes the file behind the link the daemon watches: reload (SIGHUP) it.
+        # A rebuild changes the file behind the link the daemon watches: reload it (ExecReload calls Reload()).
         reloadTriggers = [ configFile ];
         # hold = "boot": the daemon takes those devices at its start, before a display server could.
         before = optional (hold.devices != [ ]) "display-manager.service";

@@ -74,8 +74,6 @@ buildNpmPackage {
       --node ${lib.getExe nodejs_20} --busctl ${lib.getExe' systemd "busctl"}
 
     # Absolute paths NixOS does not have.
-    substituteInPlace "$out/lib/systemd/system/vfio-hookd.service" \
-      --replace-fail "ExecReload=/bin/kill " "ExecReload=${lib.getExe' coreutils "kill"} "
     substituteInPlace "$out/share/dbus-1/system-services/org.vfiohookd1.service" \
       --replace-fail "Exec=/bin/false" "Exec=${lib.getExe' coreutils "false"}"
     # libvirtd hands its hooks a short PATH; the hook's cat, mkdir, mktemp,
@@ -92,7 +90,10 @@ buildNpmPackage {
     node=$(readlink -f ${lib.getExe nodejs_20})
     grep -qx "ExecStart=$node --lite-mode --no-expose-wasm --max-semi-space-size=1 --max-old-space-size=48 --single-threaded $out/lib/vfio-hookd/dist/bin/vfio-hookd.js" \
       "$out/lib/systemd/system/vfio-hookd.service"
-    grep -qx "BUSCTL='$(readlink -f ${lib.getExe' systemd "busctl"})'" "$out/libexec/vfio-hookd/vfio-hookd"
+    busctl=$(readlink -f ${lib.getExe' systemd "busctl"})
+    grep -qx "BUSCTL='$busctl'" "$out/libexec/vfio-hookd/vfio-hookd"
+    grep -qx "ExecReload=$busctl --system --timeout=90 call org.vfiohookd1 /org/vfiohookd1 org.vfiohookd1.Manager Reload" \
+      "$out/lib/systemd/system/vfio-hookd.service"
     if grep -rn '=/bin/kill\|=/bin/false' "$out/lib/systemd" "$out/share/dbus-1"; then
       echo "vfio-hookd: a unit still names a path NixOS does not have" >&2
       exit 1

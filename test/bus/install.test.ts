@@ -54,6 +54,9 @@ test('install.sh installs the daemon, unit, policy and hook; a second run is the
     /^ExecStart=\/\S+\/node --lite-mode --no-expose-wasm --max-semi-space-size=1 --max-old-space-size=48 --single-threaded \/usr\/local\/lib\/vfio-hookd\/dist\/bin\/vfio-hookd\.js$/m,
   );
   t.regex(unit, /^Type=notify$/m);
+  // Reload() over the bus with the same absolute busctl as the hook: `systemctl reload` waits until it is done.
+  t.regex(unit, /^ExecReload=\/\S+\/busctl --system --timeout=90 call org\.vfiohookd1 \/org\/vfiohookd1 org\.vfiohookd1\.Manager Reload$/m);
+  t.notRegex(unit, /@[A-Z]+@/, 'every placeholder filled in');
   t.regex(unit, /^BusName=org\.vfiohookd1$/m);
   const agent = await fs.readFile(path.join(dest, 'etc/systemd/user/vfio-hookd-agent.service'), 'utf8');
   t.regex(

@@ -237,6 +237,7 @@ problems=
 grep -qxF "ExecStart=$node_bin --lite-mode --no-expose-wasm --max-semi-space-size=1 --max-old-space-size=48 --single-threaded $layout/lib/vfio-hookd/dist/bin/vfio-hookd.js" "$layout/lib/systemd/system/vfio-hookd.service" 2>/dev/null || problems+=" vfio-hookd.service's ExecStart;"
 grep -qxF "ExecStart=$node_bin --lite-mode --no-expose-wasm --max-semi-space-size=1 --max-old-space-size=48 --single-threaded $layout/lib/vfio-hookd/dist/bin/vfio-hookd-agent.js" "$layout/lib/systemd/user/vfio-hookd-agent.service" 2>/dev/null || problems+=" the agent's ExecStart;"
 grep -qxF "BUSCTL='$busctl_bin'" "$layout/libexec/vfio-hookd/vfio-hookd" 2>/dev/null || problems+=" the hook's BUSCTL;"
+grep -qxF "ExecReload=$busctl_bin --system --timeout=90 call org.vfiohookd1 /org/vfiohookd1 org.vfiohookd1.Manager Reload" "$layout/lib/systemd/system/vfio-hookd.service" 2>/dev/null || problems+=" vfio-hookd.service's ExecReload;"
 grep -qxF "exec '$node_bin' '$layout/lib/vfio-hookd/dist/bin/vfio-hookd.js' \"\$@\"" "$layout/bin/vfio-hookd" 2>/dev/null || problems+=" bin/vfio-hookd;"
 for f in bin/vfio-hookd bin/vfio-hookctl libexec/vfio-hookd/vfio-hookd; do
   [ "$(stat -c %a "$layout/$f" 2>/dev/null)" = 755 ] || problems+=" mode of $f;"

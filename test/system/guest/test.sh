@@ -393,6 +393,23 @@ bounded 60 systemctl reload vfio-hookd.service
 eq "systemctl reload exits 0; same process, still active; the pair still on vfio-pci" \
   "$BRC $(systemctl show -p MainPID --value vfio-hookd.service) $(systemctl is-active vfio-hookd.service) $(drv "$VGA") $(drv "$HDA")" \
   "0 $pid0 active vfio-pci vfio-pci"
+# A broken file fails the reload (ExecReload's Reload() returns the error) and keeps the running configuration.
+cp /etc/vfio-hookd/vfio-hookd.toml /tmp/vfio-hookd.toml.good
+printf '[vm.%s\n' "$VM" >> /etc/vfio-hookd/vfio-hookd.toml
+jl0=$(journalctl -u vfio-hookd.service -o cat --no-pager 2>/dev/null | wc -l)
+bounded 60 systemctl reload vfio-hookd.service 2> /tmp/reload.err
+rrc=$BRC
+cp /tmp/vfio-hookd.toml.good /etc/vfio-hookd/vfio-hookd.toml
+eq "systemctl reload of a broken file fails; same process, still active; the pair still on vfio-pci" \
+  "$([ "$rrc" -ne 0 ] && echo failed) $(systemctl show -p MainPID --value vfio-hookd.service) $(systemctl is-active vfio-hookd.service) $(drv "$VGA") $(drv "$HDA")" \
+  "failed $pid0 active vfio-pci vfio-pci"
+if journalctl -u vfio-hookd.service -o cat --no-pager 2>/dev/null | tail -n +"$((jl0 + 1))" | grep -q "keeping the running configuration"; then
+  ok "the journal says why the reload failed and that the running configuration stays"
+else
+  notok "the journal says why the reload failed (systemctl said: '$(head -c 300 /tmp/reload.err)')"
+fi
+bounded 60 systemctl reload vfio-hookd.service
+eq "the good file reloads again" "$BRC" 0
 
 step "the test user's agent starts the VM's units"
 waitfor 120 "user@$TUID.service active" systemctl -q is-active user@$TUID.service &&
