@@ -23,8 +23,9 @@
  * SIGHUP or Reload(): re-read the configuration (a broken file keeps the
  * running one). Reload() returns once the new configuration is in force: the
  * [daemon] settings applied, the Machine objects and the hook's index rewritten
- * (the unit's ExecReload calls it, so `systemctl reload` waits for that too). SIGTERM/SIGINT: STOPPING=1, give up the name (no new hook
- * call reaches us), let a hook already running finish or roll back, exit 0.
+ * (the unit's ExecReload calls it, so `systemctl reload` waits for that too).
+ * SIGTERM/SIGINT: STOPPING=1, give up the name (no new hook call reaches us),
+ * let a hook already running finish or roll back, exit 0.
  */
 import { busSafe } from '../bus/dbus-types.js';
 import { StageProgress, progressText } from './stage-progress.js';
