@@ -235,21 +235,28 @@ test.serial(
     t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['vfio-pci', 'vfio-pci'], 'nobody gave them back yet');
 
     const daemon = await startDaemon(t, e2e.bus, { dir: path.dirname(e2e.daemon.simDir) });
-    // The daemon asks libvirt-dbus once no hook runs: wait (bounded) for the release it then makes.
+    const stateFile = path.join(daemon.runRoot, 'vfio-hookd', 'state.json');
+    const readState = async (): Promise<{ claims: object; machines: object } | null> =>
+      JSON.parse(await fs.readFile(stateFile, 'utf8').catch(() => 'null')) as { claims: object; machines: object } | null;
+    // The daemon asks libvirt-dbus once no hook runs: wait (bounded) for the whole
+    // release it then makes. The functions come back one after the other and the
+    // record is written last, so waiting for the first function alone (as this test
+    // once did) read the audio function while it was still on its way back.
+    const released = async (): Promise<boolean> => {
+      const state = await readState();
+      return state !== null && Object.keys(state.claims).length === 0 && Object.keys(state.machines).length === 0;
+    };
     const deadline = Date.now() + 30_000;
-    while ((await driverOf('0000:0b:00.0')) !== 'amdgpu' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    while (!(await released()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     t.deepEqual([await driverOf('0000:0b:00.0'), await driverOf('0000:0b:00.1')], ['amdgpu', 'snd_hda_intel']);
     const journaled = daemon
       .stderr()
       .split('\n')
       .filter((l) => l.includes('held devices but libvirt reports it not running'));
     t.is(journaled.length, 1, daemon.stderr());
-    const state = JSON.parse(await fs.readFile(path.join(daemon.runRoot, 'vfio-hookd', 'state.json'), 'utf8')) as {
-      claims: object;
-      machines: object;
-    };
-    t.deepEqual(state.claims, {});
-    t.deepEqual(state.machines, {});
+    const state = await readState();
+    t.deepEqual(state?.claims, {});
+    t.deepEqual(state?.machines, {});
   },
 );
 
