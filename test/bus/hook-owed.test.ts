@@ -11,7 +11,7 @@ import test, { type ExecutionContext } from 'ava';
 import dbus from 'dbus-next';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { startDaemon, startPrivateBus, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
+import { startDaemon, startPrivateBus, tempDir, type DaemonProcess, type PrivateBus } from '../helpers/private-bus.js';
 import { daemonRuntime, installHook, runHook, type InstalledHook } from '../helpers/hook.js';
 import { callManager } from '../helpers/command.js';
 import { WIN10_CONFIG, WIN10_XML } from '../helpers/win10.js';
@@ -154,4 +154,51 @@ test('prepare without its XML file is refused with a sentence; later stages need
     (await fs.readdir(daemonRuntime(s.daemon))).filter((f) => f.startsWith('hook-')),
     [],
   );
+});
+
+test("a listed VM's steps after prepare reach the daemon with the XML unread; a prepare, an unlisted VM and an unanswered start read it", async (t) => {
+  const s = await setup(t);
+  // No cat on the PATH: a step that reads the XML would refuse ("cannot read the domain XML"); one that does not, runs.
+  const noCat = { LC_ALL: 'C', PATH: await tempDir(t, 'vfio-hookd-no-cat-', 0o755) };
+  // 1 MiB, past the 64 KiB a pipe holds: the hook exits with its stdin unread and nobody waits on it.
+  const big = WIN10_XML.replace('<devices>', `<devices>${"<disk type='file'/>\n".repeat(2 ** 20 / 18)}`);
+  const steps = [
+    ['started', 'begin'],
+    ['stopped', 'end'],
+    ['release', 'end'],
+    ['reconnect', 'begin'],
+  ] as const;
+  for (const [op, sub] of steps) {
+    const before = s.handled.length;
+    const run = await runHook(s.hook, ['win10', op, sub, '-'], big, noCat);
+    t.deepEqual(run, { code: 0, stdout: '', stderr: '' }, `${op} ${sub}`);
+    await s.handledCount(before + 1);
+    t.is(s.handled[before], 'win10', `${op} ${sub} reached the daemon`);
+  }
+  const refused = {
+    code: 1,
+    stdout: '',
+    stderr: "vfio-hookd: cannot read the domain XML on stdin (is cat on the hook's PATH?), refusing\n",
+  };
+  t.deepEqual(await runHook(s.hook, ['win10', 'prepare', 'begin', '-'], WIN10_XML, noCat), refused, 'prepare hands the XML over');
+  t.deepEqual(await runHook(s.hook, ['plain', 'stopped', 'end', '-'], plainXml('plain'), noCat), refused, 'an unlisted VM is judged on it');
+
+  // No answer (the daemon gone, its index with it): a start is judged on the XML, read only now.
+  s.daemon.child.kill('SIGTERM');
+  await s.daemon.exited;
+  const start = await runHook(s.hook, ['win10', 'start', 'begin', '-'], WIN10_XML);
+  t.is(start.code, 1);
+  t.regex(
+    start.stderr,
+    /^vfio-hookd: no answer from vfio-hookd \(.*\); VM 'win10' has <hostdev> or <shmem> devices, so it does not start without it;/,
+  );
+  const blind = await runHook(s.hook, ['win10', 'start', 'begin', '-'], WIN10_XML, noCat);
+  t.is(blind.code, 1, 'an XML it cannot read is a start it cannot judge: refused');
+  t.regex(
+    blind.stderr,
+    /^vfio-hookd: no answer from vfio-hookd \(.*\), and the domain XML cannot be read \(is cat on the hook's PATH\?\); VM 'win10' may have/,
+  );
+  const release = await runHook(s.hook, ['win10', 'release', 'end', '-'], WIN10_XML, noCat);
+  t.is(release.code, 0, 'a release goes on, with its line');
+  t.regex(release.stderr, /^vfio-hookd: no answer from vfio-hookd \(.*\); nothing done for 'release end' of VM 'win10'\n$/);
 });
