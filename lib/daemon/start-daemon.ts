@@ -4,7 +4,9 @@
  *
  *  1. open the kernel port (real or simulated; crash points on a simulated one only);
  *  2. connect to the bus;
- *  3. load the configuration and follow it, then apply its `[daemon]` settings;
+ *  3. load the configuration and follow it, then apply its `[daemon]` settings
+ *     (the trusted shm owners' lookup runs beside steps 4 to 7b, and is
+ *     awaited before step 8);
  *  4. build the objects (ledger, lifecycle, backend, Manager, libvirt follower)
  *     and take the signals;
  *  5. export the Manager;
@@ -104,13 +106,17 @@ export async function startDaemon(options: DaemonOptions): Promise<RunningDaemon
   await daemon.openKernelPort();
   daemon.connectBus();
   await daemon.loadConfiguration();
-  await daemon.applyDaemonSettings();
+  // The trusted shm owners are looked up (getent children) beside recovery: only a hook uses them, and no hook
+  // reaches the daemon before it owns its name.
+  const settings = daemon.applyDaemonSettings();
+  settings.catch(() => undefined); // awaited below, where a failure stops the start; not unhandled meanwhile
   daemon.buildObjects();
   daemon.takeSignals();
   daemon.exportManager();
   await daemon.checkNameFree();
   await daemon.recoverState();
   await daemon.holdAtBoot();
+  await settings;
   await daemon.ownName();
   await daemon.followLibvirt();
   await daemon.retakeSleepLocks();
@@ -256,13 +262,17 @@ class Daemon {
     });
   }
 
-  /** 3b. `[daemon]` settings take effect at start and at every reload. */
+  /**
+   * 3b. `[daemon]` settings take effect at start and at every reload: the
+   * write timeout at once (recovery may write), the trusted shm owners when
+   * their lookup ends (the returned promise).
+   */
   async applyDaemonSettings(): Promise<void> {
     const { qemuUser, writeTimeoutMs } = this.#config.daemon;
+    this.#need(this.#engine).configure({ writeTimeoutMs });
     const trusted = await trustedShmOwners(qemuUser, resolveUid);
     for (const warning of trusted.warnings) this.#log.warning(warning);
     this.#trusted = trusted.uids;
-    this.#need(this.#engine).configure({ writeTimeoutMs });
   }
 
   /** 4. Everything behind the bus, wired to the journal. */

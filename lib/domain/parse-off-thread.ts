@@ -9,9 +9,10 @@
  * parsed at once, where a worker's start would cost more than the parse.
  */
 import { Buffer } from 'node:buffer';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { InvalidArgs, InvalidConfig } from '../errors.js';
 import { DOMAIN_XML_MAX_BYTES, parseDomainXml, type DomainInfo } from './domain-xml.js';
 
@@ -36,7 +37,14 @@ import(workerData.tsx).then((api) => { api.register(); return import(workerData.
 // daemon's resident memory (what remains after it is freed is what the benchmark's 1 MiB runs show).
 const RESOURCE_LIMITS = { maxYoungGenerationSizeMb: 4 };
 
+// node:worker_threads is loaded on the first large document, not at every start of the daemon and the CLI
+// (a few ms of node's own module loading each, issue 13's start to READY=1). require, not import(): the
+// daemon's bundle runs in a vm.Script, which has no dynamic import.
+let workerThreads: typeof import('node:worker_threads') | undefined;
+
 function startWorker(xml: string): Worker {
+  workerThreads ??= createRequire(import.meta.url)('node:worker_threads') as typeof import('node:worker_threads');
+  const { Worker } = workerThreads;
   if (FLAVOUR !== '.ts') return new Worker(WORKER_URL, { workerData: { xml }, resourceLimits: RESOURCE_LIMITS });
   return new Worker(TSX_BOOTSTRAP, { eval: true, workerData: { xml, entry: WORKER_URL.href, tsx: import.meta.resolve('tsx/esm/api') } });
 }
