@@ -20,7 +20,7 @@
  *  8. own the name;
  *  9. follow libvirt through libvirt-dbus;
  * 10. retake the sleep locks of VMs that hold devices;
- * 11. READY=1.
+ * 11. READY=1, then start the sysfs writer child ahead of the first hook.
  *
  * SIGHUP or Reload(): re-read the configuration (a broken file keeps the
  * running one). Reload() returns once the new configuration is in force: the
@@ -52,7 +52,7 @@ import { ConfigWatcher, emptyConfig, type Config } from '../config/index.js';
 import { Lifecycle } from '../lifecycle/lifecycle.js';
 import { DeviceLedger } from '../lifecycle/device-ledger.js';
 import { StateFile } from '../state/state-file.js';
-import { resolveGid, resolvePrimaryGid, resolveUid } from '../shm/index.js';
+import { resolveGid, resolvePrimaryGid, resolveUid, resolveUids } from '../shm/index.js';
 import { CRASH_ENV, CrashCounter, parseCrashPoint } from './crash-points.js';
 import { CoalescedRefresh } from './coalesced-refresh.js';
 import { DaemonBackend } from './daemon-backend.js';
@@ -206,8 +206,6 @@ class Daemon {
         ? await openSimulation(simulate, simDir !== undefined ? { dir: simDir } : {})
         : openRealKernel({ ...DEFAULT_ROOTS, run: runRoot ?? DEFAULT_ROOTS.run }),
     );
-    // The writer child starts now, beside the rest of the start, so no hook waits for it (a node start).
-    port.prepareWrites?.();
     this.#port = port;
     this.#roots = runRoot !== undefined ? { ...port.roots, run: runRoot } : port.roots;
     this.#owed = new OwedIndex(hookXmlDir(this.#roots.run));
@@ -270,7 +268,7 @@ class Daemon {
   async applyDaemonSettings(): Promise<void> {
     const { qemuUser, writeTimeoutMs } = this.#config.daemon;
     this.#need(this.#engine).configure({ writeTimeoutMs });
-    const trusted = await trustedShmOwners(qemuUser, resolveUid);
+    const trusted = await trustedShmOwners(qemuUser, resolveUids);
     for (const warning of trusted.warnings) this.#log.warning(warning);
     this.#trusted = trusted.uids;
   }
@@ -475,6 +473,9 @@ class Daemon {
     const { configPath, simulate } = this.#options;
     this.#notifier.ready(`Ready; ${this.#config.vms.size} VM(s) managed`);
     this.#notifier.startWatchdog();
+    // The writer child (a node start of its own) starts now, so no hook waits for it, and it does not compete
+    // with the start for the CPU; a recovery or boot hold that writes before this starts it itself.
+    this.#need(this.#port).prepareWrites?.();
     this.#log.info(
       `vfio-hookd ${VERSION} owns '${BUS_NAME}'; ${this.#config.vms.size} VM(s) in '${configPath}'` +
         (simulate !== undefined ? ` (simulated host '${simulate}')` : ''),

@@ -14,15 +14,20 @@ interface TrustedOwners {
   readonly warnings: readonly string[];
 }
 
-export async function trustedShmOwners(qemuUser: string | null, resolveUid: (user: string) => Promise<number>): Promise<TrustedOwners> {
-  const uids = [0];
-  const warnings: string[] = [];
-  // Looked up side by side (each is a getent child): the daemon's start waits for the slowest, not the sum.
+export async function trustedShmOwners(
+  qemuUser: string | null,
+  resolveUids: (users: readonly string[]) => Promise<ReadonlyMap<string, number>>,
+): Promise<TrustedOwners> {
+  // One lookup for all the names (one getent child, not one each: a fork of the daemon each, at its start).
   const users = qemuUser !== null ? [qemuUser] : DEFAULT_QEMU_USERS;
-  const found = await Promise.allSettled(users.map((user) => resolveUid(user)));
-  found.forEach((result, i) => {
-    if (result.status === 'fulfilled') uids.push(result.value);
-    else if (qemuUser !== null) warnings.push(`[daemon] qemu-user '${users[i]}' does not resolve to a user, ignoring`);
-  });
+  let found: ReadonlyMap<string, number>;
+  try {
+    found = await resolveUids(users);
+  } catch {
+    found = new Map();
+  }
+  const uids = [0, ...users.flatMap((user) => (found.has(user) ? [found.get(user)!] : []))];
+  const warnings =
+    qemuUser !== null && !found.has(qemuUser) ? [`[daemon] qemu-user '${qemuUser}' does not resolve to a user, ignoring`] : [];
   return { uids, warnings };
 }

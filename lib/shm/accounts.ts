@@ -66,6 +66,51 @@ export async function resolvePrimaryGid(user: string, options: AccountLookupOpti
 }
 
 /**
+ * The uids of several user names, those that resolve, with one lookup: one
+ * getent child for all of them (`getent passwd -- A B C` prints the entries
+ * it finds and exits 2 if any is missing), where resolveUid would fork one
+ * each. Used at the daemon's start for the QEMU user names of every
+ * distribution, of which one at most exists. A name that cannot be a user
+ * name, or that is not in the database, is left out; numeric ids are taken
+ * as they are.
+ *
+ * @throws Timeout when getent does not answer in time, Error when it fails otherwise.
+ */
+export async function resolveUids(users: readonly string[], options: AccountLookupOptions = {}): Promise<Map<string, number>> {
+  const found = new Map<string, number>();
+  const names: string[] = [];
+  for (const user of users) {
+    if (typeof user === 'string' && /^[0-9]+$/.test(user)) {
+      if (Number(user) <= MAX_ID) found.set(user, Number(user));
+      continue;
+    }
+    try {
+      checkAccountName('user', user);
+      names.push(user);
+    } catch {
+      // Not a name: it resolves to nothing.
+    }
+  }
+  if (names.length === 0) return found;
+  const getent = options.getent === undefined ? 'getent' : options.getent;
+  const lines = getent !== null ? await lookUpAllWithGetent(getent, names, options.timeoutMs ?? DEFAULT_TIMEOUT_MS) : undefined;
+  const wanted = new Set(names);
+  const entries =
+    lines ??
+    (await Promise.all(names.map((name) => lookUpInFile(join(options.etcRoot ?? '/etc', 'passwd'), name)))).filter(
+      (line): line is string => line !== null,
+    );
+  for (const line of entries) {
+    // passwd: name:password:uid:gid:...; only an entry whose name is one asked for counts.
+    const [name, , uid] = line.split(':');
+    if (name !== undefined && wanted.has(name) && uid !== undefined && /^[0-9]+$/.test(uid) && Number(uid) <= MAX_ID) {
+      found.set(name, Number(uid));
+    }
+  }
+  return found;
+}
+
+/**
  * The user name of a uid, for messages ("owned by uid 301 ('qemu-libvirtd')"),
  * or `null` when it has none, or it cannot be looked up: a message never
  * fails for want of a name.
@@ -151,6 +196,28 @@ function lookUpWithGetent(getent: string, db: Database, name: string, timeoutMs:
         reject(new Timeout(`Looking up ${q(name)} in ${db} timed out after ${timeoutMs} ms; check the name service (nsswitch.conf)`));
       } else {
         reject(new Error(`Looking up ${q(name)} in ${db} failed: ${getent} exited with ${String(error.code ?? error.signal)}`));
+      }
+    });
+  });
+}
+
+/** The passwd lines getent finds for `names` (none found is exit 2, an empty list), or `undefined` when getent is not installed. */
+function lookUpAllWithGetent(getent: string, names: readonly string[], timeoutMs: number): Promise<string[] | undefined> {
+  return new Promise((resolvePromise, reject) => {
+    execFile(getent, ['passwd', '--', ...names], { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout) => {
+      const lines = () => stdout.split('\n').filter((line) => line !== '');
+      if (error === null || error.code === 2) resolvePromise(lines());
+      else if (error.code === 'ENOENT') resolvePromise(undefined);
+      else if (error.killed) {
+        reject(
+          new Timeout(
+            `Looking up ${names.map(q).join(', ')} in passwd timed out after ${timeoutMs} ms; check the name service (nsswitch.conf)`,
+          ),
+        );
+      } else {
+        reject(
+          new Error(`Looking up ${names.map(q).join(', ')} in passwd failed: ${getent} exited with ${String(error.code ?? error.signal)}`),
+        );
       }
     });
   });

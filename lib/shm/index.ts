@@ -35,7 +35,7 @@ export type {
 export type { ShmFileRef, ShmFileSpec } from './shm-file-spec.js';
 export type { ShmFileType } from './shm-entry.js';
 
-export { checkAccountName, resolveGid, resolvePrimaryGid, resolveUid, userNameOf } from './accounts.js';
+export { checkAccountName, resolveGid, resolvePrimaryGid, resolveUid, resolveUids, userNameOf } from './accounts.js';
 export type { AccountLookupOptions } from './accounts.js';
 
 export { MODPROBE_DIRS, kvmfrModuleSize, kvmfrPresent, parseStaticSizes, planKvmfr, undoKvmfr } from './kvmfr.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 
 import { InvalidArgs, InvalidConfig, Timeout } from '../../lib/errors.js';
-import { resolveGid, resolvePrimaryGid, resolveUid, userNameOf } from '../../lib/shm/accounts.js';
+import { resolveGid, resolvePrimaryGid, resolveUid, resolveUids, userNameOf } from '../../lib/shm/accounts.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 const PASSWD = [
@@ -124,4 +124,38 @@ test('userNameOf names a uid through getent, or the passwd file without it, and 
   t.is(await userNameOf(4242, files), null);
   t.is(await userNameOf(-1, files), null);
   t.is(await userNameOf(1000, { etcRoot: '/nonexistent/etc', getent: null }), null);
+});
+
+test('resolveUids looks several names up with one getent child, and leaves out what does not resolve', async (t) => {
+  const dir = await tempDir(t, 'vfio-hookd-getent-');
+  const log = join(dir, 'calls');
+  const getent = join(dir, 'getent');
+  // A getent that notes each call and hands it to the real one.
+  await fsp.writeFile(getent, `#!/bin/sh\necho "$*" >>'${log}'\nexec getent "$@"\n`, { mode: 0o755 });
+  const found = await resolveUids(['root', 'alxe-vfio-hookd-test', '-n', '4242', 'bad:name'], { getent });
+  t.deepEqual(
+    [...found],
+    [
+      ['4242', 4242],
+      ['root', 0],
+    ],
+  );
+  t.deepEqual((await fsp.readFile(log, 'utf8')).split('\n'), ['passwd -- root alxe-vfio-hookd-test', ''], 'one call, names only, after --');
+  t.deepEqual([...(await resolveUids(['alxe-vfio-hookd-test'], { getent }))], [], 'none found (exit 2) is an empty map');
+});
+
+test('resolveUids reads the passwd file when getent is not installed, and gives up on a getent that hangs', async (t) => {
+  const etcRoot = await fakeEtc(t);
+  const found = await resolveUids(['qemu-libvirtd', 'alex', 'broken', 'nobody-here'], { etcRoot, getent: 'vfio-hookd-no-such-getent' });
+  t.deepEqual([...found].sort(), [
+    ['alex', 1000],
+    ['qemu-libvirtd', 301],
+  ]);
+  const dir = await tempDir(t, 'vfio-hookd-getent-');
+  const hang = join(dir, 'getent');
+  await fsp.writeFile(hang, '#!/bin/sh\nexec sleep 30\n', { mode: 0o755 });
+  await t.throwsAsync(resolveUids(['qemu', 'libvirt-qemu'], { getent: hang, timeoutMs: 200 }), {
+    instanceOf: Timeout,
+    message: "Looking up 'qemu', 'libvirt-qemu' in passwd timed out after 200 ms; check the name service (nsswitch.conf)",
+  });
 });

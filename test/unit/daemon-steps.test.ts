@@ -38,19 +38,32 @@ test('refreshes run one at a time, in order', async (t) => {
 });
 
 const USERS: Record<string, number> = { 'libvirt-qemu': 64055, qemu: 107 };
-const resolveUid = async (user: string): Promise<number> => {
-  const uid = USERS[user];
-  if (uid === undefined) throw new Error(`no user ${user}`);
-  return uid;
+const lookups: (readonly string[])[] = [];
+const resolveUids = async (users: readonly string[]): Promise<Map<string, number>> => {
+  lookups.push(users);
+  return new Map(users.flatMap((user) => (USERS[user] === undefined ? [] : [[user, USERS[user]] as [string, number]])));
 };
 
-test('without qemu-user, root and every distribution name that resolves are trusted, quietly', async (t) => {
-  t.deepEqual(await trustedShmOwners(null, resolveUid), { uids: [0, 64055, 107], warnings: [] });
+test.serial('without qemu-user, root and every distribution name that resolves are trusted, quietly, in one lookup', async (t) => {
+  lookups.length = 0;
+  t.deepEqual(await trustedShmOwners(null, resolveUids), { uids: [0, 64055, 107], warnings: [] });
+  t.deepEqual(lookups, [['libvirt-qemu', 'qemu', 'qemu-libvirtd']]);
+});
+
+test('a lookup that fails trusts root alone; said for a configured qemu-user, quiet for the defaults', async (t) => {
+  const failing = async (): Promise<Map<string, number>> => {
+    throw new Error('getent exited with 1');
+  };
+  t.deepEqual(await trustedShmOwners(null, failing), { uids: [0], warnings: [] });
+  t.deepEqual(await trustedShmOwners('qemu', failing), {
+    uids: [0],
+    warnings: ["[daemon] qemu-user 'qemu' does not resolve to a user, ignoring"],
+  });
 });
 
 test('a configured qemu-user is the only one tried, and one that does not resolve is a warning', async (t) => {
-  t.deepEqual(await trustedShmOwners('qemu', resolveUid), { uids: [0, 107], warnings: [] });
-  t.deepEqual(await trustedShmOwners('kvm', resolveUid), {
+  t.deepEqual(await trustedShmOwners('qemu', resolveUids), { uids: [0, 107], warnings: [] });
+  t.deepEqual(await trustedShmOwners('kvm', resolveUids), {
     uids: [0],
     warnings: ["[daemon] qemu-user 'kvm' does not resolve to a user, ignoring"],
   });
