@@ -69,6 +69,13 @@ interface DaemonBackendOptions {
   readonly onOutcome?: (event: ParsedHookEvent, outcome: LifecycleOutcome) => void;
   /** Told after anything that may have changed devices, claims or machine states (to refresh the bus objects). */
   readonly onChange?: () => void;
+  /**
+   * Resolves once the refresh the last onChange asked for has run. A hook, a
+   * detach or a reattach that changed something returns only then, so what
+   * the bus shows right after (`vfio-hookctl status` after `virsh start`) is
+   * what it did; a stage without work answers at once.
+   */
+  readonly settled?: () => Promise<void>;
   /** Told of every hook that was refused (bad arguments, or the stage failed), for the journal. */
   readonly onRefused?: (domainName: string, operation: string, subOperation: string, error: unknown) => void;
   /** Told of a warning about a VM vfio-hookd does not manage (did-you-mean), for the journal. */
@@ -107,6 +114,8 @@ export class DaemonBackend implements ManagerBackend {
   readonly #progress: StageProgress;
   /** The Device rows of the last refresh outside a stage. */
   #lastDevices: readonly DeviceRow[] | null = null;
+  /** How many changes were announced (onChange), to tell whether a call made one. */
+  #changes = 0;
   /** VMs that held devices when this daemon started (before any hook): candidates for a stale release. */
   #heldAtStart = new Set<string>();
   /** Whether libvirt-dbus is there to tell whether a VM still runs. */
@@ -132,10 +141,20 @@ export class DaemonBackend implements ManagerBackend {
    * Run a managed VM's prepare or release with its state `preparing` or
    * `releasing` meanwhile, and its steps visible (the Machine's Step).
    */
+  #changed(): void {
+    this.#changes++;
+    this.#options.onChange?.();
+  }
+
+  /** Wait for the bus objects to show the changes announced so far; a failed refresh is the refresh's to report. */
+  async #published(): Promise<void> {
+    await this.#options.settled?.().catch(() => undefined);
+  }
+
   async #inProgress<T>(name: string, stage: ProgressStage, work: () => Promise<T>): Promise<T> {
     const before = this.#seen.get(name);
     this.#seen.set(name, { state: stage === 'prepare' ? 'preparing' : 'releasing', message: before?.message ?? '' });
-    this.#options.onChange?.();
+    this.#changed();
     return this.#progress.run(name, stage, work);
   }
 
@@ -168,7 +187,7 @@ export class DaemonBackend implements ManagerBackend {
       if (r.error !== null) this.#seen.set(r.name, { state: 'failed', message: bootHoldFailure(r) });
     }
     const notes = await this.bootHoldNotes();
-    this.#options.onChange?.();
+    this.#changed();
     return { results, notes };
   }
 
@@ -207,7 +226,7 @@ export class DaemonBackend implements ManagerBackend {
 
   set libvirtAvailable(available: boolean) {
     this.#libvirtAvailable = available;
-    this.#options.onChange?.();
+    this.#changed();
   }
 
   /**
@@ -311,7 +330,7 @@ export class DaemonBackend implements ManagerBackend {
       `VM '${name}' started, but its prepare hook never reached vfio-hookd: its devices and shm files were not prepared. ` +
       `Check that the hook is installed and executable (/etc/libvirt/hooks/qemu.d/vfio-hookd) and restart libvirtd once so it sees it`;
     this.#seen.set(name, { state: 'failed', message });
-    this.#options.onChange?.();
+    this.#changed();
     return message;
   }
 
@@ -322,7 +341,7 @@ export class DaemonBackend implements ManagerBackend {
         this.#seen.set(name, { state: 'running', message: 'running when vfio-hookd started' });
       }
     }
-    this.#options.onChange?.();
+    this.#changed();
   }
 
   /**
@@ -351,7 +370,7 @@ export class DaemonBackend implements ManagerBackend {
       this.#seen.set(name, { state: 'released', message: `released at start: libvirt reports it not running (${outcome.message})` });
       released.push({ name, outcome });
     }
-    if (released.length > 0) this.#options.onChange?.();
+    if (released.length > 0) this.#changed();
     return released;
   }
 
@@ -365,7 +384,8 @@ export class DaemonBackend implements ManagerBackend {
       this.#options.onManual?.('detach', caller, owner, result, error);
       throw error;
     } finally {
-      this.#options.onChange?.();
+      this.#changed();
+      await this.#published();
     }
   }
 
@@ -384,7 +404,8 @@ export class DaemonBackend implements ManagerBackend {
       this.#options.onManual?.('reattach', caller, owner, result, error);
       throw error;
     } finally {
-      this.#options.onChange?.();
+      this.#changed();
+      await this.#published();
     }
   }
 
@@ -392,19 +413,23 @@ export class DaemonBackend implements ManagerBackend {
     try {
       await this.#options.reload();
     } finally {
-      this.#options.onChange?.();
+      this.#changed();
     }
   }
 
   async handleHook(raw: HookEvent): Promise<HookAnswer> {
+    const before = this.#changes;
     try {
-      return await this.#handleHook(raw);
+      const answer = await this.#handleHook(raw);
+      if (this.#changes !== before) await this.#published();
+      return answer;
     } catch (error) {
-      this.#options.onChange?.();
+      this.#changed();
       if (this.#options.config().vms.has(raw.domainName) || this.#seen.has(raw.domainName)) {
         this.#seen.set(raw.domainName, { state: 'failed', message: error instanceof Error ? error.message : String(error) });
       }
       this.#options.onRefused?.(raw.domainName, raw.operation, raw.subOperation, error);
+      await this.#published();
       throw error;
     }
   }
@@ -420,7 +445,7 @@ export class DaemonBackend implements ManagerBackend {
       const name = event.domainName;
       if (this.#seen.has(name) || this.#options.config().vms.has(name) || (await lifecycle.knows(name))) {
         this.#seen.set(name, { state: 'stopped', message: `VM '${name}' stopped` });
-        this.#options.onChange?.();
+        this.#changed();
       }
       return lifecycle.handle(event, null);
     }
@@ -459,7 +484,7 @@ export class DaemonBackend implements ManagerBackend {
       outcome = { ...outcome, warnings, notes };
       this.#seen.set(event.domainName, { state: 'prepared', message: outcome.message });
       this.#options.onOutcome?.(event, outcome);
-      this.#options.onChange?.();
+      this.#changed();
       // The hook prints the warnings on its stderr (libvirt shows them in its log).
       return { ...outcome, note: notes.join('; ') };
     } else {
@@ -479,7 +504,7 @@ export class DaemonBackend implements ManagerBackend {
     this.#options.onOutcome?.(event, outcome);
     // Only a managed VM's hook can change devices or machine states; an
     // unmanaged one must stay a quick answer.
-    this.#options.onChange?.();
+    this.#changed();
     return outcome;
   }
 

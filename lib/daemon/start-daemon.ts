@@ -328,6 +328,7 @@ class Daemon {
       onUnmanagedWarning: (domainName, warning) => log.warning(warning, { VFIO_DOMAIN: domainName }),
       onManual: (what, caller, owner, result, error) => this.#write([manualChangeEntry(what, caller, owner, result, error)]),
       onChange: () => this.#refresh.request(),
+      settled: () => this.#refresh.settled(),
       onOutcome: (event, outcome) => {
         this.#write(hookOutcomeEntries(event, outcome));
         // After a libvirtd restart libvirt-dbus is silent until called: call it once
@@ -498,7 +499,16 @@ class Daemon {
     }
     // A hook in flight finishes, or fails and rolls back: never a half-bound device.
     const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), graceMs).unref());
-    if ((await Promise.race([lifecycle.idle().then(() => 'idle' as const), grace])) === 'timeout') {
+    // Then the refresh it asked for: a hook answers once the objects show what it did (DaemonBackend's `settled`),
+    // and the index must not be rewritten by a late refresh after it is removed below. A turn of the event loop
+    // after that lets those answers go out before the bus is closed.
+    const finished = async (): Promise<'idle'> => {
+      await lifecycle.idle();
+      await this.#refresh.settled();
+      await new Promise((resolve) => setImmediate(resolve));
+      return 'idle';
+    };
+    if ((await Promise.race([finished(), grace])) === 'timeout') {
       this.#log.error(`A hook was still running ${graceMs / 1000} s after ${signal}; stopping anyway`);
     }
     inhibitor.releaseAll();

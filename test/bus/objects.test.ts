@@ -133,16 +133,8 @@ test('the host changes a VM has in effect are its Machine object HostChanges, an
   await startDaemon(t, bus, { config });
   const busctl = async (...args: string[]): Promise<string> => (await run('busctl', [`--address=${bus.address}`, ...args])).stdout.trim();
   const machine = ['org.vfiohookd1', machinePath('win10'), 'org.vfiohookd1.Machine'];
-  // HandleHook returns when the stage is done; the Machine objects are refreshed right after it (a
-  // refresh queued by the stage, lib/daemon/coalesced-refresh.ts), so a loaded machine can answer a read
-  // in between with the state before: read until the property shows the stage (bounded, 10 s).
-  const hostChanges = async (want: string): Promise<string> => {
-    let got = '';
-    for (let i = 0; i < 100 && (got = await busctl('get-property', ...machine, 'HostChanges')) !== want; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    return got;
-  };
+  // HandleHook returns once the Machine objects show the stage (DaemonBackend's `settled`): read at once, no polling.
+  const hostChanges = (): Promise<string> => busctl('get-property', ...machine, 'HostChanges');
   t.is(await busctl('get-property', ...machine, 'HostChanges'), 'a(sss) 0');
   const client = dbus.sessionBus({ busAddress: bus.address });
   t.teardown(() => client.disconnect());
@@ -150,11 +142,52 @@ test('the host changes a VM has in effect are its Machine object HostChanges, an
   const hook = manager['HandleHook'] as (...a: string[]) => Promise<void>;
   await hook('win10', 'prepare', 'begin', '-', WIN10_XML);
   const prepared = `a(sss) 1 "reset-method" "before-detach" "set reset_method of 0000:0b:00.0 to \\'bus\\' (was \\'bus\\')"`;
-  t.is(await hostChanges(prepared), prepared);
+  t.is(await hostChanges(), prepared);
   const { stdout } = await run(process.execPath, ['--import', 'tsx', 'service/vfio-hookctl.ts', 'status', '--bus-address', bus.address], {
     cwd: REPO,
   });
   t.regex(stdout, /^ {2}host change: set reset_method of 0000:0b:00\.0 to 'bus' \(was 'bus'\) \(reset-method, undone at release\)$/m);
   await hook('win10', 'release', 'end', '-', '');
-  t.is(await hostChanges('a(sss) 0'), 'a(sss) 0');
+  t.is(await hostChanges(), 'a(sss) 0');
+});
+
+test('a hook, a detach and a reattach return after the objects show what they did: the signal comes before the reply', async (t) => {
+  // One connection's messages arrive in the order the daemon sent them. Had the reply gone first (the objects
+  // refreshed just after it, as before), a client acting on the reply, `vfio-hookctl status` after `virsh start`,
+  // could read the state before the stage.
+  const bus = await startPrivateBus(t);
+  await startDaemon(t, bus, { config: WIN10_CONFIG });
+  const client = dbus.sessionBus({ busAddress: bus.address });
+  t.teardown(() => client.disconnect());
+  const manager = (await client.getProxyObject('org.vfiohookd1', '/org/vfiohookd1')).getInterface('org.vfiohookd1.Manager');
+  const seen: string[] = [];
+  const follow = async (path: string, label: string): Promise<void> => {
+    const props = (await client.getProxyObject('org.vfiohookd1', path)).getInterface('org.freedesktop.DBus.Properties');
+    props.on('PropertiesChanged', (_iface: string, values: Record<string, { value: unknown }>) => {
+      for (const [name, { value }] of Object.entries(values)) {
+        seen.push(`${label} ${name}=${JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
+      }
+    });
+  };
+  await follow(machinePath('win10'), 'machine');
+  await follow(devicePath('0000:0b:00.0'), 'gpu');
+  // A call on the same connection after the AddMatch calls: the matches are in place before the first hook.
+  await client.call(
+    new dbus.Message({ destination: 'org.vfiohookd1', path: '/org/vfiohookd1', interface: 'org.freedesktop.DBus.Peer', member: 'Ping' }),
+  );
+  const call = (member: string, ...args: unknown[]): Promise<unknown> =>
+    (manager[member] as (...a: unknown[]) => Promise<unknown>)(...args);
+
+  await call('HandleHook', 'win10', 'prepare', 'begin', '-', WIN10_XML);
+  t.true(seen.includes('machine State="prepared"'), seen.join('\n'));
+  t.true(seen.includes('gpu Driver="vfio-pci"'), seen.join('\n'));
+  seen.length = 0;
+  await call('HandleHook', 'win10', 'release', 'end', '-', '');
+  t.true(seen.includes('gpu Driver="amdgpu"'), seen.join('\n'));
+  seen.length = 0;
+  await call('DetachDevice', '0000:0b:00.0', '', false);
+  t.true(seen.includes('gpu Driver="vfio-pci"'), seen.join('\n'));
+  seen.length = 0;
+  await call('ReattachDevice', '0000:0b:00.0');
+  t.true(seen.includes('gpu Driver="amdgpu"'), seen.join('\n'));
 });
