@@ -318,7 +318,8 @@ try {
       const split = [];
       const kinds = () => {
         const text = Object.entries(calls)
-          .map(([k, n]) => `${k} ${n}`)
+          .filter(([k]) => !k.endsWith(' ms'))
+          .map(([k, n]) => `${k} ${n} (${(calls[`${k} ms`] ?? 0).toFixed(1)} ms)`)
           .join(' ');
         for (const k of Object.keys(calls)) delete calls[k];
         return text;
@@ -342,7 +343,9 @@ try {
       t = now();
       await counted.execute(r.plan);
       split.push(`execute ${Math.round(now() - t)} (${r.plan.steps.length} steps) [${kinds()}]`);
-      out(`# bench engine in-process cycle split (ms): ${split.join(', ')}`);
+      // Each kind's time is summed over its calls: a plan's concurrent reads overlap (their sum exceeds the plan's
+      // time); a plan's steps run one after the other, so there a write's sum is what the writes cost.
+      out(`# bench engine in-process cycle split (ms; port calls, each kind's time summed): ${split.join(', ')}`);
       out(`# bench engine in-process steps (ms): ${steps.join(', ')}`);
       await writerRoundTrip(path.resolve(path.dirname(CLI), '..', 'lib', 'pci', '_internal', 'sysfs-writer.js'));
     } finally {
@@ -387,10 +390,9 @@ async function readBreakdown(port, pciDir) {
       await run(counting(calls));
       ms.push(Math.round(now() - t));
     }
-    const total = Object.values(calls).reduce((a, b) => a + b, 0);
-    const kinds = Object.entries(calls)
-      .map(([k, n]) => `${k} ${n}`)
-      .join(', ');
+    const counts = Object.entries(calls).filter(([k]) => !k.endsWith(' ms'));
+    const total = counts.reduce((a, [, n]) => a + n, 0);
+    const kinds = counts.map(([k, n]) => `${k} ${n}`).join(', ');
     out(`# bench read part ${name}: ${med(ms)} ms median (${ms.join(' ')}), ${total} port calls (${kinds})`);
   };
   const devices = await readPciDevices(port);
@@ -423,13 +425,19 @@ async function readBreakdown(port, pciDir) {
 
 /** The port, counting its calls by kind into `calls` (writes included). */
 function countingPort(port, calls) {
+  // calls[kind] counts the calls; calls[`${kind} ms`] sums the time each took until it settled.
+  const took = (key, t) => (calls[`${key} ms`] = (calls[`${key} ms`] ?? 0) + (now() - t));
   return new Proxy(port, {
     get(target, key) {
       const v = Reflect.get(target, key);
       if (typeof v !== 'function') return v;
       return (...a) => {
         calls[key] = (calls[key] ?? 0) + 1;
-        return v.apply(target, a);
+        const t = now();
+        const r = v.apply(target, a);
+        if (r && typeof r.then === 'function') return r.finally(() => took(key, t));
+        took(key, t);
+        return r;
       };
     },
   });
