@@ -10,16 +10,32 @@ import PQueue from 'p-queue';
 export class CoalescedRefresh {
   readonly #work: () => Promise<void>;
   readonly #queue = new PQueue({ concurrency: 1 });
+  /** The refresh waiting to run (it covers every request made until it starts), or null. */
+  #waiting: { done: Promise<void> | null } | null = null;
 
   /** `work` must not reject (it reports its own errors). */
   constructor(work: () => Promise<void>) {
     this.#work = work;
   }
 
-  request(): void {
-    // `size` counts the waiting, not the running: one waiting is enough.
-    if (this.#queue.size > 0) return;
-    void this.#queue.add(() => this.#work());
+  /**
+   * Ask for a refresh. Resolves when a refresh that began after this request
+   * has run: at most the one running now and the next, however busy the
+   * queue stays (settled() waits for the queue to be idle, which a long
+   * stage asking for a refresh at every step can put off for its whole run).
+   */
+  request(): Promise<void> {
+    // One waiting is enough: it reads everything afresh when it starts.
+    if (this.#waiting?.done) return this.#waiting.done;
+    const waiting: { done: Promise<void> | null } = { done: null };
+    this.#waiting = waiting;
+    const done = this.#queue.add(async () => {
+      // Started (p-queue may start it within add()): later requests need a refresh of their own.
+      if (this.#waiting === waiting) this.#waiting = null;
+      await this.#work();
+    });
+    if (this.#waiting === waiting) waiting.done = done;
+    return done;
   }
 
   /** Resolves when the refreshes requested so far have run. */

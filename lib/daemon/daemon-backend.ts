@@ -67,15 +67,14 @@ interface DaemonBackendOptions {
   readonly accounts: AccountResolver;
   /** Told of every hook that acted, for the journal. */
   readonly onOutcome?: (event: ParsedHookEvent, outcome: LifecycleOutcome) => void;
-  /** Told after anything that may have changed devices, claims or machine states (to refresh the bus objects). */
-  readonly onChange?: () => void;
   /**
-   * Resolves once the refresh the last onChange asked for has run. A hook, a
-   * detach or a reattach that changed something returns only then, so what
-   * the bus shows right after (`vfio-hookctl status` after `virsh start`) is
-   * what it did; a stage without work answers at once.
+   * Told after anything that may have changed devices, claims or machine
+   * states (to refresh the bus objects); resolves once a refresh begun after
+   * it has run. A hook, a detach or a reattach that changed something answers
+   * only then, so what the bus shows right after (`vfio-hookctl status` after
+   * `virsh start`) is what it did; a stage without work answers at once.
    */
-  readonly settled?: () => Promise<void>;
+  readonly onChange?: () => void | Promise<void>;
   /** Told of every hook that was refused (bad arguments, or the stage failed), for the journal. */
   readonly onRefused?: (domainName: string, operation: string, subOperation: string, error: unknown) => void;
   /** Told of a warning about a VM vfio-hookd does not manage (did-you-mean), for the journal. */
@@ -116,6 +115,8 @@ export class DaemonBackend implements ManagerBackend {
   #lastDevices: readonly DeviceRow[] | null = null;
   /** How many changes were announced (onChange), to tell whether a call made one. */
   #changes = 0;
+  /** The refresh that covers the last change announced. */
+  #lastRefresh: Promise<void> | undefined;
   /** VMs that held devices when this daemon started (before any hook): candidates for a stale release. */
   #heldAtStart = new Set<string>();
   /** Whether libvirt-dbus is there to tell whether a VM still runs. */
@@ -143,12 +144,16 @@ export class DaemonBackend implements ManagerBackend {
    */
   #changed(): void {
     this.#changes++;
-    this.#options.onChange?.();
+    this.#lastRefresh = this.#options.onChange?.() ?? undefined;
   }
 
-  /** Wait for the bus objects to show the changes announced so far; a failed refresh is the refresh's to report. */
+  /**
+   * Wait for the bus objects to show the changes announced so far (refreshes
+   * run in order, so the last one's covers them all); a failed refresh is the
+   * refresh's to report.
+   */
   async #published(): Promise<void> {
-    await this.#options.settled?.().catch(() => undefined);
+    await this.#lastRefresh?.catch(() => undefined);
   }
 
   async #inProgress<T>(name: string, stage: ProgressStage, work: () => Promise<T>): Promise<T> {

@@ -244,7 +244,7 @@ class Daemon {
       this.#settingsApplied = this.applyDaemonSettings().catch((error: Error) =>
         this.#log.warning(`Cannot apply the [daemon] settings: ${error.message}`, { CONFIG_FILE }),
       );
-      this.#refresh.request();
+      void this.#refresh.request();
       this.#log.notice(`Configuration reloaded from '${CONFIG_FILE}': ${next.vms.size} VM(s) managed`, { CONFIG_FILE });
       for (const warning of next.warnings) this.#log.warning(warning, { CONFIG_FILE });
       // A changed hold moves nothing now (the claims' record decides); say what it will do.
@@ -328,7 +328,6 @@ class Daemon {
       onUnmanagedWarning: (domainName, warning) => log.warning(warning, { VFIO_DOMAIN: domainName }),
       onManual: (what, caller, owner, result, error) => this.#write([manualChangeEntry(what, caller, owner, result, error)]),
       onChange: () => this.#refresh.request(),
-      settled: () => this.#refresh.settled(),
       onOutcome: (event, outcome) => {
         this.#write(hookOutcomeEntries(event, outcome));
         // After a libvirtd restart libvirt-dbus is silent until called: call it once
@@ -371,7 +370,7 @@ class Daemon {
         this.#notifier.status(`${p.stage === 'prepare' ? 'Preparing' : 'Releasing'} '${p.vm}': ${progressText(p, Date.now())}`);
     };
     this.#progress.listen((p) => {
-      this.#refresh.request();
+      void this.#refresh.request();
       if (p !== null) {
         // After the refresh this step asked for, so a follower sees the Machine `preparing` before its first step.
         const signal: [string, string, string] = [busSafe(p.vm), p.stage, p.step];
@@ -440,7 +439,7 @@ class Daemon {
     const { results, notes } = await backend.holdAtBoot();
     for (const result of results) this.#write(bootHoldEntries(result));
     for (const note of notes) this.#log.notice(note);
-    this.#refresh.request();
+    void this.#refresh.request();
     await this.#refresh.settled();
   }
 

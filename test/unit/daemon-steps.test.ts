@@ -11,11 +11,11 @@ test('a burst of refresh requests while one runs queues exactly one more', async
     runs++;
     if (runs === 1) await first;
   });
-  refresh.request();
+  void refresh.request();
   await Promise.resolve();
-  refresh.request();
-  refresh.request();
-  refresh.request();
+  void refresh.request();
+  void refresh.request();
+  void refresh.request();
   release();
   await refresh.settled();
   t.is(runs, 2);
@@ -30,11 +30,39 @@ test('refreshes run one at a time, in order', async (t) => {
     await new Promise((resolve) => setImmediate(resolve));
     events.push(`end ${i}`);
   });
-  refresh.request();
+  void refresh.request();
   await new Promise((resolve) => setImmediate(resolve));
-  refresh.request();
+  void refresh.request();
   await refresh.settled();
   t.deepEqual(events, ['start 1', 'end 1', 'start 2', 'end 2']);
+});
+
+test('request() resolves when a refresh begun after it has run, though the queue never goes idle', async (t) => {
+  // A long stage asks for a refresh at every step: settled() (the queue idle) could wait for its whole run.
+  const events: string[] = [];
+  let n = 0;
+  const refresh = new CoalescedRefresh(async () => {
+    const i = ++n;
+    events.push(`start ${i}`);
+    await new Promise((resolve) => setImmediate(resolve));
+    events.push(`end ${i}`);
+  });
+  const busy = setInterval(() => void refresh.request(), 0);
+  t.teardown(() => clearInterval(busy));
+  await new Promise((resolve) => setImmediate(resolve));
+  const mark = events.length;
+  await refresh.request();
+  const atAnswer = [...events];
+  clearInterval(busy);
+  // Resolved once the first refresh started after the request has ended (not the one running then).
+  const first = atAnswer.slice(mark).find((e) => e.startsWith('start'));
+  t.truthy(first, atAnswer.join(', '));
+  t.true(atAnswer.includes(first!.replace('start', 'end')), atAnswer.slice(mark).join(', '));
+  // A request made while a refresh waits shares it.
+  const a = refresh.request();
+  const b = refresh.request();
+  t.is(a, b);
+  await refresh.settled();
 });
 
 const USERS: Record<string, number> = { 'libvirt-qemu': 64055, qemu: 107 };
