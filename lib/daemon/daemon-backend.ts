@@ -138,10 +138,7 @@ export class DaemonBackend implements ManagerBackend {
     return this.#progress.current !== null ? Promise.resolve(ledger.cached) : ledger.read();
   }
 
-  /**
-   * Run a managed VM's prepare or release with its state `preparing` or
-   * `releasing` meanwhile, and its steps visible (the Machine's Step).
-   */
+  /** Announce a change (onChange), keeping the refresh that will show it. */
   #changed(): void {
     this.#changes++;
     this.#lastRefresh = this.#options.onChange?.() ?? undefined;
@@ -156,6 +153,10 @@ export class DaemonBackend implements ManagerBackend {
     await this.#lastRefresh?.catch(() => undefined);
   }
 
+  /**
+   * Run a managed VM's prepare or release with its state `preparing` or
+   * `releasing` meanwhile, and its steps visible (the Machine's Step).
+   */
   async #inProgress<T>(name: string, stage: ProgressStage, work: () => Promise<T>): Promise<T> {
     const before = this.#seen.get(name);
     this.#seen.set(name, { state: stage === 'prepare' ? 'preparing' : 'releasing', message: before?.message ?? '' });

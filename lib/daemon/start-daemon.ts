@@ -439,8 +439,7 @@ class Daemon {
     const { results, notes } = await backend.holdAtBoot();
     for (const result of results) this.#write(bootHoldEntries(result));
     for (const note of notes) this.#log.notice(note);
-    void this.#refresh.request();
-    await this.#refresh.settled();
+    await this.#refresh.request();
   }
 
   /** 8. */
@@ -498,7 +497,7 @@ class Daemon {
     }
     // A hook in flight finishes, or fails and rolls back: never a half-bound device.
     const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), graceMs).unref());
-    // Then the refresh it asked for: a hook answers once the objects show what it did (DaemonBackend's `settled`),
+    // Then the refresh it asked for: a hook answers once the objects show what it did (DaemonBackend's onChange),
     // and the index must not be rewritten by a late refresh after it is removed below. A turn of the event loop
     // after that lets those answers go out before the bus is closed.
     const finished = async (): Promise<'idle'> => {
