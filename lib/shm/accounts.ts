@@ -93,7 +93,7 @@ export async function resolveUids(users: readonly string[], options: AccountLook
   }
   if (names.length === 0) return found;
   const getent = options.getent === undefined ? 'getent' : options.getent;
-  const lines = getent !== null ? await lookUpAllWithGetent(getent, names, options.timeoutMs ?? DEFAULT_TIMEOUT_MS) : undefined;
+  const lines = getent !== null ? await lookUpAllWithGetent(getent, 'passwd', names, options.timeoutMs ?? DEFAULT_TIMEOUT_MS) : undefined;
   const wanted = new Set(names);
   const entries =
     lines ??
@@ -182,42 +182,26 @@ export function checkAccountName(kind: 'user' | 'group', name: string): void {
  * The matching line from getent, `null` when the key is unknown (exit 2), or
  * `undefined` when getent itself is not installed.
  */
-function lookUpWithGetent(getent: string, db: Database, name: string, timeoutMs: number): Promise<string | null | undefined> {
-  return new Promise((resolvePromise, reject) => {
-    // No shell; `--` ends options even though checkName already refused a leading '-'.
-    execFile(getent, [db, '--', name], { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout) => {
-      if (error === null) {
-        resolvePromise(stdout.split('\n')[0] ?? '');
-        return;
-      }
-      if (error.code === 'ENOENT') resolvePromise(undefined);
-      else if (error.code === 2) resolvePromise(null);
-      else if (error.killed) {
-        reject(new Timeout(`Looking up ${q(name)} in ${db} timed out after ${timeoutMs} ms; check the name service (nsswitch.conf)`));
-      } else {
-        reject(new Error(`Looking up ${q(name)} in ${db} failed: ${getent} exited with ${String(error.code ?? error.signal)}`));
-      }
-    });
-  });
+async function lookUpWithGetent(getent: string, db: Database, name: string, timeoutMs: number): Promise<string | null | undefined> {
+  const lines = await lookUpAllWithGetent(getent, db, [name], timeoutMs);
+  return lines === undefined ? undefined : (lines[0] ?? null);
 }
 
-/** The passwd lines getent finds for `names` (none found is exit 2, an empty list), or `undefined` when getent is not installed. */
-function lookUpAllWithGetent(getent: string, names: readonly string[], timeoutMs: number): Promise<string[] | undefined> {
+/**
+ * The lines getent finds for `keys` in `db` (exit 2, some or all unknown,
+ * leaves them out), or `undefined` when getent is not installed.
+ */
+function lookUpAllWithGetent(getent: string, db: Database, keys: readonly string[], timeoutMs: number): Promise<string[] | undefined> {
   return new Promise((resolvePromise, reject) => {
-    execFile(getent, ['passwd', '--', ...names], { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout) => {
-      const lines = () => stdout.split('\n').filter((line) => line !== '');
-      if (error === null || error.code === 2) resolvePromise(lines());
+    const what = keys.map(q).join(', ');
+    // No shell; `--` ends options even though checkAccountName already refused a leading '-'.
+    execFile(getent, [db, '--', ...keys], { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout) => {
+      if (error === null || error.code === 2) resolvePromise(stdout.split('\n').filter((line) => line !== ''));
       else if (error.code === 'ENOENT') resolvePromise(undefined);
       else if (error.killed) {
-        reject(
-          new Timeout(
-            `Looking up ${names.map(q).join(', ')} in passwd timed out after ${timeoutMs} ms; check the name service (nsswitch.conf)`,
-          ),
-        );
+        reject(new Timeout(`Looking up ${what} in ${db} timed out after ${timeoutMs} ms; check the name service (nsswitch.conf)`));
       } else {
-        reject(
-          new Error(`Looking up ${names.map(q).join(', ')} in passwd failed: ${getent} exited with ${String(error.code ?? error.signal)}`),
-        );
+        reject(new Error(`Looking up ${what} in ${db} failed: ${getent} exited with ${String(error.code ?? error.signal)}`));
       }
     });
   });
