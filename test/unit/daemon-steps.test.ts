@@ -21,7 +21,8 @@ test('a burst of refresh requests while one runs queues exactly one more', async
   t.is(runs, 2);
 });
 
-test('refreshes run one at a time, in order', async (t) => {
+/** A refresh that notes 'start N' and 'end N' around a turn of the event loop. */
+function recordingRefresh(): { events: string[]; refresh: CoalescedRefresh } {
   const events: string[] = [];
   let n = 0;
   const refresh = new CoalescedRefresh(async () => {
@@ -30,6 +31,11 @@ test('refreshes run one at a time, in order', async (t) => {
     await new Promise((resolve) => setImmediate(resolve));
     events.push(`end ${i}`);
   });
+  return { events, refresh };
+}
+
+test('refreshes run one at a time, in order', async (t) => {
+  const { events, refresh } = recordingRefresh();
   void refresh.request();
   await new Promise((resolve) => setImmediate(resolve));
   void refresh.request();
@@ -39,14 +45,7 @@ test('refreshes run one at a time, in order', async (t) => {
 
 test('request() resolves when a refresh begun after it has run, though the queue never goes idle', async (t) => {
   // A long stage asks for a refresh at every step: settled() (the queue idle) could wait for its whole run.
-  const events: string[] = [];
-  let n = 0;
-  const refresh = new CoalescedRefresh(async () => {
-    const i = ++n;
-    events.push(`start ${i}`);
-    await new Promise((resolve) => setImmediate(resolve));
-    events.push(`end ${i}`);
-  });
+  const { events, refresh } = recordingRefresh();
   const busy = setInterval(() => void refresh.request(), 0);
   t.teardown(() => clearInterval(busy));
   await new Promise((resolve) => setImmediate(resolve));
