@@ -48,6 +48,7 @@ export class CrashCounter {
     return {
       roots: port.roots,
       readFile: (file) => port.readFile(file),
+      readLockedFile: (file) => port.readLockedFile(file),
       readLink: (file) => port.readLink(file),
       realPath: (file) => port.realPath(file),
       readDir: (dir) => port.readDir(dir),

@@ -310,7 +310,7 @@ export class PlanExecutor {
 
   async #binding(address: string): Promise<DeviceBinding> {
     const [override, driver] = await Promise.all([
-      this.#port.readFile(pciDeviceEntry(this.#port.roots, address, 'driver_override')),
+      this.#port.readLockedFile(pciDeviceEntry(this.#port.roots, address, 'driver_override')),
       this.#driverOf(address),
     ]);
     if (override === null && !(await this.#port.exists(pciDeviceDir(this.#port.roots, address)))) {

@@ -33,6 +33,14 @@ export interface KernelPort {
   readonly roots: HostRoots;
   /** File contents, or null when the file does not exist. */
   readFile(path: string): Promise<string | null>;
+  /**
+   * An attribute whose show takes the device lock (`driver_override`), or
+   * null when missing. Unlike readFile it may wait on the kernel (an unbind or
+   * a probe of the device holds the lock), so it must not stop the event
+   * loop: the real adapter reads it on the thread pool and rejects with
+   * DeviceBusy when the lock is not released in time (fs-reads.ts).
+   */
+  readLockedFile(path: string): Promise<string | null>;
   /** Link text, or null when there is no link. */
   readLink(path: string): Promise<string | null>;
   /** The link's target resolved to a real path, or null when missing. */

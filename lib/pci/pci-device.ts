@@ -150,7 +150,8 @@ export async function readPciDevice(port: KernelPort, address: string): Promise<
     attr('subsystem_device'),
     attr('class'),
     attr('revision'),
-    attr('driver_override'),
+    // The one attribute whose show takes the device lock: read off the event loop (fs-reads.ts).
+    port.readLockedFile(pciDeviceEntry(port.roots, address, 'driver_override')),
     attr('boot_vga'),
     attr('reset_method'),
   ]);

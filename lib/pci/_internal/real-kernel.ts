@@ -7,7 +7,7 @@ import type { HostRoots } from '../../roots.js';
 import { isWithin } from '../../roots.js';
 import { UnsafePath, q } from '../../errors.js';
 import type { KernelPort } from '../kernel-port.js';
-import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, realPathOrNull } from '../fs-reads.js';
+import { existsPath, readDirOrEmpty, readFileOrNull, readLinkOrNull, readLockedFileOrNull, realPathOrNull } from '../fs-reads.js';
 import { SysfsWriter } from './sysfs-writer.js';
 
 export class RealKernel implements KernelPort {
@@ -18,6 +18,7 @@ export class RealKernel implements KernelPort {
   constructor(readonly roots: HostRoots) {}
 
   readFile = readFileOrNull;
+  readLockedFile = (file: string): Promise<string | null> => readLockedFileOrNull(file);
   readLink = readLinkOrNull;
   realPath = realPathOrNull;
   readDir = readDirOrEmpty;

@@ -16,7 +16,7 @@ function handle(line) {
   const { id, path, data } = JSON.parse(line);
   let reply;
   try {
-    const fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_CLOEXEC);
+    const fd = fs.openSync(path, fs.constants.O_WRONLY); // libuv adds O_CLOEXEC (node has no constant for it);
     try {
       fs.writeSync(fd, Buffer.from(data, 'utf8'));
     } finally {
