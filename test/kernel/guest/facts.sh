@@ -72,6 +72,39 @@ else
     notok "facts: unbind from vfio-pci blocks while the device fd is held"
   else
     ok "facts: unbind from vfio-pci blocks while the device fd is held (still blocked after 3 s)"
+    # Which attribute reads wait on the device lock the blocked unbind holds: each
+    # read in the background (a task waiting on a mutex ignores even SIGKILL).
+    blocked=""
+    for a in vendor device class revision driver_override boot_vga reset_method resource; do
+      cat "$PCI/$VGA/$a" > /dev/null 2>&1 &
+      eval "cat_$a=\$!"
+    done
+    sleep 1
+    for a in vendor device class revision driver_override boot_vga reset_method resource; do
+      eval "p=\$cat_$a"; gone "$p" || blocked="$blocked $a"
+    done
+    fact override-read-blocks "reads of VGA's attributes still waiting 1 s into the blocked unbind (kernel $(uname -r)):${blocked:- none}"
+    # The engine reads every attribute synchronously but driver_override, which it reads on the
+    # thread pool, bounded (lib/pci/fs-reads.ts): whether it waits differs between kernels.
+    eq "facts: no attribute the engine reads synchronously waits on the lock a blocked unbind holds" \
+      "$(for a in $blocked; do [ "$a" = driver_override ] || printf '%s ' "$a"; done)" ""
+    # The project's reads meanwhile (locked-read.mjs): bounded, the event loop free.
+    VGA=$VGA HDA=$HDA node "$G/locked-read.mjs" > /tmp/locked-read.out 2>&1 &
+    LR_PID=$!
+    wait_for 'grep -q "^locked-read|" /tmp/locked-read.out || gone $LR_PID' 600
+    IFS='|' read -r _ lr_hda lr_vga lr_s lr_ticks < /tmp/locked-read.out
+    fact locked-read "through the port during the blocked unbind: HDA binding $lr_hda; VGA read: $lr_vga after $lr_s s, $lr_ticks timer ticks meanwhile"
+    eq "locked read: the other function's binding reads at once" "$lr_hda" "$(drv "$HDA")"
+    case " $blocked " in
+    *" driver_override "*)
+      case "$lr_vga" in "DeviceBusy: Reading '$PCI/$VGA/driver_override' did not return within 10000 ms: the kernel holds the device's lock"*) e=1 ;; *) e=0 ;; esac
+      check "locked read: where driver_override waits, VGA's device read rejects with DeviceBusy naming it and the lock" [ $e = 1 ]
+      check "locked read: the event loop ran while the read waited (timer ticks: ${lr_ticks:-none})" [ "${lr_ticks:-0}" -ge 20 ] ;;
+    *)
+      case "$lr_vga" in "read "*) e=1 ;; *) e=0 ;; esac
+      check "locked read: where driver_override does not wait, VGA's device read returns ($lr_vga)" [ $e = 1 ]
+      check "locked read: and well before the bound (${lr_s:-?} s)" [ "${lr_s%%.*}" -lt 5 ] ;;
+    esac
     t2=$(now_us)
     kill "$HOLD_PID"
     if wait_for "gone $UNBIND_PID" 150; then
@@ -83,6 +116,11 @@ else
     fi
   fi
   kill "$HOLD_PID" 2>/dev/null; wait "$HOLD_PID" 2>/dev/null
+  if [ -n "${LR_PID:-}" ]; then
+    # The lock is free again: the stuck read returns, and only then can node exit.
+    if wait_for "gone $LR_PID" 300; then ok "locked read: node exits once the lock is released"
+    else notok "locked read: node exits once the lock is released (still running 30 s after)"; kill -9 "$LR_PID" 2>/dev/null; fi
+  fi
   fact container-dmesg "$(dmesg | grep -iE 'blocked until|device request|in use' | grep -v vgaarb | tail -n 3 | sed 's/^\[[^]]*\] //' | tr '\n' '|')"
   # give both back
   for a in "$VGA" "$HDA"; do
