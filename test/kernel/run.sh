@@ -103,9 +103,16 @@ fi
 
 # ---------------------------------------------------------------- kernel
 # Cached as $work/kernel/<version>/{vmlinuz,tree}; $work/kernel/current names it.
+# KERNEL_TIER_PACKAGE=linux-image-6.1.0-NN-amd64 runs the tier on another Debian
+# kernel (a fact that differs between kernels is then seen on both); its cache
+# is named by $work/kernel/current-<package>.
+override=${KERNEL_TIER_PACKAGE:-}
+case "$override" in "" | linux-image-[0-9a-z]*) ;; *) bail "KERNEL_TIER_PACKAGE must name a Debian linux-image-* package" ;; esac
+case "$override" in *[!0-9a-z.+-]*) bail "KERNEL_TIER_PACKAGE must name a Debian linux-image-* package" ;; esac
+current=$work/kernel/current${override:+-$override}
 kdir=""
-if [ -s "$work/kernel/current" ] && [ -f "$work/kernel/$(cat "$work/kernel/current")/vmlinuz" ]; then
-  kdir=$work/kernel/$(cat "$work/kernel/current")
+if [ -s "$current" ] && [ -f "$work/kernel/$(cat "$current")/vmlinuz" ]; then
+  kdir=$work/kernel/$(cat "$current")
   note "kernel: cached $(basename "$kdir")"
 else
   t0=$SECONDS
@@ -118,7 +125,8 @@ else
       tr ',|' '\n\n' | sed 's/ *(.*//; s/^ *//' | grep -m1 '^linux-image-')
     [ -n "$dep" ] && echo "$dep"
   }
-  pkg=$(resolve linux-image-6.12-amd64 || resolve linux-image-amd64)
+  if [ -n "$override" ]; then pkg=$override
+  else pkg=$(resolve linux-image-6.12-amd64 || resolve linux-image-amd64); fi
   if [ -z "$pkg" ]; then
     note "apt lists do not know the kernel packages: apt-get update (bounded)"
     timeout 90 apt-get update -q >"$work/apt-update.log" 2>&1
@@ -151,7 +159,7 @@ else
   cp "$work/kernel/unpack.tmp/boot/config-$kver" "$work/kernel/$kver/config" 2>/dev/null
   rm -rf "$work/kernel/unpack.tmp"
   timeout 60 depmod -b "$work/kernel/$kver/tree" "$kver" || bail "depmod of the unpacked $kver modules"
-  echo "$kver" >"$work/kernel/current"
+  echo "$kver" >"$current"
   kdir=$work/kernel/$kver
   # the .deb is no longer needed once unpacked (the tree is the cache)
   rm -f "$deb"
@@ -176,7 +184,10 @@ if ! [ -x "$helper" ] || [ "$here/vfio-helper.c" -nt "$helper" ]; then
 fi
 
 # ---------------------------------------------------------------- initramfs
-modules="vfio vfio_iommu_type1 vfio-pci bochs snd-hda-codec-generic snd-hda-intel e1000e 9p 9pnet_virtio"
+# virtio_pci carries the 9p shares' virtio-9p-pci devices: built in on 6.12
+# (modprobe reports "builtin", nothing to copy) but a module on 6.1, where
+# without it no virtio device appears and no 9p share can be mounted.
+modules="vfio vfio_iommu_type1 vfio-pci bochs snd-hda-codec-generic snd-hda-intel e1000e virtio_pci 9p 9pnet_virtio"
 initrd=$work/initramfs.cpio
 key=$( {
   echo "$kver $modules"
