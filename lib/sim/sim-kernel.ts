@@ -111,6 +111,8 @@ export class SimKernel implements KernelPort {
     return this.#host;
   }
 
+  /** The simulated kernel has no device lock: its driver_override is a plain file. */
+  readLockedFile = readFileOrNull;
   readFile = readFileOrNull;
   readLink = readLinkOrNull;
   realPath = realPathOrNull;
