@@ -28,6 +28,8 @@ export const MessageId = {
   ROLLBACK_DONE: '8f434d6819904c98a9adfd9a0586e93f',
   /** A VM that held devices stopped while vfio-hookd was down; released from its record at start. */
   STALE_RELEASED: '74a64f6328dd407e8f6386af23fba335',
+  /** A VM's QEMU was gone at vfio-hookd's stop with no release from libvirt; released from its record then. */
+  GONE_RELEASED: 'dd5b096cb7714dbf954720038fa76c41',
   /** A device was detached or given back by hand (DetachDevice/ReattachDevice), with the caller. */
   MANUAL_CHANGE: 'dcfab31185fa4f15b714caa65ce20ad6',
   /** The state file was damaged (or an operation unfinished) at start, and was recovered from sysfs. */

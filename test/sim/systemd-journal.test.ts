@@ -360,6 +360,7 @@ test('MESSAGE_IDs are 32 lowercase hex characters and all different', (t) => {
     'BOOT_HOLD_FAILED',
     'DEVICE_DETACHED',
     'DEVICE_REATTACHED',
+    'GONE_RELEASED',
     'HOOK_NOT_RECEIVED',
     'HOOK_REFUSED',
     'MANUAL_CHANGE',
