@@ -29,6 +29,7 @@ import { parseDomainXmlOffThread } from '../domain/parse-off-thread.js';
 import type { PciEngine } from '../pci/engine.js';
 import { parsePciAddress } from '../pci/address.js';
 import { readPciDevices } from '../pci/pci-device.js';
+import { describeHolders, groupHolders, holdersOf, type Holder } from '../pci/holders.js';
 import { className } from '../pci/class-code.js';
 import type { BootHoldResult, Lifecycle, HookOutcome as LifecycleOutcome } from '../lifecycle/lifecycle.js';
 import type { OperationResult } from '../lifecycle/device-ledger.js';
@@ -121,6 +122,13 @@ export class DaemonBackend implements ManagerBackend {
   #heldAtStart = new Set<string>();
   /** Whether libvirt-dbus is there to tell whether a VM still runs. */
   #libvirtAvailable = false;
+  /**
+   * VMs whose devices a process was seen holding while they ran (read after
+   * their `started` or `reconnect` hook, or when libvirt listed them running
+   * at our start), each with that read still pending or done: releaseGone's
+   * evidence that QEMU had them.
+   */
+  readonly #seenHeld = new Map<string, Promise<boolean>>();
 
   constructor(options: DaemonBackendOptions) {
     this.#options = options;
@@ -345,6 +353,7 @@ export class DaemonBackend implements ManagerBackend {
     for (const name of names) {
       if (!this.#seen.has(name) && (this.#options.config().vms.has(name) || (await this.#options.lifecycle.knows(name)))) {
         this.#seen.set(name, { state: 'running', message: 'running when vfio-hookd started' });
+        void this.#observeHolders(name);
       }
     }
     this.#changed();
@@ -378,6 +387,93 @@ export class DaemonBackend implements ManagerBackend {
     }
     if (released.length > 0) this.#changed();
     return released;
+  }
+
+  /**
+   * At the daemon's stop, after the last hook: VMs whose QEMU ran and is gone,
+   * with no release from libvirt (libvirtd stopped before it ran the hook, as
+   * at a host shutdown where systemd stops the VM's scope and then libvirtd
+   * before libvirtd has reaped QEMU; or libvirtd was killed). Released from
+   * their records, as the release hook would have; the devices would
+   * otherwise stay on vfio-pci with no VM, and a restarted daemon could only
+   * tell with libvirt-dbus on the bus. Returns the VMs released and, for the
+   * journal, those kept and why.
+   *
+   * Only where nothing is at stake, judged from what was seen, not from the
+   * configuration: a VM is released only when a process was seen holding its
+   * devices while it ran (#observeHolders, after its `started` hook: QEMU had
+   * opened them), and now the whole process table was read and no process
+   * holds any of its devices or their groups' VFIO nodes. So a QEMU that
+   * still runs (`systemctl restart vfio-hookd` beside a running VM) keeps
+   * everything, and so does a VM between its prepare and its start, a VM
+   * whose hooks were run by hand with no QEMU, and a VM whose recorded
+   * devices QEMU never opened (a device configured to keep it from the host
+   * but not passed through): nothing there says QEMU is gone.
+   *
+   * No hook can arrive meanwhile (the bus name is given up first), so the
+   * check and the release do not race a stage of the same VM.
+   */
+  async releaseGone(): Promise<{ released: { name: string; outcome: LifecycleOutcome }[]; kept: { name: string; why: string }[] }> {
+    const released: { name: string; outcome: LifecycleOutcome }[] = [];
+    const kept: { name: string; why: string }[] = [];
+    for (const name of [...this.#seenHeld.keys()].sort()) {
+      if (!(await this.#seenHeld.get(name))) continue;
+      const state = await this.#options.lifecycle.ledger.read();
+      if (state.machines.get(name)?.stage !== 'prepared') continue; // released already
+      const now = await this.#holders(name, state);
+      if (now === null) {
+        kept.push({ name, why: "some processes' open files could not be read, so whether its QEMU still runs is unknown" });
+        continue;
+      }
+      if (now.length > 0) {
+        kept.push({ name, why: `its devices are still held by ${describeHolders(now)}` });
+        continue;
+      }
+      const outcome = await this.#options.lifecycle.release(name);
+      this.#seen.set(name, {
+        state: 'released',
+        message: `released at vfio-hookd's stop: no process holds its devices (${outcome.message})`,
+      });
+      released.push({ name, outcome });
+    }
+    if (released.length > 0) this.#changed();
+    return { released, kept };
+  }
+
+  /** Note whether a process holds the devices of `name`, which runs (releaseGone's evidence); never rejects. */
+  #observeHolders(name: string): Promise<boolean> {
+    const held = this.#options.lifecycle.ledger
+      .read()
+      .then((state) => this.#holders(name, state))
+      .then((holders) => holders !== null && holders.length > 0)
+      .catch(() => false);
+    // A later read replaces an earlier one only by adding evidence: once seen held, the VM's QEMU had them.
+    const before = this.#seenHeld.get(name);
+    const evidence = before === undefined ? held : Promise.all([before, held]).then(([a, b]) => a || b);
+    this.#seenHeld.set(name, evidence);
+    return evidence;
+  }
+
+  /**
+   * The processes holding the devices a VM's record claims for it (held at
+   * boot excepted) or their groups' VFIO nodes, each once; [] for none or no
+   * such device, null when some processes' fds could not be read.
+   */
+  async #holders(name: string, state: State): Promise<Holder[] | null> {
+    const claims = [...state.claims].filter(([, c]) => c.owner.kind === 'vm' && c.owner.name === name && c.hold !== 'boot');
+    if (claims.length === 0) return [];
+    const addresses = claims.map(([address]) => address);
+    const snapshot = await this.#options.engine.inspectFor(addresses);
+    if (!snapshot.processes.complete) return null;
+    const groups = new Set(claims.map(([, c]) => c.group).filter((g): g is number => g !== null));
+    const holders = [
+      ...addresses.flatMap((a) => {
+        const device = snapshot.devices.get(a);
+        return device === undefined ? [] : holdersOf(device, snapshot.processes);
+      }),
+      ...[...groups].flatMap((g) => groupHolders(g, snapshot.processes)),
+    ];
+    return [...new Map(holders.map((h) => [`${h.pid} ${h.path}`, h])).values()];
   }
 
   async detachDevice(address: string, forVm: string, caller: Caller, force = false): Promise<void> {
@@ -507,6 +603,8 @@ export class DaemonBackend implements ManagerBackend {
     }
     const state = STATE_AFTER[stage];
     if (state !== undefined) this.#seen.set(event.domainName, { state, message: outcome.message });
+    // Read before the answer (QEMU has opened its devices by `started`), so a stop right after it has the evidence.
+    if (stage === 'started' || stage === 'reconnect') await this.#observeHolders(event.domainName);
     this.#options.onOutcome?.(event, outcome);
     // Only a managed VM's hook can change devices or machine states; an
     // unmanaged one must stay a quick answer.

@@ -31,15 +31,7 @@ export function hookOutcomeEntries(event: HookEvent, outcome: HookOutcome): Jour
       }),
     );
   }
-  for (const address of outcome.reattached) {
-    entries.push(
-      info(`Device '${address}' given back to its driver after VM '${event.domainName}'`, {
-        ...base,
-        PCI_ADDRESS: address,
-        MESSAGE_ID: MessageId.DEVICE_REATTACHED,
-      }),
-    );
-  }
+  for (const address of outcome.reattached) entries.push(reattachedEntry(address, event.domainName, base));
   for (const shm of outcome.shm) {
     if (shm.action === 'unchanged') continue;
     const created = shm.action === 'created';
@@ -102,6 +94,40 @@ export function staleReleasedEntry(name: string, outcome: HookOutcome): JournalE
     message: `VM '${name}' held devices but libvirt reports it not running (it stopped while vfio-hookd was down): ${outcome.message}`,
     fields: { VFIO_DOMAIN: name, MESSAGE_ID: MessageId.STALE_RELEASED },
   };
+}
+
+function reattachedEntry(address: string, vm: string, base: JournalFields): JournalEntry {
+  return info(`Device '${address}' given back to its driver after VM '${vm}'`, {
+    ...base,
+    PCI_ADDRESS: address,
+    MESSAGE_ID: MessageId.DEVICE_REATTACHED,
+  });
+}
+
+/**
+ * A VM released at the daemon's stop because its QEMU was gone with no
+ * release from libvirt (DaemonBackend.releaseGone): each device given back,
+ * each host change undone, each warning, then why, with its MESSAGE_ID.
+ */
+export function goneReleasedEntries(name: string, outcome: HookOutcome): JournalEntry[] {
+  const base = { VFIO_DOMAIN: name, VFIO_HOOK: 'daemon stop' };
+  return [
+    ...outcome.reattached.map((address) => reattachedEntry(address, name, base)),
+    ...(outcome.hostChanges ?? []).map((change) => info(`VM '${name}': ${change}`, { ...base, VFIO_HOST_CHANGE: change })),
+    ...outcome.warnings.map((warning): JournalEntry => ({ priority: LogPriority.warning, message: warning, fields: base })),
+    {
+      priority: LogPriority.notice,
+      message:
+        `VM '${name}' ran, but no process holds its devices any more and libvirt's release never came ` +
+        `(libvirtd stopped or was killed before it ran the release hook): released at vfio-hookd's stop: ${outcome.message}`,
+      fields: { ...base, MESSAGE_ID: MessageId.GONE_RELEASED },
+    },
+  ];
+}
+
+/** A VM that ran and keeps its devices at the daemon's stop (its QEMU still holds them, or that cannot be told). */
+export function goneKeptEntry(name: string, why: string): JournalEntry {
+  return info(`VM '${name}' keeps its devices across vfio-hookd's stop: ${why}`, { VFIO_DOMAIN: name, VFIO_HOOK: 'daemon stop' });
 }
 
 /** A managed VM that libvirt started without its prepare hook reaching us (`warning` from DaemonBackend.domainStarted). */

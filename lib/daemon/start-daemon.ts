@@ -27,7 +27,9 @@
  * [daemon] settings applied, the Machine objects and the hook's index rewritten
  * (the unit's ExecReload calls it, so `systemctl reload` waits for that too).
  * SIGTERM/SIGINT: STOPPING=1, give up the name (no new hook call reaches us),
- * let a hook already running finish or roll back, exit 0.
+ * let a hook already running finish or roll back, release a VM whose QEMU
+ * was seen holding its devices and is gone with no release from libvirt
+ * (DaemonBackend.releaseGone), exit 0.
  */
 import { busSafe } from '../bus/dbus-types.js';
 import { StageProgress, progressText } from './stage-progress.js';
@@ -65,6 +67,8 @@ import {
   manualChangeEntry,
   recoveredEntries,
   staleReleasedEntry,
+  goneReleasedEntries,
+  goneKeptEntry,
   type JournalEntry,
 } from './outcome-journal.js';
 import { SleepInhibitor } from './sleep-inhibitor.js';
@@ -508,6 +512,20 @@ class Daemon {
     };
     if ((await Promise.race([finished(), grace])) === 'timeout') {
       this.#log.error(`A hook was still running ${graceMs / 1000} s after ${signal}; stopping anyway`);
+    } else {
+      // VMs whose QEMU is gone without libvirt's release (libvirtd stopped first at a shutdown): what was done is
+      // undone now rather than left on vfio-pci (DaemonBackend.releaseGone says when, and why only then). Should
+      // systemd's TimeoutStopSec cut it short, the state file's pending operation is finished at the next start.
+      try {
+        const { released, kept } = await this.#need(this.#parts).backend.releaseGone();
+        await this.#refresh.settled(); // the refresh it asked for, before the hook's index is removed below
+        this.#write([
+          ...released.flatMap(({ name, outcome }) => goneReleasedEntries(name, outcome)),
+          ...kept.map(({ name, why }) => goneKeptEntry(name, why)),
+        ]);
+      } catch (error) {
+        this.#log.warning(`Cannot release VMs whose QEMU is gone: ${(error as Error).message}`);
+      }
     }
     inhibitor.releaseAll();
     await this.#owed?.remove().catch((error: Error) => this.#log.warning(`Cannot remove the hook's index: ${error.message}`));

@@ -16,6 +16,8 @@ import {
   manualChangeEntry,
   recoveredEntries,
   staleReleasedEntry,
+  goneReleasedEntries,
+  goneKeptEntry,
 } from '../../lib/daemon/outcome-journal.js';
 
 const prepare: HookEvent = { domainName: 'win10', operation: 'prepare', subOperation: 'begin', extra: '-' };
@@ -85,6 +87,38 @@ test('a release journals each device given back under its own MESSAGE_ID', (t) =
     },
     { priority: 6, message: 'released', fields },
   ]);
+});
+
+test("a VM released at the daemon's stop journals each device and host change under 'daemon stop', then why with GONE_RELEASED", (t) => {
+  const released = outcome({
+    stage: 'release',
+    message: "VM 'win10' released: 1 device(s) given back",
+    reattached: ['0000:0b:00.0'],
+    hostChanges: ['consoles bound again'],
+    warnings: ['Cannot remove x, ignoring'],
+  });
+  const fields = { VFIO_DOMAIN: 'win10', VFIO_HOOK: 'daemon stop' };
+  t.deepEqual(goneReleasedEntries('win10', released), [
+    {
+      priority: 6,
+      message: "Device '0000:0b:00.0' given back to its driver after VM 'win10'",
+      fields: { ...fields, PCI_ADDRESS: '0000:0b:00.0', MESSAGE_ID: 'abf8a78b57ae4f48a8daed05920aab29' },
+    },
+    { priority: 6, message: "VM 'win10': consoles bound again", fields: { ...fields, VFIO_HOST_CHANGE: 'consoles bound again' } },
+    { priority: 4, message: 'Cannot remove x, ignoring', fields },
+    {
+      priority: 5,
+      message:
+        "VM 'win10' ran, but no process holds its devices any more and libvirt's release never came (libvirtd stopped or was killed " +
+        "before it ran the release hook): released at vfio-hookd's stop: VM 'win10' released: 1 device(s) given back",
+      fields: { ...fields, MESSAGE_ID: 'dd5b096cb7714dbf954720038fa76c41' },
+    },
+  ]);
+  t.deepEqual(goneKeptEntry('win10', 'its devices are still held by qemu'), {
+    priority: 6,
+    message: "VM 'win10' keeps its devices across vfio-hookd's stop: its devices are still held by qemu",
+    fields,
+  });
 });
 
 test('a refused hook is an error with HOOK_REFUSED', (t) => {
